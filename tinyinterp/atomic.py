@@ -1,0 +1,65 @@
+"""Atomic file writes: write to a temporary file beside the target, fsync, rename.
+
+A reader (or a crash) never sees a half-written file: it sees the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(target: str | os.PathLike, obj: Any) -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def replace_dir(tmp_dir: Path, target: Path) -> None:
+    """Swap a fully written directory ``tmp_dir`` into place at ``target``.
+
+    The old directory is first renamed to ``<target>.old``, so at every instant
+    either ``target`` or ``<target>.old`` is a complete copy; see :func:`recover_dir`.
+    """
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp_dir, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def recover_dir(target: Path) -> Path | None:
+    """Return the complete copy of a directory written by :func:`replace_dir`, if any."""
+    if target.exists():
+        return target
+    old = target.with_name(target.name + ".old")
+    return old if old.exists() else None

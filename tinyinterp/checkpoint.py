@@ -1,0 +1,226 @@
+"""Checkpoint format, saving and strict loading.
+
+A checkpoint is a directory::
+
+    config.json        HookedTransformerConfig fields (plain JSON)
+    model.safetensors  HookedTransformer state dict (fp32, or fp16 when saved compact)
+    tokenizer.json …   the tokenizer (loads with PreTrainedTokenizerFast.from_pretrained)
+    training.json      metrics summary, data provenance with hashes, versions, wall time
+    manifest.json      sha256 of every file above, verified on load
+    README.md          generated model card
+
+Loading is strict: unknown config fields, missing or extra weights, shape or dtype
+mismatches, NaN/inf weights, a truncated safetensors file, a tokenizer whose size does not
+match ``d_vocab`` – each raises :class:`~tinyinterp.errors.CheckpointError` with one line
+naming the file and the fix. Weights are only ever read with safetensors; nothing is
+unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tinyinterp.atomic import atomic_path, write_json, write_text
+from tinyinterp.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAINING = "training.json"
+MANIFEST = "manifest.json"
+CARD = "README.md"
+FLOAT_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
+
+
+def _ht_config_fields() -> set[str]:
+    from transformer_lens import HookedTransformerConfig
+
+    return {f.name for f in dataclasses.fields(HookedTransformerConfig)}
+
+
+def hooked_config(cfg: dict[str, Any]):
+    """Build a ``HookedTransformerConfig`` from a JSON dict, rejecting unknown fields."""
+    from transformer_lens import HookedTransformerConfig
+
+    unknown = sorted(set(cfg) - _ht_config_fields())
+    if unknown:
+        raise CheckpointError(f"{CONFIG}: unknown field(s) {unknown}; remove them (fields must be HookedTransformerConfig's)")
+    try:
+        return HookedTransformerConfig(**cfg)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{CONFIG}: invalid HookedTransformer config ({type(exc).__name__}: {exc})") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(ckpt: Path) -> None:
+    files = sorted(f.name for f in ckpt.iterdir() if f.is_file() and f.name != MANIFEST and not f.name.startswith("."))
+    write_json(ckpt / MANIFEST, {"sha256": {name: sha256_file(ckpt / name) for name in files}})
+
+
+def verify_manifest(ckpt: Path) -> None:
+    mp = ckpt / MANIFEST
+    if not mp.exists():
+        log.warning("%s: no %s; skipping checksum verification", ckpt, MANIFEST)
+        return
+    try:
+        sums = json.loads(mp.read_text())["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"{mp}: unreadable manifest; re-save the checkpoint or load with --no-verify") from None
+    for name, digest in sums.items():
+        f = ckpt / name
+        if not f.exists():
+            raise CheckpointError(f"{f}: listed in {MANIFEST} but missing; restore it or load with --no-verify")
+        if sha256_file(f) != digest:
+            raise CheckpointError(
+                f"{f}: sha256 does not match {MANIFEST} (file changed or corrupted); restore it or load with --no-verify"
+            )
+
+
+def save_checkpoint(
+    out: str | os.PathLike,
+    config: dict[str, Any],
+    state_dict: dict[str, Tensor],
+    tokenizer_dir: str | os.PathLike | None = None,
+    training: dict[str, Any] | None = None,
+    card: str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write a checkpoint directory; every file is replaced atomically, manifest last."""
+    from safetensors.torch import save_file
+
+    from tinyinterp.data.tokenizer import save_tokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.to(dtype) if v.is_floating_point() and v.dim() > 0 else v).detach().contiguous().cpu()
+               for k, v in state_dict.items()}
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "tinyinterp"})
+    write_json(out / CONFIG, config)
+    if tokenizer_dir is not None and Path(tokenizer_dir).resolve() != out.resolve():
+        save_tokenizer(tokenizer_dir, out)
+    if training is not None:
+        write_json(out / TRAINING, training)
+    if card is not None:
+        write_text(out / CARD, card)
+    write_manifest(out)
+    return out
+
+
+def read_config(ckpt: Path) -> dict[str, Any]:
+    cp = ckpt / CONFIG
+    if not cp.exists():
+        raise CheckpointError(f"{ckpt}: not a tinyinterp checkpoint (no {CONFIG}); pass a folder written by `tinyinterp train`")
+    try:
+        cfg = json.loads(cp.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cp}: invalid JSON ({exc}); restore the file from the original checkpoint") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cp}: expected a JSON object of HookedTransformerConfig fields")
+    return cfg
+
+
+def read_weights(ckpt: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    wp = ckpt / WEIGHTS
+    if not wp.exists():
+        pickles = [p.name for p in ckpt.glob("*.bin")] + [p.name for p in ckpt.glob("*.pt")] + [p.name for p in ckpt.glob("*.pth")]
+        hint = f" (found {pickles}: pickle files are never loaded; convert them to safetensors)" if pickles else ""
+        raise CheckpointError(f"{wp}: missing weights file{hint}")
+    try:
+        sd = load_file(str(wp))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{wp}: corrupt or truncated safetensors file ({str(exc).splitlines()[0][:160]}); re-save or re-download it") from None
+    return sd
+
+
+def check_weights(sd: dict[str, Tensor], expected: dict[str, Tensor], where: Path) -> None:
+    missing = sorted(set(expected) - set(sd))
+    extra = sorted(set(sd) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{where}: weights do not match {CONFIG} (missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
+            f"unexpected {extra[:3]}{'…' if len(extra) > 3 else ''}); the config and weights come from different models"
+        )
+    for k, ref in expected.items():
+        v = sd[k]
+        if tuple(v.shape) != tuple(ref.shape):
+            raise CheckpointError(f"{where}: {k} has shape {tuple(v.shape)} but {CONFIG} implies {tuple(ref.shape)}; config and weights disagree")
+        if ref.is_floating_point():
+            if v.dtype not in FLOAT_DTYPES:
+                raise CheckpointError(f"{where}: {k} has dtype {v.dtype}; expected float32/float16/bfloat16")
+            if v.numel() and not torch.isfinite(v).all():
+                raise CheckpointError(f"{where}: {k} contains NaN or inf; the checkpoint is broken (training diverged?)")
+        elif v.dtype != ref.dtype:
+            raise CheckpointError(f"{where}: {k} has dtype {v.dtype}; expected {ref.dtype}")
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such checkpoint folder; list bundled ones with `ls checkpoints/`")
+    if p.is_file():
+        raise CheckpointError(f"{p}: is a file; pass the checkpoint folder that holds {CONFIG} and {WEIGHTS}")
+    return p
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True, with_tokenizer: bool = True):
+    """Load a checkpoint folder as a ``HookedTransformer`` (fp32, eval mode) with its tokenizer.
+
+    >>> model = load_model("checkpoints/ts-1l")      # doctest: +SKIP
+    >>> logits, cache = model.run_with_cache("Once upon a time")  # doctest: +SKIP
+    """
+    from transformer_lens import HookedTransformer
+
+    from tinyinterp.data.tokenizer import load_tokenizer
+
+    ckpt = resolve_checkpoint(path)
+    cfg_dict = read_config(ckpt)
+    if verify:
+        verify_manifest(ckpt)
+    cfg = hooked_config(cfg_dict)
+    tokenizer = None
+    if with_tokenizer:
+        try:
+            tokenizer = load_tokenizer(ckpt)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{ckpt}: tokenizer missing or unreadable ({exc}); copy the tokenizer files into the checkpoint") from None
+        if len(tokenizer) != cfg.d_vocab:
+            raise CheckpointError(
+                f"{ckpt}: tokenizer has {len(tokenizer)} ids but {CONFIG} says d_vocab={cfg.d_vocab}; use the tokenizer the model was trained with"
+            )
+    sd = read_weights(ckpt)
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    check_weights(sd, model.state_dict(), ckpt / WEIGHTS)
+    model.load_state_dict(sd, strict=True)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def load_fast_model(path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True):
+    """Load a checkpoint into the fast :class:`TinyTransformer` (for eval/generation/training)."""
+    from tinyinterp.models.convert import from_hooked_state_dict
+
+    ht = load_model(path, device="cpu", verify=verify)
+    fast = from_hooked_state_dict(read_config(Path(path)), ht.state_dict()).to(device).eval()
+    return fast, ht.tokenizer

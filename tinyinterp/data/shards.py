@@ -1,0 +1,214 @@
+"""Pre-tokenise a corpus into uint16 memory-mapped shards plus ``meta.json``.
+
+Layout of a prepared-data folder::
+
+    meta.json          sources (path, sha256, bytes), tokenizer hash, split rule,
+                       token/byte/story counts per split, the fingerprint of all inputs
+    train-00000.bin    uint16 tokens: <|endoftext|> story <|endoftext|> story ...
+    val-00000.bin
+
+Each story is stored as ``<|endoftext|>`` followed by its tokens, so every story starts
+with the BOS token, as ``HookedTransformer.to_tokens`` prepends it. The split is by story:
+files passed as ``eval_sources`` form the validation split and never enter training;
+without them, a story goes to validation when a hash of its text falls below
+``val_fraction`` (deterministic, independent of file order). Running again with the same
+inputs finds the same fingerprint and does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tinyinterp.atomic import write_json
+from tinyinterp.data.readers import Source, iter_stories, resolve_sources
+from tinyinterp.data.tokenizer import load_tokenizer, tokenizer_sha256
+from tinyinterp.errors import DataError
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+BATCH_STORIES = 512
+
+
+def story_in_val(story: str, val_fraction: float) -> bool:
+    """Deterministic story-level split: hash of the text, compared with ``val_fraction``."""
+    if val_fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(story.encode("utf-8"), digest_size=8).digest(), "little")
+    return h / 2**64 < val_fraction
+
+
+def fingerprint(train: Sequence[Source], evals: Sequence[Source], tok_hash: str, val_fraction: float, dedupe: bool) -> str:
+    payload = {
+        "format": FORMAT_VERSION,
+        "train": [(s.path if s.kind == "hf" else s.sha256) for s in train],
+        "eval": [(s.path if s.kind == "hf" else s.sha256) for s in evals],
+        "tokenizer": tok_hash,
+        "val_fraction": val_fraction if not evals else None,
+        "dedupe": dedupe,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class _ShardWriter:
+    def __init__(self, folder: Path, split: str, shard_tokens: int):
+        self.folder, self.split, self.shard_tokens = folder, split, shard_tokens
+        self.files: list[str] = []
+        self.n_tokens = self.n_bytes = self.n_stories = 0
+        self._buf: list[np.ndarray] = []
+        self._buf_len = 0
+
+    def add(self, ids: list[int], n_bytes: int, eot: int) -> None:
+        arr = np.empty(len(ids) + 1, dtype=np.uint16)
+        arr[0] = eot
+        arr[1:] = ids
+        self._buf.append(arr)
+        self._buf_len += len(arr)
+        self.n_tokens += len(arr)
+        self.n_bytes += n_bytes
+        self.n_stories += 1
+        if self._buf_len >= self.shard_tokens:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        name = f"{self.split}-{len(self.files):05d}.bin"
+        np.concatenate(self._buf).tofile(self.folder / name)
+        self.files.append(name)
+        self._buf, self._buf_len = [], 0
+
+    def summary(self) -> dict:
+        return {"files": self.files, "tokens": self.n_tokens, "bytes": self.n_bytes, "stories": self.n_stories}
+
+
+def prepare_data(
+    train_sources: str | Iterable[str],
+    tokenizer_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    eval_sources: str | Iterable[str] | None = None,
+    val_fraction: float = 0.01,
+    dedupe: bool = True,
+    shard_tokens: int = 100_000_000,
+) -> Path:
+    """Tokenise ``train_sources`` (and ``eval_sources``) into ``out_dir``; a no-op if up to date."""
+    train = resolve_sources(train_sources)
+    evals = resolve_sources(eval_sources) if eval_sources else []
+    eval_keys = {s.sha256 for s in evals if s.sha256}
+    overlap = [s.path for s in train if s.sha256 and s.sha256 in eval_keys]
+    if overlap:
+        log.warning("dropping %d training file(s) that are also evaluation files: %s", len(overlap), overlap)
+        train = [s for s in train if not (s.sha256 and s.sha256 in eval_keys)]
+        if not train:
+            raise DataError("every training file is also an evaluation file; pass different --data and --eval")
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction={val_fraction}: must be in [0, 1)")
+    tok_hash = tokenizer_sha256(tokenizer_dir)
+    fp = fingerprint(train, evals, tok_hash, val_fraction, dedupe)
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    if meta_path.exists():
+        try:
+            old = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("fingerprint") == fp and all((out_dir / f).exists() for sp in old["splits"].values() for f in sp["files"]):
+            log.info("prepared data in %s is up to date (fingerprint %s)", out_dir, fp[:12])
+            return out_dir
+
+    tok = load_tokenizer(tokenizer_dir)
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    if eot is None or eot == tok.unk_token_id and tok.unk_token != "<|endoftext|>":
+        eot = tok.eos_token_id
+    if len(tok) > 65535:
+        raise DataError(f"{tokenizer_dir}: {len(tok)} ids do not fit uint16 shards (max 65535)")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        writers = {"train": _ShardWriter(tmp, "train", shard_tokens), "val": _ShardWriter(tmp, "val", shard_tokens)}
+
+        def encode_into(stories: Iterable[str], split_of) -> None:
+            batch: list[str] = []
+            bar = tqdm(desc="tokenising", unit=" stories", leave=False)
+
+            def flush():
+                ids = tok(batch, add_special_tokens=False)["input_ids"]
+                for story, toks in zip(batch, ids):
+                    writers[split_of(story)].add(toks, len(story.encode("utf-8")), eot)
+                bar.update(len(batch))
+                batch.clear()
+
+            for s in stories:
+                batch.append(s)
+                if len(batch) >= BATCH_STORIES:
+                    flush()
+            if batch:
+                flush()
+            bar.close()
+
+        if evals:
+            encode_into(iter_stories(train, dedupe=dedupe), lambda s: "train")
+            encode_into(iter_stories(evals, dedupe=dedupe), lambda s: "val")
+        else:
+            encode_into(iter_stories(train, dedupe=dedupe), lambda s: "val" if story_in_val(s, val_fraction) else "train")
+        for w in writers.values():
+            w.flush()
+        if writers["train"].n_stories == 0:
+            raise DataError(f"{', '.join(s.path for s in train)}: no training stories (empty or whitespace-only corpus)")
+        meta = {
+            "format": FORMAT_VERSION,
+            "fingerprint": fp,
+            "tokenizer": {"path": str(Path(tokenizer_dir).resolve()), "sha256": tok_hash, "vocab_size": len(tok), "eot_id": eot},
+            "sources": {"train": [s.to_json() for s in train], "eval": [s.to_json() for s in evals]},
+            "split": {"rule": "eval files" if evals else "story hash", "val_fraction": None if evals else val_fraction, "dedupe": dedupe},
+            "dtype": "uint16",
+            "splits": {k: w.summary() for k, w in writers.items()},
+        }
+        write_json(tmp / "meta.json", meta)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    sp = meta["splits"]
+    log.info("prepared %s: train %d tokens / %d stories, val %d tokens / %d stories",
+             out_dir, sp["train"]["tokens"], sp["train"]["stories"], sp["val"]["tokens"], sp["val"]["stories"])
+    return out_dir
+
+
+@dataclass
+class PreparedData:
+    """Read-only view of a prepared-data folder."""
+
+    path: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "PreparedData":
+        p = Path(path)
+        mp = p / "meta.json"
+        if not mp.exists():
+            raise DataError(f"{p}: not a prepared-data folder (no meta.json); run `tinyinterp prepare` first")
+        return cls(p, json.loads(mp.read_text()))
+
+    def tokens(self, split: str) -> list[np.memmap]:
+        files = self.meta["splits"][split]["files"]
+        return [np.memmap(self.path / f, dtype=np.uint16, mode="r") for f in files]
+
+    def n_tokens(self, split: str) -> int:
+        return int(self.meta["splits"][split]["tokens"])
+
+    def n_bytes(self, split: str) -> int:
+        return int(self.meta["splits"][split]["bytes"])

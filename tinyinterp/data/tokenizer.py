@@ -1,0 +1,165 @@
+"""Byte-level BPE tokenizer: train, save, load, hash, and bytes-per-token for bits per byte.
+
+A trained tokenizer is saved as a folder that both ``PreTrainedTokenizerFast.from_pretrained``
+and ``HookedTransformer(cfg, tokenizer=...)`` accept. ``<|endoftext|>`` (id 0) is BOS, EOS,
+PAD and UNK, as in the TinyStories/GPT-Neo convention. Any existing Hugging Face tokenizer
+folder (for example GPT-Neo's, used by the official TinyStories models) can be used instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from tinyinterp.errors import DataError
+
+log = logging.getLogger(__name__)
+
+EOT = "<|endoftext|>"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def train_bpe(
+    stories: Iterable[str],
+    out_dir: str | os.PathLike,
+    vocab_size: int = 4096,
+    min_frequency: int = 2,
+) -> Path:
+    """Train a byte-level BPE on ``stories`` and save it (atomically) to ``out_dir``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 257 or vocab_size > 65535:
+        raise DataError(f"vocab_size={vocab_size}: must be between 257 (bytes + <|endoftext|>) and 65535 (uint16 shards)")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    n = 0
+
+    def counted():
+        nonlocal n
+        for s in stories:
+            n += 1
+            yield s
+
+    tok.train_from_iterator(counted(), trainer=trainer)
+    if n == 0:
+        raise DataError("cannot train a tokenizer on an empty corpus")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=EOT, unk_token=EOT,
+        model_max_length=1_000_000,
+    )
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=out_dir.parent))
+    try:
+        fast.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info("trained BPE tokenizer with %d ids on %d stories -> %s", tok.get_vocab_size(), n, out_dir)
+    return out_dir
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """Load a tokenizer folder as ``PreTrainedTokenizerFast`` with a clear error if unusable."""
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(f"{p}: tokenizer folder not found (expected tokenizer.json / tokenizer_config.json)")
+    if not any((p / f).exists() for f in ("tokenizer.json", "vocab.json", "tokenizer.model")):
+        raise DataError(f"{p}: no tokenizer files (tokenizer.json or vocab.json+merges.txt); copy the tokenizer into this folder")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{p}: cannot load tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if tok.bos_token is None:
+        tok.bos_token = EOT if EOT in tok.get_vocab() else tok.eos_token
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.bos_token
+    return tok
+
+
+def tokenizer_sha256(path: str | os.PathLike) -> str:
+    """Hash of the tokenizer's defining files (vocabulary, merges, special tokens)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        f = p / name
+        if f.exists():
+            h.update(name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def token_byte_lengths(tokenizer) -> np.ndarray:
+    """UTF-8 byte length of each token id (special tokens count 0), for bits per byte.
+
+    Byte-level BPE tokens map to exact byte strings, so summing this table over a token
+    sequence gives the byte length of its text (separators excluded).
+    """
+    vocab = tokenizer.get_vocab()
+    n = max(len(tokenizer), max(vocab.values()) + 1)
+    out = np.zeros(n, dtype=np.int64)
+    special = set(tokenizer.all_special_ids)
+    byte_decoder = _byte_decoder()
+    for token, idx in vocab.items():
+        if idx in special:
+            continue
+        if all(ch in byte_decoder for ch in token):
+            out[idx] = len(token)  # byte-level alphabet: one char = one byte
+        else:  # non-byte-level tokenizers: decode
+            out[idx] = len(tokenizer.convert_tokens_to_string([token]).encode("utf-8"))
+    return out
+
+
+def _byte_decoder() -> dict[str, int]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def encode_stories(tokenizer, stories: list[str]) -> list[list[int]]:
+    """Encode a batch of stories without special tokens (the caller adds ``<|endoftext|>``)."""
+    return tokenizer(stories, add_special_tokens=False)["input_ids"]
+
+
+def describe(path: str | os.PathLike) -> dict:
+    tok = load_tokenizer(path)
+    return {"path": str(path), "vocab_size": len(tok), "sha256": tokenizer_sha256(path), "bos": tok.bos_token}
+
+
+def save_tokenizer(tokenizer_dir: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy a tokenizer folder's files into ``dest`` (each file atomically)."""
+    from tinyinterp.atomic import atomic_path
+
+    src = Path(tokenizer_dir)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and (f.suffix in (".json", ".txt", ".model")):
+            with atomic_path(Path(dest) / f.name) as tmp:
+                shutil.copyfile(f, tmp)
