@@ -69,8 +69,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _defining_files(ckpt: Path) -> list[str]:
+    """Files that define the model (weights, config, tokenizer, provenance), not logs or cards."""
+    keep = {CONFIG, WEIGHTS, TRAINING, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+            "vocab.json", "merges.txt", "tokenizer.model"}
+    return sorted(f.name for f in ckpt.iterdir() if f.is_file() and f.name in keep)
+
+
 def write_manifest(ckpt: Path) -> None:
-    files = sorted(f.name for f in ckpt.iterdir() if f.is_file() and f.name != MANIFEST and not f.name.startswith("."))
+    files = _defining_files(ckpt)
     write_json(ckpt / MANIFEST, {"sha256": {name: sha256_file(ckpt / name) for name in files}})
 
 
@@ -153,7 +160,8 @@ def read_weights(ckpt: Path) -> dict[str, Tensor]:
     return sd
 
 
-def check_weights(sd: dict[str, Tensor], expected: dict[str, Tensor], where: Path) -> None:
+def check_weights(sd: dict[str, Tensor], expected: dict[str, Tensor], where: Path, params: set[str] | None = None) -> None:
+    """Names, shapes, dtypes; parameters (not buffers such as ``IGNORE = -inf``) must be finite."""
     missing = sorted(set(expected) - set(sd))
     extra = sorted(set(sd) - set(expected))
     if missing or extra:
@@ -168,7 +176,7 @@ def check_weights(sd: dict[str, Tensor], expected: dict[str, Tensor], where: Pat
         if ref.is_floating_point():
             if v.dtype not in FLOAT_DTYPES:
                 raise CheckpointError(f"{where}: {k} has dtype {v.dtype}; expected float32/float16/bfloat16")
-            if v.numel() and not torch.isfinite(v).all():
+            if (params is None or k in params) and v.numel() and not torch.isfinite(v).all():
                 raise CheckpointError(f"{where}: {k} contains NaN or inf; the checkpoint is broken (training diverged?)")
         elif v.dtype != ref.dtype:
             raise CheckpointError(f"{where}: {k} has dtype {v.dtype}; expected {ref.dtype}")
@@ -210,9 +218,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", veri
             )
     sd = read_weights(ckpt)
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    check_weights(sd, model.state_dict(), ckpt / WEIGHTS)
+    check_weights(sd, model.state_dict(), ckpt / WEIGHTS, {n for n, _ in model.named_parameters()})
     model.load_state_dict(sd, strict=True)
-    model.to(device)
+    if str(device) != "cpu":
+        model.to(device, print_details=False)
     model.eval()
     return model
 

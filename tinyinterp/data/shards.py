@@ -95,13 +95,16 @@ class _ShardWriter:
 def prepare_data(
     train_sources: str | Iterable[str],
     tokenizer_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
     eval_sources: str | Iterable[str] | None = None,
     val_fraction: float = 0.01,
     dedupe: bool = True,
     shard_tokens: int = 100_000_000,
 ) -> Path:
-    """Tokenise ``train_sources`` (and ``eval_sources``) into ``out_dir``; a no-op if up to date."""
+    """Tokenise ``train_sources`` (and ``eval_sources``) into ``out_dir``; a no-op if up to date.
+
+    Without ``out_dir`` the folder is ``<cache>/data/<fingerprint>`` (see :mod:`tinyinterp.cache`).
+    """
     train = resolve_sources(train_sources)
     evals = resolve_sources(eval_sources) if eval_sources else []
     eval_keys = {s.sha256 for s in evals if s.sha256}
@@ -115,6 +118,10 @@ def prepare_data(
         raise DataError(f"val_fraction={val_fraction}: must be in [0, 1)")
     tok_hash = tokenizer_sha256(tokenizer_dir)
     fp = fingerprint(train, evals, tok_hash, val_fraction, dedupe)
+    if out_dir is None:
+        from tinyinterp.cache import cache_dir
+
+        out_dir = cache_dir("data") / fp[:16]
     out_dir = Path(out_dir)
     meta_path = out_dir / "meta.json"
     if meta_path.exists():

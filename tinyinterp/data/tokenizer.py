@@ -69,6 +69,7 @@ def train_bpe(
     tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=out_dir.parent))
     try:
         fast.save_pretrained(tmp)
+        _portable_config(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -77,6 +78,15 @@ def train_bpe(
             shutil.rmtree(tmp)
     log.info("trained BPE tokenizer with %d ids on %d stories -> %s", tok.get_vocab_size(), n, out_dir)
     return out_dir
+
+
+def _portable_config(folder: Path) -> None:
+    """Name the class every transformers release knows (v5 writes ``TokenizersBackend``)."""
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg.pop("backend", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def load_tokenizer(path: str | os.PathLike):

@@ -1,0 +1,5 @@
+import sys
+
+from tinyinterp.cli.main import main
+
+sys.exit(main())

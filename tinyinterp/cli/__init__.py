@@ -1,0 +1,1 @@
+"""The ``tinyinterp`` command line (argparse)."""

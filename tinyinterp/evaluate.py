@@ -1,0 +1,98 @@
+"""Evaluation: next-token loss (nats/token) and bits per byte on a corpus.
+
+Bits per byte = total next-token loss in nats / ln 2 / UTF-8 bytes of the predicted text.
+It compares models with different tokenizers. Conventions (kept identical everywhere):
+
+* each story is ``<|endoftext|>`` + its tokens, stories concatenated into one stream;
+* the stream is cut into non-overlapping windows of ``n_ctx + 1`` tokens (stride ``n_ctx``),
+  so every token after the first is predicted exactly once;
+* bytes are those of the predicted tokens' text; a predicted ``<|endoftext|>`` costs its
+  loss but adds 0 bytes (so bits per byte is, if anything, slightly pessimistic).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tinyinterp.data.batches import eval_windows
+
+
+@dataclass
+class EvalResult:
+    loss: float  # mean nats per predicted token
+    bits_per_byte: float
+    tokens: int  # predicted tokens
+    bytes: int
+    stories: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate_windows(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    windows: torch.Tensor,
+    byte_lengths: np.ndarray,
+    batch_size: int = 16,
+    progress: bool = False,
+    device: str | torch.device = "cpu",
+) -> EvalResult:
+    """Loss and bits per byte of ``forward`` (tokens → logits) over ``[n, n_ctx + 1]`` windows."""
+    total_nats, total_tokens, total_bytes = 0.0, 0, 0
+    table = torch.from_numpy(byte_lengths)
+    it = range(0, len(windows), batch_size)
+    for i in tqdm(it, desc="evaluating", unit=" batch", disable=not progress, leave=False):
+        w = windows[i : i + batch_size]
+        inputs, targets = w[:, :-1].clamp(min=0).to(device), w[:, 1:]
+        logits = forward(inputs).float().cpu()
+        total_nats += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="sum").item()
+        valid = targets[targets >= 0]
+        total_tokens += int(valid.numel())
+        total_bytes += int(table[valid].sum())
+    loss = total_nats / max(1, total_tokens)
+    bpb = total_nats / math.log(2) / max(1, total_bytes)
+    return EvalResult(loss=loss, bits_per_byte=bpb, tokens=total_tokens, bytes=total_bytes)
+
+
+def stories_to_stream(tokenizer, stories: Iterable[str], batch: int = 512) -> np.ndarray:
+    """``<|endoftext|>`` story ``<|endoftext|>`` story … as one int64 array."""
+    eot = tokenizer.bos_token_id
+    pieces: list[np.ndarray] = []
+    buf: list[str] = []
+
+    def flush():
+        for ids in tokenizer(buf, add_special_tokens=False)["input_ids"]:
+            pieces.append(np.asarray([eot, *ids], dtype=np.int64))
+        buf.clear()
+
+    for s in stories:
+        buf.append(s)
+        if len(buf) >= batch:
+            flush()
+    if buf:
+        flush()
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+
+
+def evaluate_checkpoint(path, data, batch_size: int = 16, max_stories: int | None = None,
+                        progress: bool = True, device: str = "cpu", verify: bool = True) -> EvalResult:
+    """Evaluate a checkpoint folder on corpus ``data`` (files, folders, globs, ``hf:`` names)."""
+    from tinyinterp.checkpoint import load_fast_model
+    from tinyinterp.data.readers import load_stories
+    from tinyinterp.data.tokenizer import token_byte_lengths
+
+    model, tokenizer = load_fast_model(path, device=device, verify=verify)
+    stories = load_stories(data, max_stories=max_stories)
+    stream = stories_to_stream(tokenizer, stories)
+    windows = eval_windows([stream], model.cfg["n_ctx"])
+    res = evaluate_windows(model, windows, token_byte_lengths(tokenizer), batch_size=batch_size, progress=progress, device=device)
+    res.stories = len(stories)
+    return res

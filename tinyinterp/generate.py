@@ -1,0 +1,54 @@
+"""Text generation (greedy or temperature sampling with a seed) for any tokens→logits model."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from tinyinterp.errors import TinyInterpError
+
+
+@torch.no_grad()
+def generate(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    tokenizer,
+    prompt: str,
+    n_ctx: int,
+    max_new_tokens: int = 60,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    stop_at_eos: bool = True,
+    device: str | torch.device = "cpu",
+) -> str:
+    """Continue ``prompt`` (prefixed with BOS); return prompt + continuation.
+
+    ``temperature == 0`` is greedy. Sampling uses its own ``torch.Generator`` seeded with
+    ``seed``, so results are reproducible and the global RNG is untouched.
+    """
+    if temperature < 0:
+        raise TinyInterpError(f"temperature={temperature}: must be >= 0 (0 = greedy)")
+    if max_new_tokens < 0:
+        raise TinyInterpError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+    bos = tokenizer.bos_token_id
+    ids = [bos] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if len(ids) > n_ctx:
+        raise TinyInterpError(f"prompt is {len(ids)} tokens (with BOS) but the model's context is {n_ctx}; shorten the prompt")
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.tensor([ids], dtype=torch.long, device=device)
+    n_prompt = tokens.shape[1]
+    for _ in range(max_new_tokens):
+        logits = forward(tokens[:, -n_ctx:])[0, -1].float().cpu()
+        if temperature == 0:
+            nxt = int(logits.argmax())
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
+        if stop_at_eos and nxt == tokenizer.eos_token_id:
+            break
+        tokens = torch.cat([tokens, torch.tensor([[nxt]], device=device)], dim=1)
+    return prompt + tokenizer.decode(tokens[0, n_prompt:].tolist())

@@ -1,0 +1,141 @@
+"""Training configuration: one dataclass, every field documented where it is declared."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinyinterp.errors import ConfigError
+from tinyinterp.models.presets import PRESETS
+
+
+@dataclass
+class TrainConfig:
+    # --- data -------------------------------------------------------------------------
+    data: list[str] = field(default_factory=list)
+    """Training corpus: files, folders, globs or ``hf:NAME[:SPLIT]``."""
+    eval_data: list[str] = field(default_factory=list)
+    """Evaluation corpus; never trained on. Empty: hold out ``val_fraction`` of stories by hash."""
+    val_fraction: float = 0.01
+    """Share of stories held out for validation when ``eval_data`` is empty."""
+    dedupe: bool = True
+    """Drop exact duplicate stories."""
+    tokenizer: str | None = None
+    """Existing tokenizer folder; ``None`` trains a byte-level BPE on ``data``."""
+    vocab_size: int = 4096
+    """Size of the BPE trained when ``tokenizer`` is ``None``."""
+    # --- model ------------------------------------------------------------------------
+    preset: str = "cpu-1l"
+    """Model shape (see ``tinyinterp presets``)."""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """HookedTransformerConfig fields that replace the preset's (e.g. ``{"n_ctx": 128}``)."""
+    dropout: float = 0.0
+    """Dropout on attention and residual branches (training only; exported model has none)."""
+    # --- optimisation -----------------------------------------------------------------
+    batch_size: int = 32
+    """Windows per micro-batch per process."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 3e-3
+    """Peak learning rate (after warm-up)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of ``lr`` (cosine decay)."""
+    warmup_steps: int = 100
+    """Linear warm-up steps."""
+    max_steps: int | None = None
+    """Optimizer steps. Exactly one of ``max_steps``, ``max_tokens``, ``epochs`` is set."""
+    max_tokens: int | None = None
+    """Train for this many tokens instead."""
+    epochs: float | None = None
+    """Train for this many passes over the training split instead."""
+    weight_decay: float = 0.1
+    """AdamW weight decay on matrices (not on biases, LayerNorm or embeddings)."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    seed: int = 0
+    """Seeds initialisation, data order and dropout."""
+    # --- evaluation, logging, checkpoints ---------------------------------------------
+    eval_every: int = 200
+    """Evaluate every N steps (and at the end)."""
+    eval_tokens: int | None = 100_000
+    """Validation tokens per periodic evaluation; the final evaluation uses all of them."""
+    log_every: int = 10
+    """Write a metrics line every N steps."""
+    save_every: int = 500
+    """Write a resumable checkpoint every N steps (and at the end)."""
+    snapshots: int = 0
+    """Number of log-spaced model snapshots to keep in ``snapshots/`` (0: none)."""
+    sample_prompts: list[str] = field(default_factory=lambda: ["Once upon a time", "Lily and Tom went to"])
+    """Prompts for the sample generations logged at each evaluation."""
+    sample_tokens: int = 40
+    save_dtype: str = "float32"
+    """Dtype of the exported weights: ``float32`` or ``float16`` (loading restores fp32)."""
+    # --- hardware ---------------------------------------------------------------------
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``cuda:N`` (under torchrun each process takes its local rank)."""
+    bf16: bool = False
+    """bf16 autocast for the forward pass (GPUs)."""
+    compile: bool = False
+    """``torch.compile`` the model (first step is slow, 60–100 s on CPU)."""
+    threads: int | None = None
+    """torch intra-op threads (default: torch's choice)."""
+
+    def __post_init__(self):
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if isinstance(self.eval_data, str):
+            self.eval_data = [self.eval_data]
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset={self.preset!r}: unknown; choose one of {', '.join(PRESETS)}")
+        positive_ints = ("batch_size", "grad_accum", "eval_every", "log_every", "save_every", "vocab_size", "sample_tokens")
+        for name in positive_ints:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name}={v!r}: must be a positive integer")
+        for name in ("lr",):
+            if not (getattr(self, name) > 0):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
+        checks = {
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "warmup_steps": self.warmup_steps >= 0,
+            "weight_decay": self.weight_decay >= 0,
+            "beta1": 0 <= self.beta1 < 1,
+            "beta2": 0 <= self.beta2 < 1,
+            "grad_clip": self.grad_clip >= 0,
+            "dropout": 0 <= self.dropout < 1,
+            "val_fraction": 0 <= self.val_fraction < 1,
+            "snapshots": self.snapshots >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: out of range")
+        budgets = [n for n in ("max_steps", "max_tokens", "epochs") if getattr(self, n) is not None]
+        if len(budgets) != 1:
+            raise ConfigError("set exactly one of max_steps, max_tokens, epochs (e.g. --max-steps 1000)")
+        b = budgets[0]
+        if not getattr(self, b) > 0:
+            raise ConfigError(f"{b}={getattr(self, b)!r}: must be > 0")
+        if self.eval_tokens is not None and self.eval_tokens <= 0:
+            raise ConfigError(f"eval_tokens={self.eval_tokens!r}: must be > 0 (or None for the whole split)")
+        if self.save_dtype not in ("float32", "float16"):
+            raise ConfigError(f"save_dtype={self.save_dtype!r}: use float32 or float16")
+        if not self.data:
+            raise ConfigError("data: no training corpus given (pass --data FILE...)")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"training config: unknown field(s) {unknown}")
+        return cls(**d)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
