@@ -32,7 +32,7 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """HookedTransformerConfig fields that replace the preset's (e.g. ``{"n_ctx": 128}``)."""
     dropout: float = 0.0
-    """Dropout on attention and residual branches (training only; exported model has none)."""
+    """Dropout on the embeddings and residual branches (training only; the exported model has none)."""
     # --- optimisation -----------------------------------------------------------------
     batch_size: int = 32
     """Windows per micro-batch per process."""
