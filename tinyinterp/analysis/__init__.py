@@ -1,0 +1,1 @@
+"""Analysis: part-of-speech tagged corpora, head classification, POS-selective neurons, probes."""
