@@ -18,7 +18,7 @@ def normalize_story(text: str) -> str:
     (almost all of TinyStories) byte-identical and fast.
     """
     if any(h in text for h in _MOJIBAKE_HINTS):
-        text = ftfy.fix_text(text, normalization="NFC")
+        text = ftfy.fix_text(text, normalization="NFC", uncurl_quotes=False)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _TRAILING_WS.sub("\n", text)
     text = _MANY_NEWLINES.sub("\n\n", text)

@@ -138,10 +138,12 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, resume: bo
                 "data": {k: data.meta[k] for k in ("fingerprint", "tokenizer", "sources", "split", "splits")},
             }
 
-        def export(folder: Path, trainer: Trainer, final: bool, samples: bool) -> None:
-            from transformer_lens import HookedTransformer
+        from transformer_lens import HookedTransformer
 
+        with torch.random.fork_rng(devices=[]):  # building it must not move the training RNG
             ht_buffers = HookedTransformer(hooked_config(model_cfg), move_to_device=False).state_dict()
+
+        def export(folder: Path, trainer: Trainer, final: bool, samples: bool) -> None:
             meta = info(trainer, final)
             if samples:
                 meta["samples"] = _card_samples(model, tokenizer, model_cfg["n_ctx"])
