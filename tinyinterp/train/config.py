@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinyinterp.errors import ConfigError
+from tinyinterp.errors import ConfigError, TinyInterpError
 from tinyinterp.models.presets import PRESETS
 
 
@@ -125,6 +125,13 @@ class TrainConfig:
             raise ConfigError(f"save_dtype={self.save_dtype!r}: use float32 or float16")
         if not self.data:
             raise ConfigError("data: no training corpus given (pass --data FILE...)")
+        from tinyinterp.checkpoint import hooked_config
+        from tinyinterp.models.presets import preset_config
+
+        try:  # fail before any data work; the real d_vocab comes from the tokenizer later
+            hooked_config(preset_config(self.preset, d_vocab=max(self.vocab_size, 1), **self.model_overrides))
+        except TinyInterpError as exc:
+            raise ConfigError(f"model_overrides: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
