@@ -43,7 +43,7 @@ class Trainer:
     model: torch.nn.Module  # TinyTransformer
     sampler: WindowSampler
     total_steps: int
-    out: Path
+    out: Path | None  # None: keep metrics in memory only (benchmarks)
     evaluate: Callable[[torch.nn.Module, int | None], dict[str, Any]] | None = None
     """(model, max_tokens) → metrics dict; called every ``eval_every`` steps and at the end."""
     save: Callable[["Trainer", bool], None] | None = None
@@ -68,7 +68,7 @@ class Trainer:
         if self.cfg.compile:
             self.net = torch.compile(self.net)
         self.snapshot_steps = set(log_spaced_steps(self.total_steps, self.cfg.snapshots))
-        self.metrics_path = self.out / "metrics.jsonl"
+        self.metrics_path = self.out / "metrics.jsonl" if self.out is not None else None
 
     @property
     def global_batch(self) -> int:
@@ -81,7 +81,7 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
-        if self.dist.is_main:
+        if self.dist.is_main and self.metrics_path is not None:
             with open(self.metrics_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
