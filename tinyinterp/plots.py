@@ -1,0 +1,163 @@
+"""Plotly figures for heads, neurons and probes. Every function returns a ``go.Figure``.
+
+The figures only read public results (``HeadResults``/``NeuronResults``/``ProbeResults``
+frames) or run the model themselves, so the explorer, the HTML report and notebooks share
+them.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+LABEL_COLORS = {"local": "#1f77b4", "semantic": "#d62728", "sink": "#7f7f7f", "mixed": "#ff7f0e"}
+
+
+def _frame(x: Any) -> pd.DataFrame:
+    return x if isinstance(x, pd.DataFrame) else x.to_frame()
+
+
+def _tokens_and_pattern(model, text: str, layer: int, head: int) -> tuple[list[str], np.ndarray]:
+    tokens = model.to_tokens(text)[:, : model.cfg.n_ctx]
+    name = f"blocks.{layer}.attn.hook_pattern"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=name)
+    strs = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
+    return strs, cache[name][0, head].numpy()
+
+
+def _check_head(model, layer: int, head: int) -> None:
+    from tinyinterp.errors import TinyInterpError
+
+    if not 0 <= layer < model.cfg.n_layers or not 0 <= head < model.cfg.n_heads:
+        raise TinyInterpError(f"head L{layer}H{head} does not exist: the model has {model.cfg.n_layers} layers × {model.cfg.n_heads} heads")
+
+
+def _label(tokens: list[str]) -> list[str]:
+    return [f"{i}:{t!r}"[:24] for i, t in enumerate(tokens)]
+
+
+def plot_attention(model, text: str, layer: int, head: int) -> go.Figure:
+    """Heatmap of head ``layer.head`` on ``text`` (queries down, keys across, hover = weight)."""
+    _check_head(model, layer, head)
+    toks, pat = _tokens_and_pattern(model, text, layer, head)
+    labels = _label(toks)
+    fig = go.Figure(go.Heatmap(z=pat, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
+                               hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Attention of head L{layer}H{head}", xaxis_title="key token", yaxis_title="query token",
+                      yaxis_autorange="reversed", height=max(400, 14 * len(toks) + 150), width=max(500, 14 * len(toks) + 250))
+    return fig
+
+
+def plot_head_grid(heads) -> go.Figure:
+    """Layer × head grid coloured by label; hover shows the main scores."""
+    df = _frame(heads)
+    n_layers, n_heads = int(df["layer"].max()) + 1, int(df["head"].max()) + 1
+    order = list(LABEL_COLORS)
+    z = np.full((n_layers, n_heads), np.nan)
+    text = [["" for _ in range(n_heads)] for _ in range(n_layers)]
+    score_cols = [c for c in ("positional_fit", "content_dependence", "mean_distance", "prev_token", "bos_mass") if c in df]
+    for _, r in df.iterrows():
+        z[int(r["layer"]), int(r["head"])] = order.index(r["label"]) if r["label"] in order else len(order)
+        text[int(r["layer"])][int(r["head"])] = f"L{int(r['layer'])}H{int(r['head'])}: {r['label']}<br>" + "<br>".join(
+            f"{c} {r[c]:.3f}" for c in score_cols)
+    colorscale = []
+    for i, lab in enumerate(order):
+        colorscale += [[i / len(order), LABEL_COLORS[lab]], [(i + 1) / len(order), LABEL_COLORS[lab]]]
+    fig = go.Figure(go.Heatmap(z=z, text=text, hoverinfo="text", colorscale=colorscale, zmin=0, zmax=len(order),
+                               showscale=False, xgap=2, ygap=2))
+    for lab in order:  # legend entries
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=LABEL_COLORS[lab]), name=lab))
+    fig.update_layout(title="Head labels", xaxis_title="head", yaxis_title="layer", yaxis_autorange="reversed",
+                      xaxis=dict(dtick=1), yaxis=dict(dtick=1), height=200 + 40 * n_layers)
+    return fig
+
+
+def plot_head_scatter(heads, x: str = "positional_fit", y: str = "content_dependence") -> go.Figure:
+    """Positional fit vs content dependence, one point per head, coloured by label."""
+    df = _frame(heads)
+    fig = go.Figure()
+    for lab, sub in df.groupby("label"):
+        fig.add_trace(go.Scatter(x=sub[x], y=sub[y], mode="markers", name=str(lab),
+                                 marker=dict(size=10, color=LABEL_COLORS.get(str(lab), "#333")),
+                                 text=[f"L{int(a)}H{int(b)}" for a, b in zip(sub["layer"], sub["head"])],
+                                 hovertemplate="%{text}<br>" + x + " %{x:.3f}<br>" + y + " %{y:.3f}<extra></extra>"))
+    fig.update_layout(title=f"{x} vs {y}", xaxis_title=x, yaxis_title=y)
+    return fig
+
+
+def plot_offset_profile(profile: np.ndarray | list[float], layer: int, head: int, max_offset: int = 32) -> go.Figure:
+    """Mean attention by query−key offset for one head."""
+    p = np.asarray(profile, dtype=float)[: max_offset + 1]
+    fig = go.Figure(go.Bar(x=list(range(len(p))), y=p, hovertemplate="offset %{x}<br>mean attention %{y:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Offset profile of L{layer}H{head}", xaxis_title="query − key offset (0 = itself)",
+                      yaxis_title="mean attention")
+    return fig
+
+
+def plot_neuron_selectivity(neurons, layer: int, neuron: int, metric: str = "auroc") -> go.Figure:
+    """Held-out selectivity of one neuron for every POS tag."""
+    df = _frame(neurons)
+    sub = df[(df["layer"] == layer) & (df["neuron"] == neuron)].sort_values(metric, ascending=False)
+    fig = go.Figure(go.Bar(x=sub["pos"], y=sub[metric],
+                           customdata=np.stack([sub.get("q_value", pd.Series([np.nan] * len(sub))).to_numpy()], -1),
+                           hovertemplate="%{x}<br>" + metric + " %{y:.3f}<br>q %{customdata[0]:.2g}<extra></extra>"))
+    fig.update_layout(title=f"Neuron L{layer}N{neuron}: held-out {metric} by POS", xaxis_title="UPOS", yaxis_title=metric)
+    return fig
+
+
+def neuron_activations(model, text: str, layer: int, neuron: int) -> tuple[list[str], np.ndarray]:
+    """Tokens of ``text`` and the activation (``mlp.hook_post``) of one neuron on each."""
+    tokens = model.to_tokens(text)[:, : model.cfg.n_ctx]
+    name = f"blocks.{layer}.mlp.hook_post"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=name)
+    strs = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
+    return strs, cache[name][0, :, neuron].numpy()
+
+
+def plot_text_activations(tokens: list[str], acts: np.ndarray, title: str = "") -> go.Figure:
+    """Tokens laid out as text, coloured by activation (hover shows values)."""
+    acts = np.asarray(acts, dtype=float)
+    per_row = 16
+    xs = [i % per_row for i in range(len(tokens))]
+    ys = [i // per_row for i in range(len(tokens))]
+    lim = float(np.abs(acts).max() or 1.0)
+    fig = go.Figure(go.Heatmap(x=xs, y=ys, z=acts, text=[t.replace(" ", "·") for t in tokens], texttemplate="%{text}",
+                               colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                               hovertemplate="%{text}<br>activation %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title, yaxis_autorange="reversed", xaxis_visible=False, yaxis_visible=False,
+                      height=120 + 34 * (max(ys) + 1 if ys else 1))
+    return fig
+
+
+def text_activation_html(tokens: list[str], acts: np.ndarray) -> str:
+    """Inline HTML: each token in a span shaded by its activation (for tables and reports)."""
+    acts = np.asarray(acts, dtype=float)
+    lim = float(np.abs(acts).max() or 1.0)
+    spans = []
+    for t, a in zip(tokens, acts):
+        alpha = min(1.0, abs(a) / lim)
+        color = f"rgba(214,39,40,{alpha:.2f})" if a > 0 else f"rgba(31,119,180,{alpha:.2f})"
+        spans.append(f'<span title="{a:.3f}" style="background:{color}">{html.escape(t)}</span>')
+    return "".join(spans)
+
+
+def plot_probe_accuracy(probes) -> go.Figure:
+    """Probe accuracy by layer for POS and the control task (selectivity = gap)."""
+    df = _frame(probes)
+    fig = go.Figure()
+    for site, sub in df.groupby("site") if "site" in df else [("resid", df)]:
+        fig.add_trace(go.Scatter(x=sub["layer_name"] if "layer_name" in sub else sub["layer"], y=sub["accuracy"],
+                                 mode="lines+markers", name=f"{site}: POS"))
+        if "control_accuracy" in sub:
+            fig.add_trace(go.Scatter(x=sub["layer_name"] if "layer_name" in sub else sub["layer"], y=sub["control_accuracy"],
+                                     mode="lines+markers", line=dict(dash="dot"), name=f"{site}: control task"))
+    fig.update_layout(title="Linear probes for UPOS (held-out accuracy)", xaxis_title="layer", yaxis_title="accuracy",
+                      yaxis_range=[0, 1])
+    return fig
