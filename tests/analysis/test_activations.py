@@ -1,0 +1,101 @@
+"""Streaming activations, corpus labels and the top-k buffer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.analysis.planted_neurons import SUFFIX, make_corpus, random_model
+from tinyinterp.analysis.activations import (TopKBuffer, label_corpus, mlp_hook, plan_batches, resid_hook,
+                                             stream_activations)
+from tinyinterp.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return make_corpus(40, seed=1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(seed=2)
+
+
+def test_plan_batches_respects_budget_and_covers_every_story():
+    lengths = np.array([5, 30, 12, 7, 30, 2, 9])
+    batches = plan_batches(lengths, batch_tokens=40)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(7))
+    for b in batches:
+        assert len(b) * lengths[b].max() <= 40 or len(b) == 1
+    sub = plan_batches(lengths, batch_tokens=40, indices=[1, 3])
+    assert sorted(np.concatenate(sub).tolist()) == [1, 3]
+
+
+def test_stream_matches_unbatched_forward(corpus, model):
+    hooks = [mlp_hook(0), resid_hook(-1), resid_hook(0)]
+    seen = []
+    for bt in stream_activations(model, corpus, hooks, batch_tokens=128):
+        assert set(bt.acts) == set(hooks)
+        assert bt.mask.shape == bt.tokens.shape == bt.acts[mlp_hook(0)].shape[:2]
+        for row, i in enumerate(bt.stories.tolist()):
+            n = len(corpus.stories[i])
+            assert int(bt.mask[row].sum()) == n and not bt.mask[row, n:].any()
+            seen.append(i)
+            if i % 4:  # compare a sample of stories with an unbatched forward
+                continue
+            _, ref = model.run_with_cache(torch.as_tensor(corpus.stories[i].tokens)[None])
+            for h in hooks:
+                torch.testing.assert_close(bt.acts[h][row, :n], ref[h][0], atol=1e-4, rtol=1e-4)
+    assert sorted(seen) == list(range(len(corpus)))
+
+
+def test_stream_truncates_to_context_and_rejects_bad_input(corpus, model):
+    from tinyinterp.analysis.corpus import TaggedCorpus
+
+    long = corpus.stories[0]
+    long = type(long)(**{**long.__dict__, "tokens": np.tile(long.tokens, 10)})  # longer than n_ctx=64
+    bt = next(iter(stream_activations(model, TaggedCorpus([long]), [mlp_hook(0)])))
+    assert bt.mask.shape[1] == model.cfg.n_ctx
+    with pytest.raises(ConfigError, match="unknown hook"):
+        next(iter(stream_activations(model, corpus, ["blocks.7.mlp.hook_post"])))
+    bad = type(long)(**{**corpus.stories[1].__dict__, "tokens": corpus.stories[1].tokens + 1000})
+    with pytest.raises(DataError, match="token ids outside"):
+        next(iter(stream_activations(model, TaggedCorpus([bad]), [mlp_hook(0)])))
+
+
+def test_label_corpus_excludes_bos_and_continuations(corpus):
+    labels = label_corpus(corpus)
+    assert labels.tags == ["ADJ", "DET", "NOUN", "PUNCT", "VERB"]
+    for s, t in zip(corpus.stories, labels.tag_ids):
+        assert t[0] == -1  # BOS
+        assert (t[s.continuation] == -1).all()
+        ok = t >= 0
+        assert [labels.tags[i] for i in t[ok]] == [u for u, k in zip(s.upos, ok) if k]
+    with_cont = label_corpus(corpus, include_continuations=True)
+    n_suffix = sum(int((s.tokens == SUFFIX).sum()) for s in corpus.stories)
+    assert n_suffix > 0
+    assert sum((t >= 0).sum() for t in with_cont.tag_ids) == sum((t >= 0).sum() for t in labels.tag_ids) + n_suffix
+    amb = labels.ambiguous(min_count=1)
+    amb_words = {labels.words[i] for i in np.nonzero(amb.any(1))[0]}
+    assert amb_words and all(w in {"w36", "w37", "w38", "w39"} for w in amb_words)
+    assert set(np.nonzero(amb.any(0))[0].tolist()) == {labels.tags.index("NOUN"), labels.tags.index("VERB")}
+
+
+def test_topk_buffer_matches_global_topk_and_merges():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(500, 6, generator=g)  # [tok, unit]
+    story, pos = torch.arange(500) // 50, torch.arange(500) % 50
+    a, b, whole = TopKBuffer(6, 7), TopKBuffer(6, 7), TopKBuffer(6, 7)
+    for lo in range(0, 250, 60):
+        a.update(acts[lo:min(lo + 60, 250)], story[lo:min(lo + 60, 250)], pos[lo:min(lo + 60, 250)])
+    b.update(acts[250:], story[250:], pos[250:])
+    whole.update(acts, story, pos)
+    ref_v, ref_i = acts.T.topk(7, dim=1)
+    merged = a.merge(b)
+    for buf in (whole, merged, TopKBuffer.from_dict(merged.to_dict())):
+        torch.testing.assert_close(buf.values, ref_v)
+        assert torch.equal(buf.story * 50 + buf.pos, ref_i)
+    small = TopKBuffer(2, 5)
+    small.update(acts[:3, :2], story[:3], pos[:3])  # fewer tokens than k: rest stays empty
+    assert (small.story[:, 3:] == -1).all() and torch.isinf(small.values[:, 3:]).all()
