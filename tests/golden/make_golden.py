@@ -19,7 +19,8 @@ N_TOKENS = 30
 
 
 def bundled() -> list[Path]:
-    return sorted(p for p in (ROOT / "checkpoints").iterdir() if (p / "config.json").exists())
+    root = ROOT / "checkpoints"
+    return sorted(p for p in root.iterdir() if (p / "config.json").exists()) if root.exists() else []
 
 
 def compute(ckpt: Path) -> dict:
