@@ -68,11 +68,19 @@ def spacy_model_id(nlp) -> str:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """sha256 of a tokenizer's full definition (vocabulary, merges, normaliser, special tokens)."""
+    """sha256 of what decides a tokenizer's ids and offsets (vocabulary, merges, normaliser, pre-tokeniser).
+
+    The post-processor (which only adds special tokens when ``add_special_tokens=True``,
+    never used here), padding and truncation settings are left out: ``HookedTransformer``
+    swaps in a copy whose post-processor prepends BOS, and that copy tokenises identically.
+    """
     h = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode("utf-8"))
+        spec = json.loads(backend.to_str())
+        for k in ("post_processor", "padding", "truncation"):
+            spec.pop(k, None)
+        h.update(json.dumps(spec, sort_keys=True).encode("utf-8"))
     else:
         h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode("utf-8"))
     h.update(str(tokenizer.bos_token_id).encode())
@@ -193,7 +201,7 @@ def tag_corpus(
     ``max_tokens`` caps each story's length including BOS (pass the model's ``n_ctx``;
     ``None`` keeps whole stories). Empty or whitespace-only stories are skipped.
     """
-    from tinyinterp.atomic import write_json
+    from tinyinterp.atomic import write_text
     from tinyinterp.cache import cache_dir
 
     if max_tokens is not None and max_tokens < 2:
@@ -226,7 +234,7 @@ def tag_corpus(
             rec = align_story(kept[i], doc, enc["input_ids"][j], enc["offset_mapping"][j], bos_id)
             records[i] = rec
             if use_cache:
-                write_json(_cache_path(root, keys[i]), rec)
+                write_text(_cache_path(root, keys[i]), json.dumps(rec, separators=(",", ":")))
     out, covered, total, unaligned, truncated = [], 0, 0, 0, 0
     for text, rec in zip(kept, records):
         assert rec is not None

@@ -1,0 +1,280 @@
+"""Classify attention heads as local, semantic, sink or mixed, with scores and evidence.
+
+>>> heads = classify_heads(model, corpus)          # doctest: +SKIP
+>>> heads.to_frame()[["layer", "head", "label", "positional_r2", "content_js"]]  # doctest: +SKIP
+
+Scores, per head (query row 0, the BOS query, is excluded everywhere):
+
+* **positional_r2** — R² of predicting each attention row from the head's mean
+  attention-by-offset profile ``m[d]`` (``d = q - k``), renormalised over the visible keys
+  ``k <= q``; the baseline is the uniform row ``1 / (q + 1)`` (the row mean), so 1 means the
+  head attends purely by distance and 0 means distance explains nothing beyond uniform.
+  The profile is estimated on ``calibration_stories`` stories, the R² on all of them.
+* **locality** — ``mean_distance`` (attention-weighted ``q - k``), ``near_mass`` (offsets
+  0..``near_offsets``), ``prev_token`` (offset 1), ``entropy`` (bits) and ``entropy_norm``
+  (÷ log2 of the number of visible keys), ``bos_mass`` (attention on the first token: the sink).
+* **content_js** — mean Jensen–Shannon divergence (bits, 0..1) between a row on the real
+  story and the same row with the story's tokens shuffled (BOS kept, fixed seed), on the
+  calibration stories. Purely positional heads score 0.
+* **semantic lift** — for each category (:data:`CATEGORIES`: UPOS classes of the key's word,
+  ``NAME`` = PROPN or PERSON, ``SAME_TOKEN`` = the key has the query's token id,
+  ``INDUCTION`` = the key follows an earlier occurrence of the query's token), observed
+  attention mass ÷ the mass the positional profile predicts for the same keys. Its p-value
+  is a one-sided paired randomisation test across stories: the per-story differences
+  (observed − predicted) get random signs ``n_permutations`` times (accumulated online);
+  ``p = (1 + #{null sum >= observed sum}) / (1 + n_permutations)``.
+* **tl_*** — ``transformer_lens.head_detector.detect_head`` scores (previous-token,
+  duplicate-token, induction; ``"mul"`` measure) averaged over ``detector_stories`` stories.
+  ``detect_head`` is handed a fresh copy of the cache each time (its ``exclude_*`` options
+  write zeros into the cache they are given in some versions).
+
+Label rule (thresholds in :class:`HeadConfig`), first match wins:
+
+1. ``sink``: ``bos_mass >= sink_min_bos``;
+2. ``local``: ``positional_r2 >= local_min_r2`` and ``content_js <= local_max_js``;
+3. ``semantic``: ``content_js >= semantic_min_js`` and some category has ``lift >=
+   semantic_min_lift``, excess mass (observed − predicted, per query row) ``>=
+   semantic_min_excess`` and ``p <= alpha``;
+4. ``mixed``: everything else (including heads whose R² is undefined because their rows
+   are uniform).
+
+"Local" here means a head that attends by distance. GPT-Neo's architectural "local
+attention" (layers whose keys are masked outside a fixed window, ``attn_types`` in the
+config) is a different thing: a head in a windowed layer may be semantic within its
+window, and a global-attention head may be local. Windowed layers are reported in
+``meta["attn_types"]``; their masked keys simply receive zero attention here.
+
+Memory: each layer's pattern is reduced to fixed-size per-head sums inside a forward hook
+(``run_with_hooks`` on ``hook_pattern`` only, logits skipped), so memory does not grow with
+the corpus (see :mod:`tinyinterp.analysis.head_scores`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from tinyinterp.analysis.corpus import TaggedCorpus, TaggedStory
+from tinyinterp.analysis.head_results import LABELS, HeadRecord, HeadResults
+from tinyinterp.analysis.head_scores import CATEGORIES, KEY_CATEGORIES, calibrate, detector_scores, main_pass
+from tinyinterp.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HeadConfig", "classify_heads", "HeadResults", "HeadRecord", "LABELS", "CATEGORIES"]
+
+
+@dataclass
+class HeadConfig:
+    """Settings of :func:`classify_heads`; every threshold of the label rule is here."""
+
+    # --- label rule (see the module docstring for the order) ---
+    sink_min_bos: float = 0.5  # sink: mean attention on the first token at least this
+    local_min_r2: float = 0.5  # local: positional R^2 at least this ...
+    local_max_js: float = 0.15  # ... and content dependence (JS, bits) at most this
+    semantic_min_js: float = 0.05  # semantic: content dependence at least this ...
+    semantic_min_lift: float = 1.5  # ... and a category attended this many times more than the profile predicts ...
+    semantic_min_excess: float = 0.05  # ... whose excess mass (observed - predicted, per query row) is at least this ...
+    alpha: float = 0.01  # ... and whose randomisation-test p-value is at most this
+    # --- evidence ---
+    rank_categories_by: str = "excess"  # order of top_categories: "excess" (mass beyond prediction) or "lift"
+    min_category_expected: float = 0.002  # categories predicted below this mass per row are not ranked (tiny support)
+    top_k: int = 5  # how many categories / tokens to list as evidence
+    min_token_count: int = 5  # a token needs this many key occurrences to be listed
+    near_offsets: int = 3  # near_mass counts offsets 0..near_offsets
+    # --- sampling and compute ---
+    calibration_stories: int | None = 512  # stories for the offset profile and the shuffle control (None: all)
+    detector_stories: int = 16  # stories for the TransformerLens head-detector scores (0: skip)
+    detector_exclude_bos: bool = False  # passed to detect_head
+    detector_exclude_current_token: bool = False  # passed to detect_head
+    n_permutations: int = 999  # random sign flips for the lift p-values (min p = 1 / (n + 1))
+    batch_tokens: int = 4096  # padded tokens per forward pass (memory ~ batch_tokens * n_ctx * n_heads floats)
+    seed: int = 0  # calibration subset, token shuffles and sign flips
+    progress: bool = True  # tqdm bars
+
+    def __post_init__(self) -> None:
+        unit = ("sink_min_bos", "local_min_r2", "local_max_js", "semantic_min_js", "semantic_min_excess",
+                "min_category_expected")
+        for name in unit:
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ConfigError(f"HeadConfig.{name}={v!r}: must be a number in [0, 1]")
+        if not 0.0 < self.alpha < 1.0:
+            raise ConfigError(f"HeadConfig.alpha={self.alpha!r}: must be in (0, 1)")
+        if self.semantic_min_lift < 1.0:
+            raise ConfigError(f"HeadConfig.semantic_min_lift={self.semantic_min_lift!r}: must be >= 1 (1 = no preference)")
+        if self.rank_categories_by not in ("excess", "lift"):
+            raise ConfigError(f"HeadConfig.rank_categories_by={self.rank_categories_by!r}: use 'excess' or 'lift'")
+        positive = {"top_k": 1, "min_token_count": 1, "near_offsets": 0, "n_permutations": 1, "batch_tokens": 1,
+                    "detector_stories": 0}
+        for name, lo in positive.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < lo:
+                raise ConfigError(f"HeadConfig.{name}={v!r}: must be an integer >= {lo}")
+        if self.calibration_stories is not None and (not isinstance(self.calibration_stories, int) or self.calibration_stories < 1):
+            raise ConfigError(f"HeadConfig.calibration_stories={self.calibration_stories!r}: must be >= 1 or None (all)")
+        if 1.0 / (self.n_permutations + 1) > self.alpha:
+            raise ConfigError(f"HeadConfig.n_permutations={self.n_permutations}: too few to reach p <= alpha={self.alpha}; "
+                              f"use at least {int(np.ceil(1 / self.alpha))}")
+
+
+def _check_corpus(model, corpus: TaggedCorpus) -> list[TaggedStory]:
+    if not isinstance(corpus, TaggedCorpus):
+        raise DataError(f"corpus is a {type(corpus).__name__}; build one with tinyinterp.load_corpus(files, model)")
+    n_ctx, d_vocab = model.cfg.n_ctx, model.cfg.d_vocab
+    tok = getattr(model, "tokenizer", None)
+    want = corpus.meta.get("tokenizer_sha256")
+    if tok is not None and want:
+        from tinyinterp.analysis.pos import tokenizer_fingerprint
+
+        if tokenizer_fingerprint(tok) != want:
+            raise DataError("the corpus was tokenised with a different tokenizer than the model's; rebuild it with load_corpus(files, model)")
+    stories, cut = [], 0
+    for s in corpus.stories:
+        if len(s) > n_ctx:
+            cut += 1
+            s = TaggedStory(s.text[: int(s.offsets[n_ctx - 1, 1])], s.tokens[:n_ctx], s.offsets[:n_ctx], s.upos[:n_ctx],
+                            s.tag[:n_ctx], s.ent[:n_ctx], s.word[:n_ctx], s.continuation[:n_ctx])
+        if len(s) >= 2:
+            stories.append(s)
+    if cut:
+        log.warning("cut %d stories to the model's n_ctx=%d tokens", cut, n_ctx)
+    if not stories:
+        raise DataError("the corpus is empty: no story has a token after BOS")
+    top = max(int(s.tokens.max()) for s in stories)
+    if top >= d_vocab:
+        raise DataError(f"corpus has token id {top} but the model has d_vocab={d_vocab}; tag it with the model's tokenizer")
+    return stories
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return float(a / b) if b > 0 else None
+
+
+def _decode(tokenizer, i: int) -> str:
+    if tokenizer is None:
+        return str(i)
+    try:
+        return tokenizer.decode([i])
+    except Exception:  # noqa: BLE001
+        return str(i)
+
+
+def label_head(rec: HeadRecord, cfg: HeadConfig) -> tuple[str, str]:
+    """The label rule of the module docstring: ``(label, reason)`` for one scored head."""
+    r2, js = rec.positional_r2, rec.content_js
+    if rec.bos_mass >= cfg.sink_min_bos:
+        return "sink", f"bos_mass {rec.bos_mass:.2f} >= {cfg.sink_min_bos}"
+    if r2 is not None and r2 >= cfg.local_min_r2 and (js is None or js <= cfg.local_max_js):
+        js_s = "n/a" if js is None else f"{js:.3f}"
+        return "local", f"positional_r2 {r2:.2f} >= {cfg.local_min_r2}, content_js {js_s} <= {cfg.local_max_js}"
+    if js is not None and js >= cfg.semantic_min_js:
+        for c in rec.top_categories:
+            if (c["lift"] is not None and c["lift"] >= cfg.semantic_min_lift and c["excess"] >= cfg.semantic_min_excess
+                    and c["p"] <= cfg.alpha):
+                return "semantic", (f"content_js {js:.3f} >= {cfg.semantic_min_js}; {c['category']} lift {c['lift']:.2f}, "
+                                    f"excess {c['excess']:.3f}, p {c['p']:.4f}")
+    r2_s = "n/a" if r2 is None else f"{r2:.2f}"
+    js_s = "n/a" if js is None else f"{js:.3f}"
+    return "mixed", f"no rule fired (bos_mass {rec.bos_mass:.2f}, positional_r2 {r2_s}, content_js {js_s})"
+
+
+def classify_heads(model, corpus: TaggedCorpus, config: HeadConfig | None = None) -> HeadResults:
+    """Score and label every attention head of ``model`` on ``corpus`` (see the module docstring).
+
+    ``model``: a ``HookedTransformer`` (e.g. from :func:`tinyinterp.load_model`);
+    ``corpus``: from :func:`tinyinterp.analysis.pos.load_corpus` with the model's tokenizer.
+    """
+    cfg = config if config is not None else HeadConfig()
+    if not isinstance(cfg, HeadConfig):
+        raise ConfigError(f"config is a {type(cfg).__name__}; pass a HeadConfig")
+    stories = _check_corpus(model, corpus)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    order = np.random.default_rng(cfg.seed).permutation(len(stories))
+    n_cal = len(stories) if cfg.calibration_stories is None else min(cfg.calibration_stories, len(stories))
+    cal_stories = [stories[i] for i in sorted(order[:n_cal])]
+    was_training = model.training
+    model.eval()
+    try:
+        cal = calibrate(model, cal_stories, cfg.batch_tokens, cfg.seed, cfg.progress)
+        st = main_pass(model, stories, cal.profile, cfg.batch_tokens, cfg.n_permutations, cfg.near_offsets, cfg.seed,
+                       cfg.progress)
+        det = {}
+        if cfg.detector_stories and getattr(model, "tokenizer", None) is not None:
+            try:
+                det = detector_scores(model, cal_stories[: cfg.detector_stories], cfg.detector_exclude_bos,
+                                      cfg.detector_exclude_current_token)
+            except Exception as exc:  # noqa: BLE001 - an optional cross-check must not sink the analysis
+                log.warning("TransformerLens head detector failed (%s: %s); tl_* scores left empty", type(exc).__name__, exc)
+    finally:
+        model.train(was_training)
+
+    rows = st.n_rows
+    ss_res = st.sq - 2 * st.cross + st.pred_sq  # [L, H]
+    ss_tot = st.sq - st.inv_rows
+    t_obs = st.obs - st.exp  # [L, H, C]
+    p_values = (1 + (st.flips >= t_obs[None] - 1e-9).sum(0)) / (1 + cfg.n_permutations)
+    max_off = int(np.nonzero(cal.profile_rows)[0].max()) + 1 if cal.profile_rows.any() else 1
+    tokenizer = getattr(model, "tokenizer", None)
+    records = []
+    for layer in range(L):
+        for head in range(H):
+            cats: dict[str, dict[str, float | None]] = {}
+            for c, name in enumerate(CATEGORIES):
+                o, e = st.obs[layer, head, c], st.exp[layer, head, c]
+                cats[name] = {"mass": o / rows, "expected": e / rows, "excess": (o - e) / rows, "lift": _ratio(o, e),
+                              "p": float(p_values[layer, head, c]) if st.cat_keys[c] > 0 else None}
+            ranked = [dict(category=k, **v) for k, v in cats.items()
+                      if v["lift"] is not None and v["lift"] > 1.0 and v["expected"] >= cfg.min_category_expected]
+            ranked.sort(key=lambda d: -(d["excess"] if cfg.rank_categories_by == "excess" else d["lift"]))
+            tok_ok = np.nonzero(st.tok_count >= cfg.min_token_count)[0]
+            excess = (st.tok_obs[layer, head, tok_ok] - st.tok_exp[layer, head, tok_ok]) / rows
+            top_tok = [{"token": _decode(tokenizer, int(tok_ok[i])), "id": int(tok_ok[i]),
+                        "count": int(st.tok_count[tok_ok[i]]), "mass": st.tok_obs[layer, head, tok_ok[i]] / rows,
+                        "expected": st.tok_exp[layer, head, tok_ok[i]] / rows, "excess": float(excess[i]),
+                        "lift": _ratio(st.tok_obs[layer, head, tok_ok[i]], st.tok_exp[layer, head, tok_ok[i]])}
+                       for i in np.argsort(-excess)[: cfg.top_k] if excess[i] > 1e-6]
+            r2 = 1.0 - ss_res[layer, head] / ss_tot[layer, head] if ss_tot[layer, head] > 1e-9 * rows else None
+            top = ranked[0] if ranked else None
+            rec = HeadRecord(
+                layer=layer, head=head, label="mixed", reason="",
+                positional_r2=None if r2 is None else float(r2),
+                content_js=float(cal.js[layer, head]) if cal.n_rows else None,
+                mean_distance=st.dist[layer, head] / rows, near_mass=st.near[layer, head] / rows,
+                prev_token=st.prev[layer, head] / rows, entropy=st.entropy[layer, head] / rows,
+                entropy_norm=st.entropy_norm[layer, head] / rows, bos_mass=st.bos[layer, head] / rows,
+                tl_previous_token=_det(det, "previous_token_head", layer, head),
+                tl_duplicate_token=_det(det, "duplicate_token_head", layer, head),
+                tl_induction=_det(det, "induction_head", layer, head),
+                top_category=top["category"] if top else None, top_category_lift=top["lift"] if top else None,
+                top_category_p=top["p"] if top else None, top_categories=ranked[: cfg.top_k], top_tokens=top_tok,
+                categories=cats, offset_profile=cal.profile[layer, head, :max_off].tolist(),
+            )
+            rec.label, rec.reason = label_head(rec, cfg)
+            records.append(_as_python(rec))
+    meta = {
+        "n_layers": L, "n_heads": H, "n_ctx": model.cfg.n_ctx, "n_stories": st.n_stories,
+        "n_tokens": int(sum(len(s) for s in stories)), "n_query_rows": int(rows), "calibration_stories": cal.n_stories,
+        "detector_stories": min(cfg.detector_stories, len(cal_stories)) if det else 0,
+        "categories": list(CATEGORIES), "key_categories": list(KEY_CATEGORIES),
+        "category_key_share": {c: float(st.cat_keys[i] / max(st.cat_keys[: len(KEY_CATEGORIES)].sum(), 1.0))
+                               for i, c in enumerate(CATEGORIES)},
+        "spacy_model": corpus.spacy_model, "alignment_coverage": corpus.coverage,
+        "attn_types": list(getattr(model.cfg, "attn_types", None) or []) or None,
+        "labels": {lab: sum(r.label == lab for r in records) for lab in LABELS},
+    }
+    log.info("heads: %s", ", ".join(f"{k} {v}" for k, v in meta["labels"].items()))
+    return HeadResults(records, config=asdict(cfg), meta=meta)
+
+
+def _det(det: dict[str, np.ndarray], name: str, layer: int, head: int) -> float | None:
+    return float(det[name][layer, head]) if name in det else None
+
+
+def _as_python(rec: HeadRecord) -> HeadRecord:
+    """Replace numpy scalars by Python floats so records compare equal after a JSON round trip."""
+    from tinyinterp.analysis.head_results import _clean
+
+    return HeadRecord.from_dict(_clean(rec.__dict__))
