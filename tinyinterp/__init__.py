@@ -30,8 +30,41 @@ def generate_text(model, prompt: str, max_new_tokens: int = 60, temperature: flo
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# Analysis names load lazily, so `import tinyinterp` does not import spaCy or scikit-learn.
+_LAZY = {
+    "load_corpus": "tinyinterp.analysis.pos",
+    "classify_heads": "tinyinterp.analysis.heads",
+    "HeadConfig": "tinyinterp.analysis.heads",
+    "HeadResults": "tinyinterp.analysis.head_results",
+    "find_pos_neurons": "tinyinterp.analysis.neurons",
+    "NeuronConfig": "tinyinterp.analysis.neurons",
+    "NeuronResults": "tinyinterp.analysis.neurons",
+    "ablation_effect": "tinyinterp.analysis.neuron_controls",
+    "max_activating_examples": "tinyinterp.analysis.neuron_controls",
+    "probe_layers": "tinyinterp.analysis.probes",
+    "ProbeConfig": "tinyinterp.analysis.probes",
+    "ProbeResults": "tinyinterp.analysis.probes",
+    "analyze": "tinyinterp.analysis.pipeline",
+    "AnalysisConfig": "tinyinterp.analysis.pipeline",
+    "plot_attention": "tinyinterp.plots",
+    "plot_head_grid": "tinyinterp.plots",
+    "plot_head_scatter": "tinyinterp.plots",
+    "plot_offset_profile": "tinyinterp.plots",
+    "plot_neuron_selectivity": "tinyinterp.plots",
+    "plot_text_activations": "tinyinterp.plots",
+    "plot_probe_accuracy": "tinyinterp.plots",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tinyinterp' has no attribute {name!r}")
+
 __all__ = [
     "__version__", "load_model", "load_fast_model", "save_checkpoint", "load_stories", "evaluate_checkpoint",
     "EvalResult", "TrainConfig", "train", "generate_text",
-    "TinyInterpError", "CheckpointError", "ConfigError", "DataError",
+    "TinyInterpError", "CheckpointError", "ConfigError", "DataError", *_LAZY,
 ]

@@ -152,12 +152,13 @@ def plot_probe_accuracy(probes) -> go.Figure:
     """Probe accuracy by layer for POS and the control task (selectivity = gap)."""
     df = _frame(probes)
     fig = go.Figure()
-    for site, sub in df.groupby("site") if "site" in df else [("resid", df)]:
-        fig.add_trace(go.Scatter(x=sub["layer_name"] if "layer_name" in sub else sub["layer"], y=sub["accuracy"],
-                                 mode="lines+markers", name=f"{site}: POS"))
+    groups = df.groupby("kind", sort=False) if "kind" in df else [("resid", df)]
+    for kind, sub in groups:
+        x = sub["site"] if "site" in sub else sub["layer"]
+        fig.add_trace(go.Scatter(x=x, y=sub["accuracy"], mode="lines+markers", name=f"{kind}: UPOS"))
         if "control_accuracy" in sub:
-            fig.add_trace(go.Scatter(x=sub["layer_name"] if "layer_name" in sub else sub["layer"], y=sub["control_accuracy"],
-                                     mode="lines+markers", line=dict(dash="dot"), name=f"{site}: control task"))
+            fig.add_trace(go.Scatter(x=x, y=sub["control_accuracy"], mode="lines+markers", line=dict(dash="dot"),
+                                     name=f"{kind}: control task"))
     fig.update_layout(title="Linear probes for UPOS (held-out accuracy)", xaxis_title="layer", yaxis_title="accuracy",
                       yaxis_range=[0, 1])
     return fig

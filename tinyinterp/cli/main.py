@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from tinyinterp.cli import data_cmds, model_cmds, train_cmd
+from tinyinterp.cli import analyze_cmd, data_cmds, model_cmds, train_cmd
 from tinyinterp.errors import TinyInterpError
 
 EXIT_USER_ERROR = 2
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train_cmd.add_parser(sub)
     model_cmds.add_parsers(sub)
+    analyze_cmd.add_parser(sub)
     data_cmds.add_parsers(sub)
     return p
 

@@ -1,0 +1,39 @@
+"""`tinyinterp analyze` end to end on a tiny trained checkpoint and self-written stories."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tinyinterp.cli.main import main
+
+STORIES = Path(__file__).resolve().parents[1] / "golden" / "stories.txt"
+
+
+@pytest.mark.slow
+def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "a"
+    rc = main(["analyze", str(tiny_ckpt), "--corpus", str(STORIES), "--out", str(out), "--max-stories", "30"])
+    assert rc == 0, capsys.readouterr().err
+    for name in ("heads.json", "heads.csv", "neurons.json", "neurons.csv", "probes.json", "summary.json", "report.html"):
+        assert (out / name).exists(), name
+    heads = json.loads((out / "heads.json").read_text())
+    assert len(heads) == 4 and {"layer", "head", "label", "positional_r2", "content_js"} <= set(heads[0])
+    neurons = json.loads((out / "neurons.json").read_text())
+    assert neurons and {"layer", "neuron", "pos", "auroc", "q_value", "held_out"} <= set(neurons[0])
+    assert all(n["held_out"] is True for n in neurons)
+    html = (out / "report.html").read_text()
+    assert "<script" in html and "cdn.plot.ly" not in html.split("<body>")[0]  # plotly inlined, no CDN
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["corpus"]["stories"] == 30 and sum(summary["heads"].values()) == 4
+
+
+def test_analyze_refuses_concurrent_writer(tiny_ckpt, tmp_path, capsys):
+    from tinyinterp.analysis.pipeline import folder_lock
+
+    out = tmp_path / "busy"
+    with folder_lock(out):
+        rc = main(["analyze", str(tiny_ckpt), "--corpus", str(STORIES), "--out", str(out), "--max-stories", "5",
+                   "--no-neurons", "--no-probes", "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "another analysis is writing" in err

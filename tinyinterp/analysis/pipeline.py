@@ -1,0 +1,163 @@
+"""``analyze()``: the whole analysis of one model on one corpus, written to a folder.
+
+Stages (each with a progress bar): tag the corpus with spaCy → classify heads → find
+POS-selective neurons (held-out, FDR, untrained control) → causal ablation check for the
+top neurons of NOUN/VERB/ADJ → layer-wise probes → ``report.html``. Output folder::
+
+    heads.json  heads.csv  heads_meta.json
+    neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json
+    probes.json  ablation.json  summary.json  report.html
+
+Only one analysis may write a folder at a time (an advisory lock, ``.lock``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from tinyinterp.analysis.corpus import TaggedCorpus
+from tinyinterp.analysis.heads import HeadConfig, classify_heads
+from tinyinterp.analysis.neuron_controls import ablation_effect
+from tinyinterp.analysis.neurons import NeuronConfig, find_pos_neurons
+from tinyinterp.analysis.pos import load_corpus
+from tinyinterp.analysis.probes import ProbeConfig, probe_layers
+from tinyinterp.atomic import write_json
+from tinyinterp.errors import TinyInterpError
+
+log = logging.getLogger(__name__)
+ABLATION_TAGS = ("NOUN", "VERB", "ADJ")
+
+
+@dataclass
+class AnalysisConfig:
+    max_stories: int | None = 500
+    """Stories read from the corpus (None: all)."""
+    heads: HeadConfig = field(default_factory=HeadConfig)
+    neurons: NeuronConfig = field(default_factory=NeuronConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    run_heads: bool = True
+    run_neurons: bool = True
+    run_probes: bool = True
+    ablation_tags: tuple[str, ...] = ABLATION_TAGS
+    """Tags whose top neurons get the causal mean-ablation check (empty: skip)."""
+    ablation_neurons: int = 5
+    """Top neurons per tag ablated together."""
+    ablation_random: int = 10
+    """Random equal-size neuron sets per tag for the comparison."""
+    report: bool = True
+    """Write report.html."""
+
+    def __post_init__(self):
+        if self.max_stories is not None and self.max_stories <= 0:
+            raise TinyInterpError(f"max_stories={self.max_stories}: must be a positive integer")
+
+
+@contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Refuse to run when another analysis is writing ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    fh = open(out / ".lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise TinyInterpError(f"{out}: another analysis is writing this folder; wait for it or choose another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.PathLike,
+            config: AnalysisConfig | None = None, model_name: str = "model", progress: bool = True) -> dict[str, Any]:
+    """Run every analysis stage of ``model`` on ``corpus`` and write the results to ``out``."""
+    cfg = config or AnalysisConfig()
+    out = Path(out)
+    timings: dict[str, float] = {}
+    with folder_lock(out):
+        t = time.perf_counter()
+        if not isinstance(corpus, TaggedCorpus):
+            corpus = load_corpus(corpus, model, max_stories=cfg.max_stories, progress=progress)
+        timings["tagging_s"] = time.perf_counter() - t
+        summary: dict[str, Any] = {
+            "model": model_name, "n_layers": model.cfg.n_layers, "n_heads": model.cfg.n_heads, "d_mlp": model.cfg.d_mlp,
+            "corpus": {"stories": len(corpus), "tokens": corpus.n_tokens, "spacy_model": corpus.spacy_model,
+                       "alignment_coverage": corpus.coverage},
+        }
+        heads = neurons = probes = None
+        if cfg.run_heads:
+            t = time.perf_counter()
+            cfg.heads.progress = progress
+            heads = classify_heads(model, corpus, cfg.heads)
+            heads.save(out)
+            timings["heads_s"] = time.perf_counter() - t
+            labels = [r.label for r in heads.records]
+            summary["heads"] = {lab: labels.count(lab) for lab in ("local", "semantic", "sink", "mixed")}
+        if cfg.run_neurons:
+            t = time.perf_counter()
+            cfg.neurons.progress = progress
+            neurons = find_pos_neurons(model, corpus, cfg.neurons)
+            neurons.save(out)
+            timings["neurons_s"] = time.perf_counter() - t
+            summary["neurons"] = _neuron_summary(neurons)
+            if cfg.ablation_tags:
+                t = time.perf_counter()
+                summary["ablation"] = _ablations(model, corpus, neurons, cfg, progress)
+                write_json(out / "ablation.json", summary["ablation"])
+                timings["ablation_s"] = time.perf_counter() - t
+        if cfg.run_probes:
+            t = time.perf_counter()
+            cfg.probes.progress = progress
+            probes = probe_layers(model, corpus, cfg.probes)
+            probes.save(out)
+            timings["probes_s"] = time.perf_counter() - t
+        summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
+        summary["config"] = _config_json(cfg)
+        write_json(out / "summary.json", summary)
+        if cfg.report:
+            from tinyinterp.report import write_report
+
+            write_report(out, model=model, heads=heads, neurons=neurons, probes=probes, summary=summary)
+    return summary
+
+
+def _neuron_summary(neurons) -> dict[str, Any]:
+    df = neurons.to_frame()
+    s = dict(neurons.summary)
+    if not df.empty:
+        sel = df[df["selective"]]
+        s["selective_by_tag"] = {str(k): int(v) for k, v in sel.groupby("pos").size().items()}
+        s["best_auroc_by_tag"] = {str(k): float(v) for k, v in df.groupby("pos")["auroc"].max().items()}
+    if neurons.control is not None:
+        cdf = neurons.control.to_frame()
+        s["untrained_selective"] = int(cdf["selective"].sum()) if not cdf.empty else 0
+    return s
+
+
+def _ablations(model, corpus, neurons, cfg: AnalysisConfig, progress: bool) -> list[dict[str, Any]]:
+    _, held_out = corpus.split(cfg.neurons.split_seed)
+    out = []
+    for tag in cfg.ablation_tags:
+        top = neurons.top_neurons(tag, n=cfg.ablation_neurons)
+        if not top:
+            continue
+        try:
+            res = ablation_effect(model, held_out, top, tag, n_random=cfg.ablation_random, progress=progress)
+        except TinyInterpError as exc:
+            log.warning("ablation for %s skipped: %s", tag, exc)
+            continue
+        out.append(asdict(res) if hasattr(res, "__dataclass_fields__") else dict(res))
+    return out
+
+
+def _config_json(cfg: AnalysisConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg), default=str))

@@ -1,0 +1,155 @@
+"""Self-contained ``report.html`` for an analysis folder (plotly JS inlined once; opens offline)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tinyinterp import plots
+from tinyinterp.atomic import write_text
+
+# The paper's illustrative prompt (Eldan & Li 2023, section on interpretability).
+DEMO_PROMPT = "One day, Lucy asks Tom: \"I am looking for a banana but I can't find it\". Tom says: \"Don't worry, I will help you\"."
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td.l{text-align:left}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:2em}
+.note{color:#555;font-size:0.9em}.ex{font-family:ui-monospace,monospace;font-size:0.85em;white-space:pre-wrap}
+"""
+
+
+class _Figs:
+    """Renders figures; the first one carries plotly.js inline, the rest reuse it."""
+
+    def __init__(self):
+        self.first = True
+
+    def __call__(self, fig) -> str:
+        out = fig.to_html(full_html=False, include_plotlyjs=True if self.first else False)
+        self.first = False
+        return out
+
+
+def _table(df: pd.DataFrame, cols: list[str], left: tuple[str, ...] = ()) -> str:
+    cols = [c for c in cols if c in df]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    rows = []
+    for _, r in df.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            txt = f"{v:.3g}" if isinstance(v, float) else html.escape(str(v))
+            cells.append(f'<td class="l">{txt}</td>' if c in left else f"<td>{txt}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _heads_section(heads, model, fig) -> list[str]:
+    df = heads.to_frame()
+    parts = ["<h2>Attention heads</h2>",
+             "<p class='note'>Label rule (first match wins): sink if BOS mass ≥ threshold; local if the head's "
+             "offset profile explains its rows (positional R²) and shuffling the tokens barely changes it "
+             "(content JS); semantic if shuffling changes it and a token category gets significantly more "
+             "attention than the positional profile predicts (permutation test); otherwise mixed. "
+             "Thresholds are in <code>heads_meta.json</code>.</p>",
+             fig(plots.plot_head_grid(df))]
+    if {"positional_r2", "content_js"} <= set(df.columns):
+        parts.append(fig(plots.plot_head_scatter(df, "positional_r2", "content_js")))
+    cols = ["layer", "head", "label", "positional_r2", "content_js", "mean_distance", "prev_token", "bos_mass",
+            "entropy_norm", "top_category", "reason"]
+    parts.append(_table(df, cols, left=("label", "top_category", "reason")))
+    if model is not None:
+        for lab in ("local", "semantic"):
+            sub = df[df["label"] == lab]
+            if sub.empty:
+                continue
+            r = sub.iloc[0]
+            L, H = int(r["layer"]), int(r["head"])
+            parts.append(f"<h3>Example {lab} head: L{L}H{H}</h3>")
+            parts.append(fig(plots.plot_offset_profile(heads[L, H].offset_profile, L, H)))
+            parts.append(fig(plots.plot_attention(model, DEMO_PROMPT, L, H)))
+    return parts
+
+
+def _neurons_section(neurons, model, fig) -> list[str]:
+    df = neurons.to_frame()
+    parts = ["<h2>Part-of-speech-selective neurons</h2>",
+             "<p class='note'>Neurons are selected on one half of the stories and every number below is "
+             "measured on the other half (held out). q = Benjamini–Hochberg FDR over all neuron × tag tests. "
+             "Controls: distinct word types among the top activations, AUROC restricted to ambiguous words, "
+             "and an untrained model of the same shape.</p>"]
+    s = neurons.summary
+    ctrl = neurons.control.to_frame() if neurons.control is not None else None
+    n_ctrl = int(ctrl["selective"].sum()) if ctrl is not None and not ctrl.empty else 0
+    parts.append(f"<p>Selective neuron × tag pairs: <b>{int(df['selective'].sum()) if not df.empty else 0}</b>; "
+                 f"untrained control: <b>{n_ctrl}</b>. Summary: <code>{html.escape(str({k: v for k, v in s.items() if not isinstance(v, (dict, list))}))}</code></p>")
+    if df.empty:
+        return parts
+    cols = ["layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value", "top_k_precision", "n_word_types_top_k",
+            "ambiguous_auroc", "selective"]
+    best = df.sort_values("auroc", ascending=False).groupby("pos").head(3).sort_values(["pos", "auroc"], ascending=[True, False])
+    parts.append(_table(best, cols, left=("pos",)))
+    for tag in ("NOUN", "VERB", "ADJ", "PROPN"):
+        top = neurons.top_neurons(tag, n=1)
+        if not top:
+            continue
+        L, N = top[0]
+        parts.append(f"<h3>Best {tag} neuron: L{L}N{N}</h3>")
+        parts.append(fig(plots.plot_neuron_selectivity(df, L, N)))
+        if model is not None:
+            toks, acts = plots.neuron_activations(model, DEMO_PROMPT, L, N)
+            parts.append(f"<p class='ex'>{plots.text_activation_html(toks, acts)}</p>")
+        for ex in neurons.examples.get(f"{L}.{N}", [])[:3]:
+            if "text" in ex:
+                parts.append(f"<p class='ex'>{plots.text_activation_html(ex['text'], ex['acts'])}</p>")
+    return parts
+
+
+def _ablation_section(ablations: list[dict[str, Any]]) -> list[str]:
+    if not ablations:
+        return []
+    rows = []
+    for a in ablations:
+        rnd = a.get("random_deltas") or []
+        mean_r = sum(rnd) / len(rnd) if rnd else float("nan")
+        rows.append({"tag": a["tag"], "neurons": len(a["neurons"]), "positions": a["n_positions"],
+                     "clean_loss": a["clean_loss"], "delta_after_tag": a["delta"], "delta_elsewhere": a["delta_other"],
+                     "mean_random_delta": mean_r, "p_value": a["p_value"]})
+    return ["<h2>Causal check: mean-ablating each tag's top neurons</h2>",
+            "<p class='note'>Loss change (nats) on the tokens that follow a word of the tag, against "
+            "equal-size random neuron sets from the same layers (held-out stories).</p>",
+            _table(pd.DataFrame(rows), list(rows[0]), left=("tag",))]
+
+
+def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=None, summary: dict | None = None) -> Path:
+    """Write ``out/report.html`` from analysis results (and the model, for attention plots)."""
+    out = Path(out)
+    fig = _Figs()
+    summary = summary or {}
+    title = f"tinyinterp analysis: {html.escape(str(summary.get('model', 'model')))}"
+    c = summary.get("corpus", {})
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head><body>",
+             f"<h1>{title}</h1>",
+             f"<p>{summary.get('n_layers', '?')} layers × {summary.get('n_heads', '?')} heads, d_mlp {summary.get('d_mlp', '?')}. "
+             f"Corpus: {c.get('stories', '?')} stories, {c.get('tokens', '?')} tokens, tagged with {html.escape(str(c.get('spacy_model', '')))} "
+             f"(alignment coverage {c.get('alignment_coverage', float('nan')):.3f}).</p>"]
+    if "heads" in summary:
+        parts.append("<p>Head labels: " + ", ".join(f"{k} {v}" for k, v in summary["heads"].items()) + "</p>")
+    if heads is not None:
+        parts += _heads_section(heads, model, fig)
+    if neurons is not None:
+        parts += _neurons_section(neurons, model, fig)
+    parts += _ablation_section(summary.get("ablation", []))
+    if probes is not None and probes.rows:
+        parts += ["<h2>Linear probes for UPOS</h2>",
+                  "<p class='note'>Held-out accuracy per site and the Hewitt & Liang control task (each word type "
+                  f"gets a random tag); baselines: {html.escape(str(probes.summary))}</p>",
+                  fig(plots.plot_probe_accuracy(probes.to_frame())),
+                  _table(probes.to_frame(), ["site", "accuracy", "control_accuracy", "selectivity"], left=("site",))]
+    parts.append("</body></html>")
+    path = out / "report.html"
+    write_text(path, "\n".join(parts))
+    return path
