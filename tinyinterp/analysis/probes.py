@@ -1,0 +1,228 @@
+"""Layer-wise linear probes for part of speech, with Hewitt & Liang control-task selectivity.
+
+For each site — the embedding (residual stream before block 0), the residual stream after
+every block, and the MLP activations of every block — :func:`probe_layers` fits a
+multinomial logistic regression (scikit-learn, standardised features) that predicts UPOS
+from the activation at each analysed token. Probes are trained on tokens of one half of the
+stories (``TaggedCorpus.split``) and scored on the other, at most ``max_tokens`` tokens per
+half (whole stories, drawn in a seeded random order).
+
+Control task (Hewitt & Liang 2019): every word type gets a random tag, drawn once from the
+empirical tag distribution of the training tokens; the same probe is trained on those labels.
+``selectivity = accuracy(POS) - accuracy(control)`` (held-out). High selectivity means the
+representation encodes the tag beyond what a probe can memorise from word identity. Two
+reference points come along: the majority-tag accuracy, and a word-lookup baseline (each
+word's most frequent training tag).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from tinyinterp.analysis.activations import (EMBED_LAYER, CorpusLabels, label_corpus, mlp_hook, resid_hook,
+                                             stream_activations)
+from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, TaggedCorpus
+from tinyinterp.atomic import write_json
+from tinyinterp.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+PROBES_JSON = "probes.json"
+SITES = ("embed", "resid", "mlp")
+
+
+@dataclass
+class ProbeConfig:
+    max_tokens: int = 8000
+    """Analysed tokens per half (train / test); whole stories are taken until the cap."""
+    layers: list[int] | None = None
+    """Blocks whose residual / MLP sites are probed (None: all)."""
+    sites: tuple[str, ...] = SITES
+    """Which kinds of site: ``embed``, ``resid`` (after each block), ``mlp`` (MLP activations)."""
+    include_continuations: bool = False
+    """Probe continuation tokens too (with their word's tag); default: word-initial tokens only."""
+    exclude_tags: tuple[str, ...] = (BOS_TAG, SPACE_TAG)
+    """Tags whose tokens are never probed."""
+    C: float = 1.0
+    """Inverse L2 regularisation strength of the logistic regression."""
+    max_iter: int = 200
+    """L-BFGS iterations per probe (a non-converged probe is flagged, not an error)."""
+    split_seed: int = 0
+    """Seed of ``TaggedCorpus.split``: training half vs test half."""
+    control_seed: int = 0
+    """Seed of the random word-type → tag assignment of the control task."""
+    batch_tokens: int = 8192
+    """Padded tokens per forward batch."""
+    progress: bool = False
+    """Show tqdm progress bars."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "max_iter", "batch_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"ProbeConfig.{name}={v!r}: must be a positive integer")
+        if not self.C > 0:
+            raise ConfigError(f"ProbeConfig.C={self.C!r}: must be > 0")
+        self.sites, self.exclude_tags = tuple(self.sites), tuple(self.exclude_tags)
+        bad = sorted(set(self.sites) - set(SITES))
+        if bad or not self.sites:
+            raise ConfigError(f"ProbeConfig.sites={list(self.sites)!r}: choose from {list(SITES)}")
+        if self.layers is not None:
+            self.layers = [int(x) for x in self.layers]
+
+
+@dataclass
+class ProbeResults:
+    """One row per site (see :meth:`to_frame`) and a summary with the baselines."""
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"probes": self.rows, "summary": self.summary}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ProbeResults":
+        return cls(rows=list(d["probes"]), summary=dict(d.get("summary", {})))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProbeResults":
+        return cls.from_dict(json.loads(text))
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write ``probes.json``; returns its path."""
+        out = Path(out)
+        write_json(out / PROBES_JSON, self.to_dict())
+        return out / PROBES_JSON
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ProbeResults":
+        """Read ``probes.json`` (or the folder holding it)."""
+        p = Path(path)
+        p = p / PROBES_JSON if p.is_dir() else p
+        try:
+            return cls.from_json(p.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{p}: missing; pass a file or folder written by ProbeResults.save") from None
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise DataError(f"{p}: not a probes.json ({exc}); re-run the analysis") from None
+
+
+def _sites(model, cfg: ProbeConfig) -> list[tuple[str, int, str]]:
+    """(kind, layer, hook name) of every probed site, in depth order."""
+    n = model.cfg.n_layers
+    layers = list(range(n)) if cfg.layers is None else cfg.layers
+    if any(not 0 <= x < n for x in layers):
+        raise ConfigError(f"ProbeConfig.layers={layers}: out of range for a {n}-layer model")
+    out = [("embed", EMBED_LAYER, resid_hook(EMBED_LAYER))] if "embed" in cfg.sites else []
+    for x in layers:
+        if "mlp" in cfg.sites and model.cfg.d_mlp is not None and not model.cfg.attn_only:
+            out.append(("mlp", x, mlp_hook(x)))
+        if "resid" in cfg.sites:
+            out.append(("resid", x, resid_hook(x)))
+    return out
+
+
+def _collect(model, corpus: TaggedCorpus, labels: CorpusLabels, indices: np.ndarray, hooks: list[str],
+             cfg: ProbeConfig, desc: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Features per hook [tok, d], tag ids [tok] and word ids [tok] of up to ``max_tokens`` tokens."""
+    order = np.random.default_rng(cfg.split_seed + 7).permutation(indices)
+    counts = np.array([(labels.tag_ids[i] >= 0).sum() for i in order])
+    take = order[: int(np.searchsorted(np.cumsum(counts), cfg.max_tokens)) + 1]
+    feats: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
+    tags, words = [], []
+    for bt in stream_activations(model, corpus, hooks, cfg.batch_tokens, take, cfg.progress, desc):
+        t, w = labels.padded(bt.stories, bt.mask.shape[1])  # [batch, pos]
+        b, p = ((t >= 0) & bt.mask.cpu()).nonzero(as_tuple=True)
+        for h in hooks:
+            feats[h].append(bt.acts[h][b.to(bt.acts[h].device), p.to(bt.acts[h].device)].float().cpu().numpy())
+        tags.append(t[b, p].numpy())
+        words.append(w[b, p].numpy())
+    n = cfg.max_tokens
+    return ({h: np.concatenate(v)[:n] for h, v in feats.items()}, np.concatenate(tags)[:n], np.concatenate(words)[:n])
+
+
+def _fit_score(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, cfg: ProbeConfig):
+    """Train accuracy, test accuracy and whether L-BFGS converged."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(y_tr)) < 2:  # a constant label: the probe is the constant
+        return float(np.mean(y_tr == y_tr[0])), float(np.mean(y_te == y_tr[0])), True
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x_tr, y_tr)
+    converged = bool(np.all(clf[-1].n_iter_ < cfg.max_iter))
+    return float(clf.score(x_tr, y_tr)), float(clf.score(x_te, y_te)), converged
+
+
+def probe_layers(model, corpus: TaggedCorpus, config: ProbeConfig | None = None) -> ProbeResults:
+    """Train UPOS probes at every site on one half of the stories; score them on the other half.
+
+    >>> res = probe_layers(model, corpus)                 # doctest: +SKIP
+    >>> res.to_frame()[["site", "accuracy", "selectivity"]]  # doctest: +SKIP
+    """
+    cfg = config or ProbeConfig()
+    if len(corpus) < 2:
+        raise DataError(f"corpus has {len(corpus)} stories; probing needs at least 2 (train and test halves)")
+    labels = label_corpus(corpus, cfg.include_continuations, cfg.exclude_tags)
+    if len(labels.tags) < 2:
+        raise DataError(f"corpus has {len(labels.tags)} analysable tag(s) ({labels.tags}); need at least 2")
+    sites = _sites(model, cfg)
+    hooks = [h for _, _, h in sites]
+    where = {id(s): i for i, s in enumerate(corpus.stories)}
+    halves = [np.array([where[id(s)] for s in half.stories], dtype=np.int64) for half in corpus.split(cfg.split_seed)]
+    x_tr, y_tr, w_tr = _collect(model, corpus, labels, halves[0], hooks, cfg, "probes: train half")
+    x_te, y_te, w_te = _collect(model, corpus, labels, halves[1], hooks, cfg, "probes: test half")
+    if len(y_tr) == 0 or len(y_te) == 0:
+        raise DataError("a corpus half has no analysable tokens; use more stories")
+
+    n_tags = len(labels.tags)
+    freq = np.bincount(y_tr, minlength=n_tags) / len(y_tr)
+    control = np.random.default_rng(cfg.control_seed).choice(n_tags, size=len(labels.words), p=freq)  # word -> tag
+    c_tr, c_te = control[w_tr], control[w_te]
+    majority = int(freq.argmax())
+    word_tag = np.zeros((len(labels.words), n_tags), dtype=np.int64)
+    np.add.at(word_tag, (w_tr, y_tr), 1)
+    lookup = np.where(word_tag.sum(1) > 0, word_tag.argmax(1), majority)  # unseen words: majority tag
+
+    rows = []
+    for kind, layer, hook in tqdm(sites, desc="probes: fit", disable=not cfg.progress, leave=False):
+        tr_acc, acc, conv = _fit_score(x_tr[hook], y_tr, x_te[hook], y_te, cfg)
+        c_tr_acc, c_acc, c_conv = _fit_score(x_tr[hook], c_tr, x_te[hook], c_te, cfg)
+        rows.append({"site": "embed" if kind == "embed" else f"{kind}{layer}", "kind": kind, "layer": layer,
+                     "hook": hook, "accuracy": acc, "control_accuracy": c_acc, "selectivity": acc - c_acc,
+                     "train_accuracy": tr_acc, "control_train_accuracy": c_tr_acc, "n_features": x_tr[hook].shape[1],
+                     "n_train": len(y_tr), "n_test": len(y_te), "converged": conv and c_conv})
+        log.info("probe %s: accuracy %.3f, control %.3f", rows[-1]["site"], acc, c_acc)
+    summary = {
+        "tags": labels.tags, "n_train": len(y_tr), "n_test": len(y_te),
+        "majority_accuracy": float(np.mean(y_te == majority)),
+        "word_lookup_accuracy": float(np.mean(lookup[w_te] == y_te)),
+        # ceiling of the control task for a probe that memorises training words (unseen: majority)
+        "control_word_lookup_accuracy": float(np.mean(
+            np.where(word_tag.sum(1)[w_te] > 0, c_te, np.bincount(c_tr, minlength=n_tags).argmax()) == c_te)),
+        "config": dataclasses.asdict(cfg),
+    }
+    return ProbeResults(rows=rows, summary=summary)
