@@ -1,0 +1,80 @@
+"""``make demo``: a tour of the bundled one-layer model (``python -m tinyinterp.demo``).
+
+Loads the bundled checkpoint, prints its card, generates text, shows the precomputed head
+labels and part-of-speech neurons (``checkpoints/<name>/analysis/``, computed on stories the
+model itself wrote), and writes an HTML report. Everything runs offline on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "checkpoints" / "ts-1l"
+PROMPTS = ["Once upon a time", "Lily and Tom went to", "The little dog was"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("ckpt", nargs="?", default=str(DEFAULT), help="checkpoint folder (default: the bundled 1-layer model)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="where to write report.html")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import tinyinterp
+    from tinyinterp.analysis.head_results import HeadResults
+    from tinyinterp.analysis.neurons import NeuronResults
+    from tinyinterp.analysis.probes import ProbeResults
+    from tinyinterp.report import write_report
+
+    ckpt = Path(args.ckpt)
+    try:
+        model = tinyinterp.load_model(ckpt)
+    except tinyinterp.TinyInterpError as exc:
+        print(f"error: {exc}")
+        return 2
+    info = json.loads((ckpt / "training.json").read_text()) if (ckpt / "training.json").exists() else {}
+    c = model.cfg
+    print(f"== {ckpt.name}: {c.n_layers} layer(s), d_model {c.d_model}, {c.n_heads} heads, d_mlp {c.d_mlp}, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    if info.get("final_eval"):
+        print(f"   validation: {info['final_eval']['val_bpb']:.4f} bits/byte; trained on {info.get('tokens_seen', 0):,} tokens "
+              f"in {info.get('wall_s', 0) / 60:.0f} min")
+    print("\n== generations (greedy, then temperature 0.8 seed 0)")
+    for p in PROMPTS:
+        print(f"- {tinyinterp.generate_text(model, p, max_new_tokens=50)!r}")
+        print(f"  {tinyinterp.generate_text(model, p, max_new_tokens=50, temperature=0.8)!r}")
+
+    adir = ckpt / "analysis"
+    out = Path(args.out)
+    if (adir / "heads.json").exists():
+        heads, neurons = HeadResults.load(adir), NeuronResults.load(adir)
+        probes = ProbeResults.load(adir) if (adir / "probes.json").exists() else None
+        summary = json.loads((adir / "summary.json").read_text())
+    else:
+        corpus = adir / "corpus.txt"
+        if not corpus.exists():
+            print(f"\n(no precomputed analysis in {adir}; run `tinyinterp analyze {ckpt} --corpus FILES --out DIR`)")
+            return 0
+        summary = tinyinterp.analyze(model, [str(corpus)], out, model_name=ckpt.name)
+        heads, neurons, probes = HeadResults.load(out), NeuronResults.load(out), ProbeResults.load(out)
+    print(f"\n== attention heads ({summary['corpus']['stories']} stories the model wrote itself)")
+    for r in heads.records:
+        print(f"   L{r.layer}H{r.head}: {r.label:<8} positional R² {r.positional_r2 or 0:.2f}  content JS {r.content_js or 0:.3f}  "
+              f"mean distance {r.mean_distance or 0:5.1f}  top category {r.top_category}")
+    print("\n== most selective neuron per part of speech (held-out AUROC, FDR q)")
+    df = neurons.to_frame()
+    if not df.empty:
+        best = df.sort_values("auroc", ascending=False).groupby("pos").head(1)
+        for r in best.itertuples():
+            print(f"   {r.pos:<6} L{r.layer}N{r.neuron:<5} AUROC {r.auroc:.3f}  q {r.q_value:.2g}  selective={r.selective}")
+    report = write_report(out, model=model, heads=heads, neurons=neurons, probes=probes, summary=summary)
+    print(f"\n== full report: {report}\n   analyse your own text: tinyinterp analyze {ckpt} --corpus FILES --out DIR")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
