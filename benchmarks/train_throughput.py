@@ -26,8 +26,8 @@ from torch import nn
 
 from tinyinterp.data.batches import WindowSampler
 from tinyinterp.models import TinyTransformer, preset_config
-from tinyinterp.train.config import TrainConfig
-from tinyinterp.train.trainer import Trainer
+from tinyinterp.training.config import TrainConfig
+from tinyinterp.training.trainer import Trainer
 
 VOCAB, CTX, BATCH = 4096, 256, 32
 

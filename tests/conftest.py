@@ -46,7 +46,7 @@ def tokenizer_dir(tmp_path_factory, stories) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory, corpus_files) -> Path:
     """A micro model trained for 60 steps through the public train() API."""
-    from tinyinterp.train import TrainConfig, train
+    from tinyinterp.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("ckpt") / "micro"
     cfg = TrainConfig(data=[str(corpus_files["train"])], eval_data=[str(corpus_files["eval"])], preset="micro",

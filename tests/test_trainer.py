@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from tinyinterp.errors import ConfigError
-from tinyinterp.train import TrainConfig, train
-from tinyinterp.train.schedule import log_spaced_steps, lr_at
+from tinyinterp.training import TrainConfig, train
+from tinyinterp.training.schedule import log_spaced_steps, lr_at
 
 
 def _cfg(files, **kw):

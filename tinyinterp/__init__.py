@@ -17,7 +17,7 @@ from tinyinterp.checkpoint import load_fast_model, load_model, save_checkpoint  
 from tinyinterp.data.readers import load_stories  # noqa: E402
 from tinyinterp.errors import CheckpointError, ConfigError, DataError, TinyInterpError  # noqa: E402
 from tinyinterp.evaluate import EvalResult, evaluate_checkpoint  # noqa: E402
-from tinyinterp.train import TrainConfig, train  # noqa: E402
+from tinyinterp.training import TrainConfig, train  # noqa: E402
 
 
 def generate_text(model, prompt: str, max_new_tokens: int = 60, temperature: float = 0.0, seed: int = 0) -> str:

@@ -10,6 +10,7 @@ All text here is made up for the tests.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from tinyinterp.analysis.corpus import BOS_TAG, TaggedCorpus, TaggedStory
@@ -24,6 +25,15 @@ AMBIG = list(range(36, 40))  # NOUN or VERB depending on the slot
 SUFFIX = 40  # continuation token (tagged like its word)
 SUCCESSORS = VERB + PUNCT  # what follows a NOUN
 PLANTED = 0  # index of the planted NOUN neuron in layer 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models run faster on one thread; on a busy 2-core machine 2 threads are ~100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _story(rng: np.random.Generator, n_sentences: int, ambig_rate: float = 0.08) -> TaggedStory:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.analysis.planted_neurons import SUFFIX, make_corpus, random_model
+from tests.analysis.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
 from tinyinterp.analysis.activations import (TopKBuffer, label_corpus, mlp_hook, plan_batches, resid_hook,
                                              stream_activations)
 from tinyinterp.errors import ConfigError, DataError
@@ -76,6 +77,10 @@ def test_label_corpus_excludes_bos_and_continuations(corpus):
     n_suffix = sum(int((s.tokens == SUFFIX).sum()) for s in corpus.stories)
     assert n_suffix > 0
     assert sum((t >= 0).sum() for t in with_cont.tag_ids) == sum((t >= 0).sum() for t in labels.tag_ids) + n_suffix
+    chunked = label_corpus(corpus, chunk_stories=7)  # same ids whatever the chunking
+    assert chunked.tags == labels.tags and chunked.words == labels.words
+    assert all((a == b).all() for a, b in zip(chunked.word_ids, labels.word_ids))
+    assert (chunked.tag_counts == labels.tag_counts).all()
     amb = labels.ambiguous(min_count=1)
     amb_words = {labels.words[i] for i in np.nonzero(amb.any(1))[0]}
     assert amb_words and all(w in {"w36", "w37", "w38", "w39"} for w in amb_words)

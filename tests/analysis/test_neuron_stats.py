@@ -25,7 +25,11 @@ def test_binned_auroc_is_within_its_error_bound_of_the_exact_value():
     shift = np.array([[0.0, 1.0, -0.5], [0.2, 0.0, 0.0]])  # unit × tag mean shifts
     x = rng.normal(size=(n, 2)) + shift.T[tags]  # [tok, unit]
     edges = quantile_edges(torch.as_tensor(rng.normal(size=(3000, 2)) + 0.3), n_bins=64)
-    res = run_tests(_stats_for(x, tags, edges, n_tags), min_support=10)
+    ts = _stats_for(x, tags, edges, n_tags)
+    res = run_tests(ts, min_support=10)
+    chunked = run_tests(ts, min_support=10, chunk_units=1)
+    for name in ("auroc", "auroc_err", "ap", "p_value", "cohens_d"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(res, name))
     for u in range(2):
         for t in range(n_tags):
             exact = roc_auc_score(tags == t, x[:, u])

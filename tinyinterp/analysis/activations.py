@@ -114,6 +114,9 @@ def stream_activations(
     if (lengths < 1).any():
         raise DataError("corpus has an empty story (no tokens); drop it before analysis")
     device = model.cfg.device
+    # right padding under causal attention needs no mask; a left-padding tokenizer would make
+    # TransformerLens infer one from pad ids, so then pass ours explicitly
+    explicit_mask = getattr(getattr(model, "tokenizer", None), "padding_side", "right") == "left"
     stop = _stop_layer(list(names), model.cfg.n_layers)
     batches = plan_batches(lengths, max(batch_tokens, n_ctx), indices)
     total = int(lengths[np.concatenate(batches)].sum()) if batches else 0
@@ -129,7 +132,7 @@ def stream_activations(
         with torch.inference_mode():
             _, cache = model.run_with_cache(
                 tokens.to(device), names_filter=lambda n: n in names, stop_at_layer=stop,
-                attention_mask=mask.long().to(device), return_cache_object=False,
+                attention_mask=mask.long().to(device) if explicit_mask else None, return_cache_object=False,
             )
         bar.update(int(lengths[idx].sum()))
         yield ActivationBatch(stories=idx, tokens=tokens, mask=mask.to(device), acts=dict(cache))
@@ -142,8 +145,8 @@ class CorpusLabels:
 
     tags: list[str]  # tag vocabulary (sorted); tag id i means tags[i]
     words: list[str]  # word-type vocabulary (lower-cased words)
-    tag_ids: list[np.ndarray]  # per story, int64 [n]; -1: BOS/space/excluded tag/continuation token
-    word_ids: list[np.ndarray]  # per story, int64 [n]; -1 where tag_ids is -1
+    tag_ids: list[np.ndarray]  # per story, int32 [n]; -1: BOS/space/excluded tag/continuation token
+    word_ids: list[np.ndarray]  # per story, int32 [n]; -1 where tag_ids is -1
     tag_counts: np.ndarray  # int64 [n_words, n_tags]: how often each word type carries each tag
 
     def padded(self, stories: np.ndarray, n_pos: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
@@ -152,8 +155,8 @@ class CorpusLabels:
         words = torch.full((len(stories), n_pos), -1, dtype=torch.long)
         for row, i in enumerate(stories):
             n = min(n_pos, len(self.tag_ids[i]))
-            tags[row, :n] = torch.from_numpy(self.tag_ids[i][:n])
-            words[row, :n] = torch.from_numpy(self.word_ids[i][:n])
+            tags[row, :n] = torch.from_numpy(self.tag_ids[i][:n].astype(np.int64))
+            words[row, :n] = torch.from_numpy(self.word_ids[i][:n].astype(np.int64))
         return tags, words
 
     def ambiguous(self, min_count: int = 1) -> np.ndarray:
@@ -162,39 +165,65 @@ class CorpusLabels:
         return takes & (takes.sum(1, keepdims=True) >= 2)
 
 
+def _vocab_ids(values: np.ndarray, vocab: dict[str, int]) -> np.ndarray:
+    """Ids of ``values`` in ``vocab`` (new strings appended), via one np.unique per call."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    ids = np.fromiter((vocab.setdefault(str(u), len(vocab)) for u in uniq), np.int64, len(uniq))
+    return ids[inv]
+
+
+def _sorted_remap(ids: np.ndarray, vocab: dict[str, int]) -> tuple[list[str], np.ndarray]:
+    """Renumber ``ids`` (-1 kept) so that ids follow the sorted vocabulary."""
+    names = sorted(vocab)
+    new = np.empty(len(vocab), dtype=np.int64)
+    new[[vocab[n] for n in names]] = np.arange(len(names))
+    return names, np.where(ids >= 0, new[np.maximum(ids, 0)], -1).astype(np.int32)
+
+
 def label_corpus(
     corpus: TaggedCorpus,
     include_continuations: bool = False,
     exclude_tags: Sequence[str] = (BOS_TAG, SPACE_TAG),
+    chunk_stories: int = 4096,
 ) -> CorpusLabels:
     """Encode every token's UPOS and (lower-cased) word as integers, vectorised over the corpus.
 
     Tokens tagged with ``exclude_tags`` get -1; so do continuation tokens (tokens that do not
     start their word) unless ``include_continuations`` (they then carry their word's tag).
+    Stories are encoded ``chunk_stories`` at a time, so temporary string arrays stay small;
+    the result holds 8 bytes per token.
     """
     if len(corpus) == 0:
         raise DataError("corpus has no stories; pass at least two tagged stories")
-    lengths = np.fromiter((len(s) for s in corpus.stories), np.int64, len(corpus))
     for s in corpus.stories:
         if not (len(s.upos) == len(s.word) == len(s.continuation) == len(s.tokens)):
             raise DataError("a TaggedStory has tokens, upos, word and continuation of different lengths; re-tag the corpus")
-    upos = np.asarray(list(chain.from_iterable(s.upos for s in corpus.stories)), dtype=str)
-    word = np.char.lower(np.asarray(list(chain.from_iterable(s.word for s in corpus.stories)), dtype=str))
-    cont = np.concatenate([np.asarray(s.continuation, dtype=bool) for s in corpus.stories])
-    keep = ~np.isin(upos, list(exclude_tags))
-    if not include_continuations:
-        keep &= ~cont
-    tags, tag_inv = np.unique(upos[keep], return_inverse=True)
-    words, word_inv = np.unique(word[keep], return_inverse=True)
-    tag_ids = np.full(len(upos), -1, dtype=np.int64)
-    word_ids = np.full(len(upos), -1, dtype=np.int64)
-    tag_ids[keep] = tag_inv
-    word_ids[keep] = word_inv
-    counts = np.zeros((len(words), len(tags)), dtype=np.int64)
-    np.add.at(counts, (word_inv, tag_inv), 1)
+    lengths = np.fromiter((len(s) for s in corpus.stories), np.int64, len(corpus))
+    tag_vocab: dict[str, int] = {}
+    word_vocab: dict[str, int] = {}
+    tag_parts, word_parts = [], []
+    for c0 in range(0, len(corpus), chunk_stories):
+        chunk = corpus.stories[c0:c0 + chunk_stories]
+        upos = np.asarray(list(chain.from_iterable(s.upos for s in chunk)), dtype=str)
+        word = np.char.lower(np.asarray(list(chain.from_iterable(s.word for s in chunk)), dtype=str))
+        keep = ~np.isin(upos, list(exclude_tags))
+        if not include_continuations:
+            keep &= ~np.concatenate([np.asarray(s.continuation, dtype=bool) for s in chunk])
+        t = np.full(len(upos), -1, dtype=np.int64)
+        w = np.full(len(upos), -1, dtype=np.int64)
+        t[keep] = _vocab_ids(upos[keep], tag_vocab)
+        w[keep] = _vocab_ids(word[keep], word_vocab)
+        tag_parts.append(t)
+        word_parts.append(w)
+    tags, tag_ids = _sorted_remap(np.concatenate(tag_parts), tag_vocab)
+    words, word_ids = _sorted_remap(np.concatenate(word_parts), word_vocab)
+    del tag_parts, word_parts
+    ok = tag_ids >= 0
+    pair = word_ids[ok].astype(np.int64) * len(tags) + tag_ids[ok]
+    counts = np.bincount(pair, minlength=len(words) * len(tags)).reshape(len(words), len(tags))
     cuts = np.cumsum(lengths)[:-1]
-    return CorpusLabels(tags=[str(t) for t in tags], words=[str(w) for w in words],
-                        tag_ids=np.split(tag_ids, cuts), word_ids=np.split(word_ids, cuts), tag_counts=counts)
+    return CorpusLabels(tags=tags, words=words, tag_ids=np.split(tag_ids, cuts), word_ids=np.split(word_ids, cuts),
+                        tag_counts=counts)
 
 
 class TopKBuffer:

@@ -127,9 +127,9 @@ def max_activating_examples(model, corpus: TaggedCorpus, layer: int, neuron: int
         raise ConfigError(f"neuron ({layer}, {neuron}) does not exist in this model")
     top = TopKBuffer(1, k)
     for bt in stream_activations(model, corpus, [mlp_hook(layer)], batch_tokens):
-        b, p = bt.mask.cpu().nonzero(as_tuple=True)
-        acts = bt.acts[mlp_hook(layer)][b, p, neuron][:, None].cpu()  # [tok, 1]
-        top.update(acts, torch.as_tensor(bt.stories)[b], p)
+        b, p = bt.mask.nonzero(as_tuple=True)  # on the model's device
+        acts = bt.acts[mlp_hook(layer)][b, p, neuron][:, None].float().cpu()  # [tok, 1]
+        top.update(acts, torch.as_tensor(bt.stories)[b.cpu()], p.cpu())
     wanted = [{"layer": layer, "neuron": neuron, "story": int(s), "pos": int(p), "activation": float(v)}
               for v, s, p in zip(top.values[0].tolist(), top.story[0].tolist(), top.pos[0].tolist()) if s >= 0]
     _windows(model, corpus, wanted, window, batch_tokens)

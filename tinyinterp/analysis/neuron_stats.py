@@ -31,7 +31,7 @@ from jaxtyping import Float, Int
 from scipy import stats
 from torch import Tensor
 
-from tinyinterp.errors import ConfigError
+from tinyinterp.errors import ConfigError, DataError
 
 _CHUNK_ELEMS = 1 << 22  # unit × token elements processed at once (bounds temporary memory)
 
@@ -39,13 +39,13 @@ _CHUNK_ELEMS = 1 << 22  # unit × token elements processed at once (bounds tempo
 def quantile_edges(sample: Float[Tensor, "tok unit"], n_bins: int) -> Float[Tensor, "unit edge"]:
     """Per-unit bin edges at the ``1/n_bins … (n_bins-1)/n_bins`` quantiles of ``sample``."""
     if sample.shape[0] < 2:
-        raise ConfigError("calibration sample has fewer than 2 tokens; use a larger corpus or calib_tokens")
+        raise DataError("fewer than 2 analysable tokens to place bin edges; use more (tagged) stories")
     if n_bins < 2:
         raise ConfigError(f"n_bins={n_bins}: need at least 2 bins")
-    s = sample.float().sort(0).values  # [tok, unit]
+    s = sample.float().T.contiguous().sort(1).values  # [unit, tok]
     levels = torch.arange(1, n_bins, dtype=torch.float64) / n_bins
-    idx = (levels * (s.shape[0] - 1)).round().long().to(s.device)
-    return s[idx].T.contiguous()  # [unit, n_bins - 1], non-decreasing per row
+    idx = (levels * (s.shape[1] - 1)).round().long().to(s.device)
+    return s[:, idx].contiguous()  # [unit, n_bins - 1], non-decreasing per row
 
 
 class TagStats:
@@ -174,16 +174,21 @@ class TagTests:
     ambiguous_n_neg: np.ndarray | None = None
 
 
-def run_tests(ts: TagStats, min_support: int, ambiguous_min_support: int = 10) -> TagTests:
-    """Compute every statistic from the accumulated counts and moments."""
-    hist = ts.hist.cpu().numpy()  # [unit, tag, bin]
+def _hist_tests(hist: np.ndarray) -> tuple[np.ndarray, ...]:
+    """n_pos, n_neg, AUROC, its error bound, AP and p-value from counts ``[unit, tag, bin]``."""
     tot = hist.sum(1, keepdims=True)  # [unit, 1, bin]
     neg = tot - hist
     n_pos, n_neg = hist.sum(-1), neg.sum(-1)
-    valid = (n_pos >= min_support) & (n_neg >= min_support)
     auc, err = auroc_from_hist(hist, neg)
     ap = ap_from_hist(hist, np.broadcast_to(tot, hist.shape))
-    p = mannwhitney_greater(auc, n_pos, n_neg, tot)
+    return n_pos, n_neg, auc, err, ap, mannwhitney_greater(auc, n_pos, n_neg, tot)
+
+
+def run_tests(ts: TagStats, min_support: int, ambiguous_min_support: int = 10, chunk_units: int = 256) -> TagTests:
+    """Compute every statistic from the accumulated counts and moments (``chunk_units`` at a time)."""
+    parts = [_hist_tests(ts.hist[c:c + chunk_units].cpu().numpy()) for c in range(0, ts.n_units, chunk_units)]
+    n_pos, n_neg, auc, err, ap, p = (np.concatenate(x) for x in zip(*parts))
+    valid = (n_pos >= min_support) & (n_neg >= min_support)
     shift = ts.shift.cpu().numpy()[:, None]
     s, ss = ts.sum.cpu().numpy(), ts.sumsq.cpu().numpy()
     s_all, ss_all = s.sum(1, keepdims=True), ss.sum(1, keepdims=True)
@@ -198,10 +203,14 @@ def run_tests(ts: TagStats, min_support: int, ambiguous_min_support: int = 10) -
                    mean_pos=nan(m_pos + shift), mean_neg=nan(m_neg + shift), mean_diff=nan(m_pos - m_neg),
                    cohens_d=nan(d), p_value=nan(p))
     if ts.amb_hist is not None:
-        amb = ts.amb_hist.cpu().numpy()  # [unit, tag, label, bin]
-        a_auc, _ = auroc_from_hist(amb[:, :, 1], amb[:, :, 0])
-        a_pos, a_neg = amb[:, :, 1].sum(-1), amb[:, :, 0].sum(-1)
+        a_auc, a_pos, a_neg = [], [], []
+        for c in range(0, ts.n_units, chunk_units):
+            amb = ts.amb_hist[c:c + chunk_units].cpu().numpy()  # [unit, tag, label, bin]
+            a_auc.append(auroc_from_hist(amb[:, :, 1], amb[:, :, 0])[0])
+            a_pos.append(amb[:, :, 1].sum(-1))
+            a_neg.append(amb[:, :, 0].sum(-1))
+        a_pos, a_neg = np.concatenate(a_pos), np.concatenate(a_neg)
         ok = (a_pos >= ambiguous_min_support) & (a_neg >= ambiguous_min_support)
-        out.ambiguous_auroc = np.where(ok, a_auc, np.nan)
+        out.ambiguous_auroc = np.where(ok, np.concatenate(a_auc), np.nan)
         out.ambiguous_n_pos, out.ambiguous_n_neg = a_pos, a_neg
     return out

@@ -16,6 +16,14 @@ average precision and Mann–Whitney method) and:
 * **controls** with an untrained model of the same architecture (random init, fixed seed)
   analysed the same way; it should find ≈ 0 selective neurons.
 
+Reading the controls: a neuron that detects one word (or one position, e.g. the "upon" of
+"Once upon a time") looks selective for a tag dominated by that word; random untrained
+neurons do this too. Such rows show few word types in the top-k (``n_word_types_top_k``,
+``top_k_word_share`` near 1), an ambiguous-word AUROC near 0.5, and the untrained control
+finds neurons for the same tag (``summary["untrained_control"]["selective_per_tag"]``;
+``summary["tag_word_types"]`` says how many word types each tag has). Open-class tags
+(NOUN, VERB, ADJ) have too many word types for a random neuron to reach a high AUROC.
+
 Tokens analysed: BOS and whitespace tokens are left out (``exclude_tags``); continuation
 tokens (the 2nd, 3rd … token of a word) are left out by default, so each word counts once,
 at its first token (``include_continuations=True`` keeps them, with their word's tag).
@@ -81,6 +89,8 @@ class NeuronConfig:
     """Also analyse an untrained model of the same architecture."""
     control_seed: int = 1234
     """Initialisation seed of the untrained control model."""
+    control_max_stories: int | None = None
+    """Analyse the control on the first N stories only (None: the whole corpus, as the model)."""
     rows: str = "candidates"
     """``candidates``: each neuron's best tag plus every selected pair; ``all``: every neuron × tag."""
     n_examples: int = 5
@@ -102,6 +112,9 @@ class NeuronConfig:
                      "ambiguous_min_support"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < (2 if name == "n_bins" else 1):
                 raise bad(name, "must be a positive integer" + (" >= 2" if name == "n_bins" else ""))
+        if self.control_max_stories is not None and (not isinstance(self.control_max_stories, int)
+                                                     or self.control_max_stories < 4):
+            raise bad("control_max_stories", "must be None or an integer >= 4")
         for name in ("n_examples", "example_window", "max_example_neurons", "n_logit_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise bad(name, "must be a non-negative integer")
@@ -193,7 +206,7 @@ class NeuronResults:
 
 
 _FLOAT_COLS = {"auroc", "auroc_select", "auroc_err", "ap", "cohens_d", "mean_diff", "mean_pos", "mean_neg",
-               "p_value", "q_value", "top_k_precision", "ambiguous_auroc"}
+               "p_value", "q_value", "top_k_precision", "ambiguous_auroc", "top_k_word_share"}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -251,8 +264,11 @@ def _layers(model, cfg: NeuronConfig) -> list[int]:
     return layers
 
 
-def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = None) -> NeuronResults:
+def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = None, *,
+                     label: str = "neurons") -> NeuronResults:
     """Find MLP neurons selective for a part of speech; see the module docstring for the method.
+
+    ``label`` prefixes the progress bars (the untrained control runs as "untrained control").
 
     >>> res = find_pos_neurons(model, corpus)            # doctest: +SKIP
     >>> res.selective("NOUN").head()                     # doctest: +SKIP
@@ -273,7 +289,7 @@ def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = 
 
     sample = _calibrate(model, corpus, labels, sel_idx, hooks, cfg)  # [tok, unit]
     edges = quantile_edges(sample, cfg.n_bins)
-    shift = sample.float().median(0).values
+    shift = edges[:, edges.shape[1] // 2]  # ≈ median: centres the moment sums
     del sample
 
     def pass_over(indices: np.ndarray, held_out: bool, desc: str) -> tuple[TagStats, TopKBuffer | None]:
@@ -287,8 +303,8 @@ def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = 
                 top.update(acts, story, pos)
         return ts, top
 
-    sel_stats, _ = pass_over(sel_idx, False, "neurons: selection half")
-    out_stats, top = pass_over(out_idx, True, "neurons: held-out half")
+    sel_stats, _ = pass_over(sel_idx, False, f"{label}: selection half")
+    out_stats, top = pass_over(out_idx, True, f"{label}: held-out half")
     sel = run_tests(sel_stats, cfg.min_support)
     rep = run_tests(out_stats, cfg.min_support, cfg.ambiguous_min_support)
     q = bh_qvalues(rep.p_value)  # over every held-out neuron × tag test with support
@@ -316,6 +332,8 @@ def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = 
         top_tag[u, j] = labels.tag_ids[top_story[u, j]][top_pos[u, j]]
         top_word[u, j] = labels.word_ids[top_story[u, j]][top_pos[u, j]]
     n_types = np.array([len(set(w[w >= 0].tolist())) for w in top_word])
+    top_share = np.array([np.bincount(w[w >= 0]).max() / (w >= 0).sum() if (w >= 0).any() else math.nan
+                          for w in top_word])  # share of the top-k held by its most frequent word type
 
     logits = logit_effects(model, [(layers[u // d_mlp], u % d_mlp) for u in sorted(set(units.tolist()))],
                            cfg.n_logit_tokens)
@@ -332,7 +350,7 @@ def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = 
             "auroc_select": float(sel.auroc[u, t]), "best_tag": bool(best[u] == t), "selected": bool(selected[u, t]),
             "selective": bool(selective[u, t]),
             "top_k_precision": float((top_tag[u] == t).sum() / n_top) if n_top else math.nan,
-            "n_word_types_top_k": int(n_types[u]),
+            "n_word_types_top_k": int(n_types[u]), "top_k_word_share": float(top_share[u]),
             "ambiguous_auroc": float(rep.ambiguous_auroc[u, t]),
             "n_ambiguous_pos": int(rep.ambiguous_n_pos[u, t]), "n_ambiguous_neg": int(rep.ambiguous_n_neg[u, t]),
             **logits.get((layer, neuron), {}),
@@ -347,6 +365,7 @@ def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = 
         "truncated_stories": int((story_lengths(corpus, model.cfg.n_ctx) < [len(s) for s in corpus.stories]).sum()),
         "layers": layers, "d_mlp": d_mlp, "n_neurons": len(layers) * d_mlp, "tags": labels.tags,
         "tag_support_held_out": dict(zip(labels.tags, out_stats.support.tolist())),
+        "tag_word_types": dict(zip(labels.tags, (labels.tag_counts > 0).sum(0).tolist())),  # whole corpus
         "n_tests": n_valid, "auroc_threshold": thr, "fdr": cfg.fdr,
         "n_significant": int((np.nan_to_num(q, nan=1.0) < cfg.fdr).sum()),
         "n_discoveries": int(discovered.sum()), "discovery_rate": float(discovered.sum() / max(n_valid, 1)),
@@ -362,9 +381,14 @@ def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = 
         res.examples = examples_for(model, corpus, res, top, layers, cfg)
     if cfg.untrained_control:
         ctrl_cfg = dataclasses.replace(cfg, untrained_control=False, n_examples=0)
-        res.control = find_pos_neurons(untrained_copy(model, cfg.control_seed), corpus, ctrl_cfg)
+        n_ctrl = len(corpus) if cfg.control_max_stories is None else min(len(corpus), cfg.control_max_stories)
+        ctrl_corpus = corpus if n_ctrl == len(corpus) else TaggedCorpus(
+            corpus.stories[:n_ctrl], corpus.spacy_model, corpus.coverage, dict(corpus.meta))
+        res.control = find_pos_neurons(untrained_copy(model, cfg.control_seed), ctrl_corpus, ctrl_cfg,
+                                       label="untrained control")
         summary["untrained_control"] = {k: res.control.summary[k] for k in (
-            "n_selective", "n_selective_neurons", "selective_per_tag", "n_discoveries", "discovery_rate", "n_tests")}
+            "n_selective", "n_selective_neurons", "selective_per_tag", "n_discoveries", "discovery_rate", "n_tests",
+            "n_stories")}
         log.info("untrained control: %d selective neuron(s)", res.control.summary["n_selective_neurons"])
     log.info("neurons: %d selective neuron x tag pair(s) of %d tests", summary["n_selective"], n_valid)
     return res

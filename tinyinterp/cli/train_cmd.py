@@ -23,7 +23,7 @@ _FIELD_FLAGS = [
 
 
 def _field_help(name: str) -> str:
-    from tinyinterp.train import config as cfgmod
+    from tinyinterp.training import config as cfgmod
 
     src = Path(cfgmod.__file__).read_text().splitlines()
     for i, line in enumerate(src):
@@ -33,7 +33,7 @@ def _field_help(name: str) -> str:
 
 
 def add_parser(sub) -> None:
-    from tinyinterp.train.config import TrainConfig
+    from tinyinterp.training.config import TrainConfig
 
     defaults = TrainConfig.__dataclass_fields__
     p = sub.add_parser(
@@ -65,7 +65,7 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(args) -> "TrainConfig":  # noqa: F821
-    from tinyinterp.train.config import TrainConfig
+    from tinyinterp.training.config import TrainConfig
 
     base: dict = {}
     if args.config:
@@ -119,7 +119,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
 
 
 def run(args) -> int:
-    from tinyinterp.train import train
+    from tinyinterp.training import train
 
     if not args.out:
         raise ConfigError("--out is required: the checkpoint folder to write")

@@ -1,6 +1,6 @@
 """Training: configuration, the loop, resumable state, torchrun support."""
 
-from tinyinterp.train.config import TrainConfig
-from tinyinterp.train.run import train
+from tinyinterp.training.config import TrainConfig
+from tinyinterp.training.run import train
 
 __all__ = ["TrainConfig", "train"]

@@ -26,11 +26,11 @@ from tinyinterp.generate import generate
 from tinyinterp.models.convert import to_hooked_state_dict
 from tinyinterp.models.presets import preset_config
 from tinyinterp.models.transformer import TinyTransformer
-from tinyinterp.train.card import render_card
-from tinyinterp.train.config import TrainConfig
-from tinyinterp.train.distributed import barrier, init_distributed, shutdown
-from tinyinterp.train.state import RESUME, has_state, load_state, save_state
-from tinyinterp.train.trainer import Trainer
+from tinyinterp.training.card import render_card
+from tinyinterp.training.config import TrainConfig
+from tinyinterp.training.distributed import barrier, init_distributed, shutdown
+from tinyinterp.training.state import RESUME, has_state, load_state, save_state
+from tinyinterp.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 CARD_PROMPTS = ["Once upon a time", "Lily and Tom went to", "The little dog was"]

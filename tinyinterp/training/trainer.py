@@ -21,9 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from tinyinterp.data.batches import WindowSampler
-from tinyinterp.train.config import TrainConfig
-from tinyinterp.train.distributed import DistInfo, all_reduce_mean
-from tinyinterp.train.schedule import log_spaced_steps, lr_at
+from tinyinterp.training.config import TrainConfig
+from tinyinterp.training.distributed import DistInfo, all_reduce_mean
+from tinyinterp.training.schedule import log_spaced_steps, lr_at
 
 log = logging.getLogger(__name__)
 
