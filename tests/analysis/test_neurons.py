@@ -143,7 +143,8 @@ def test_candidate_rows_multi_layer_and_continuations():
     cfg.n_layers = 2
     model = HookedTransformer(cfg).eval()
     out = find_pos_neurons(model, corpus, NeuronConfig(layers=[1], min_support=10, include_continuations=True,
-                                                       untrained_control=False, n_examples=2, max_example_neurons=3))
+                                                       control_max_stories=40, n_examples=2, max_example_neurons=3))
+    assert out.summary["untrained_control"]["n_stories"] == 40 and out.control.summary["layers"] == [1]
     df = out.to_frame()
     assert set(df.layer) == {1} and out.summary["n_neurons"] == 16
     assert df.best_tag.sum() == 16  # one best-tag row per neuron (+ any selected pairs)
@@ -157,7 +158,7 @@ def test_candidate_rows_multi_layer_and_continuations():
 
 def test_bad_configs_and_inputs(planted, corpus):
     for bad in ({"fdr": 0.0}, {"auroc_threshold": 0.3}, {"rows": "some"}, {"n_bins": 1}, {"min_support": 0},
-                {"n_examples": 50}):
+                {"n_examples": 50}, {"control_max_stories": 2}):
         with pytest.raises(ConfigError):
             NeuronConfig(**bad)
     with pytest.raises(ConfigError, match="out of range"):

@@ -47,7 +47,7 @@ import torch
 from tinyinterp.analysis.activations import (CorpusLabels, TopKBuffer, label_corpus, mlp_hook, story_lengths,
                                              stream_activations)
 from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, TaggedCorpus
-from tinyinterp.analysis.neuron_stats import TagStats, TagTests, bh_qvalues, quantile_edges, run_tests
+from tinyinterp.analysis.neuron_stats import TagStats, bh_qvalues, quantile_edges, run_tests
 from tinyinterp.atomic import write_json, write_text
 from tinyinterp.errors import ConfigError, DataError
 

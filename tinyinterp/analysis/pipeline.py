@@ -155,7 +155,7 @@ def _ablations(model, corpus, neurons, cfg: AnalysisConfig, progress: bool) -> l
         except TinyInterpError as exc:
             log.warning("ablation for %s skipped: %s", tag, exc)
             continue
-        out.append(asdict(res) if hasattr(res, "__dataclass_fields__") else dict(res))
+        out.append(res.to_dict())
     return out
 
 

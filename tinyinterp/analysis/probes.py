@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from tinyinterp.analysis.activations import (EMBED_LAYER, CorpusLabels, label_corpus, mlp_hook, resid_hook,
