@@ -22,13 +22,17 @@ def _frame(x: Any) -> pd.DataFrame:
     return x if isinstance(x, pd.DataFrame) else x.to_frame()
 
 
-def _tokens_and_pattern(model, text: str, layer: int, head: int) -> tuple[list[str], np.ndarray]:
+def _run_hook(model, text: str, name: str) -> tuple[list[str], torch.Tensor]:
+    """Token strings of ``text`` (BOS first, cut to the context) and one hook's activation."""
     tokens = model.to_tokens(text)[:, : model.cfg.n_ctx]
-    name = f"blocks.{layer}.attn.hook_pattern"
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=name)
-    strs = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
-    return strs, cache[name][0, head].numpy()
+    return [model.tokenizer.decode([t]) for t in tokens[0].tolist()], cache[name][0].cpu()
+
+
+def _tokens_and_pattern(model, text: str, layer: int, head: int) -> tuple[list[str], np.ndarray]:
+    strs, pattern = _run_hook(model, text, f"blocks.{layer}.attn.hook_pattern")  # [head, q, k]
+    return strs, pattern[head].numpy()
 
 
 def _check_head(model, layer: int, head: int) -> None:
@@ -113,12 +117,8 @@ def plot_neuron_selectivity(neurons, layer: int, neuron: int, metric: str = "aur
 
 def neuron_activations(model, text: str, layer: int, neuron: int) -> tuple[list[str], np.ndarray]:
     """Tokens of ``text`` and the activation (``mlp.hook_post``) of one neuron on each."""
-    tokens = model.to_tokens(text)[:, : model.cfg.n_ctx]
-    name = f"blocks.{layer}.mlp.hook_post"
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=name)
-    strs = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
-    return strs, cache[name][0, :, neuron].numpy()
+    strs, post = _run_hook(model, text, f"blocks.{layer}.mlp.hook_post")  # [pos, d_mlp]
+    return strs, post[:, neuron].numpy()
 
 
 def plot_text_activations(tokens: list[str], acts: np.ndarray, title: str = "") -> go.Figure:
