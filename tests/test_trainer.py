@@ -52,6 +52,14 @@ def test_training_learns_and_logs(tiny_ckpt):
     assert "bits per byte" in card and "Once upon a time" in card
 
 
+def test_resume_with_a_new_budget(tmp_path, corpus_files):
+    train(_cfg(corpus_files, max_steps=8), tmp_path / "b")
+    with pytest.raises(ConfigError, match="already at step 8"):
+        train(_cfg(corpus_files, max_steps=8), tmp_path / "b", resume=True)
+    train(_cfg(corpus_files, max_steps=12), tmp_path / "b", resume=True)  # extend: schedule recomputed
+    assert json.loads((tmp_path / "b" / "training.json").read_text())["step"] == 12
+
+
 def test_refuses_existing_checkpoint(tmp_path, corpus_files):
     cfg = _cfg(corpus_files, max_steps=2, eval_every=100)
     train(cfg, tmp_path / "x")

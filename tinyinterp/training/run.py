@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 CARD_PROMPTS = ["Once upon a time", "Lily and Tom went to", "The little dog was"]
 # fields that may change between a run and its resumption without breaking determinism
 RESUMABLE_CHANGES = {"eval_every", "log_every", "save_every", "eval_tokens", "sample_prompts", "sample_tokens", "threads"}
+# a new budget is allowed too: the cosine schedule is then recomputed for the new total
+BUDGET_FIELDS = {"max_steps", "max_tokens", "epochs"}
 
 
 def _tokenizer_for(cfg: TrainConfig, main: bool) -> Path:
@@ -169,6 +171,8 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, resume: bo
             trainer.step, trainer.position = state["step"], state["position"]
             trainer.tokens_seen, trainer.wall_s = state["tokens_seen"], state["wall_s"]
             trainer.history = state["history"]
+            if trainer.step >= total:
+                raise ConfigError(f"{out}: already at step {trainer.step} of a {total}-step budget; give a larger budget to continue")
             if dist.is_main:
                 _rewrite_metrics(out / "metrics.jsonl", trainer.history)
             log.info("resumed %s at step %d of %d", out, trainer.step, total)
@@ -183,6 +187,10 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, resume: bo
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
     now = cfg.to_json()
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if diff and set(diff) <= BUDGET_FIELDS:
+        log.warning("resuming with a new budget (%s): the learning-rate schedule is recomputed from here, "
+                    "so the run is no longer identical to one trained with either budget", ", ".join(diff))
+        return
     if diff:
         raise ConfigError(f"--resume with a different configuration ({', '.join(diff)}); use the original settings or --overwrite")
 
