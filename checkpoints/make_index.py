@@ -16,6 +16,16 @@ from tinyinterp.evaluate import evaluate_checkpoint
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "tinystories"
 EVAL = ["EinfachSim__muGPT__tinystories_val.txt", "yuninxia__moe-routing-bench__tinystories_val.txt"]
+# Runs that were stopped and continued with --resume (to share the 2-core CPU between the two runs
+# and finish inside one session); the model card records the last command only.
+LEGS = {
+    "ts-1l": "Trained in two legs: the command below with `--max-tokens 18000000` (without `--resume`, "
+             "`--overwrite` instead) to step 1750, then resumed with the shorter budget shown, which "
+             "recomputed the cosine schedule for the remaining 143 steps.",
+    "ts-4l": "Trained in three legs: the command below with `--max-tokens 20000000` and `--overwrite` to "
+             "step 250 (stopped to free a core), resumed with `--max-tokens 20000000 --resume` to step 1250, then "
+             "resumed with the shorter budget shown (cosine schedule recomputed for the remaining steps).",
+}
 PURPOSE = {
     "ts-1l": "one layer, 8 heads: the paper's interpretability setting (local vs semantic heads, POS neurons)",
     "ts-4l": "four layers: head roles and neurons by depth; 8 log-spaced training snapshots",
@@ -32,7 +42,7 @@ def main() -> None:
         snaps = len(list((ckpt / "snapshots").glob("step_*"))) if (ckpt / "snapshots").exists() else 0
         rows.append(f"| [`{ckpt.name}`]({ckpt.name}/README.md) | {shape} | {info['n_params']:,} | **{ev.bits_per_byte:.4f}** "
                     f"| {ev.loss:.4f} | {info['tokens_seen']:,} | {info['wall_s'] / 60:.0f} min | {snaps} | {PURPOSE.get(ckpt.name, '')} |")
-        details.append(f"### {ckpt.name}\n\n```\n{info['command']}\n```\n\n"
+        details.append(f"### {ckpt.name}\n\n{LEGS.get(ckpt.name, '')}\n\n```\n{info['command']}\n```\n\n"
                        f"Machine: {info['machine']}. Data fingerprint `{info['data']['fingerprint'][:16]}`; "
                        f"tokenizer sha256 `{info['data']['tokenizer']['sha256'][:16]}`. "
                        f"Evaluation: {ev.tokens:,} tokens / {ev.bytes:,} bytes / {ev.stories} stories.\n")

@@ -14,7 +14,7 @@ from tinyinterp.checkpoint import load_model
 from tinyinterp.training import TrainConfig, train
 
 ARGS = dict(preset="micro", vocab_size=384, max_steps=16, batch_size=4, eval_every=4, save_every=4, warmup_steps=2,
-            dropout=0.1, sample_tokens=2, seed=3)
+            dropout=0.1, sample_tokens=2, seed=3, threads=1)
 
 DRIVER = textwrap.dedent("""
     import os, signal, sys
