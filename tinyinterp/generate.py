@@ -52,3 +52,34 @@ def generate(
             break
         tokens = torch.cat([tokens, torch.tensor([[nxt]], device=device)], dim=1)
     return prompt + tokenizer.decode(tokens[0, n_prompt:].tolist())
+
+
+_CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\n\t")
+
+
+@torch.no_grad()
+def sample_stories(model, n: int, prompt: str = "Once upon a time", max_new_tokens: int = 200,
+                   temperature: float = 0.8, seed: int = 0, batch_size: int = 50) -> list[str]:
+    """``n`` stories sampled in batches from a ``HookedTransformer`` (KV cache), cut at ``<|endoftext|>``.
+
+    Control characters a model may emit (e.g. NUL) are removed, so the result reads back as text.
+    The global RNG is restored afterwards.
+    """
+    from tqdm.auto import tqdm
+
+    out: list[str] = []
+    eos = model.tokenizer.eos_token_id
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in tqdm(range(0, n, batch_size), desc="sampling", unit=" batch"):
+            k = min(batch_size, n - start)
+            tokens = model.to_tokens([prompt] * k)
+            res = model.generate(tokens, max_new_tokens=max_new_tokens, temperature=temperature, stop_at_eos=True,
+                                 eos_token_id=eos, use_past_kv_cache=True, verbose=False, return_type="tokens")
+            for row in res[:, tokens.shape[1]:].tolist():
+                if eos in row:
+                    row = row[: row.index(eos)]
+                text = (prompt + model.tokenizer.decode(row)).translate(_CONTROL).strip()
+                if text:
+                    out.append(text)
+    return out

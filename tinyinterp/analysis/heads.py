@@ -56,9 +56,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tinyinterp.analysis.corpus import TaggedCorpus, TaggedStory
+from tinyinterp.analysis.corpus import StoryStore, TaggedCorpus
 from tinyinterp.analysis.head_results import LABELS, HeadRecord, HeadResults
-from tinyinterp.analysis.head_scores import CATEGORIES, KEY_CATEGORIES, calibrate, detector_scores, main_pass
+from tinyinterp.analysis.head_scores import CATEGORIES, KEY_CATEGORIES, MainPass, calibrate, detector_scores
+from tinyinterp.analysis.stream import eval_mode, run_pass
 from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class HeadConfig:
     # --- label rule (see the module docstring for the order) ---
     sink_min_bos: float = 0.5  # sink: mean attention on the first token at least this
     local_min_r2: float = 0.5  # local: positional R^2 at least this ...
-    local_max_js: float = 0.15  # ... and content dependence (JS, bits) at most this
+    local_max_js: float = 0.25  # ... and content dependence (JS, bits) at most this (0.15 was too strict: see docs/analysis.md)
     semantic_min_js: float = 0.05  # semantic: content dependence at least this ...
     semantic_min_lift: float = 1.5  # ... and a category attended this many times more than the profile predicts ...
     semantic_min_excess: float = 0.05  # ... whose excess mass (observed - predicted, per query row) is at least this ...
@@ -120,7 +121,8 @@ class HeadConfig:
                               f"use at least {int(np.ceil(1 / self.alpha))}")
 
 
-def _check_corpus(model, corpus: TaggedCorpus) -> list[TaggedStory]:
+def _check_corpus(model, corpus: TaggedCorpus) -> tuple[StoryStore, np.ndarray, np.ndarray]:
+    """The packed stories, the indices of those to analyse (a token after BOS) and every story's length cut to ``n_ctx``."""
     if not isinstance(corpus, TaggedCorpus):
         raise DataError(f"corpus is a {type(corpus).__name__}; build one with tinyinterp.load_corpus(files, model)")
     n_ctx, d_vocab = model.cfg.n_ctx, model.cfg.d_vocab
@@ -131,22 +133,18 @@ def _check_corpus(model, corpus: TaggedCorpus) -> list[TaggedStory]:
 
         if tokenizer_fingerprint(tok) != want:
             raise DataError("the corpus was tokenised with a different tokenizer than the model's; rebuild it with load_corpus(files, model)")
-    stories, cut = [], 0
-    for s in corpus.stories:
-        if len(s) > n_ctx:
-            cut += 1
-            s = TaggedStory(s.text[: int(s.offsets[n_ctx - 1, 1])], s.tokens[:n_ctx], s.offsets[:n_ctx], s.upos[:n_ctx],
-                            s.tag[:n_ctx], s.ent[:n_ctx], s.word[:n_ctx], s.continuation[:n_ctx])
-        if len(s) >= 2:
-            stories.append(s)
+    store = corpus.packed()
+    full = store.lengths
+    cut = int((full > n_ctx).sum())
     if cut:
         log.warning("cut %d stories to the model's n_ctx=%d tokens", cut, n_ctx)
-    if not stories:
+    keep = np.nonzero(full >= 2)[0]
+    if not len(keep):
         raise DataError("the corpus is empty: no story has a token after BOS")
-    top = max(int(s.tokens.max()) for s in stories)
+    top = int(store.flat("tokens", keep, n_ctx).max())
     if top >= d_vocab:
         raise DataError(f"corpus has token id {top} but the model has d_vocab={d_vocab}; tag it with the model's tokenizer")
-    return stories
+    return store, keep, np.minimum(full, n_ctx)
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -181,6 +179,40 @@ def label_head(rec: HeadRecord, cfg: HeadConfig) -> tuple[str, str]:
     return "mixed", f"no rule fired (bos_mass {rec.bos_mass:.2f}, positional_r2 {r2_s}, content_js {js_s})"
 
 
+class HeadJob:
+    """:func:`classify_heads` in steps: checks and calibration (on construction), a streaming pass
+    feeding :attr:`main` over the stories in :attr:`groups`, then :meth:`finish`.
+
+    Build it with the model in eval mode; :func:`tinyinterp.analysis.pipeline.heads_and_neurons`
+    shares the pass with the neuron analysis.
+    """
+
+    def __init__(self, model, corpus: TaggedCorpus, cfg: HeadConfig):
+        if not isinstance(cfg, HeadConfig):
+            raise ConfigError(f"config is a {type(cfg).__name__}; pass a HeadConfig")
+        self.model, self.corpus, self.cfg = model, corpus, cfg
+        self.store, keep, self.lengths = _check_corpus(model, corpus)
+        order = np.random.default_rng(cfg.seed).permutation(len(keep))
+        n_cal = len(keep) if cfg.calibration_stories is None else min(cfg.calibration_stories, len(keep))
+        self.cal_idx = keep[np.sort(order[:n_cal])]
+        self.groups = [keep]
+        self.cal = calibrate(model, self.store[self.cal_idx], self.lengths[self.cal_idx], cfg.batch_tokens, cfg.seed,
+                             cfg.progress)
+        self.main = MainPass(model, self.store, self.cal.profile, cfg.n_permutations, cfg.near_offsets, cfg.seed)
+
+    def finish(self) -> HeadResults:
+        """Detector cross-check, scores, labels and evidence from the accumulated statistics."""
+        model, cfg = self.model, self.cfg
+        det = {}
+        if cfg.detector_stories and getattr(model, "tokenizer", None) is not None:
+            try:
+                det = detector_scores(model, list(self.store[self.cal_idx[: cfg.detector_stories]]),
+                                      cfg.detector_exclude_bos, cfg.detector_exclude_current_token)
+            except Exception as exc:  # noqa: BLE001 - an optional cross-check must not sink the analysis
+                log.warning("TransformerLens head detector failed (%s: %s); tl_* scores left empty", type(exc).__name__, exc)
+        return _results(model, self.corpus, cfg, self.cal, self.main.stats(), det, int(self.lengths[self.groups[0]].sum()))
+
+
 def classify_heads(model, corpus: TaggedCorpus, config: HeadConfig | None = None) -> HeadResults:
     """Score and label every attention head of ``model`` on ``corpus`` (see the module docstring).
 
@@ -188,29 +220,14 @@ def classify_heads(model, corpus: TaggedCorpus, config: HeadConfig | None = None
     ``corpus``: from :func:`tinyinterp.analysis.pos.load_corpus` with the model's tokenizer.
     """
     cfg = config if config is not None else HeadConfig()
-    if not isinstance(cfg, HeadConfig):
-        raise ConfigError(f"config is a {type(cfg).__name__}; pass a HeadConfig")
-    stories = _check_corpus(model, corpus)
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    order = np.random.default_rng(cfg.seed).permutation(len(stories))
-    n_cal = len(stories) if cfg.calibration_stories is None else min(cfg.calibration_stories, len(stories))
-    cal_stories = [stories[i] for i in sorted(order[:n_cal])]
-    was_training = model.training
-    model.eval()
-    try:
-        cal = calibrate(model, cal_stories, cfg.batch_tokens, cfg.seed, cfg.progress)
-        st = main_pass(model, stories, cal.profile, cfg.batch_tokens, cfg.n_permutations, cfg.near_offsets, cfg.seed,
-                       cfg.progress)
-        det = {}
-        if cfg.detector_stories and getattr(model, "tokenizer", None) is not None:
-            try:
-                det = detector_scores(model, cal_stories[: cfg.detector_stories], cfg.detector_exclude_bos,
-                                      cfg.detector_exclude_current_token)
-            except Exception as exc:  # noqa: BLE001 - an optional cross-check must not sink the analysis
-                log.warning("TransformerLens head detector failed (%s: %s); tl_* scores left empty", type(exc).__name__, exc)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        job = HeadJob(model, corpus, cfg)
+        run_pass(model, corpus, [job.main], job.groups, cfg.batch_tokens, cfg.progress, "heads: scoring")
+        return job.finish()
 
+
+def _results(model, corpus: TaggedCorpus, cfg: HeadConfig, cal, st, det: dict[str, np.ndarray], n_tokens: int) -> HeadResults:
+    L, H = model.cfg.n_layers, model.cfg.n_heads
     rows = st.n_rows
     ss_res = st.sq - 2 * st.cross + st.pred_sq  # [L, H]
     ss_tot = st.sq - st.inv_rows
@@ -236,7 +253,8 @@ def classify_heads(model, corpus: TaggedCorpus, config: HeadConfig | None = None
                         "expected": st.tok_exp[layer, head, tok_ok[i]] / rows, "excess": float(excess[i]),
                         "lift": _ratio(st.tok_obs[layer, head, tok_ok[i]], st.tok_exp[layer, head, tok_ok[i]])}
                        for i in np.argsort(-excess)[: cfg.top_k] if excess[i] > 1e-6]
-            r2 = 1.0 - ss_res[layer, head] / ss_tot[layer, head] if ss_tot[layer, head] > 1e-9 * rows else None
+            # undefined when the rows are uniform up to float32 rounding of the pattern (~1e-7 of sum A^2)
+            r2 = 1.0 - ss_res[layer, head] / ss_tot[layer, head] if ss_tot[layer, head] > 1e-6 * st.sq[layer, head] else None
             top = ranked[0] if ranked else None
             rec = HeadRecord(
                 layer=layer, head=head, label="mixed", reason="",
@@ -256,8 +274,8 @@ def classify_heads(model, corpus: TaggedCorpus, config: HeadConfig | None = None
             records.append(_as_python(rec))
     meta = {
         "n_layers": L, "n_heads": H, "n_ctx": model.cfg.n_ctx, "n_stories": st.n_stories,
-        "n_tokens": int(sum(len(s) for s in stories)), "n_query_rows": int(rows), "calibration_stories": cal.n_stories,
-        "detector_stories": min(cfg.detector_stories, len(cal_stories)) if det else 0,
+        "n_tokens": n_tokens, "n_query_rows": int(rows), "calibration_stories": cal.n_stories,
+        "detector_stories": min(cfg.detector_stories, cal.n_stories) if det else 0,
         "categories": list(CATEGORIES), "key_categories": list(KEY_CATEGORIES),
         "category_key_share": {c: float(st.cat_keys[i] / max(st.cat_keys[: len(KEY_CATEGORIES)].sum(), 1.0))
                                for i, c in enumerate(CATEGORIES)},

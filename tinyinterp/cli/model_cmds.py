@@ -43,7 +43,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompt", default="Once upon a time", help="every story starts with this text")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens per story at most")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-    p.add_argument("--seed", type=int, default=0, help="story i uses seed + i")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--no-verify", action="store_true", help="skip the manifest's sha256 check")
     p.set_defaults(func=run_sample)
 
@@ -100,20 +100,15 @@ def run_generate(args) -> int:
 
 
 def run_sample(args) -> int:
-    from tqdm.auto import tqdm
-
     from tinyinterp.atomic import write_text
-    from tinyinterp.checkpoint import load_fast_model
-    from tinyinterp.generate import generate
+    from tinyinterp.checkpoint import load_model
+    from tinyinterp.generate import sample_stories
 
     _positive("n", args.n)
     _positive("max_new_tokens", args.max_new_tokens)
-    model, tok = load_fast_model(args.ckpt, verify=not args.no_verify)
-    stories = []
-    for i in tqdm(range(args.n), desc="sampling", unit=" story"):
-        text = generate(model, tok, args.prompt, model.cfg["n_ctx"], args.max_new_tokens, args.temperature, seed=args.seed + i)
-        stories.append(text.strip())
-    write_text(args.out, "".join(s + "\n<|endoftext|>\n" for s in stories if s))
+    model = load_model(args.ckpt, verify=not args.no_verify)
+    stories = sample_stories(model, args.n, args.prompt, args.max_new_tokens, args.temperature, args.seed)
+    write_text(args.out, "".join(s + "\n<|endoftext|>\n" for s in stories))
     print(f"wrote {len(stories)} stories to {args.out}")
     return 0
 
