@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from tinyinterp.cli import analyze_cmd, data_cmds, model_cmds, train_cmd
+from tinyinterp.cli import analyze_cmd, data_cmds, explore_cmd, model_cmds, train_cmd
 from tinyinterp.errors import TinyInterpError
 
 EXIT_USER_ERROR = 2
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_cmds.add_parsers(sub)
     analyze_cmd.add_parser(sub)
     data_cmds.add_parsers(sub)
+    explore_cmd.add_parser(sub)
     return p
 
 

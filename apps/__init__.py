@@ -1,0 +1,1 @@
+"""Applications built on the tinyinterp library (not part of the installed package)."""

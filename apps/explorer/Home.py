@@ -1,0 +1,22 @@
+"""Entry point of the explorer: ``tinyinterp explore [CKPT]`` or ``streamlit run apps/explorer/Home.py -- [CKPT]``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `streamlit run` puts only this folder on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="tinyinterp explorer", page_icon=":material/search:", layout="wide")
+page = st.navigation([
+    st.Page("views/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("views/heads.py", title="Heads", icon=":material/visibility:"),
+    st.Page("views/neurons.py", title="Neurons", icon=":material/memory:"),
+    st.Page("views/playground.py", title="Playground", icon=":material/edit_note:"),
+    st.Page("views/dynamics.py", title="Training dynamics", icon=":material/timeline:"),
+])
+page.run()

@@ -1,0 +1,131 @@
+"""Explorer-only plotly figures (the shared ones come from ``tinyinterp.plots``). No Streamlit here."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tinyinterp.plots import LABEL_COLORS
+
+LABELS = tuple(LABEL_COLORS)
+
+
+def training_curves(metrics: pd.DataFrame) -> go.Figure:
+    """Training loss and validation bits per byte against the step."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss (nats/token)", "validation bits per byte"))
+    if "train_loss" in metrics:
+        tr = metrics.dropna(subset=["train_loss"])
+        fig.add_trace(go.Scatter(x=tr["step"], y=tr["train_loss"], mode="lines", name="train loss"), 1, 1)
+    if "val_bpb" in metrics:
+        ev = metrics.dropna(subset=["val_bpb"])
+        fig.add_trace(go.Scatter(x=ev["step"], y=ev["val_bpb"], mode="lines+markers", name="val bits/byte"), 1, 2)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=320, showlegend=False, margin=dict(t=40, b=40))
+    return fig
+
+
+def label_counts(labels: Sequence[str]) -> go.Figure:
+    counts = [list(labels).count(lab) for lab in LABELS]
+    fig = go.Figure(go.Bar(x=list(LABELS), y=counts, marker_color=[LABEL_COLORS[lab] for lab in LABELS],
+                           text=counts, textposition="auto"))
+    fig.update_layout(title="Attention heads by label", yaxis_title="heads", height=300, margin=dict(t=40, b=40))
+    return fig
+
+
+def selective_by_pos(per_tag: dict[str, int], control: dict[str, int] | None = None) -> go.Figure:
+    tags = sorted(per_tag, key=lambda t: -per_tag[t])
+    fig = go.Figure(go.Bar(x=tags, y=[per_tag[t] for t in tags], name="trained model"))
+    if control:
+        fig.add_trace(go.Bar(x=tags, y=[control.get(t, 0) for t in tags], name="untrained control"))
+    fig.update_layout(title="POS-selective neuron × tag pairs (held-out, FDR-controlled)", yaxis_title="pairs",
+                      barmode="group", height=300, margin=dict(t=40, b=40))
+    return fig
+
+
+def top_categories(rec: Any) -> go.Figure:
+    """Observed vs predicted attention mass for a head's top key categories."""
+    cats = rec.top_categories or []
+    names = [c["category"] for c in cats]
+    fig = go.Figure([go.Bar(x=names, y=[c.get("mass") for c in cats], name="observed"),
+                     go.Bar(x=names, y=[c.get("expected") for c in cats], name="predicted by distance")])
+    fig.update_layout(title=f"Top attended key categories of L{rec.layer}H{rec.head}", yaxis_title="attention mass per query",
+                      barmode="group", height=300, margin=dict(t=40, b=40))
+    return fig
+
+
+def activations_by_pos(acts: np.ndarray, tags: Sequence[str], layer: int, neuron: int) -> go.Figure:
+    """Box plot of one neuron's activation per UPOS tag, tags ordered by median activation."""
+    df = pd.DataFrame({"act": np.asarray(acts, dtype=float), "pos": list(tags)})
+    order = df.groupby("pos")["act"].median().sort_values(ascending=False).index.tolist()
+    fig = go.Figure([go.Box(y=df.loc[df["pos"] == t, "act"], name=t, boxpoints=False) for t in order])
+    fig.update_layout(title=f"Activation of L{layer}N{neuron} by part of speech (analysis corpus)",
+                      yaxis_title="activation (mlp.hook_post)", showlegend=False, height=340, margin=dict(t=40, b=40))
+    return fig
+
+
+def logit_effects(row: dict[str, Any]) -> go.Figure | None:
+    """Tokens the neuron promotes / suppresses through the direct path (W_out · W_U)."""
+    pt, pl = row.get("promoted_text"), row.get("promoted_logit")
+    st, sl = row.get("suppressed_text"), row.get("suppressed_logit")
+    if not isinstance(pt, list) or not isinstance(st, list):
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("promoted", "suppressed"))
+    fig.add_trace(go.Bar(x=pl, y=[repr(t) for t in pt], orientation="h", marker_color="#2ca02c"), 1, 1)
+    fig.add_trace(go.Bar(x=sl, y=[repr(t) for t in st], orientation="h", marker_color="#d62728"), 1, 2)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=320, showlegend=False, margin=dict(t=40, b=40))
+    return fig
+
+
+def attention_row(tokens: Sequence[str], weights: np.ndarray, query: int) -> go.Figure:
+    w = np.asarray(weights, dtype=float)[: query + 1]
+    fig = go.Figure(go.Bar(x=[f"{i}:{t!r}"[:20] for i, t in enumerate(tokens[: query + 1])], y=w))
+    fig.update_layout(title=f"Where token {query} ({tokens[query]!r}) looks", yaxis_title="attention",
+                      height=300, margin=dict(t=40, b=80))
+    return fig
+
+
+def labels_over_steps(heads: pd.DataFrame) -> go.Figure:
+    """Stacked count of heads per label at every analysed step."""
+    fig = go.Figure()
+    steps = sorted(heads["step"].unique())
+    for lab in LABELS:
+        counts = [int(((heads["step"] == s) & (heads["label"] == lab)).sum()) for s in steps]
+        fig.add_trace(go.Scatter(x=steps, y=counts, mode="lines+markers", stackgroup="one", name=lab,
+                                 line=dict(color=LABEL_COLORS[lab])))
+    fig.update_layout(title="Head labels over training", xaxis_title="step", yaxis_title="heads", xaxis_type="log",
+                      height=320, margin=dict(t=40, b=40))
+    return fig
+
+
+def head_label_timeline(heads: pd.DataFrame) -> go.Figure:
+    """Head × step grid coloured by label."""
+    steps = sorted(heads["step"].unique())
+    names = list(dict.fromkeys(heads.sort_values(["layer", "head"])["head"]))
+    z = np.full((len(names), len(steps)), np.nan)
+    for r in heads.itertuples():
+        z[names.index(r.head), steps.index(r.step)] = LABELS.index(r.label) if r.label in LABELS else np.nan
+    scale = []
+    for i, lab in enumerate(LABELS):
+        scale += [[i / len(LABELS), LABEL_COLORS[lab]], [(i + 1) / len(LABELS), LABEL_COLORS[lab]]]
+    text = [[LABELS[int(v)] if np.isfinite(v) else "" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=[str(s) for s in steps], y=names, text=text, colorscale=scale, zmin=0,
+                               zmax=len(LABELS), showscale=False, xgap=2, ygap=2,
+                               hovertemplate="%{y} at step %{x}: %{text}<extra></extra>"))
+    fig.update_layout(title="Label of every head at every snapshot", xaxis_title="step", xaxis_type="category",
+                      height=160 + 22 * len(names), margin=dict(t=40, b=40))
+    return fig
+
+
+def selectivity_over_steps(pos: pd.DataFrame, value: str = "selective") -> go.Figure:
+    fig = go.Figure()
+    for tag, sub in pos.sort_values("step").groupby("pos"):
+        fig.add_trace(go.Scatter(x=sub["step"], y=sub[value], mode="lines+markers", name=str(tag)))
+    title = "POS-selective neurons over training" if value == "selective" else "Best held-out AUROC per POS over training"
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title=value, xaxis_type="log", height=340,
+                      margin=dict(t=40, b=40))
+    return fig

@@ -1,0 +1,141 @@
+"""Words for the pages: plain-English readings of head labels, score glossary, token HTML, text checks."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+MAX_CHARS = 5000  # typed text beyond this is cut before tokenising (the context cut comes after)
+
+# What each head score measures, and the control it is read against.
+SCORE_HELP: dict[str, tuple[str, str]] = {
+    "positional_r2": ("R² of predicting each attention row from the head's mean attention-by-offset profile",
+                      "baseline: the uniform row (R² 0); 1 = attends purely by distance"),
+    "content_js": ("Jensen–Shannon divergence (bits) between rows on the real story and on the same story with its tokens shuffled",
+                   "control: the shuffled story; 0 = content does not matter"),
+    "mean_distance": ("attention-weighted mean query − key distance (tokens)", "compare with the offset profile"),
+    "near_mass": ("attention on the nearest offsets (0..3 by default)", "a uniform head puts little mass here in long stories"),
+    "prev_token": ("attention on the previous token", "transformer_lens previous-token detector: tl_previous_token"),
+    "entropy": ("mean row entropy (bits)", "entropy_norm divides by the maximum, log2 of visible keys"),
+    "entropy_norm": ("row entropy ÷ log2(visible keys)", "1 = uniform attention"),
+    "bos_mass": ("attention on the first (BOS) token", "sink rule threshold"),
+    "tl_previous_token": ("TransformerLens head detector: previous-token score", "independent implementation"),
+    "tl_duplicate_token": ("TransformerLens head detector: duplicate-token score", "independent implementation"),
+    "tl_induction": ("TransformerLens head detector: induction score", "independent implementation"),
+    "top_category_lift": ("attention on the top category ÷ what the distance profile predicts", "p: randomisation test across stories"),
+}
+
+UPOS_COLORS = {
+    "NOUN": "#8dd3c7", "PROPN": "#b3de69", "VERB": "#fb8072", "AUX": "#fdb462", "ADJ": "#bebada",
+    "ADV": "#fccde5", "PRON": "#80b1d3", "DET": "#d9d9d9", "ADP": "#ffffb3", "CCONJ": "#ccebc5",
+    "SCONJ": "#ccebc5", "PART": "#ffed6f", "NUM": "#bc80bd", "INTJ": "#e5c494", "PUNCT": "#f0f0f0",
+    "SYM": "#f0f0f0", "X": "#ffffff", "BOS": "#ffffff", "SPACE": "#ffffff",
+}
+
+
+def _f(x: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt)
+
+
+def explain_head(rec: Any, config: dict[str, Any] | None = None) -> str:
+    """A few sentences saying why head ``rec`` (a ``HeadRecord``) got its label, with its numbers."""
+    c = {"sink_min_bos": 0.5, "local_min_r2": 0.5, "local_max_js": 0.15, "semantic_min_js": 0.05,
+         "semantic_min_lift": 1.5, "near_offsets": 3, **(config or {})}
+    name = f"L{rec.layer}H{rec.head}"
+    near = f"{rec.near_mass:.0%} of its attention falls on the last {int(c['near_offsets']) + 1} tokens (itself included)"
+    if rec.label == "sink":
+        return (f"**{name} is a sink head.** On average {rec.bos_mass:.0%} of its attention goes to the first token "
+                f"(BOS), at least the {c['sink_min_bos']:.0%} the rule asks for: it parks attention there when "
+                f"nothing else is worth reading.")
+    if rec.label == "local":
+        return (f"**{name} is a local head: it attends by distance.** Its mean attention by offset predicts its "
+                f"attention rows with R² = {_f(rec.positional_r2)} (rule: ≥ {c['local_min_r2']}), and shuffling the "
+                f"story's tokens barely changes its pattern (JS = {_f(rec.content_js, '.3f')} bits, rule: ≤ "
+                f"{c['local_max_js']}). {near}; {rec.prev_token:.0%} on the previous token alone.")
+    if rec.label == "semantic":
+        cat = rec.top_category or "some category"
+        return (f"**{name} is a semantic head: it attends by content.** Shuffling the tokens changes its pattern "
+                f"(JS = {_f(rec.content_js, '.3f')} bits, rule: ≥ {c['semantic_min_js']}), and it attends to "
+                f"{cat} keys {_f(rec.top_category_lift, '.1f')}× as much as its distance profile predicts "
+                f"(p = {_f(rec.top_category_p, '.3f')}; rule: lift ≥ {c['semantic_min_lift']}). "
+                f"Its mean attention distance is {rec.mean_distance:.1f} tokens.")
+    parts = [f"**{name} is mixed: neither the local nor the semantic rule fires cleanly.**",
+             f"Distance explains its rows with R² = {_f(rec.positional_r2)} and shuffling changes them by "
+             f"JS = {_f(rec.content_js, '.3f')} bits; {near}."]
+    if rec.top_category:
+        parts.append(f"Its strongest content preference is {rec.top_category} "
+                     f"(×{_f(rec.top_category_lift, '.1f')}, p = {_f(rec.top_category_p, '.3f')}).")
+    return " ".join(parts)
+
+
+def score_table(rec: Any) -> list[dict[str, Any]]:
+    """Rows (score, value, meaning, control) for one head."""
+    rows = []
+    for name, (meaning, control) in SCORE_HELP.items():
+        v = getattr(rec, name, None)
+        rows.append({"score": name, "value": None if v is None else round(float(v), 4), "meaning": meaning,
+                     "control / reference": control})
+    return rows
+
+
+def pos_html(tokens: Sequence[str], tags: Sequence[str]) -> str:
+    """Tokens as spans coloured by UPOS tag (hover shows the tag)."""
+    spans = []
+    for t, tag in zip(tokens, tags):
+        color = UPOS_COLORS.get(tag, "#ffffff")
+        spans.append(f'<span title="{html.escape(tag)}" style="background:{color};padding:1px 1px;'
+                     f'border-radius:3px;margin:0 1px">{html.escape(t)}</span>')
+    return '<div style="line-height:2.0;font-family:monospace">' + "".join(spans) + "</div>"
+
+
+def pos_legend(tags: Sequence[str]) -> str:
+    seen = [t for t in dict.fromkeys(tags) if t not in ("BOS", "SPACE")]
+    return " ".join(f'<span style="background:{UPOS_COLORS.get(t, "#fff")};padding:1px 4px;border-radius:3px">'
+                    f"{html.escape(t)}</span>" for t in seen)
+
+
+def attention_row_html(tokens: Sequence[str], weights: np.ndarray, query: int) -> str:
+    """Token-to-token view: every key shaded by the attention the ``query`` token pays it."""
+    w = np.asarray(weights, dtype=float)
+    spans = []
+    for i, t in enumerate(tokens):
+        style = "outline:2px solid #d62728;" if i == query else ""
+        a = float(w[i]) if i < len(w) and i <= query else 0.0
+        spans.append(f'<span title="{a:.3f}" style="{style}background:rgba(31,119,180,{min(1.0, a):.2f});'
+                     f'padding:1px 1px;margin:0 1px">{html.escape(t)}</span>')
+    return '<div style="line-height:2.0;font-family:monospace">' + "".join(spans) + "</div>"
+
+
+@dataclass
+class PreparedText:
+    text: str  # what the model sees (possibly cut)
+    notice: str | None  # why it was cut, for the page
+    n_tokens: int  # tokens including BOS
+
+
+def prepare_text(tokenizer, text: str, n_ctx: int, room: int = 0) -> PreparedText:
+    """Strip ``text`` and cut it to fit ``n_ctx - room`` tokens (BOS included), saying so.
+
+    Raises ``ValueError`` with a hint when the text is empty.
+    """
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("Type some text first, for example: “Once upon a time, Lily found a red ball.”")
+    notice = None
+    if len(text) > MAX_CHARS:
+        text, notice = text[:MAX_CHARS], f"Your text is longer than {MAX_CHARS:,} characters; only the start is used."
+    limit = max(2, n_ctx - room)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if len(ids) + 1 > limit:
+        end = offsets[limit - 2][1]
+        text = text[:end]
+        while len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1 > limit and text:
+            text = text[:-1]  # re-tokenising a cut word can add a token; trim until it fits
+        notice = (f"Your text is {len(ids) + 1:,} tokens (with BOS) but the model reads at most {limit:,}; "
+                  f"it was cut to the first {limit:,} tokens.")
+    n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+    return PreparedText(text, notice, n)

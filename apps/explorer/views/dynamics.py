@@ -1,0 +1,65 @@
+"""Training dynamics: head labels and POS selectivity across the checkpoint's training snapshots."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from apps.explorer import catalog, figures, state, store
+
+ckpt = state.require_checkpoint()
+st.title(f"Training dynamics · {ckpt.name}")
+snaps = catalog.list_snapshots(ckpt)
+if not snaps:
+    st.info("This checkpoint has no training snapshots (`snapshots/step_N/`). "
+            "Train with `tinyinterp train … --snapshots 8` to keep log-spaced snapshots.")
+    st.stop()
+
+st.caption(f"{len(snaps)} snapshot(s): steps {', '.join(f'{s:,}' for s, _ in snaps)}. Each is analysed on the same "
+           "stories as the final model (heads and neurons; no controls), on demand, and cached on disk.")
+cap = st.slider("Snapshots to analyse", 1, len(snaps), min(len(snaps), 8), key="dyn:cap")
+chosen = store.pick_snapshots(snaps, cap)
+missing = [s for s, _ in chosen if not store.snapshot_done(ckpt, s)]
+if missing:
+    st.info(f"{len(chosen) - len(missing)} of {len(chosen)} chosen snapshots are analysed. Analysing the rest "
+            f"(steps {', '.join(f'{s:,}' for s in missing)}) takes a while for larger models.")
+    if st.button(f"Analyse {len(missing)} snapshot(s)", key="dyn:go", type="primary"):
+        with st.status("Analysing snapshots…", expanded=True) as status:
+            bar, line = st.progress(0.0), st.empty()
+
+            def progress(msg: str, frac: float | None) -> None:
+                line.write(msg)
+                if frac is not None:
+                    bar.progress(min(max(frac, 0.0), 1.0))
+
+            try:
+                store.analyze_snapshots(ckpt, chosen, progress)
+            except Exception as exc:  # noqa: BLE001
+                status.update(label="Snapshot analysis failed", state="error")
+                st.error(f"Could not analyse the snapshots: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                st.stop()
+            status.update(label="Snapshots analysed", state="complete", expanded=False)
+        st.rerun()
+
+done = [(s, store.snapshot_dir(ckpt, s)) for s, _ in chosen if store.snapshot_done(ckpt, s)]
+if not done:
+    st.stop()
+heads, pos = store.dynamics_tables(done)
+st.session_state["dynamics_tables"] = (heads, pos)
+if not heads.empty:
+    left, right = st.columns(2)
+    with left:
+        state.show("dynamics.labels", figures.labels_over_steps(heads))
+    with right:
+        state.show("dynamics.timeline", figures.head_label_timeline(heads))
+if not pos.empty:
+    left, right = st.columns(2)
+    with left:
+        state.show("dynamics.selective", figures.selectivity_over_steps(pos, "selective"))
+    with right:
+        state.show("dynamics.auroc", figures.selectivity_over_steps(pos.dropna(subset=["best_auroc"]), "best_auroc"))
+metrics = catalog.read_metrics(ckpt)
+if not metrics.empty:
+    st.subheader("Training curves")
+    state.show("dynamics.curves", figures.training_curves(metrics))
+with st.expander("Per-head scores at every analysed step"):
+    st.dataframe(heads, hide_index=True)

@@ -1,0 +1,75 @@
+"""Heads: label grid; per head its scores with controls, offset profile, attention, evidence, reading."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from apps.explorer import figures, readings, state
+from tinyinterp import plots
+
+ckpt = state.require_checkpoint()
+res = state.results(ckpt)
+st.title(f"Heads · {ckpt.name}")
+if res.heads is None:
+    st.info("This analysis has no head classification; re-run `tinyinterp analyze` without --no-heads.")
+    st.stop()
+
+heads = res.heads
+grid = plots.plot_head_grid(heads)
+grid.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
+state.show("heads.grid", grid)
+records = sorted(heads.records, key=lambda r: (r.layer, r.head))
+options = [f"L{r.layer}H{r.head} · {r.label}" for r in records]
+choice = st.selectbox("Head", options, key=f"head:{ckpt}", help="Layer L, head H, and its label")
+rec = records[options.index(choice)]
+st.session_state["selected_head"] = (rec.layer, rec.head)
+
+st.markdown(readings.explain_head(rec, heads.config))
+st.caption(f"Rule that fired: {rec.reason}")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Scores and their controls")
+    st.dataframe(pd.DataFrame(readings.score_table(rec)), hide_index=True)
+with right:
+    state.show("heads.offset", plots.plot_offset_profile(rec.offset_profile, rec.layer, rec.head))
+
+st.subheader("Attention on a story")
+source = st.radio("Text", ["A story from the analysis corpus", "My own text"], horizontal=True, key="heads:source")
+model = state.model(ckpt)
+if source == "My own text":
+    raw = st.text_area("Text", "Once upon a time, Lily found a red ball. Lily gave the ball to Tom.", key="heads:text")
+else:
+    stories = state.stories(ckpt)
+    idx = st.selectbox("Story", range(len(stories)), format_func=lambda i: f"{i}: {stories[i][:70]}…", key="heads:story")
+    raw = stories[idx]
+try:
+    prepared = readings.prepare_text(model.tokenizer, raw, int(model.cfg.n_ctx))
+except ValueError as hint:
+    st.info(str(hint))
+else:
+    if prepared.notice:  # typed text: a warning; a long corpus story is expected, so only a note
+        (st.warning if source == "My own text" else st.caption)(prepared.notice)
+    state.show("heads.attention", plots.plot_attention(model, prepared.text, rec.layer, rec.head))
+
+ev_l, ev_r = st.columns(2)
+with ev_l:
+    st.subheader("Top attended categories")
+    if rec.top_categories:
+        state.show("heads.categories", figures.top_categories(rec))
+        st.dataframe(pd.DataFrame(rec.top_categories), hide_index=True)
+    else:
+        st.info("No category had enough support.")
+with ev_r:
+    st.subheader("Top attended tokens")
+    if rec.top_tokens:
+        st.dataframe(pd.DataFrame(rec.top_tokens), hide_index=True)
+    else:
+        st.info("No token occurred often enough to be listed.")
+
+with st.expander("All heads: positional fit against content dependence"):
+    state.show("heads.scatter", plots.plot_head_scatter(heads, "positional_r2", "content_js"))
+    st.dataframe(heads.to_frame()[["layer", "head", "label", "positional_r2", "content_js", "mean_distance",
+                                   "near_mass", "prev_token", "bos_mass", "top_category", "top_category_lift"]],
+                 hide_index=True)

@@ -1,0 +1,125 @@
+"""Neurons: filterable, sortable table; per neuron its POS distribution, examples, logit effects, ablation."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from apps.explorer import figures, state
+from tinyinterp import plots
+
+COLUMNS = ["layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value", "selective", "top_k_precision",
+           "n_word_types_top_k", "ambiguous_auroc"]
+FORMATS = {"auroc": "%.3f", "ap": "%.3f", "cohens_d": "%.2f", "q_value": "%.1e", "top_k_precision": "%.2f",
+           "ambiguous_auroc": "%.3f", "mean_pos": "%.3f", "mean_neg": "%.3f"}
+SORTS = {"held-out AUROC": ("auroc", False), "AP": ("ap", False), "Cohen's d": ("cohens_d", False),
+         "q-value": ("q_value", True), "layer, neuron": ("layer", True)}
+
+
+def number_formats() -> dict:
+    return {c: st.column_config.NumberColumn(format=f) for c, f in FORMATS.items()}
+
+
+def describe_ablation(a: dict, what: str) -> None:
+    st.markdown(f"Mean-ablating {what} raises the loss on the token after a {a['tag']} by **{a['delta']:+.4f}** nats "
+                f"(random sets of the same size: {a.get('random_mean') or float('nan'):+.4f}; on other tokens "
+                f"{a['delta_other']:+.4f}; p = {a['p_value']:.3f}, {a['n_positions']} positions).")
+    st.session_state["neurons:ablation_shown"] = a
+
+
+ckpt = state.require_checkpoint()
+res = state.results(ckpt)
+st.title(f"Neurons · {ckpt.name}")
+if res.neurons is None or not res.neurons.rows:
+    st.info("This analysis has no neuron results; re-run `tinyinterp analyze` without --no-neurons.")
+    st.stop()
+
+df = res.neurons.to_frame()
+s = res.neurons.summary
+st.caption(f"One row per neuron × part of speech tested on held-out stories ({s.get('n_stories_held_out', '?')} stories); "
+           f"selective = AUROC ≥ {s.get('auroc_threshold')} on both halves and q < {s.get('fdr')} (Benjamini–Hochberg).")
+
+f1, f2, f3, f4 = st.columns(4)
+tags = f1.multiselect("Part of speech", sorted(df["pos"].unique()), key="neurons:pos")
+layers = f2.multiselect("Layer", sorted(df["layer"].unique()), key="neurons:layer")
+only = f3.checkbox("Selective only", value=False, key="neurons:selective")
+sort = f4.selectbox("Sort by", list(SORTS), key="neurons:sort")
+min_auroc = st.slider("Minimum held-out AUROC", 0.0, 1.0, 0.0, 0.01, key="neurons:min_auroc")
+
+view = df
+if tags:
+    view = view[view["pos"].isin(tags)]
+if layers:
+    view = view[view["layer"].isin(layers)]
+if only:
+    view = view[view["selective"]]
+view = view[view["auroc"].fillna(0) >= min_auroc]
+col, asc = SORTS[sort]
+view = view.sort_values([col, "neuron"], ascending=[asc, True]).reset_index(drop=True)
+st.session_state["neuron_table"] = view
+table = st.dataframe(view[[c for c in COLUMNS if c in view]], hide_index=True, on_select="rerun", column_config=number_formats(),
+                     selection_mode="single-row", key=f"neurons:table:{ckpt}")
+st.caption(f"{len(view)} of {len(df)} rows. Click a row or use the picker below.")
+if view.empty:
+    st.info("No neuron matches these filters.")
+    st.stop()
+
+choices = list(dict.fromkeys(f"L{int(r.layer)}N{int(r.neuron)}" for r in view.itertuples()))
+key = f"neuron:{ckpt}"
+picked = table.selection.rows if table is not None and hasattr(table, "selection") else []
+if picked and picked[0] < len(view):
+    r = view.iloc[picked[0]]
+    clicked = f"L{int(r['layer'])}N{int(r['neuron'])}"
+    if st.session_state.get("neurons:last_click") != clicked:
+        st.session_state["neurons:last_click"] = clicked
+        st.session_state[key] = clicked
+if st.session_state.get(key) not in choices:
+    st.session_state[key] = choices[0]
+choice = st.selectbox("Neuron", choices, key=key)
+layer, neuron = (int(x) for x in choice[1:].split("N"))
+st.session_state["selected_neuron"] = (layer, neuron)
+
+rows = df[(df["layer"] == layer) & (df["neuron"] == neuron)]
+st.subheader(f"Neuron L{layer}N{neuron}")
+st.dataframe(rows[[c for c in COLUMNS + ["mean_pos", "mean_neg", "n_pos", "n_neg"] if c in rows]], hide_index=True,
+             column_config=number_formats())
+
+acts, act_tags = state.layer_acts(ckpt, layer)
+if len(act_tags):
+    state.show("neurons.distribution", figures.activations_by_pos(acts[:, neuron], act_tags, layer, neuron))
+
+st.subheader("Max-activating examples (held-out stories)")
+examples = res.neurons.examples.get(f"{layer}.{neuron}")
+if not examples:
+    import tinyinterp
+
+    with st.spinner("Finding this neuron's max-activating examples…"):
+        examples = tinyinterp.max_activating_examples(state.model(ckpt), state.tagged_corpus(ckpt), layer, neuron, k=5)
+    st.caption("Not stored with the analysis (only the leading neurons are); computed now on the analysis corpus.")
+for ex in examples or []:
+    toks = [str(t) for t in ex.get("text") or []]
+    if toks:
+        word = f" · word “{ex['word']}” ({ex['tag']})" if ex.get("word") else ""
+        st.markdown(f"<div style='font-family:monospace'>{plots.text_activation_html(toks, ex['acts'])}</div>"
+                    f"<small>max activation {ex['activation']:.3f}{word}</small>", unsafe_allow_html=True)
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Promoted / suppressed tokens")
+    fig = figures.logit_effects(rows.iloc[0].to_dict()) if not rows.empty else None
+    if fig is None:
+        st.info("No direct logit effects stored for this neuron.")
+    else:
+        state.show("neurons.logits", fig)
+with right:
+    st.subheader("Ablation effect")
+    hits = [a for a in res.ablation if [layer, neuron] in [list(x) for x in a["neurons"]]]
+    for a in hits:
+        describe_ablation(a, f"the top {a['tag']} neurons ({', '.join(f'L{x}N{y}' for x, y in a['neurons'])})")
+    tag = str(rows.iloc[0]["pos"]) if not rows.empty else "NOUN"
+    if not hits:
+        st.caption("This neuron was not in the analysis' ablated sets (the top neurons of NOUN, VERB and ADJ).")
+    key = f"ablate:{ckpt}:{layer}.{neuron}:{tag}"
+    if st.button(f"Ablate L{layer}N{neuron} alone (after {tag} tokens)", key="neurons:ablate"):
+        st.session_state[key] = state.ablation(ckpt, layer, neuron, tag)
+    if key in st.session_state:
+        describe_ablation(st.session_state[key], f"L{layer}N{neuron} alone")

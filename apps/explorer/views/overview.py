@@ -1,0 +1,92 @@
+"""Overview: model card, training curves, head label counts, POS-selective neurons, probes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from apps.explorer import catalog, figures, state
+
+ckpt = state.require_checkpoint()
+card = catalog.read_card(ckpt)
+shape = card["shape"]
+st.title(card["name"])
+st.caption(f"Overview · `{ckpt}`")
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Layers × heads", f"{shape.get('n_layers')} × {shape.get('n_heads')}")
+c2.metric("Parameters", f"{card['n_params']:,}" if card["n_params"] else "?")
+c3.metric("Validation bits/byte", f"{card['val_bpb']:.4f}" if card["val_bpb"] is not None else "not evaluated")
+c4.metric("Tokens seen", f"{card['tokens_seen']:,}" if card["tokens_seen"] else "?")
+
+left, right = st.columns([1, 2])
+with left:
+    st.subheader("Model card")
+    rows = [{"field": k, "value": str(v)} for k, v in shape.items() if v is not None]
+    rows += [{"field": "preset", "value": str(card["preset"])}, {"field": "training steps", "value": f"{card['steps'] or 0:,}"}]
+    if card["wall_s"]:
+        rows.append({"field": "training time", "value": f"{card['wall_s'] / 60:.1f} min"})
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.markdown("**Data:** " + (", ".join(f"`{f}`" for f in card["train_files"]) or "unknown"))
+    for split, s in card["splits"].items():
+        if s.get("stories"):
+            st.caption(f"{split}: {s['stories']:,} stories, {s['tokens']:,} tokens, {s['bytes']:,} bytes")
+with right:
+    st.subheader("Training curves")
+    metrics = catalog.read_metrics(ckpt)
+    if metrics.empty:
+        st.info("This checkpoint has no metrics.jsonl, so there are no training curves to show.")
+    else:
+        state.show("overview.curves", figures.training_curves(metrics))
+
+readme = catalog.card_readme(ckpt)
+if readme:
+    with st.expander("Full model card (README.md)"):
+        st.markdown(readme)
+
+res = state.results(ckpt)
+st.header("Analysis")
+where = "precomputed in `analysis/`" if res.precomputed else f"computed by the explorer (cached in `{res.dir}`)"
+corpus = res.summary.get("corpus", {})
+st.caption(f"Results {where}, on {corpus.get('stories', '?')} stories ({corpus.get('tokens', '?')} tokens) "
+           "the model wrote itself.")
+
+h, n = st.columns(2)
+with h:
+    if res.heads is not None:
+        labels = [r.label for r in res.heads.records]
+        counts = {lab: labels.count(lab) for lab in figures.LABELS}
+        st.markdown("**Heads:** " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+        state.show("overview.labels", figures.label_counts(labels))
+    else:
+        st.info("No head classification in this analysis.")
+with n:
+    if res.neurons is not None:
+        s = res.neurons.summary
+        per_tag = {k: v for k, v in (s.get("selective_per_tag") or {}).items() if v}
+        ctrl = (s.get("untrained_control") or {}).get("selective_per_tag")
+        st.markdown(f"**POS-selective neurons:** {s.get('n_selective_neurons', 0)} of {s.get('n_neurons', '?')} "
+                    f"({s.get('n_selective', 0)} neuron × tag pairs; untrained control: "
+                    f"{(s.get('untrained_control') or {}).get('n_selective', 'n/a')})")
+        if per_tag:
+            state.show("overview.neurons", figures.selective_by_pos(per_tag, ctrl))
+        else:
+            st.info("No neuron passed the held-out AUROC and FDR thresholds.")
+    else:
+        st.info("No neuron analysis in this analysis.")
+
+if res.probes is not None:
+    from tinyinterp.plots import plot_probe_accuracy
+
+    st.subheader("Linear probes for part of speech")
+    state.show("overview.probes", plot_probe_accuracy(res.probes))
+if res.ablation:
+    st.subheader("Causal check: mean-ablating the top neurons of a tag")
+    st.dataframe(pd.DataFrame([{"tag": a["tag"], "neurons": ", ".join(f"L{x}N{y}" for x, y in a["neurons"]),
+                                "loss increase on the tag's next token": a["delta"],
+                                "random sets (mean)": a.get("random_mean"), "elsewhere": a["delta_other"],
+                                "p": a["p_value"]} for a in res.ablation]), hide_index=True)
+if card["samples"]:
+    with st.expander("Samples written at the end of training"):
+        for s in card["samples"][:6]:
+            st.markdown(f"- *T={s.get('temperature')}*: {s.get('text', '')}")

@@ -1,0 +1,42 @@
+"""The explorer in a real browser: `tinyinterp explore` on a free port, Debian's headless chromium.
+
+Chromium is driven over the DevTools protocol (see ``apps/explorer/browser.py``): it loads a
+page, polls the rendered text until the app has filled it in, and takes a screenshot.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apps.explorer.browser import Chromium, blank_fraction, find_chromium, serve
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(find_chromium() is None,
+                       reason="chromium is not installed (.ci/run installs it: apt-get install -y chromium)"),
+]
+
+
+def test_pages_render_in_chromium(explorer_root, tmp_path):
+    ckpt = explorer_root / "tiny-1l"
+    first = json.loads((ckpt / "analysis" / "heads.json").read_text())[0]
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with serve(ckpt, root=explorer_root, env=env, log_path=tmp_path / "server.log") as url, Chromium() as browser:
+        assert url.startswith("http://127.0.0.1:")
+        browser.goto(url + "/heads")
+        text = browser.wait_for(["Heads · tiny-1l", "L0H0 is", "Attention of head L0H0"], timeout=90)
+        assert first["label"] in text.split("L0H0 is", 1)[1][:40]  # the head's label, as the page reads it
+        assert "Heads" in text and "tiny-1l" in text and "Training dynamics" in text  # st.navigation labels
+        assert any(lab in text for lab in ("local", "semantic", "sink", "mixed"))
+        assert "Traceback" not in text
+        shot = browser.screenshot(tmp_path / "heads.png")
+        white, levels = blank_fraction(shot)
+        assert white < 0.97 and levels > 20, (white, levels)
+
+        browser.goto(url + "/")  # Overview (the default page)
+        text = browser.wait_for(["tiny-1l", "Model card", "Heads:"], timeout=60)
+        assert "Validation bits/byte" in text and "Traceback" not in text
+        white, levels = blank_fraction(browser.screenshot(tmp_path / "overview.png"))
+        assert white < 0.97 and levels > 20, (white, levels)
