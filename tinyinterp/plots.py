@@ -65,7 +65,7 @@ def plot_head_grid(heads) -> go.Figure:
     order = list(LABEL_COLORS)
     z = np.full((n_layers, n_heads), np.nan)
     text = [["" for _ in range(n_heads)] for _ in range(n_layers)]
-    score_cols = [c for c in ("positional_fit", "content_dependence", "mean_distance", "prev_token", "bos_mass") if c in df]
+    score_cols = [c for c in ("positional_r2", "content_js", "mean_distance", "prev_token", "bos_mass") if c in df]
     for _, r in df.iterrows():
         z[int(r["layer"]), int(r["head"])] = order.index(r["label"]) if r["label"] in order else len(order)
         text[int(r["layer"])][int(r["head"])] = f"L{int(r['layer'])}H{int(r['head'])}: {r['label']}<br>" + "<br>".join(
@@ -82,7 +82,7 @@ def plot_head_grid(heads) -> go.Figure:
     return fig
 
 
-def plot_head_scatter(heads, x: str = "positional_fit", y: str = "content_dependence") -> go.Figure:
+def plot_head_scatter(heads, x: str = "positional_r2", y: str = "content_js") -> go.Figure:
     """Positional fit vs content dependence, one point per head, coloured by label."""
     df = _frame(heads)
     fig = go.Figure()
