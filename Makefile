@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# Trains nothing: shows the bundled one-layer model (generation, eval, analysis).
+# Trains nothing: a tour of the bundled one-layer model, then the explorer on it (Ctrl-C to stop).
 demo: setup
 	$(PY) -m tinyinterp.demo
+	$(PY) -m tinyinterp explore checkpoints/ts-1l
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py
