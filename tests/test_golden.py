@@ -10,8 +10,6 @@ CKPTS = bundled()
 
 
 def test_bundled_checkpoints_exist():
-    if not CKPTS:  # TEMPORARY until the first bundled checkpoint lands (issue 3)
-        pytest.skip("no bundled checkpoints yet")
     assert any("1l" in p.name for p in CKPTS), "checkpoints/ must ship a one-layer model"
     assert GOLDEN.exists(), "run tests/golden/make_golden.py"
     assert set(json.loads(GOLDEN.read_text())) == {p.name for p in CKPTS}
