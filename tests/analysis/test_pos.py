@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.analysis.planted_heads import make_stories, make_tokenizer
-from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, TaggedCorpus
+from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, StoryStore, TaggedCorpus
 from tinyinterp.analysis.pos import align_story, load_corpus, load_spacy, tag_corpus, tokenizer_fingerprint
 from tinyinterp.errors import DataError
 
@@ -101,6 +101,7 @@ def test_cache_hit_identical(tok, tmp_path):
 def test_truncation_and_coverage(tok):
     texts = make_stories(5, seed=1)
     corpus = tag_corpus(texts, tok, 12, progress=False)
+    assert isinstance(corpus.stories, StoryStore)  # packed arrays, not per-token Python lists
     assert all(len(s) <= 12 for s in corpus.stories)
     assert corpus.meta["n_truncated"] == 5 and corpus.meta["max_tokens"] == 12
     s = corpus.stories[0]

@@ -7,7 +7,7 @@ pass after the last block it needs (no unembedding), and yields one :class:`Acti
 at a time. Callers fold each batch into fixed-size statistics, so memory does not grow with
 the corpus. :class:`TopKBuffer` keeps the k largest activations per unit (with story and
 position) in fixed memory and merges across shards. :func:`label_corpus` turns a corpus's
-string tags into integer arrays once, so per-batch work stays vectorised.
+tags into integer arrays once, so per-batch work stays vectorised.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from itertools import chain
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -24,7 +23,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, TaggedCorpus
+from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, StoryStore, TaggedCorpus
 from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,18 @@ class ActivationBatch:
 
 def story_lengths(corpus: TaggedCorpus, n_ctx: int) -> np.ndarray:
     """Tokens per story as the model sees them (stories longer than ``n_ctx`` are truncated)."""
-    return np.minimum(np.fromiter((len(s) for s in corpus.stories), np.int64, len(corpus)), n_ctx)
+    return np.minimum(corpus.lengths(), n_ctx)
+
+
+def batch_tokens_array(corpus: TaggedCorpus, stories: np.ndarray, lengths: np.ndarray) -> Int[Tensor, "batch pos"]:
+    """Token ids of ``stories`` (each cut to ``lengths[i]``), right-padded with 0 to the longest."""
+    n_pos = int(lengths[stories].max())
+    if isinstance(corpus.stories, StoryStore):
+        return torch.from_numpy(corpus.stories.padded("tokens", stories, n_pos, fill=0))
+    tokens = torch.zeros((len(stories), n_pos), dtype=torch.long)
+    for row, i in enumerate(stories):  # one copy per story
+        tokens[row, : lengths[i]] = torch.as_tensor(corpus.story_tokens(int(i), int(lengths[i])))
+    return tokens
 
 
 def plan_batches(lengths: np.ndarray, batch_tokens: int, indices: Sequence[int] | None = None) -> list[np.ndarray]:
@@ -85,6 +95,46 @@ def _stop_layer(hooks: Sequence[str], n_layers: int) -> int | None:
     return min(last + 1, n_layers)
 
 
+_STAGE = {"attn.hook_pattern": 0, "mlp.hook_post": 1}  # hook points after which a block may be cut short
+
+
+class _StopForward(Exception):
+    """Raised by the last hook a pass needs: the rest of the forward is skipped."""
+
+
+def last_hook(hooks: Sequence[str]) -> str | None:
+    """The hook of ``hooks`` that fires last, when each is a block's ``attn.hook_pattern`` or
+    ``mlp.hook_post`` (else None: then the forward cannot be cut short after it)."""
+    ranked = []
+    for h in hooks:
+        m = _BLOCK.match(h)
+        stage = _STAGE.get(h[m.end():]) if m else None
+        if stage is None:
+            return None
+        ranked.append(((int(m.group(1)), stage), h))
+    return max(ranked)[1] if ranked else None
+
+
+def run_hooked(model, tokens: Tensor, fwd_hooks: list, names: Sequence[str], **kwargs) -> None:
+    """``model.run_with_hooks(tokens, return_type=None, ...)`` that stops right after the last of
+    ``names`` has fired (e.g. skipping the MLP after the last attention pattern), or after the
+    last block needed (``stop_at_layer``) when that cannot be told."""
+    last = last_hook(names)
+    hooks = list(fwd_hooks)
+    if last is not None:
+        def stop(act: Tensor, hook) -> None:
+            raise _StopForward
+
+        hooks.append((last, stop))  # runs after the consumers' hooks on the same point
+    else:
+        kwargs.setdefault("stop_at_layer", _stop_layer(list(names), model.cfg.n_layers))
+    try:
+        with torch.inference_mode():
+            model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks, **kwargs)
+    except _StopForward:
+        pass
+
+
 def stream_activations(
     model,
     corpus: TaggedCorpus,
@@ -108,7 +158,7 @@ def stream_activations(
         raise ConfigError(f"unknown hook name(s) {unknown[:3]}; see model.hook_dict for valid names")
     n_ctx = model.cfg.n_ctx
     lengths = story_lengths(corpus, n_ctx)
-    n_long = int(sum(len(s) > n_ctx for s in corpus.stories))
+    n_long = int((corpus.lengths() > n_ctx).sum())
     if n_long:
         log.info("%d of %d stories are longer than n_ctx=%d tokens; truncated", n_long, len(corpus), n_ctx)
     if (lengths < 1).any():
@@ -123,19 +173,19 @@ def stream_activations(
     bar = tqdm(total=total, desc=desc, unit="tok", disable=not progress, leave=False)
     for idx in batches:
         n_pos = int(lengths[idx].max())
-        tokens = torch.zeros((len(idx), n_pos), dtype=torch.long)  # [batch, pos]
-        for row, i in enumerate(idx):  # one copy per story
-            tokens[row, : lengths[i]] = torch.as_tensor(corpus.stories[i].tokens[: lengths[i]])
+        tokens = batch_tokens_array(corpus, idx, lengths)  # [batch, pos]
         mask = torch.arange(n_pos)[None, :] < torch.as_tensor(lengths[idx])[:, None]  # [batch, pos]
         if int(tokens.max()) >= model.cfg.d_vocab or int(tokens.min()) < 0:
             raise DataError(f"corpus has token ids outside [0, {model.cfg.d_vocab}); tag it with this model's tokenizer")
-        with torch.inference_mode():
-            _, cache = model.run_with_cache(
-                tokens.to(device), names_filter=lambda n: n in names, stop_at_layer=stop,
-                attention_mask=mask.long().to(device) if explicit_mask else None, return_cache_object=False,
-            )
+        cache: dict[str, Tensor] = {}
+
+        def keep(act: Tensor, hook) -> None:
+            cache[hook.name] = act
+
+        run_hooked(model, tokens.to(device), [(h, keep) for h in sorted(names)], sorted(names), stop_at_layer=stop,
+                   attention_mask=mask.long().to(device) if explicit_mask else None)
         bar.update(int(lengths[idx].sum()))
-        yield ActivationBatch(stories=idx, tokens=tokens, mask=mask.to(device), acts=dict(cache))
+        yield ActivationBatch(stories=idx, tokens=tokens, mask=mask.to(device), acts=cache)
     bar.close()
 
 
@@ -145,19 +195,33 @@ class CorpusLabels:
 
     tags: list[str]  # tag vocabulary (sorted); tag id i means tags[i]
     words: list[str]  # word-type vocabulary (lower-cased words)
-    tag_ids: list[np.ndarray]  # per story, int32 [n]; -1: BOS/space/excluded tag/continuation token
+    tag_ids: list[np.ndarray]  # per story, int32 [n] (views of flat_tags); -1: BOS/space/excluded tag/continuation
     word_ids: list[np.ndarray]  # per story, int32 [n]; -1 where tag_ids is -1
     tag_counts: np.ndarray  # int64 [n_words, n_tags]: how often each word type carries each tag
+    flat_tags: np.ndarray | None = None  # int32 [n_tokens]: tag_ids of every story, concatenated
+    flat_words: np.ndarray | None = None  # int32 [n_tokens]
+    starts: np.ndarray | None = None  # int64 [n_stories + 1]: story i is flat rows starts[i]:starts[i+1]
+
+    def __post_init__(self) -> None:
+        if self.flat_tags is None:
+            self.flat_tags = np.concatenate(self.tag_ids) if self.tag_ids else np.zeros(0, np.int32)
+            self.flat_words = np.concatenate(self.word_ids) if self.word_ids else np.zeros(0, np.int32)
+            lengths = [len(t) for t in self.tag_ids]
+            self.starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
 
     def padded(self, stories: np.ndarray, n_pos: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
         """Tag and word ids for a batch, padded with -1 to ``n_pos`` (longer stories truncated)."""
-        tags = torch.full((len(stories), n_pos), -1, dtype=torch.long)
-        words = torch.full((len(stories), n_pos), -1, dtype=torch.long)
-        for row, i in enumerate(stories):
-            n = min(n_pos, len(self.tag_ids[i]))
-            tags[row, :n] = torch.from_numpy(self.tag_ids[i][:n].astype(np.int64))
-            words[row, :n] = torch.from_numpy(self.word_ids[i][:n].astype(np.int64))
-        return tags, words
+        stories = np.asarray(stories, dtype=np.int64)
+        lo = self.starts[stories]
+        n = np.minimum(self.starts[stories + 1] - lo, n_pos)
+        pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        rows, cols = np.repeat(np.arange(len(stories)), n), pos
+        src = np.repeat(lo, n) + pos
+        tags = np.full((len(stories), n_pos), -1, dtype=np.int64)
+        words = np.full((len(stories), n_pos), -1, dtype=np.int64)
+        tags[rows, cols] = self.flat_tags[src]
+        words[rows, cols] = self.flat_words[src]
+        return torch.from_numpy(tags), torch.from_numpy(words)
 
     def ambiguous(self, min_count: int = 1) -> np.ndarray:
         """bool [n_words, n_tags]: word takes this tag (>= min_count times) and at least one other."""
@@ -165,19 +229,14 @@ class CorpusLabels:
         return takes & (takes.sum(1, keepdims=True) >= 2)
 
 
-def _vocab_ids(values: np.ndarray, vocab: dict[str, int]) -> np.ndarray:
-    """Ids of ``values`` in ``vocab`` (new strings appended), via one np.unique per call."""
-    uniq, inv = np.unique(values, return_inverse=True)
-    ids = np.fromiter((vocab.setdefault(str(u), len(vocab)) for u in uniq), np.int64, len(uniq))
-    return ids[inv]
-
-
-def _sorted_remap(ids: np.ndarray, vocab: dict[str, int]) -> tuple[list[str], np.ndarray]:
-    """Renumber ``ids`` (-1 kept) so that ids follow the sorted vocabulary."""
-    names = sorted(vocab)
-    new = np.empty(len(vocab), dtype=np.int64)
-    new[[vocab[n] for n in names]] = np.arange(len(names))
-    return names, np.where(ids >= 0, new[np.maximum(ids, 0)], -1).astype(np.int32)
+def _table(present: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray]:
+    """Sorted distinct ``names[c]`` over the codes ``c`` flagged in ``present``, and a table code -> index (-1: absent)."""
+    codes = np.nonzero(present)[0].tolist()
+    vocab = sorted({names[c] for c in codes})
+    where = {n: i for i, n in enumerate(vocab)}
+    table = np.full(len(names), -1, dtype=np.int32)
+    table[codes] = [where[names[c]] for c in codes]
+    return vocab, table
 
 
 def label_corpus(
@@ -190,40 +249,46 @@ def label_corpus(
 
     Tokens tagged with ``exclude_tags`` get -1; so do continuation tokens (tokens that do not
     start their word) unless ``include_continuations`` (they then carry their word's tag).
-    Stories are encoded ``chunk_stories`` at a time, so temporary string arrays stay small;
-    the result holds 8 bytes per token.
+    Works on the packed codes of the corpus (a list-backed corpus is packed first),
+    ``chunk_stories`` stories at a time, so temporaries stay small; the result holds 8 bytes
+    per token.
     """
     if len(corpus) == 0:
         raise DataError("corpus has no stories; pass at least two tagged stories")
-    for s in corpus.stories:
-        if not (len(s.upos) == len(s.word) == len(s.continuation) == len(s.tokens)):
-            raise DataError("a TaggedStory has tokens, upos, word and continuation of different lengths; re-tag the corpus")
-    lengths = np.fromiter((len(s) for s in corpus.stories), np.int64, len(corpus))
-    tag_vocab: dict[str, int] = {}
-    word_vocab: dict[str, int] = {}
-    tag_parts, word_parts = [], []
-    for c0 in range(0, len(corpus), chunk_stories):
-        chunk = corpus.stories[c0:c0 + chunk_stories]
-        upos = np.asarray(list(chain.from_iterable(s.upos for s in chunk)), dtype=str)
-        word = np.char.lower(np.asarray(list(chain.from_iterable(s.word for s in chunk)), dtype=str))
-        keep = ~np.isin(upos, list(exclude_tags))
+    store = corpus.packed()
+    upos_names, word_names = store.vocab["upos"], store.vocab["word"]
+    excluded = [i for i, u in enumerate(upos_names) if u in set(exclude_tags)]
+    chunks = [np.arange(c0, min(c0 + chunk_stories, len(store))) for c0 in range(0, len(store), chunk_stories)]
+
+    def kept(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        upos = store.flat("upos", idx)
+        keep = ~np.isin(upos, excluded)
         if not include_continuations:
-            keep &= ~np.concatenate([np.asarray(s.continuation, dtype=bool) for s in chunk])
-        t = np.full(len(upos), -1, dtype=np.int64)
-        w = np.full(len(upos), -1, dtype=np.int64)
-        t[keep] = _vocab_ids(upos[keep], tag_vocab)
-        w[keep] = _vocab_ids(word[keep], word_vocab)
-        tag_parts.append(t)
-        word_parts.append(w)
-    tags, tag_ids = _sorted_remap(np.concatenate(tag_parts), tag_vocab)
-    words, word_ids = _sorted_remap(np.concatenate(word_parts), word_vocab)
-    del tag_parts, word_parts
-    ok = tag_ids >= 0
-    pair = word_ids[ok].astype(np.int64) * len(tags) + tag_ids[ok]
-    counts = np.bincount(pair, minlength=len(words) * len(tags)).reshape(len(words), len(tags))
-    cuts = np.cumsum(lengths)[:-1]
+            keep &= ~store.flat("cont", idx)
+        return upos, store.flat("word", idx), keep
+
+    seen_upos = np.zeros(len(upos_names), dtype=bool)
+    seen_word = np.zeros(len(word_names), dtype=bool)
+    for idx in chunks:  # which codes occur on analysed tokens
+        upos, word, keep = kept(idx)
+        seen_upos[upos[keep]] = True
+        seen_word[word[keep]] = True
+    tags, tag_table = _table(seen_upos, upos_names)
+    words, word_table = _table(seen_word, [w.lower() for w in word_names])
+    starts = np.concatenate([[0], np.cumsum(store.lengths)])
+    tag_ids = np.empty(int(starts[-1]), dtype=np.int32)
+    word_ids = np.empty(int(starts[-1]), dtype=np.int32)
+    counts = np.zeros(len(words) * len(tags), dtype=np.int64)
+    for idx in chunks:
+        upos, word, keep = kept(idx)
+        rows = slice(int(starts[idx[0]]), int(starts[idx[-1] + 1]))
+        t = tag_ids[rows] = np.where(keep, tag_table[upos], -1)
+        w = word_ids[rows] = np.where(keep, word_table[word], -1)
+        counts += np.bincount(w[keep].astype(np.int64) * len(tags) + t[keep], minlength=len(counts))
+    cuts = starts[1:-1]
     return CorpusLabels(tags=tags, words=words, tag_ids=np.split(tag_ids, cuts), word_ids=np.split(word_ids, cuts),
-                        tag_counts=counts)
+                        tag_counts=counts.reshape(len(words), len(tags)), flat_tags=tag_ids, flat_words=word_ids,
+                        starts=starts)
 
 
 class TopKBuffer:
@@ -247,10 +312,14 @@ class TopKBuffer:
 
     def update(self, acts: Float[Tensor, "tok unit"], story: Int[Tensor, " tok"], pos: Int[Tensor, " tok"]) -> None:
         """Fold in one batch of token activations (one row per token)."""
-        if acts.shape[0] == 0:
+        self.update_units(acts.T, story, pos)
+
+    def update_units(self, x: Float[Tensor, "unit tok"], story: Int[Tensor, " tok"], pos: Int[Tensor, " tok"]) -> None:
+        """:meth:`update` with activations as ``[unit, tok]`` (fastest when contiguous)."""
+        if x.shape[1] == 0:
             return
-        m = min(self.k, acts.shape[0])
-        v, i = acts.T.topk(m, dim=1)  # [unit, m]
+        m = min(self.k, x.shape[1])
+        v, i = x.topk(m, dim=1)  # [unit, m]
         self._absorb(v, story.to(i.device)[i], pos.to(i.device)[i])
 
     def merge(self, other: "TopKBuffer") -> "TopKBuffer":

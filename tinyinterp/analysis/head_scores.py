@@ -27,7 +27,8 @@ from einops import einsum, rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tinyinterp.analysis.corpus import TaggedStory
+from tinyinterp.analysis.activations import run_hooked
+from tinyinterp.analysis.corpus import StoryStore, TaggedStory
 
 UPOS_CATEGORIES = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON",
                    "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X", "SPACE")
@@ -76,9 +77,21 @@ def _run_patterns(model, tokens: Tensor, mask: Tensor, fn: Callable[[int, Tensor
     def hook(pattern: Tensor, hook) -> None:
         fn(hook.layer(), pattern.float())
 
-    with torch.inference_mode():
-        model.run_with_hooks(tokens, return_type=None, attention_mask=mask,
-                             fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), hook)])
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    run_hooked(model, tokens, [(lambda name: name.endswith("attn.hook_pattern"), hook)], names, attention_mask=mask)
+
+
+def _col_mass(pat: Tensor, w: Tensor) -> Tensor:
+    """[B, H, k]: attention each key receives from the rows weighted by ``w`` [B, q] (a matrix product)."""
+    return torch.matmul(w[:, None, None, :], pat)[:, :, 0]  # [B, H, 1, q] @ [B, H, q, k]
+
+
+def _row_sum(pat: Tensor, w: Tensor) -> Tensor:
+    """[H, q, k]: ``sum_b w[b, q] * pat[b, h, q, k]``, accumulated in place (far faster than einsum on CPU)."""
+    out = pat[0] * w[0][None, :, None]
+    for b in range(1, pat.shape[0]):
+        out.addcmul_(pat[b], w[b][None, :, None])
+    return out
 
 
 def _progress(total_tokens: int, desc: str, enabled: bool) -> tqdm:
@@ -101,8 +114,8 @@ class Calibration:
     n_rows: int
 
 
-def calibrate(model, stories: list[TaggedStory], batch_tokens: int, seed: int, progress: bool) -> Calibration:
-    """Offset profile and content dependence (JS, real vs shuffled) on ``stories``."""
+def calibrate(model, stories: StoryStore, lengths: np.ndarray, batch_tokens: int, seed: int, progress: bool) -> Calibration:
+    """Offset profile and content dependence (JS, real vs shuffled) on ``stories`` (cut to ``lengths``)."""
     L, H, N = model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_ctx
     dev = model.cfg.device
     prof = torch.zeros(L, H, N, dtype=torch.float64)
@@ -110,11 +123,12 @@ def calibrate(model, stories: list[TaggedStory], batch_tokens: int, seed: int, p
     js = torch.zeros(L, H, dtype=torch.float64)
     n_rows = 0.0
     rng = np.random.default_rng(seed + 1)
-    shuffled = [shuffle_story(s.tokens, rng) for s in stories]
-    bar = _progress(2 * sum(len(s) for s in stories), "heads: calibration", progress)
-    for idx in length_batches([len(s) for s in stories], max(1, batch_tokens // 2)):
+    real = [stories.tokens(i, int(n)) for i, n in enumerate(lengths.tolist())]
+    shuffled = [shuffle_story(t, rng) for t in real]
+    bar = _progress(2 * int(lengths.sum()), "heads: calibration", progress)
+    for idx in length_batches(lengths.tolist(), max(1, batch_tokens // 2)):
         B = len(idx)
-        tokens, mask = _pad([stories[i].tokens for i in idx] + [shuffled[i] for i in idx], dev)
+        tokens, mask = _pad([real[i] for i in idx] + [shuffled[i] for i in idx], dev)
         n = tokens.shape[1]
         rm = _rowmask(mask[:B])  # [B, n]
         q = torch.arange(n, device=dev)
@@ -125,13 +139,12 @@ def calibrate(model, stories: list[TaggedStory], batch_tokens: int, seed: int, p
         n_rows += float(rm.sum())
 
         def fn(layer: int, pat: Tensor) -> None:
-            real = pat[:B] * rm[:, None, :, None]  # [B, H, q, k], invalid rows zeroed
-            shuf = pat[B:] * rm[:, None, :, None]
-            by_off = real.gather(3, gather_idx.expand(B, H, n, n)) * dvalid  # [B, H, q, d]
-            prof[layer, :, :n] += by_off.sum((0, 2)).double().cpu()
-            mid = 0.5 * (real + shuf)
-            jsd = (torch.special.entr(mid) - 0.5 * torch.special.entr(real) - 0.5 * torch.special.entr(shuf)).sum((0, 2, 3))
-            js[layer] += (jsd / _LN2).double().cpu()
+            real, shuf = pat[:B], pat[B:]  # [B, H, q, k]; rows are masked after reducing over keys
+            col = _row_sum(real, rm)  # [H, q, k] summed over the valid rows
+            prof[layer, :, :n] += (col.gather(2, gather_idx.expand(H, n, n)) * dvalid).sum(1).double().cpu()
+            ent = torch.special.entr
+            row_js = (ent(0.5 * (real + shuf)) - 0.5 * ent(real) - 0.5 * ent(shuf)).sum(-1)  # [B, H, q]
+            js[layer] += (einsum(row_js, rm, "b h q, b q -> h") / _LN2).double().cpu()
 
         _run_patterns(model, tokens, mask, fn)
         bar.update(int(mask.sum()))
@@ -150,15 +163,26 @@ def predicted_pattern(profile: Tensor, n: int) -> Tensor:
     return torch.where(z > 0, pm / z.clamp(min=1e-30), uniform)
 
 
-def _key_categories(story: TaggedStory, n: int) -> np.ndarray:
-    """float32 [n, C_key] multi-hot key categories (zero at BOS and padding)."""
-    m = len(story)
-    out = np.zeros((n, len(KEY_CATEGORIES)), dtype=np.float32)
-    idx = np.array([_CAT_INDEX.get(u, -1) for u in story.upos], dtype=np.int64)
-    rows = np.nonzero(idx >= 0)[0]
-    out[rows, idx[rows]] = 1.0
-    out[:m, -1] = [u == "PROPN" or e == "PERSON" for u, e in zip(story.upos, story.ent)]
-    out[0] = 0.0
+def _category_tables(stories: StoryStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lookup tables from the store's codes: UPOS code -> UPOS category (-1: none), is-PROPN, is-PERSON."""
+    upos, ent = stories.vocab["upos"], stories.vocab["ent"]
+    cat = np.array([_CAT_INDEX.get(u, -1) for u in upos] + [-1], dtype=np.int64)  # last entry: padding (-1)
+    propn = np.array([u == "PROPN" for u in upos] + [False])
+    person = np.array([e == "PERSON" for e in ent] + [False])
+    return cat, propn, person
+
+
+def _key_categories(stories: StoryStore, idx: list[int], n: int, tables: tuple[np.ndarray, ...]) -> np.ndarray:
+    """float32 [B, n, C_key] multi-hot key categories of a batch (zero at BOS and padding)."""
+    cat_t, propn_t, person_t = tables
+    upos = stories.padded("upos", idx, n)  # [B, n], -1 on padding (addresses the tables' last entry)
+    ent = stories.padded("ent", idx, n)
+    out = np.zeros((len(idx), n, len(KEY_CATEGORIES)), dtype=np.float32)
+    cat = cat_t[upos]
+    b, p = np.nonzero(cat >= 0)
+    out[b, p, cat[b, p]] = 1.0
+    out[..., -1] = propn_t[upos] | person_t[ent]
+    out[:, 0] = 0.0
     return out
 
 
@@ -187,85 +211,128 @@ class MainStats:
     tok_count: np.ndarray  # [V] occurrences of each token id as a key (BOS position excluded)
 
 
-def main_pass(model, stories: list[TaggedStory], profile: np.ndarray, batch_tokens: int, n_perm: int,
-              near_offsets: int, seed: int, progress: bool) -> MainStats:
-    """All per-head sums over ``stories``; ``profile`` is the calibrated ``[L, H, n_ctx]`` offset profile."""
-    L, H, V = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_vocab
-    C, CK = len(CATEGORIES), len(KEY_CATEGORIES)
-    dev = model.cfg.device
-    prof_t = torch.as_tensor(profile, dtype=torch.float32, device=dev)
-    z = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
-    acc = {k: z(L, H) for k in ("bos", "prev", "near", "dist", "entropy", "entropy_norm", "sq", "cross", "pred_sq")}
-    obs, exp, flips = z(L, H, C), z(L, H, C), z(n_perm, L, H, C)
-    tok_obs, tok_exp, tok_count, cat_keys = z(L, H, V), z(L, H, V), z(V), z(C)
-    n_rows = inv_rows = 0.0
-    gen = torch.Generator().manual_seed(seed)
-    bar = _progress(sum(len(s) for s in stories), "heads: scoring", progress)
-    for idx in length_batches([len(s) for s in stories], batch_tokens):
-        batch = [stories[i] for i in idx]
-        B = len(batch)
-        tokens, mask = _pad([s.tokens for s in batch], dev)
-        n = tokens.shape[1]
-        rm = _rowmask(mask)  # [B, q]
+def story_signs(stories: np.ndarray, n_perm: int, seed: int) -> np.ndarray:
+    """float32 [n_perm, len(stories)] random ±1, a fixed function of (seed, story index, permutation).
+
+    Keyed by story rather than drawn in batch order, so the sign-flip test does not depend on
+    how stories are batched (a pass shared with other analyses gives the same p-values).
+    """
+    def mix(z: np.ndarray) -> np.ndarray:  # splitmix64 finaliser (uint64 arithmetic wraps)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    key = mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    cell = np.asarray(stories, dtype=np.uint64)[None, :] * np.uint64(n_perm) + np.arange(n_perm, dtype=np.uint64)[:, None]
+    bits = mix(cell ^ key) >> np.uint64(63)
+    return bits.astype(np.float32) * 2.0 - 1.0
+
+
+class MainPass:
+    """A :class:`~tinyinterp.analysis.stream.PassConsumer` that accumulates :class:`MainStats`.
+
+    ``stories`` is the corpus's packed store, indexed by the story indices of the batches.
+    """
+
+    def __init__(self, model, stories: StoryStore, profile: np.ndarray, n_perm: int, near_offsets: int, seed: int):
+        L, H, V = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_vocab
+        C = len(CATEGORIES)
+        self.hook_names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
+        self.stories, self.n_perm, self.near_offsets, self.seed = stories, n_perm, near_offsets, seed
+        self.dev = model.cfg.device
+        self.prof_t = torch.as_tensor(profile, dtype=torch.float32, device=self.dev)
+        self.tables = _category_tables(stories)
+        z = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
+        self.acc = {k: z(L, H) for k in ("bos", "prev", "near", "dist", "entropy", "entropy_norm", "sq", "cross", "pred_sq")}
+        self.obs, self.exp, self.flips = z(L, H, C), z(L, H, C), z(n_perm, L, H, C)
+        self.tok_obs, self.tok_exp, self.tok_count, self.cat_keys = z(L, H, V), z(L, H, V), z(V), z(C)
+        self.n_rows = self.inv_rows = 0.0
+        self.n_stories = 0
+
+    def batch_hooks(self, batch) -> list:
+        dev, stories = self.dev, self.stories
+        tokens, idx = batch.tokens, batch.stories
+        B, n = tokens.shape
+        CK = len(KEY_CATEGORIES)
+        rm = batch.mask.float()
+        rm[:, 0] = 0.0  # [B, q]: real query rows other than BOS
         km = rm  # keys other than BOS and padding: the same mask, indexed by k
+        self.n_stories += int((batch.lengths >= 2).sum())
         q = torch.arange(n, device=dev)
         off = q[:, None] - q[None, :]  # [q, k]
         before = (off > 0).float()  # k < q
-        near = ((off >= 0) & (off <= near_offsets)).float()
-        invlog = torch.where(q >= 1, 1.0 / torch.log2((q + 1).float()), torch.zeros((), device=dev))
-        keycats = torch.as_tensor(np.stack([_key_categories(s, n) for s in batch]), device=dev)  # [B, k, C_key]
-        same = (tokens[:, :, None] == tokens[:, None, :]).float() * before * rm[:, :, None] * km[:, None, :]
+        near = ((off >= 0) & (off <= self.near_offsets)).double()
+        dist = off.clamp(min=0).double()
+        invlog = torch.where(q >= 1, 1.0 / torch.log2((q + 1).double()), torch.zeros((), device=dev, dtype=torch.float64))
+        rm64 = rm.double()
+        keycats = torch.as_tensor(_key_categories(stories, idx, n, self.tables), device=dev)  # [B, k, C_key]
+        valid = before * rm[:, :, None] * km[:, None, :]  # [B, q, k]
         prev_tok = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)  # token before each key
         prev_tok[:, 1] = -1  # the token before key 1 is BOS: not an earlier occurrence
-        induct = (tokens[:, :, None] == prev_tok[:, None, :]).float() * before * rm[:, :, None] * km[:, None, :]
-        eps = (torch.randint(0, 2, (n_perm, B), generator=gen) * 2 - 1).float().to(dev)  # [P, B] random signs
+        rel = torch.stack([(tokens[:, :, None] == tokens[:, None, :]).float() * valid,  # SAME_TOKEN
+                           (tokens[:, :, None] == prev_tok[:, None, :]).float() * valid], 1)  # INDUCTION; [B, 2, q, k]
+        eps = torch.as_tensor(story_signs(idx, self.n_perm, self.seed), device=dev)  # [P, B]
         visible = rm[:, :, None] * (off >= 0).float()  # [B, q, k]
-        cat_keys[:CK] += einsum(visible.sum(1) * km, keycats, "b k, b k c -> c").double().cpu()
-        cat_keys[CK] += float(same.sum())
-        cat_keys[CK + 1] += float(induct.sum())
-        flat_tok = rearrange(tokens, "b k -> (b k)")
-        tok_count.index_add_(0, flat_tok.cpu(), rearrange(km, "b k -> (b k)").double().cpu())
-        n_rows += float(rm.sum())
-        inv_rows += float((rm / (q + 1).float()).sum())
+        self.cat_keys[:CK] += einsum(visible.sum(1) * km, keycats, "b k, b k c -> c").double().cpu()
+        self.cat_keys[CK:] += rel.sum((0, 2, 3)).double().cpu()
+        flat_tok = rearrange(tokens, "b k -> (b k)").cpu()
+        self.tok_count.index_add_(0, flat_tok, rearrange(km, "b k -> (b k)").double().cpu())
+        self.n_rows += float(rm.sum())
+        self.inv_rows += float((rm64 / (q + 1).double()).sum())
+        rel_flat = rearrange(rel, "b r q k -> b (q k) r")
 
         def fn(layer: int, pat: Tensor) -> None:
-            a = pat * rm[:, None, :, None]  # [B, H, q, k], invalid rows zeroed
-            pred = predicted_pattern(prof_t[layer], n)  # [H, q, k]
-            ent = torch.special.entr(a).sum(-1) / _LN2  # [B, H, q] bits
+            pred = predicted_pattern(self.prof_t[layer], n)  # [H, q, k]
+            # per-row reductions in float32, everything summed over rows in float64 (R^2 cancels sums)
+            col_obs = _col_mass(pat, rm)  # [B, H, k] mass each key receives from the valid rows
+            A = _row_sum(pat, rm).double()  # [H, q, k] attention summed over the valid rows
+            pred64 = pred.double()
+            ent = torch.special.entr(pat).sum(-1).double() * rm64[:, None, :] / _LN2  # [B, H, q] bits
             sums = {
-                "bos": a[..., 0].sum((0, 2)),
-                "prev": a.diagonal(offset=-1, dim1=2, dim2=3).sum((0, 2)),
-                "near": einsum(a, near, "b h q k, q k -> h"),
-                "dist": einsum(a, off.clamp(min=0).float(), "b h q k, q k -> h"),
+                "bos": A[..., 0].sum(-1),
+                "prev": A.diagonal(offset=-1, dim1=1, dim2=2).sum(-1),
+                "near": einsum(A, near, "h q k, q k -> h"),
+                "dist": einsum(A, dist, "h q k, q k -> h"),
                 "entropy": ent.sum((0, 2)),
                 "entropy_norm": einsum(ent, invlog, "b h q, q -> h"),
-                "sq": a.square().sum((0, 2, 3)),
-                "cross": einsum(a, pred, "b h q k, h q k -> h"),
-                "pred_sq": einsum(rm, pred.square().sum(-1), "b q, h q -> h"),
+                "sq": einsum(torch.linalg.vector_norm(pat, dim=-1).double().square(), rm64, "b h q, b q -> h"),
+                "cross": einsum(A, pred64, "h q k, h q k -> h"),
+                "pred_sq": einsum(rm64, pred64.square().sum(-1), "b q, h q -> h"),
             }
             for k, v in sums.items():
-                acc[k][layer] += v.double().cpu()
-            col_obs = a.sum(2) * km[:, None, :]  # [B, H, k] mass each key receives
+                self.acc[k][layer] += v.cpu()
+            col_obs = col_obs * km[:, None, :]
             col_exp = einsum(rm, pred, "b q, h q k -> b h k") * km[:, None, :]
             o = torch.cat([einsum(col_obs, keycats, "b h k, b k c -> b h c"),
-                           einsum(a, same, "b h q k, b q k -> b h")[..., None],
-                           einsum(a, induct, "b h q k, b q k -> b h")[..., None]], -1)  # [B, H, C]
+                           torch.bmm(rearrange(pat, "b h q k -> b h (q k)"), rel_flat)], -1)  # [B, H, C]
             e = torch.cat([einsum(col_exp, keycats, "b h k, b k c -> b h c"),
-                           einsum(pred, same, "h q k, b q k -> b h")[..., None],
-                           einsum(pred, induct, "h q k, b q k -> b h")[..., None]], -1)
-            obs[layer] += o.sum(0).double().cpu()
-            exp[layer] += e.sum(0).double().cpu()
-            flips[:, layer] += einsum(eps, o - e, "p b, b h c -> p h c").double().cpu()
-            tok_obs[layer].index_add_(1, flat_tok.cpu(), rearrange(col_obs, "b h k -> h (b k)").double().cpu())
-            tok_exp[layer].index_add_(1, flat_tok.cpu(), rearrange(col_exp, "b h k -> h (b k)").double().cpu())
+                           einsum(rearrange(pred, "h q k -> h (q k)"), rel_flat, "h x, b x r -> b h r")], -1)
+            self.obs[layer] += o.sum(0).double().cpu()
+            self.exp[layer] += e.sum(0).double().cpu()
+            self.flips[:, layer] += einsum(eps, o - e, "p b, b h c -> p h c").double().cpu()
+            self.tok_obs[layer].index_add_(1, flat_tok, rearrange(col_obs, "b h k -> h (b k)").double().cpu())
+            self.tok_exp[layer].index_add_(1, flat_tok, rearrange(col_exp, "b h k -> h (b k)").double().cpu())
 
-        _run_patterns(model, tokens, mask, fn)
-        bar.update(int(mask.sum()))
-    bar.close()
-    np_acc = {k: v.numpy() for k, v in acc.items()}
-    return MainStats(len(stories), n_rows, inv_rows, obs=obs.numpy(), exp=exp.numpy(), flips=flips.numpy(),
-                     cat_keys=cat_keys.numpy(), tok_obs=tok_obs.numpy(), tok_exp=tok_exp.numpy(),
-                     tok_count=tok_count.numpy(), **np_acc)
+        def hook(pattern: Tensor, hook) -> None:
+            fn(hook.layer(), pattern.float())
+
+        return [(lambda name: name.endswith("attn.hook_pattern"), hook)]
+
+    def stats(self) -> "MainStats":
+        np_acc = {k: v.numpy() for k, v in self.acc.items()}
+        return MainStats(self.n_stories, self.n_rows, self.inv_rows, obs=self.obs.numpy(), exp=self.exp.numpy(),
+                         flips=self.flips.numpy(), cat_keys=self.cat_keys.numpy(), tok_obs=self.tok_obs.numpy(),
+                         tok_exp=self.tok_exp.numpy(), tok_count=self.tok_count.numpy(), **np_acc)
+
+
+def main_pass(model, corpus, profile: np.ndarray, batch_tokens: int, n_perm: int, near_offsets: int, seed: int,
+              progress: bool, indices: np.ndarray | None = None) -> MainStats:
+    """All per-head sums over the stories of ``corpus`` (or ``indices``); ``profile``: the calibrated offset profile."""
+    from tinyinterp.analysis.stream import run_pass
+
+    mp = MainPass(model, corpus.packed(), profile, n_perm, near_offsets, seed)
+    run_pass(model, corpus, [mp], None if indices is None else [indices], batch_tokens, progress, "heads: scoring")
+    return mp.stats()
 
 
 def detector_scores(model, stories: list[TaggedStory], exclude_bos: bool, exclude_current_token: bool) -> dict[str, np.ndarray]:

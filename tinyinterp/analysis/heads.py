@@ -141,7 +141,9 @@ def _check_corpus(model, corpus: TaggedCorpus) -> tuple[StoryStore, np.ndarray, 
     keep = np.nonzero(full >= 2)[0]
     if not len(keep):
         raise DataError("the corpus is empty: no story has a token after BOS")
-    top = int(store.flat("tokens", keep, n_ctx).max())
+    top = int(store.flat("tokens").max())  # cheap bound first (no copy for a whole store)
+    if top >= d_vocab:  # then exactly, over the tokens the model will see
+        top = int(store.flat("tokens", keep, n_ctx).max())
     if top >= d_vocab:
         raise DataError(f"corpus has token id {top} but the model has d_vocab={d_vocab}; tag it with the model's tokenizer")
     return store, keep, np.minimum(full, n_ctx)

@@ -18,7 +18,9 @@ unit × tag. From the counts:
   optimistic; selectivity therefore also requires an effect size (AUROC threshold).
 * Mean difference and Cohen's d (pooled SD) from the exact moments.
 
-Memory is ``units × tags × n_bins`` counts whatever the corpus size.
+Memory is ``units × tags × n_bins`` counts whatever the corpus size. Binning a value is an
+exact ``searchsorted`` against its unit's edges, done mostly by table lookup (:class:`Binner`,
+a few times faster than ``torch.searchsorted`` on CPU); moments are two matrix products.
 """
 
 from __future__ import annotations
@@ -42,10 +44,81 @@ def quantile_edges(sample: Float[Tensor, "tok unit"], n_bins: int) -> Float[Tens
         raise DataError("fewer than 2 analysable tokens to place bin edges; use more (tagged) stories")
     if n_bins < 2:
         raise ConfigError(f"n_bins={n_bins}: need at least 2 bins")
-    s = sample.float().T.contiguous().sort(1).values  # [unit, tok]
     levels = torch.arange(1, n_bins, dtype=torch.float64) / n_bins
-    idx = (levels * (s.shape[1] - 1)).round().long().to(s.device)
-    return s[:, idx].contiguous()  # [unit, n_bins - 1], non-decreasing per row
+    idx = (levels * (sample.shape[0] - 1)).round().long()
+    if sample.device.type != "cpu":
+        return sample.float().T.contiguous().sort(1).values[:, idx.to(sample.device)].contiguous()
+    out = torch.empty((sample.shape[1], n_bins - 1), dtype=torch.float32)
+    step = max(1, (1 << 21) // max(sample.shape[0], 1))  # units per chunk: small temporary copies
+    for c0 in range(0, sample.shape[1], step):
+        s = sample[:, c0:c0 + step].float().T.contiguous().numpy()  # [unit_chunk, tok]
+        s.sort(axis=1)  # numpy sorts float32 several times faster than torch on CPU
+        out[c0:c0 + step] = torch.from_numpy(s[:, idx.numpy()])
+    return out  # [unit, n_bins - 1], non-decreasing per row
+
+
+class Binner:
+    """Exact ``torch.searchsorted(edges, x, right=True)`` per unit, mostly by table lookup.
+
+    Each unit's range ``[edges[0], edges[-1]]`` is cut into ``cells`` equal cells; the cell of
+    a value is ``floor(x * inv + off)`` (clamped), a monotone function of ``x``, so every edge
+    in a lower cell lies below the value and every edge in a higher cell above it. Two tables
+    per cell give the number of edges in lower cells (plus ``unit * stride``, so the result can
+    index a flat ``[unit, stride]`` histogram directly) and the one edge inside the cell to
+    compare with (+inf: none; NaN: several). Values in cells with several edges finish with a
+    short vectorised binary search among that cell's edges.
+    """
+
+    def __init__(self, edges: Float[Tensor, "unit edge"], cells: int = 4096, stride: int = 0):
+        self.edges = edges.float().contiguous()
+        n_units, n_edges = self.edges.shape
+        lo, hi = self.edges[:, 0], self.edges[:, -1]
+        span = hi - lo
+        ok = torch.isfinite(span) & (span > 0)
+        self.cells, self.stride = cells, stride
+        self.inv = torch.where(ok, cells / torch.where(ok, span, torch.ones_like(span)), torch.zeros_like(span))[:, None]
+        self.off = torch.where(ok, -(lo * self.inv[:, 0]), torch.zeros_like(lo))[:, None]
+        c_e = self.cell(self.edges)  # [unit, edge]
+        cnt = torch.zeros((n_units, cells + 1), dtype=torch.long, device=edges.device)
+        cnt.scatter_add_(1, c_e, torch.ones_like(c_e))
+        base = torch.cumsum(cnt, 1) - cnt  # [unit, cell + 1]: edges in lower cells
+        self.base = base.to(torch.int32).contiguous()
+        first = self.edges.gather(1, base[:, :cells].clamp(max=n_edges - 1))
+        cnt = cnt[:, :cells]
+        self.thr = torch.where(cnt >= 2, torch.nan, torch.where(cnt >= 1, first, torch.inf)).contiguous()  # [unit, cell]
+        unit = torch.arange(n_units, device=edges.device)[:, None] * stride
+        self.base_off = (base[:, :cells] + unit).to(torch.int32).contiguous()  # [unit, cell]
+        self.steps = int(cnt.max()).bit_length()  # binary-search steps for the fullest cell
+
+    def cell(self, x: Float[Tensor, "unit tok"], rows: slice = slice(None)) -> Int[Tensor, "unit tok"]:
+        t = x * self.inv[rows]  # two separately rounded ops (no fused multiply-add): identical wherever run
+        t += self.off[rows]
+        return t.floor_().clamp_(0, self.cells - 1).long()
+
+    def __call__(self, x: Float[Tensor, "unit tok"], rows: slice = slice(None)) -> Int[Tensor, "unit tok"]:
+        """int32 ``bin + unit * stride`` (bin in ``0 … n_edges``) for each value of ``x`` (units ``rows``)."""
+        c = self.cell(x, rows)
+        thr = self.thr[rows].gather(1, c)
+        out = self.base_off[rows].gather(1, c)
+        out.add_(x >= thr)
+        lin = torch.isnan(thr).view(-1).nonzero()[:, 0]
+        if len(lin):  # cells with several edges: binary search between the cell's first and last edge
+            n_tok, n_edges = x.shape[1], self.edges.shape[1]
+            u = lin // n_tok
+            cu = c.view(-1)[lin]
+            base = self.base[rows]
+            lo, hi = base[u, cu].long(), base[u, cu + 1].long()
+            v = x.reshape(-1)[lin]
+            flat = self.edges[rows].reshape(-1)
+            row0 = u * n_edges
+            for _ in range(self.steps):
+                mid = (lo + hi) // 2
+                go = (lo < hi) & (flat[row0 + mid.clamp(max=n_edges - 1)] <= v)
+                hi = torch.where((lo < hi) & ~go, mid, hi)
+                lo = torch.where(go, mid + 1, lo)
+            first_unit = rows.start or 0
+            out.view(-1)[lin] = (lo + (u + first_unit) * self.stride).to(out.dtype)
+        return out
 
 
 class TagStats:
@@ -57,10 +130,15 @@ class TagStats:
     """
 
     def __init__(self, edges: Float[Tensor, "unit edge"], shift: Float[Tensor, " unit"], n_tags: int,
-                 ambiguous: np.ndarray | None = None):
+                 ambiguous: np.ndarray | None = None, binner: Binner | None = None):
         self.edges = edges.float().contiguous()
         self.shift = shift.double().to(edges.device)  # subtracted before summing (numerical stability)
+        self.shift32 = self.shift.float()
         self.n_units, self.n_bins, self.n_tags = edges.shape[0], edges.shape[1] + 1, n_tags
+        stride = n_tags * self.n_bins
+        if binner is not None and binner.stride != stride:
+            raise ConfigError(f"TagStats: the shared Binner has stride {binner.stride}, need n_tags * n_bins = {stride}")
+        self.binner = binner if binner is not None else Binner(self.edges, stride=stride)  # shareable over the same edges
         dev = edges.device
         self.hist = torch.zeros((self.n_units, n_tags, self.n_bins), dtype=torch.long, device=dev)
         self.sum = torch.zeros((self.n_units, n_tags), dtype=torch.float64, device=dev)
@@ -74,29 +152,44 @@ class TagStats:
         n_tok = acts.shape[0]
         if n_tok == 0:
             return
-        tags = tags.to(acts.device)
-        pair_tok = pair_tag = pair_lab = None
-        if self.amb_hist is not None:
-            if words is None:
-                raise ConfigError("TagStats with ambiguous words needs word ids in update()")
-            pair_tok, pair_tag = self.ambiguous[words.to(acts.device)].nonzero(as_tuple=True)  # (token, tag) pairs
-            pair_lab = (tags[pair_tok] == pair_tag).long()
         step = max(1, _CHUNK_ELEMS // n_tok)
-        nt, nb = self.n_tags, self.n_bins
         for c0 in range(0, self.n_units, step):
             c1 = min(c0 + step, self.n_units)
-            x = acts[:, c0:c1].T.float().contiguous()  # [unit_chunk, tok]
-            b = torch.searchsorted(self.edges[c0:c1], x, right=True)  # [unit_chunk, tok], in 0…nb-1
-            unit = torch.arange(c1 - c0, device=x.device)[:, None]
-            idx = (unit * nt + tags[None, :]) * nb + b
-            self.hist[c0:c1] += torch.bincount(idx.flatten(), minlength=(c1 - c0) * nt * nb).view(c1 - c0, nt, nb)
-            d = x.double() - self.shift[c0:c1, None]  # [unit_chunk, tok]
-            self.sum[c0:c1].index_add_(1, tags, d)
-            self.sumsq[c0:c1].index_add_(1, tags, d * d)
-            if pair_tok is not None and len(pair_tok):
-                idx = ((unit * nt + pair_tag[None, :]) * 2 + pair_lab[None, :]) * nb + b[:, pair_tok]
-                self.amb_hist[c0:c1] += torch.bincount(
-                    idx.flatten(), minlength=(c1 - c0) * nt * 2 * nb).view(c1 - c0, nt, 2, nb)
+            self.update_units(acts[:, c0:c1].T.float().contiguous(), tags, words, c0)
+
+    def update_units(self, x: Float[Tensor, "unit tok"], tags: Int[Tensor, " tok"], words: Int[Tensor, " tok"] | None = None,
+                     first_unit: int = 0) -> None:
+        """:meth:`update` with activations already as ``[unit, tok]`` (contiguous float32) for units
+        ``first_unit …`` (all units when ``first_unit`` is 0 and ``x`` has every row)."""
+        n_tok = x.shape[1]
+        if n_tok == 0:
+            return
+        c0, c1 = first_unit, first_unit + x.shape[0]
+        tags = tags.to(x.device)
+        nt, nb = self.n_tags, self.n_bins
+        idx = self.binner(x, slice(c0, c1))  # bin + unit * nt * nb, unit counted from 0
+        if c0:
+            idx -= c0 * nt * nb
+        idx += (tags * nb).to(torch.int32)[None, :]
+        self.hist[c0:c1] += torch.bincount(idx.view(-1), minlength=(c1 - c0) * nt * nb).view(c1 - c0, nt, nb)
+        # moments: float32 sums over one batch, accumulated across batches in float64
+        onehot = torch.nn.functional.one_hot(tags, nt).float()  # [tok, tag]
+        d = x - self.shift32[c0:c1, None]  # [unit_chunk, tok]
+        self.sum[c0:c1] += (d @ onehot).double()
+        self.sumsq[c0:c1] += (d.square_() @ onehot).double()
+        if self.amb_hist is None:
+            return
+        if words is None:
+            raise ConfigError("TagStats with ambiguous words needs word ids in update()")
+        pair_tok, pair_tag = self.ambiguous[words.to(x.device)].nonzero(as_tuple=True)  # (token, tag) pairs
+        if not len(pair_tok):
+            return
+        pair_lab = (tags[pair_tok] == pair_tag).long()
+        # from a token's main-histogram index to its (pair tag, label) index: (unit * nt + tag') * 2 * nb + label * nb + bin
+        delta = ((pair_tag * 2 + pair_lab) * nb - tags[pair_tok] * nb).to(torch.int32)[None, :]
+        unit = torch.arange(c1 - c0, device=x.device, dtype=torch.int32)[:, None] * (nt * nb)
+        amb = idx[:, pair_tok] + unit + delta
+        self.amb_hist[c0:c1] += torch.bincount(amb.view(-1), minlength=(c1 - c0) * nt * 2 * nb).view(c1 - c0, nt, 2, nb)
 
     @property
     def support(self) -> np.ndarray:

@@ -31,7 +31,6 @@ at its first token (``include_continuations=True`` keeps them, with their word's
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -42,12 +41,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from tinyinterp.analysis.activations import (CorpusLabels, TopKBuffer, label_corpus, mlp_hook, story_lengths,
-                                             stream_activations)
 from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, TaggedCorpus
-from tinyinterp.analysis.neuron_stats import TagStats, bh_qvalues, quantile_edges, run_tests
 from tinyinterp.atomic import write_json, write_text
 from tinyinterp.errors import ConfigError, DataError
 
@@ -83,8 +78,9 @@ class NeuronConfig:
     """Ambiguous-word AUROC needs this many ambiguous tokens with and without the tag (else NaN)."""
     split_seed: int = 0
     """Seed of ``TaggedCorpus.split`` (which stories select, which report)."""
-    batch_tokens: int = 8192
-    """Padded tokens per forward batch."""
+    batch_tokens: int = 4096
+    """Padded tokens per forward batch (4096: on CPU, TransformerLens runs faster than at 8192, and the
+    attention tensors of a batch stay ~4× smaller)."""
     untrained_control: bool = True
     """Also analyse an untrained model of the same architecture."""
     control_seed: int = 1234
@@ -224,171 +220,22 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _gather(batch, labels: CorpusLabels, hooks: list[str]):
-    """Flatten a batch to its analysed tokens: acts [tok, unit], tags, words, story, pos."""
-    n_pos = batch.mask.shape[1]
-    tags, words = labels.padded(batch.stories, n_pos)  # [batch, pos]
-    keep = (tags >= 0) & batch.mask.cpu()
-    b, p = keep.nonzero(as_tuple=True)
-    dev = batch.acts[hooks[0]].device
-    acts = torch.cat([batch.acts[h][b.to(dev), p.to(dev)] for h in hooks], dim=1)  # [tok, layer*d_mlp]
-    story = torch.as_tensor(batch.stories)[b]
-    return acts, tags[b, p].to(dev), words[b, p].to(dev), story, p
-
-
-def _split_indices(corpus: TaggedCorpus, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Story indices of ``corpus.split(seed)``'s two halves (selection, held-out)."""
-    where = {id(s): i for i, s in enumerate(corpus.stories)}
-    a, b = corpus.split(seed)
-    return (np.array([where[id(s)] for s in a.stories], dtype=np.int64),
-            np.array([where[id(s)] for s in b.stories], dtype=np.int64))
-
-
-def _calibrate(model, corpus, labels, indices, hooks, cfg: NeuronConfig) -> torch.Tensor:
-    """Activations of up to ``calib_tokens`` analysed tokens from random stories of ``indices``."""
-    order = np.random.default_rng(cfg.split_seed + 1).permutation(indices)
-    counts = np.array([(labels.tag_ids[i] >= 0).sum() for i in order])
-    take = order[: int(np.searchsorted(np.cumsum(counts), cfg.calib_tokens)) + 1]
-    parts = [_gather(bt, labels, hooks)[0] for bt in stream_activations(
-        model, corpus, hooks, cfg.batch_tokens, indices=take, desc="calibrate")]
-    return torch.cat(parts)[: cfg.calib_tokens]
-
-
-def _layers(model, cfg: NeuronConfig) -> list[int]:
-    layers = list(range(model.cfg.n_layers)) if cfg.layers is None else cfg.layers
-    bad = [x for x in layers if not 0 <= x < model.cfg.n_layers]
-    if bad:
-        raise ConfigError(f"NeuronConfig.layers: {bad} out of range for a {model.cfg.n_layers}-layer model")
-    if model.cfg.d_mlp is None or model.cfg.attn_only:
-        raise ConfigError("model has no MLP layers; neuron analysis needs d_mlp")
-    return layers
-
-
 def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = None, *,
                      label: str = "neurons") -> NeuronResults:
     """Find MLP neurons selective for a part of speech; see the module docstring for the method.
 
     ``label`` prefixes the progress bars (the untrained control runs as "untrained control").
+    The corpus is streamed once (selection half, then held-out half) after a calibration pass
+    on up to ``calib_tokens`` selection-half tokens; see :class:`~tinyinterp.analysis.neuron_pass.NeuronJob`.
 
     >>> res = find_pos_neurons(model, corpus)            # doctest: +SKIP
     >>> res.selective("NOUN").head()                     # doctest: +SKIP
     """
-    from tinyinterp.analysis.neuron_controls import examples_for, logit_effects, untrained_copy
+    from tinyinterp.analysis.neuron_pass import NeuronJob
+    from tinyinterp.analysis.stream import eval_mode, run_pass
 
     cfg = config or NeuronConfig()
-    if len(corpus) < 4:
-        raise DataError(f"corpus has {len(corpus)} stories; neuron analysis needs at least 4 (two halves)")
-    layers = _layers(model, cfg)
-    hooks = [mlp_hook(x) for x in layers]
-    d_mlp = model.cfg.d_mlp
-    labels = label_corpus(corpus, cfg.include_continuations, cfg.exclude_tags)
-    n_tags = len(labels.tags)
-    if n_tags < 2:
-        raise DataError(f"corpus has {n_tags} analysable tag(s) ({labels.tags}); need at least 2")
-    sel_idx, out_idx = _split_indices(corpus, cfg.split_seed)
-
-    sample = _calibrate(model, corpus, labels, sel_idx, hooks, cfg)  # [tok, unit]
-    edges = quantile_edges(sample, cfg.n_bins)
-    shift = edges[:, edges.shape[1] // 2]  # ≈ median: centres the moment sums
-    del sample
-
-    def pass_over(indices: np.ndarray, held_out: bool, desc: str) -> tuple[TagStats, TopKBuffer | None]:
-        amb = labels.ambiguous(cfg.ambiguous_min_count) if held_out else None
-        ts = TagStats(edges, shift, n_tags, amb)
-        top = TopKBuffer(edges.shape[0], cfg.top_k, edges.device) if held_out else None
-        for bt in stream_activations(model, corpus, hooks, cfg.batch_tokens, indices, cfg.progress, desc):
-            acts, tags, words, story, pos = _gather(bt, labels, hooks)
-            ts.update(acts, tags, words)
-            if top is not None:
-                top.update(acts, story, pos)
-        return ts, top
-
-    sel_stats, _ = pass_over(sel_idx, False, f"{label}: selection half")
-    out_stats, top = pass_over(out_idx, True, f"{label}: held-out half")
-    sel = run_tests(sel_stats, cfg.min_support)
-    rep = run_tests(out_stats, cfg.min_support, cfg.ambiguous_min_support)
-    q = bh_qvalues(rep.p_value)  # over every held-out neuron × tag test with support
-
-    thr = cfg.auroc_threshold
-    selected = sel.valid & (np.nan_to_num(sel.auroc, nan=0.0) >= thr)
-    selective = selected & (np.nan_to_num(rep.auroc, nan=0.0) >= thr) & (np.nan_to_num(q, nan=1.0) < cfg.fdr)
-    discovered = (np.nan_to_num(rep.auroc, nan=0.0) >= thr) & (np.nan_to_num(q, nan=1.0) < cfg.fdr)
-    best = np.where(sel.valid.any(1), np.nanargmax(np.where(sel.valid, sel.auroc, -1.0), 1), -1)  # [unit]
-    keep = np.zeros_like(selected)
-    if cfg.rows == "all":
-        keep[:] = True
-    else:
-        has = best >= 0
-        keep[np.arange(len(best))[has], best[has]] = True
-        keep |= selected
-    units, tag_ids = keep.nonzero()
-
-    # top-k controls on the held-out half (exact values from the buffer)
-    top_story, top_pos = top.story.cpu().numpy(), top.pos.cpu().numpy()  # [unit, k]
-    top_tag = np.full(top_story.shape, -1)
-    top_word = np.full(top_story.shape, -1)
-    filled = top_story >= 0
-    for u, j in zip(*filled.nonzero()):  # units × k lookups, independent of corpus size
-        top_tag[u, j] = labels.tag_ids[top_story[u, j]][top_pos[u, j]]
-        top_word[u, j] = labels.word_ids[top_story[u, j]][top_pos[u, j]]
-    n_types = np.array([len(set(w[w >= 0].tolist())) for w in top_word])
-    top_share = np.array([np.bincount(w[w >= 0]).max() / (w >= 0).sum() if (w >= 0).any() else math.nan
-                          for w in top_word])  # share of the top-k held by its most frequent word type
-
-    logits = logit_effects(model, [(layers[u // d_mlp], u % d_mlp) for u in sorted(set(units.tolist()))],
-                           cfg.n_logit_tokens)
-    rows = []
-    for u, t in zip(units.tolist(), tag_ids.tolist()):
-        layer, neuron = layers[u // d_mlp], u % d_mlp
-        n_top = int(filled[u].sum())
-        rows.append({
-            "layer": layer, "neuron": neuron, "pos": labels.tags[t], "held_out": True,
-            "auroc": float(rep.auroc[u, t]), "ap": float(rep.ap[u, t]), "cohens_d": float(rep.cohens_d[u, t]),
-            "mean_diff": float(rep.mean_diff[u, t]), "mean_pos": float(rep.mean_pos[u, t]),
-            "mean_neg": float(rep.mean_neg[u, t]), "p_value": float(rep.p_value[u, t]), "q_value": float(q[u, t]),
-            "n_pos": int(rep.n_pos[u, t]), "n_neg": int(rep.n_neg[u, t]), "auroc_err": float(rep.auroc_err[u, t]),
-            "auroc_select": float(sel.auroc[u, t]), "best_tag": bool(best[u] == t), "selected": bool(selected[u, t]),
-            "selective": bool(selective[u, t]),
-            "top_k_precision": float((top_tag[u] == t).sum() / n_top) if n_top else math.nan,
-            "n_word_types_top_k": int(n_types[u]), "top_k_word_share": float(top_share[u]),
-            "ambiguous_auroc": float(rep.ambiguous_auroc[u, t]),
-            "n_ambiguous_pos": int(rep.ambiguous_n_pos[u, t]), "n_ambiguous_neg": int(rep.ambiguous_n_neg[u, t]),
-            **logits.get((layer, neuron), {}),
-        })
-    rows.sort(key=lambda r: (not r["selective"], -np.nan_to_num(r["auroc"], nan=-1.0), r["layer"], r["neuron"]))
-
-    n_valid = int(rep.valid.sum())
-    per_tag = {tag: int(selective[:, i].sum()) for i, tag in enumerate(labels.tags)}
-    summary = {
-        "n_stories": len(corpus), "n_stories_select": len(sel_idx), "n_stories_held_out": len(out_idx),
-        "n_tokens_select": sel_stats.n_tokens, "n_tokens_held_out": out_stats.n_tokens,
-        "truncated_stories": int((story_lengths(corpus, model.cfg.n_ctx) < [len(s) for s in corpus.stories]).sum()),
-        "layers": layers, "d_mlp": d_mlp, "n_neurons": len(layers) * d_mlp, "tags": labels.tags,
-        "tag_support_held_out": dict(zip(labels.tags, out_stats.support.tolist())),
-        "tag_word_types": dict(zip(labels.tags, (labels.tag_counts > 0).sum(0).tolist())),  # whole corpus
-        "n_tests": n_valid, "auroc_threshold": thr, "fdr": cfg.fdr,
-        "n_significant": int((np.nan_to_num(q, nan=1.0) < cfg.fdr).sum()),
-        "n_discoveries": int(discovered.sum()), "discovery_rate": float(discovered.sum() / max(n_valid, 1)),
-        "n_selected": int(selected.sum()), "selective_per_tag": per_tag,
-        "n_selective": int(selective.sum()), "n_selective_neurons": int(selective.any(1).sum()),
-        "max_auroc_err": float(np.nanmax(rep.auroc_err)) if n_valid else math.nan,
-        "method": (f"AUROC/AP from {cfg.n_bins} per-neuron quantile bins (edges from {cfg.calib_tokens} selection-half "
-                   "tokens); one-sided Mann-Whitney (normal approx., tie+continuity corrected); BH over all held-out tests"),
-        "config": dataclasses.asdict(cfg),
-    }
-    res = NeuronResults(rows=rows, summary=summary)
-    if cfg.n_examples:
-        res.examples = examples_for(model, corpus, res, top, layers, cfg)
-    if cfg.untrained_control:
-        ctrl_cfg = dataclasses.replace(cfg, untrained_control=False, n_examples=0)
-        n_ctrl = len(corpus) if cfg.control_max_stories is None else min(len(corpus), cfg.control_max_stories)
-        ctrl_corpus = corpus if n_ctrl == len(corpus) else TaggedCorpus(
-            corpus.stories[:n_ctrl], corpus.spacy_model, corpus.coverage, dict(corpus.meta))
-        res.control = find_pos_neurons(untrained_copy(model, cfg.control_seed), ctrl_corpus, ctrl_cfg,
-                                       label="untrained control")
-        summary["untrained_control"] = {k: res.control.summary[k] for k in (
-            "n_selective", "n_selective_neurons", "selective_per_tag", "n_discoveries", "discovery_rate", "n_tests",
-            "n_stories")}
-        log.info("untrained control: %d selective neuron(s)", res.control.summary["n_selective_neurons"])
-    log.info("neurons: %d selective neuron x tag pair(s) of %d tests", summary["n_selective"], n_valid)
-    return res
+    with eval_mode(model):
+        job = NeuronJob(model, corpus, cfg, label)
+        run_pass(model, corpus, [job], job.groups, cfg.batch_tokens, cfg.progress, f"{label}: selection + held-out")
+        return job.finish()

@@ -1,8 +1,9 @@
 """``analyze()``: the whole analysis of one model on one corpus, written to a folder.
 
-Stages (each with a progress bar): tag the corpus with spaCy → classify heads → find
-POS-selective neurons (held-out, FDR, untrained control) → causal ablation check for the
-top neurons of NOUN/VERB/ADJ → layer-wise probes → ``report.html``. Output folder::
+Stages (each with a progress bar): tag the corpus with spaCy → classify heads and find
+POS-selective neurons (held-out, FDR, untrained control), sharing one forward pass
+(:func:`heads_and_neurons`) → causal ablation check for the top neurons of NOUN/VERB/ADJ →
+layer-wise probes → ``report.html``. Output folder::
 
     heads.json  heads.csv  heads_meta.json
     neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json
@@ -24,9 +25,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from tinyinterp.analysis.corpus import TaggedCorpus
-from tinyinterp.analysis.heads import HeadConfig, classify_heads
+from tinyinterp.analysis.heads import HeadConfig, HeadResults, classify_heads
 from tinyinterp.analysis.neuron_controls import ablation_effect
-from tinyinterp.analysis.neurons import NeuronConfig, find_pos_neurons
+from tinyinterp.analysis.neurons import NeuronConfig, NeuronResults, find_pos_neurons
 from tinyinterp.analysis.pos import load_corpus
 from tinyinterp.analysis.probes import ProbeConfig, probe_layers
 from tinyinterp.atomic import write_json
@@ -58,6 +59,29 @@ class AnalysisConfig:
     def __post_init__(self):
         if self.max_stories is not None and self.max_stories <= 0:
             raise TinyInterpError(f"max_stories={self.max_stories}: must be a positive integer")
+
+
+def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = None, neurons: NeuronConfig | None = None,
+                      progress: bool = False) -> tuple[HeadResults, NeuronResults]:
+    """:func:`classify_heads` and :func:`find_pos_neurons` with one shared streaming pass.
+
+    Both analyses calibrate first (their own small passes), then a single forward pass over
+    the corpus (selection half, then held-out half; ``min`` of the two ``batch_tokens``) feeds
+    the head statistics and the neuron statistics together, so the model's forward runs once
+    instead of twice. Results match the separate calls (up to float summation order). The
+    untrained control, when configured, is a second model and runs its own pass.
+    """
+    from tinyinterp.analysis.heads import HeadJob
+    from tinyinterp.analysis.neuron_pass import NeuronJob
+    from tinyinterp.analysis.stream import eval_mode, run_pass
+
+    hcfg, ncfg = heads or HeadConfig(), neurons or NeuronConfig()
+    with eval_mode(model):
+        hjob = HeadJob(model, corpus, hcfg)
+        njob = NeuronJob(model, corpus, ncfg)
+        run_pass(model, corpus, [hjob.main, njob], njob.groups, min(hcfg.batch_tokens, ncfg.batch_tokens),
+                 progress, "heads + neurons")
+        return hjob.finish(), njob.finish()
 
 
 @contextmanager
@@ -94,18 +118,21 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
                        "alignment_coverage": corpus.coverage},
         }
         heads = neurons = probes = None
+        cfg.heads.progress = cfg.neurons.progress = progress
+        if cfg.run_heads and cfg.run_neurons:  # one shared forward pass for both
+            t = time.perf_counter()
+            heads, neurons = heads_and_neurons(model, corpus, cfg.heads, cfg.neurons, progress)
+            timings["heads_and_neurons_s"] = time.perf_counter() - t
         if cfg.run_heads:
             t = time.perf_counter()
-            cfg.heads.progress = progress
-            heads = classify_heads(model, corpus, cfg.heads)
+            heads = heads if heads is not None else classify_heads(model, corpus, cfg.heads)
             heads.save(out)
             timings["heads_s"] = time.perf_counter() - t
             labels = [r.label for r in heads.records]
             summary["heads"] = {lab: labels.count(lab) for lab in ("local", "semantic", "sink", "mixed")}
         if cfg.run_neurons:
             t = time.perf_counter()
-            cfg.neurons.progress = progress
-            neurons = find_pos_neurons(model, corpus, cfg.neurons)
+            neurons = neurons if neurons is not None else find_pos_neurons(model, corpus, cfg.neurons)
             neurons.save(out)
             timings["neurons_s"] = time.perf_counter() - t
             summary["neurons"] = _neuron_summary(neurons)

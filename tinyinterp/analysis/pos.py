@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, TaggedCorpus, TaggedStory
+from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, StoreBuilder, TaggedCorpus, TaggedStory
 from tinyinterp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -134,44 +134,36 @@ def align_story(text: str, doc, input_ids: Sequence[int], offsets: Sequence[Sequ
     }
 
 
+def _pack_record(builder: StoreBuilder, text: str, rec: dict[str, Any], max_tokens: int | None) -> tuple[int, int, int, bool]:
+    """Add one (possibly truncated) story to ``builder``; returns covered/total word chars, unaligned count, truncated."""
+    n_all = len(rec["tokens"])
+    n = n_all if max_tokens is None else min(n_all, max_tokens)
+    offsets = np.asarray(rec["offsets"][:n], dtype=np.int64).reshape(n, 2)
+    widx = np.asarray(rec["widx"][:n], dtype=np.int64)
+    words = rec["words"]
+    truncated = n < n_all
+    end_char = int(offsets[-1, 1]) if truncated else len(text)
+    # one row per spaCy word, then the rows that widx -3 (unaligned), -2 (space) and -1 (BOS) address
+    specials = {"upos": [UNALIGNED_UPOS, SPACE_TAG, BOS_TAG], "tag": ["", SPACE_TAG, BOS_TAG], "ent": ["", "", ""],
+                "word": ["", "", ""]}
+    cols = {"upos": [w[2] for w in words], "tag": [w[3] for w in words], "ent": [w[4] for w in words],
+            "word": [text[w[0]:w[1]] for w in words]}
+    codes = {f: builder.encode(f, cols[f] + specials[f])[widx] for f in cols}
+    builder.add(text[:end_char] if truncated else text, np.asarray(rec["tokens"][:n]), offsets,
+                np.asarray(rec["cont"][:n], dtype=bool), **codes)
+    span = np.asarray([w[:2] for w in words], dtype=np.int64).reshape(len(words), 2)
+    size = span[:, 1] - span[:, 0]
+    aligned = np.zeros(len(words), dtype=bool)
+    aligned[widx[widx >= 0]] = True
+    inside = span[:, 0] < end_char  # words that begin inside the kept tokens' span
+    return int(size[inside & aligned].sum()), int(size[inside].sum()), int((widx == _W_NONE).sum()), truncated
+
+
 def _story_from_record(text: str, rec: dict[str, Any], max_tokens: int | None) -> tuple[TaggedStory, int, int, int]:
     """Build a (possibly truncated) :class:`TaggedStory`; also covered/total word chars and unaligned count."""
-    n = len(rec["tokens"]) if max_tokens is None else min(len(rec["tokens"]), max_tokens)
-    tokens = np.asarray(rec["tokens"][:n], dtype=np.int64)
-    offsets = np.asarray(rec["offsets"][:n], dtype=np.int64).reshape(n, 2)
-    widx = rec["widx"][:n]
-    words = rec["words"]
-    truncated = n < len(rec["tokens"])
-    end_char = int(offsets[-1, 1]) if truncated else len(text)
-    upos, tag, ent, word = [], [], [], []
-    for w in widx:
-        if w >= 0:
-            s, e, u, t, en = words[w]
-            upos.append(u), tag.append(t), ent.append(en), word.append(text[s:e])
-        elif w == _W_BOS:
-            upos.append(BOS_TAG), tag.append(BOS_TAG), ent.append(""), word.append("")
-        elif w == _W_SPACE:
-            upos.append(SPACE_TAG), tag.append(SPACE_TAG), ent.append(""), word.append("")
-        else:
-            upos.append(UNALIGNED_UPOS), tag.append(""), ent.append(""), word.append("")
-    aligned = {w for w in widx if w >= 0}
-    total = covered = 0
-    for i, (s, e, *_rest) in enumerate(words):
-        if s >= end_char:
-            break
-        total += e - s
-        covered += (e - s) if i in aligned else 0
-    story = TaggedStory(
-        text=text[:end_char] if truncated else text,
-        tokens=tokens,
-        offsets=offsets,
-        upos=upos,
-        tag=tag,
-        ent=ent,
-        word=word,
-        continuation=np.asarray(rec["cont"][:n], dtype=bool),
-    )
-    return story, covered, total, sum(1 for w in widx if w == _W_NONE)
+    builder = StoreBuilder()
+    covered, total, unaligned, _ = _pack_record(builder, text, rec, max_tokens)
+    return builder.build()[0], covered, total, unaligned
 
 
 def _cache_path(root: Path, key: str) -> Path:
@@ -195,11 +187,14 @@ def tag_corpus(
     use_cache: bool = True,
     batch_size: int = 64,
     progress: bool = True,
+    chunk_stories: int = 128,
 ) -> TaggedCorpus:
     """Tokenise, POS-tag and align ``stories`` (a list of texts); see the module docstring.
 
     ``max_tokens`` caps each story's length including BOS (pass the model's ``n_ctx``;
-    ``None`` keeps whole stories). Empty or whitespace-only stories are skipped.
+    ``None`` keeps whole stories). Empty or whitespace-only stories are skipped. Stories are
+    read from the cache (or tagged) ``chunk_stories`` at a time and packed into a
+    :class:`~tinyinterp.analysis.corpus.StoryStore`, so memory holds the packed corpus only.
     """
     from tinyinterp.atomic import write_text
     from tinyinterp.cache import cache_dir
@@ -220,34 +215,36 @@ def tag_corpus(
     tok_fp = tokenizer_fingerprint(tokenizer)
     bos_id = _bos_id(tokenizer)
     root = cache_dir("pos")
-    keys = [hashlib.sha256(f"{CACHE_FORMAT}\0{model_id}\0{tok_fp}\0{t}".encode("utf-8")).hexdigest() for t in kept]
-    records: list[dict[str, Any] | None] = [
-        _read_cached(_cache_path(root, k)) if use_cache else None for k in keys
-    ]
-    todo = [i for i, r in enumerate(records) if r is None]
-    if todo:
-        todo_texts = [kept[i] for i in todo]
-        enc = tokenizer(todo_texts, add_special_tokens=False, return_offsets_mapping=True)
-        docs = nlp.pipe(todo_texts, batch_size=batch_size)
-        bar = tqdm(docs, total=len(todo), desc="spaCy tagging", unit="story", disable=not progress)
-        for j, (i, doc) in enumerate(zip(todo, bar)):
-            rec = align_story(kept[i], doc, enc["input_ids"][j], enc["offset_mapping"][j], bos_id)
-            records[i] = rec
-            if use_cache:
-                write_text(_cache_path(root, keys[i]), json.dumps(rec, separators=(",", ":")))
-    out, covered, total, unaligned, truncated = [], 0, 0, 0, 0
-    for text, rec in zip(kept, records):
-        assert rec is not None
-        story, c, t, u = _story_from_record(text, rec, max_tokens)
-        truncated += len(story) < len(rec["tokens"])
-        out.append(story)
-        covered, total, unaligned = covered + c, total + t, unaligned + u
+    builder = StoreBuilder()
+    covered = total = unaligned = truncated = n_tagged = 0
+    bar = tqdm(total=len(kept), desc="spaCy tagging", unit="story", disable=not progress)
+    for c0 in range(0, len(kept), chunk_stories):  # a chunk's records at a time: memory stays flat
+        chunk = kept[c0:c0 + chunk_stories]
+        keys = [hashlib.sha256(f"{CACHE_FORMAT}\0{model_id}\0{tok_fp}\0{t}".encode("utf-8")).hexdigest() for t in chunk]
+        records: list[dict[str, Any] | None] = [_read_cached(_cache_path(root, k)) if use_cache else None for k in keys]
+        todo = [i for i, r in enumerate(records) if r is None]
+        if todo:
+            todo_texts = [chunk[i] for i in todo]
+            enc = tokenizer(todo_texts, add_special_tokens=False, return_offsets_mapping=True)
+            for j, (i, doc) in enumerate(zip(todo, nlp.pipe(todo_texts, batch_size=batch_size))):
+                rec = align_story(chunk[i], doc, enc["input_ids"][j], enc["offset_mapping"][j], bos_id)
+                records[i] = rec
+                if use_cache:
+                    write_text(_cache_path(root, keys[i]), json.dumps(rec, separators=(",", ":")))
+            n_tagged += len(todo)
+        for text, rec in zip(chunk, records):
+            assert rec is not None
+            c, t, u, cut = _pack_record(builder, text, rec, max_tokens)
+            covered, total, unaligned, truncated = covered + c, total + t, unaligned + u, truncated + cut
+        bar.update(len(chunk))
+    bar.close()
+    out = builder.build()
     coverage = covered / total if total else 1.0
     meta = {
         "tokenizer_sha256": tok_fp,
         "max_tokens": max_tokens,
-        "n_cached": len(kept) - len(todo),
-        "n_tagged": len(todo),
+        "n_cached": len(kept) - n_tagged,
+        "n_tagged": n_tagged,
         "n_truncated": truncated,
         "n_skipped_empty": len(texts) - len(kept),
         "n_unaligned_tokens": unaligned,

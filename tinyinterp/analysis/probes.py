@@ -190,8 +190,7 @@ def probe_layers(model, corpus: TaggedCorpus, config: ProbeConfig | None = None)
         raise DataError(f"corpus has {len(labels.tags)} analysable tag(s) ({labels.tags}); need at least 2")
     sites = _sites(model, cfg)
     hooks = [h for _, _, h in sites]
-    where = {id(s): i for i, s in enumerate(corpus.stories)}
-    halves = [np.array([where[id(s)] for s in half.stories], dtype=np.int64) for half in corpus.split(cfg.split_seed)]
+    halves = corpus.split_indices(cfg.split_seed)
     x_tr, y_tr, w_tr = _collect(model, corpus, labels, halves[0], hooks, cfg, "probes: train half")
     x_te, y_te, w_te = _collect(model, corpus, labels, halves[1], hooks, cfg, "probes: test half")
     if len(y_tr) == 0 or len(y_te) == 0:

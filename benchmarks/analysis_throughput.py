@@ -1,0 +1,299 @@
+"""Analysis throughput and memory: streaming head + neuron analysis vs a bare forward pass.
+
+    python benchmarks/analysis_throughput.py [--sizes 100000 1000000] [--threads 1] [--separate] [--probes]
+
+Model: ``checkpoints/ts-1l`` when it exists, else a random-init model of the same shape
+(preset ``cpu-1l``, vocab 4096) with a byte-level BPE trained on the benchmark stories
+(cached under ``$TINYINTERP_CACHE/bench``). Text: genuine TinyStories read at run time from
+``../shared/data/tinystories/*.txt`` (or ``--data``), else template stories from
+``tests/fixtures/stories.py``. Stories are taken in order until each size (tokens the model
+sees: BOS included, cut at ``n_ctx``) is reached.
+
+Steps. (1) The parent tags the largest corpus with spaCy once (``tagging_s``: cold when the
+tag cache is empty, else a cache read). (2) For each size a fresh child process loads the
+model, reads the tagged corpus back from the cache (``load_tagged_s``), runs the analysis,
+records its peak RSS at the end of the analysis and of the control (``VmHWM``, the
+high-water mark of the child's own address space; not ``ru_maxrss``, which on Linux keeps
+the parent's RSS across fork+exec), then times a bare ``model(tokens)`` forward (logits
+included, ``torch.inference_mode``) over the same stories, padded into the same batches of
+4096 tokens (``--forward-reps`` times, median kept). Separate processes make the peaks
+comparable.
+
+"Analysis" = :func:`classify_heads` + :func:`find_pos_neurons` with their default configs,
+run as :func:`tinyinterp.analysis.pipeline.heads_and_neurons` (what ``tinyinterp analyze``
+runs: the two analyses share one streaming forward pass); ``--separate`` also times the two
+functions called one after the other. The untrained control (a second, random-init model
+analysed over the same corpus; on by default in ``NeuronConfig``) is timed on its own:
+``overhead_vs_forward`` (the target, ≤ 2) excludes it, ``overhead_vs_forward_with_control``
+includes it. Probes (``--probes``) read a capped number of tokens and are reported apart.
+The top-level figures are those of the largest size. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinystories"
+CHECKPOINT = REPO / "checkpoints" / "ts-1l"
+VOCAB = 4096
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (MiB): VmHWM of the current address space.
+
+    Not ``ru_maxrss``: on Linux it survives fork+exec, so a child would report at least the
+    parent's RSS at the moment it was started.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB; macOS: bytes (rough)
+
+
+def story_source(data: str) -> tuple[str, list[str]]:
+    files = sorted(glob.glob(os.path.join(data, "*.txt")))
+    return ("tinystories", files) if files else ("templates", [])
+
+
+def read_stories(files: list[str], n: int | None) -> list[str]:
+    """The first ``n`` stories of ``files`` (or ``n`` template stories when there are no files)."""
+    if files:
+        from tinyinterp.data.readers import load_stories
+
+        return load_stories(files, max_stories=n)
+    sys.path.insert(0, str(REPO))
+    from tests.fixtures.stories import make_stories
+
+    return make_stories(n or 20_000)
+
+
+def get_model(files: list[str]):
+    """(model, description): the bundled checkpoint, or a random-init cpu-1l model with a cached BPE."""
+    import torch
+
+    if CHECKPOINT.is_dir():
+        import tinyinterp
+
+        return tinyinterp.load_model(CHECKPOINT), "checkpoints/ts-1l"
+    from transformer_lens import HookedTransformer
+
+    from tinyinterp.cache import cache_dir
+    from tinyinterp.checkpoint import hooked_config
+    from tinyinterp.data.tokenizer import load_tokenizer, train_bpe
+    from tinyinterp.models import preset_config
+
+    key = hashlib.sha256(json.dumps([[Path(f).name, os.path.getsize(f)] for f in files] + [VOCAB]).encode()).hexdigest()
+    tok_dir = cache_dir("bench") / f"bpe-{key[:16]}"
+    if not (tok_dir / "tokenizer.json").exists():
+        train_bpe(read_stories(files, 6000), tok_dir, vocab_size=VOCAB)
+    torch.manual_seed(0)
+    cfg = preset_config("cpu-1l", VOCAB)
+    model = HookedTransformer(hooked_config(cfg), tokenizer=load_tokenizer(tok_dir), move_to_device=False)
+    return model.eval(), "random-init cpu-1l + BPE trained on the benchmark stories"
+
+
+def plan(files: list[str], model, sizes: list[int]) -> dict[int, dict[str, int]]:
+    """Stories needed to reach each size (tokens the model sees: BOS + text, cut at n_ctx)."""
+    n_ctx, want = model.cfg.n_ctx, sorted(sizes)
+    texts = read_stories(files, None) if files else read_stories([], max(sizes) // 40)
+    out: dict[int, dict[str, int]] = {}
+    total, i, chunk = 0, 0, 512
+    while len(out) < len(want) and i < len(texts):
+        ids = model.tokenizer(texts[i:i + chunk], add_special_tokens=False)["input_ids"]
+        for x in ids:
+            total += min(len(x) + 1, n_ctx)
+            i += 1
+            for s in want:
+                if s not in out and total >= s:
+                    out[s] = {"stories": i, "tokens": total}
+    missing = [s for s in want if s not in out]
+    if missing:
+        raise SystemExit(f"not enough text for {missing} tokens (have {total}); pass --data with more stories")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- child
+
+
+def child(args: argparse.Namespace) -> dict:
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from tinyinterp.analysis.activations import plan_batches
+    from tinyinterp.analysis.heads import HeadConfig, classify_heads
+    from tinyinterp.analysis.neuron_controls import untrained_copy
+    from tinyinterp.analysis.neurons import NeuronConfig, find_pos_neurons
+    from tinyinterp.analysis.pipeline import heads_and_neurons
+    from tinyinterp.analysis.pos import load_corpus
+
+    _, files = story_source(args.data)
+    model, _ = get_model(files)
+    rss = {"after_model": peak_rss_mb()}
+    texts = read_stories(files, args.n_stories)
+    t = time.perf_counter()
+    corpus = load_corpus(texts, model, progress=False)
+    load_s = time.perf_counter() - t
+    del texts
+    rss["after_load"] = peak_rss_mb()
+    out: dict = {"stories": len(corpus), "tokens": int(corpus.n_tokens), "load_tagged_s": load_s,
+                 "n_cached": corpus.meta.get("n_cached")}
+    hcfg = HeadConfig(progress=False)
+    ncfg = NeuronConfig(untrained_control=False)
+
+    t, c = time.perf_counter(), time.process_time()
+    heads, neurons = heads_and_neurons(model, corpus, hcfg, ncfg)
+    out["analysis_s"], out["analysis_cpu_s"] = time.perf_counter() - t, time.process_time() - c
+    rss["after_analysis"] = peak_rss_mb()
+    out["heads_labels"] = heads.meta["labels"]
+    out["selective_neurons"] = neurons.summary["n_selective_neurons"]
+    del heads, neurons
+    if args.control:
+        t = time.perf_counter()
+        twin = untrained_copy(model, ncfg.control_seed)
+        ctrl = find_pos_neurons(twin, corpus, dataclasses.replace(ncfg, n_examples=0), label="untrained control")
+        out["control_s"] = time.perf_counter() - t
+        out["control_selective_neurons"] = ctrl.summary["n_selective_neurons"]
+        del twin, ctrl
+        rss["after_control"] = peak_rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
+    if args.separate:  # the same two analyses as separate calls (two forward passes over the corpus)
+        t = time.perf_counter()
+        classify_heads(model, corpus, hcfg)
+        out["separate_heads_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        find_pos_neurons(model, corpus, ncfg)
+        out["separate_neurons_s"] = time.perf_counter() - t
+
+    # bare forward over the same stories, in the analysis's batches (built before timing)
+    n_ctx = model.cfg.n_ctx
+    lengths = corpus.stories.lengths if hasattr(corpus.stories, "lengths") else np.array([len(s) for s in corpus.stories])
+    lengths = np.minimum(np.asarray(lengths), n_ctx)
+    batches = []
+    for idx in plan_batches(lengths, min(hcfg.batch_tokens, ncfg.batch_tokens)):
+        tokens = torch.zeros((len(idx), int(lengths[idx].max())), dtype=torch.long)
+        for row, i in enumerate(idx):
+            tokens[row, : lengths[i]] = torch.as_tensor(np.asarray(corpus.stories[i].tokens[: lengths[i]], dtype=np.int64))
+        batches.append(tokens)
+    with torch.inference_mode():
+        model(batches[0][:1])  # warm-up
+        reps, cpu = [], []
+        for _ in range(args.forward_reps):
+            t, c = time.perf_counter(), time.process_time()
+            for tokens in batches:
+                model(tokens)
+            reps.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+    out["forward_s"] = statistics.median(reps)
+    out["forward_cpu_s"] = statistics.median(cpu)
+    out["forward_reps_s"] = reps
+    out["forward_padded_tokens"] = int(sum(b.numel() for b in batches))
+    if args.probes:
+        from tinyinterp.analysis.probes import ProbeConfig, probe_layers
+
+        t = time.perf_counter()
+        probe_layers(model, corpus, ProbeConfig())
+        out["probes_s"] = time.perf_counter() - t
+    out["rss_checkpoints_mb"] = rss
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="corpus sizes in tokens")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in each child (default 1)")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder of TinyStories .txt files")
+    ap.add_argument("--no-control", dest="control", action="store_false", help="skip timing the untrained control")
+    ap.add_argument("--probes", action="store_true", help="also time the probes (capped token count; reported apart)")
+    ap.add_argument("--separate", action="store_true",
+                    help="also time classify_heads and find_pos_neurons as separate calls (two forward passes)")
+    ap.add_argument("--forward-reps", type=int, default=2, help="timed bare-forward passes (median kept)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--n-stories", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    kind, files = story_source(args.data)
+    model, model_desc = get_model(files)
+    sizes = plan(files, model, args.sizes)
+    big = max(sizes)
+    print(f"text: {kind}; model: {model_desc}; sizes: {sizes}", flush=True)
+
+    from tinyinterp.analysis.pos import load_corpus
+
+    t = time.perf_counter()
+    corpus = load_corpus(read_stories(files, sizes[big]["stories"]), model, progress=False)
+    tagging = {"tagging_s": time.perf_counter() - t, "tagged_stories": len(corpus),
+               "tagged_fresh": corpus.meta["n_tagged"], "from_cache": corpus.meta["n_cached"],
+               "spacy_model": corpus.spacy_model, "alignment_coverage": corpus.coverage}
+    del corpus
+    print(f"tagging: {tagging}", flush=True)
+
+    runs = {}
+    for size in sorted(sizes):
+        cmd = [sys.executable, __file__, "--child", "--n-stories", str(sizes[size]["stories"]),
+               "--threads", str(args.threads), "--data", args.data, "--forward-reps", str(args.forward_reps)]
+        cmd += [] if args.control else ["--no-control"]
+        cmd += ["--probes"] if args.probes else []
+        cmd += ["--separate"] if args.separate else []
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-4000:])
+            raise SystemExit(f"child for {size} tokens failed (exit {proc.returncode})")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r["overhead_vs_forward"] = r["analysis_s"] / r["forward_s"]
+        r["overhead_vs_forward_cpu"] = r["analysis_cpu_s"] / r["forward_cpu_s"]
+        r["analysis_tokens_per_s"] = r["tokens"] / r["analysis_s"]
+        r["forward_tokens_per_s"] = r["tokens"] / r["forward_s"]
+        if "control_s" in r:
+            r["overhead_vs_forward_with_control"] = (r["analysis_s"] + r["control_s"]) / r["forward_s"]
+        if "separate_heads_s" in r:
+            r["overhead_vs_forward_separate_calls"] = (r["separate_heads_s"] + r["separate_neurons_s"]) / r["forward_s"]
+        runs[size] = r
+        print(f"{size} tokens: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}),
+              flush=True)
+
+    small, large = runs[min(runs)], runs[max(runs)]
+    out = {
+        "model": model_desc, "text": kind, "threads": args.threads, "device": "cpu",
+        "sizes": {str(k): v for k, v in runs.items()},
+        **tagging,
+        "overhead_vs_forward": large["overhead_vs_forward"],
+        "overhead_vs_forward_with_control": large.get("overhead_vs_forward_with_control"),
+        "analysis_tokens_per_s": large["analysis_tokens_per_s"],
+        "forward_tokens_per_s": large["forward_tokens_per_s"],
+        "peak_rss_mb_small": small["peak_rss_mb"], "peak_rss_mb_large": large["peak_rss_mb"],
+        "rss_growth": large["peak_rss_mb"] / small["peak_rss_mb"],
+    }
+    out["targets_met"] = {"overhead_vs_forward<=2": out["overhead_vs_forward"] <= 2.0,
+                          "rss_growth<=1.10": out["rss_growth"] <= 1.10}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

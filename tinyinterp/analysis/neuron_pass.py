@@ -1,0 +1,206 @@
+"""The streaming part of :func:`~tinyinterp.analysis.neurons.find_pos_neurons`, as a pass consumer.
+
+:class:`NeuronJob` prepares (labels, the story split, quantile bin edges from a calibration
+sample of the selection half), then folds every batch of a
+:func:`~tinyinterp.analysis.stream.run_pass` into fixed-size statistics inside the MLP hooks
+(selection half → selection :class:`TagStats`; held-out half → held-out :class:`TagStats` and
+the top-k buffer), and :meth:`NeuronJob.finish` turns them into :class:`NeuronResults`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import torch
+
+from tinyinterp.analysis.activations import CorpusLabels, TopKBuffer, label_corpus, mlp_hook, stream_activations
+from tinyinterp.analysis.corpus import TaggedCorpus
+from tinyinterp.analysis.neuron_stats import Binner, TagStats, bh_qvalues, quantile_edges, run_tests
+from tinyinterp.analysis.neurons import NeuronConfig, NeuronResults
+from tinyinterp.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def _gather(batch, labels: CorpusLabels, hooks: list[str]):
+    """Flatten a batch to its analysed tokens: acts [tok, unit], tags, words, story, pos."""
+    n_pos = batch.mask.shape[1]
+    tags, words = labels.padded(batch.stories, n_pos)  # [batch, pos]
+    keep = (tags >= 0) & batch.mask.cpu()
+    b, p = keep.nonzero(as_tuple=True)
+    dev = batch.acts[hooks[0]].device
+    acts = torch.cat([batch.acts[h][b.to(dev), p.to(dev)] for h in hooks], dim=1)  # [tok, layer*d_mlp]
+    story = torch.as_tensor(batch.stories)[b]
+    return acts, tags[b, p].to(dev), words[b, p].to(dev), story, p
+
+
+def _calibrate(model, corpus, labels, indices, hooks, cfg: NeuronConfig) -> torch.Tensor:
+    """Activations of up to ``calib_tokens`` analysed tokens from random stories of ``indices``."""
+    order = np.random.default_rng(cfg.split_seed + 1).permutation(indices)
+    counts = np.array([(labels.tag_ids[i] >= 0).sum() for i in order])
+    take = order[: int(np.searchsorted(np.cumsum(counts), cfg.calib_tokens)) + 1]
+    sample, n = None, 0
+    for bt in stream_activations(model, corpus, hooks, cfg.batch_tokens, indices=take, desc="calibrate"):
+        acts = _gather(bt, labels, hooks)[0][: cfg.calib_tokens - n]
+        if sample is None:  # filled in place: no list of parts and concatenated copy
+            sample = torch.empty((cfg.calib_tokens, acts.shape[1]), dtype=torch.float32, device=acts.device)
+        sample[n:n + len(acts)] = acts
+        n += len(acts)
+    return sample[:n] if sample is not None else torch.zeros((0, 1))
+
+
+def _layers(model, cfg: NeuronConfig) -> list[int]:
+    layers = list(range(model.cfg.n_layers)) if cfg.layers is None else cfg.layers
+    bad = [x for x in layers if not 0 <= x < model.cfg.n_layers]
+    if bad:
+        raise ConfigError(f"NeuronConfig.layers: {bad} out of range for a {model.cfg.n_layers}-layer model")
+    if model.cfg.d_mlp is None or model.cfg.attn_only:
+        raise ConfigError("model has no MLP layers; neuron analysis needs d_mlp")
+    return layers
+
+
+class NeuronJob:
+    """Preparation on construction; :meth:`batch_hooks` for :func:`run_pass` over :attr:`groups`
+    (0: selection half, 1: held-out half); :meth:`finish` for the results. Build it in eval mode."""
+
+    def __init__(self, model, corpus: TaggedCorpus, cfg: NeuronConfig, label: str = "neurons"):
+        if len(corpus) < 4:
+            raise DataError(f"corpus has {len(corpus)} stories; neuron analysis needs at least 4 (two halves)")
+        self.model, self.corpus, self.cfg, self.label = model, corpus, cfg, label
+        self.layers = _layers(model, cfg)
+        self.hook_names = [mlp_hook(x) for x in self.layers]
+        self.labels = label_corpus(corpus, cfg.include_continuations, cfg.exclude_tags)
+        n_tags = len(self.labels.tags)
+        if n_tags < 2:
+            raise DataError(f"corpus has {n_tags} analysable tag(s) ({self.labels.tags}); need at least 2")
+        self.sel_idx, self.out_idx = corpus.split_indices(cfg.split_seed)
+        self.groups = [self.sel_idx, self.out_idx]
+        sample = _calibrate(model, corpus, self.labels, self.sel_idx, self.hook_names, cfg)  # [tok, unit]
+        edges = quantile_edges(sample, cfg.n_bins)
+        shift = edges[:, edges.shape[1] // 2]  # ≈ median: centres the moment sums
+        del sample
+        binner = Binner(edges, stride=n_tags * (edges.shape[1] + 1))
+        self.stats = (TagStats(edges, shift, n_tags, binner=binner),
+                      TagStats(edges, shift, n_tags, self.labels.ambiguous(cfg.ambiguous_min_count), binner=binner))
+        self.top = TopKBuffer(edges.shape[0], cfg.top_k, edges.device)
+
+    def batch_hooks(self, batch) -> list:
+        """One hook per analysed MLP layer; the last one folds the batch's analysed tokens in."""
+        tags, words = self.labels.padded(batch.stories, batch.tokens.shape[1])  # [batch, pos]
+        b, p = ((tags >= 0) & batch.mask.cpu()).nonzero(as_tuple=True)
+        dev = batch.tokens.device
+        bd, pd = b.to(dev), p.to(dev)
+        parts: dict[str, torch.Tensor] = {}
+        names = self.hook_names
+
+        def hook(act: torch.Tensor, hook) -> None:
+            parts[hook.name] = act[bd, pd]  # [tok, d_mlp]
+            if len(parts) < len(names):
+                return
+            acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
+            x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
+            self.stats[batch.group].update_units(x, tags[b, p].to(dev), words[b, p].to(dev))
+            if batch.group == 1:
+                self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
+            parts.clear()
+
+        return [(h, hook) for h in names]
+
+    def finish(self) -> NeuronResults:
+        """Tests, FDR, controls, examples (and the untrained control) from the accumulated statistics."""
+        from tinyinterp.analysis.neuron_controls import examples_for, logit_effects, untrained_copy
+        from tinyinterp.analysis.neurons import find_pos_neurons
+
+        model, corpus, cfg, labels, layers, label = self.model, self.corpus, self.cfg, self.labels, self.layers, self.label
+        d_mlp = model.cfg.d_mlp
+        sel_stats, out_stats, top = self.stats[0], self.stats[1], self.top
+        sel_idx, out_idx = self.sel_idx, self.out_idx
+        sel = run_tests(sel_stats, cfg.min_support)
+        rep = run_tests(out_stats, cfg.min_support, cfg.ambiguous_min_support)
+        q = bh_qvalues(rep.p_value)  # over every held-out neuron × tag test with support
+
+        thr = cfg.auroc_threshold
+        selected = sel.valid & (np.nan_to_num(sel.auroc, nan=0.0) >= thr)
+        selective = selected & (np.nan_to_num(rep.auroc, nan=0.0) >= thr) & (np.nan_to_num(q, nan=1.0) < cfg.fdr)
+        discovered = (np.nan_to_num(rep.auroc, nan=0.0) >= thr) & (np.nan_to_num(q, nan=1.0) < cfg.fdr)
+        best = np.where(sel.valid.any(1), np.nanargmax(np.where(sel.valid, sel.auroc, -1.0), 1), -1)  # [unit]
+        keep = np.zeros_like(selected)
+        if cfg.rows == "all":
+            keep[:] = True
+        else:
+            has = best >= 0
+            keep[np.arange(len(best))[has], best[has]] = True
+            keep |= selected
+        units, tag_ids = keep.nonzero()
+
+        # top-k controls on the held-out half (exact values from the buffer)
+        top_story, top_pos = top.story.cpu().numpy(), top.pos.cpu().numpy()  # [unit, k]
+        top_tag = np.full(top_story.shape, -1)
+        top_word = np.full(top_story.shape, -1)
+        filled = top_story >= 0
+        for u, j in zip(*filled.nonzero()):  # units × k lookups, independent of corpus size
+            top_tag[u, j] = labels.tag_ids[top_story[u, j]][top_pos[u, j]]
+            top_word[u, j] = labels.word_ids[top_story[u, j]][top_pos[u, j]]
+        n_types = np.array([len(set(w[w >= 0].tolist())) for w in top_word])
+        top_share = np.array([np.bincount(w[w >= 0]).max() / (w >= 0).sum() if (w >= 0).any() else math.nan
+                              for w in top_word])  # share of the top-k held by its most frequent word type
+
+        logits = logit_effects(model, [(layers[u // d_mlp], u % d_mlp) for u in sorted(set(units.tolist()))],
+                               cfg.n_logit_tokens)
+        rows = []
+        for u, t in zip(units.tolist(), tag_ids.tolist()):
+            layer, neuron = layers[u // d_mlp], u % d_mlp
+            n_top = int(filled[u].sum())
+            rows.append({
+                "layer": layer, "neuron": neuron, "pos": labels.tags[t], "held_out": True,
+                "auroc": float(rep.auroc[u, t]), "ap": float(rep.ap[u, t]), "cohens_d": float(rep.cohens_d[u, t]),
+                "mean_diff": float(rep.mean_diff[u, t]), "mean_pos": float(rep.mean_pos[u, t]),
+                "mean_neg": float(rep.mean_neg[u, t]), "p_value": float(rep.p_value[u, t]), "q_value": float(q[u, t]),
+                "n_pos": int(rep.n_pos[u, t]), "n_neg": int(rep.n_neg[u, t]), "auroc_err": float(rep.auroc_err[u, t]),
+                "auroc_select": float(sel.auroc[u, t]), "best_tag": bool(best[u] == t), "selected": bool(selected[u, t]),
+                "selective": bool(selective[u, t]),
+                "top_k_precision": float((top_tag[u] == t).sum() / n_top) if n_top else math.nan,
+                "n_word_types_top_k": int(n_types[u]), "top_k_word_share": float(top_share[u]),
+                "ambiguous_auroc": float(rep.ambiguous_auroc[u, t]),
+                "n_ambiguous_pos": int(rep.ambiguous_n_pos[u, t]), "n_ambiguous_neg": int(rep.ambiguous_n_neg[u, t]),
+                **logits.get((layer, neuron), {}),
+            })
+        rows.sort(key=lambda r: (not r["selective"], -np.nan_to_num(r["auroc"], nan=-1.0), r["layer"], r["neuron"]))
+
+        n_valid = int(rep.valid.sum())
+        per_tag = {tag: int(selective[:, i].sum()) for i, tag in enumerate(labels.tags)}
+        summary = {
+            "n_stories": len(corpus), "n_stories_select": len(sel_idx), "n_stories_held_out": len(out_idx),
+            "n_tokens_select": sel_stats.n_tokens, "n_tokens_held_out": out_stats.n_tokens,
+            "truncated_stories": int((corpus.lengths() > model.cfg.n_ctx).sum()),
+            "layers": layers, "d_mlp": d_mlp, "n_neurons": len(layers) * d_mlp, "tags": labels.tags,
+            "tag_support_held_out": dict(zip(labels.tags, out_stats.support.tolist())),
+            "tag_word_types": dict(zip(labels.tags, (labels.tag_counts > 0).sum(0).tolist())),  # whole corpus
+            "n_tests": n_valid, "auroc_threshold": thr, "fdr": cfg.fdr,
+            "n_significant": int((np.nan_to_num(q, nan=1.0) < cfg.fdr).sum()),
+            "n_discoveries": int(discovered.sum()), "discovery_rate": float(discovered.sum() / max(n_valid, 1)),
+            "n_selected": int(selected.sum()), "selective_per_tag": per_tag,
+            "n_selective": int(selective.sum()), "n_selective_neurons": int(selective.any(1).sum()),
+            "max_auroc_err": float(np.nanmax(rep.auroc_err)) if n_valid else math.nan,
+            "method": (f"AUROC/AP from {cfg.n_bins} per-neuron quantile bins (edges from {cfg.calib_tokens} selection-half "
+                       "tokens); one-sided Mann-Whitney (normal approx., tie+continuity corrected); BH over all held-out tests"),
+            "config": dataclasses.asdict(cfg),
+        }
+        res = NeuronResults(rows=rows, summary=summary)
+        if cfg.n_examples:
+            res.examples = examples_for(model, corpus, res, top, layers, cfg)
+        if cfg.untrained_control:
+            ctrl_cfg = dataclasses.replace(cfg, untrained_control=False, n_examples=0)
+            n_ctrl = len(corpus) if cfg.control_max_stories is None else min(len(corpus), cfg.control_max_stories)
+            ctrl_corpus = corpus if n_ctrl == len(corpus) else corpus.subset(np.arange(n_ctrl))
+            res.control = find_pos_neurons(untrained_copy(model, cfg.control_seed), ctrl_corpus, ctrl_cfg,
+                                           label="untrained control")
+            summary["untrained_control"] = {k: res.control.summary[k] for k in (
+                "n_selective", "n_selective_neurons", "selective_per_tag", "n_discoveries", "discovery_rate", "n_tests",
+                "n_stories")}
+            log.info("untrained control: %d selective neuron(s)", res.control.summary["n_selective_neurons"])
+        log.info("neurons: %d selective neuron x tag pair(s) of %d tests", summary["n_selective"], n_valid)
+        return res
