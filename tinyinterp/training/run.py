@@ -179,6 +179,7 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, resume: bo
         elif dist.is_main:
             (out / "metrics.jsonl").write_text("")
         trainer.run()
+        barrier(dist)  # let rank 0 finish its final save before anyone tears the group down
         return out
     finally:
         shutdown(dist)
