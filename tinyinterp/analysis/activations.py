@@ -195,11 +195,11 @@ class CorpusLabels:
 
     tags: list[str]  # tag vocabulary (sorted); tag id i means tags[i]
     words: list[str]  # word-type vocabulary (lower-cased words)
-    tag_ids: list[np.ndarray]  # per story, int32 [n] (views of flat_tags); -1: BOS/space/excluded tag/continuation
-    word_ids: list[np.ndarray]  # per story, int32 [n]; -1 where tag_ids is -1
+    tag_ids: list[np.ndarray]  # per story [n] (views of flat_tags; int8/16/32); -1: BOS/space/excluded tag/continuation
+    word_ids: list[np.ndarray]  # per story [n] (int8/16/32); -1 where tag_ids is -1
     tag_counts: np.ndarray  # int64 [n_words, n_tags]: how often each word type carries each tag
-    flat_tags: np.ndarray | None = None  # int32 [n_tokens]: tag_ids of every story, concatenated
-    flat_words: np.ndarray | None = None  # int32 [n_tokens]
+    flat_tags: np.ndarray | None = None  # [n_tokens]: tag_ids of every story, concatenated
+    flat_words: np.ndarray | None = None  # [n_tokens]
     starts: np.ndarray | None = None  # int64 [n_stories + 1]: story i is flat rows starts[i]:starts[i+1]
 
     def __post_init__(self) -> None:
@@ -243,15 +243,15 @@ def label_corpus(
     corpus: TaggedCorpus,
     include_continuations: bool = False,
     exclude_tags: Sequence[str] = (BOS_TAG, SPACE_TAG),
-    chunk_stories: int = 4096,
+    chunk_stories: int = 1024,
 ) -> CorpusLabels:
     """Encode every token's UPOS and (lower-cased) word as integers, vectorised over the corpus.
 
     Tokens tagged with ``exclude_tags`` get -1; so do continuation tokens (tokens that do not
     start their word) unless ``include_continuations`` (they then carry their word's tag).
     Works on the packed codes of the corpus (a list-backed corpus is packed first),
-    ``chunk_stories`` stories at a time, so temporaries stay small; the result holds 8 bytes
-    per token.
+    ``chunk_stories`` stories at a time, so temporaries stay small; ids are stored in the
+    narrowest signed dtype (3 bytes per token for TinyStories).
     """
     if len(corpus) == 0:
         raise DataError("corpus has no stories; pass at least two tagged stories")
@@ -276,8 +276,9 @@ def label_corpus(
     tags, tag_table = _table(seen_upos, upos_names)
     words, word_table = _table(seen_word, [w.lower() for w in word_names])
     starts = np.concatenate([[0], np.cumsum(store.lengths)])
-    tag_ids = np.empty(int(starts[-1]), dtype=np.int32)
-    word_ids = np.empty(int(starts[-1]), dtype=np.int32)
+    signed = lambda n: np.int8 if n < 2**7 else np.int16 if n < 2**15 else np.int32  # noqa: E731  (-1 marks gaps)
+    tag_ids = np.empty(int(starts[-1]), dtype=signed(len(tags)))
+    word_ids = np.empty(int(starts[-1]), dtype=signed(len(words)))
     counts = np.zeros(len(words) * len(tags), dtype=np.int64)
     for idx in chunks:
         upos, word, keep = kept(idx)

@@ -8,7 +8,8 @@ a word begun by an earlier token. Tags come from :mod:`tinyinterp.analysis.pos`.
 Memory. :func:`~tinyinterp.analysis.pos.tag_corpus` returns a corpus backed by a
 :class:`StoryStore`: every field of every story lives in one flat numpy array (token ids,
 offsets, continuation flags) or as small integer codes into shared vocabularies (UPOS, fine
-tag, entity type, word), about 20 bytes per token plus the text. ``corpus.stories[i]`` builds
+tag, entity type, word), each in the narrowest unsigned dtype that holds it: about 12 bytes
+per token for TinyStories, plus the text. ``corpus.stories[i]`` builds
 a :class:`TaggedStory` view on access (lists of strings, as before), so code that reads
 stories one at a time works unchanged, while the analyses read the packed arrays directly.
 Stories from a store are read-only copies: editing one does not change the corpus.
@@ -51,7 +52,8 @@ class StoreBuilder:
         self.vocab: dict[str, dict[str, int]] = {f: {} for f in FIELDS}
         self.texts: list[str] = []
         self.lengths: list[int] = []
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("tokens", "offsets", "cont", *FIELDS)}
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("tokens", "offsets", "cont", *FIELDS)}  # per story
+        self.blocks: dict[str, list[np.ndarray]] = {k: [] for k in self.parts}  # merged by flush()
 
     def encode(self, name: str, values: Sequence[str]) -> np.ndarray:
         """int32 codes of ``values`` in the vocabulary of field ``name`` (new strings are added)."""
@@ -74,17 +76,26 @@ class StoreBuilder:
     def add_story(self, s: TaggedStory) -> None:
         self.add(s.text, s.tokens, s.offsets, s.continuation, **{f: self.encode(f, getattr(s, f)) for f in FIELDS})
 
-    def build(self) -> "StoryStore":
-        def cat(name: str, dtype, shape: tuple[int, ...] = ()) -> np.ndarray:
-            parts = self.parts.pop(name)
-            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros((0, *shape), dtype)
+    def flush(self) -> None:
+        """Merge the stories added since the last flush into one compact block per field, so a
+        large corpus is never held as many small int32 arrays (memory and fragmentation)."""
+        for name, parts in self.parts.items():
+            if parts:
+                self.blocks[name].append(_compact(np.concatenate(parts)))
+                parts.clear()
 
-        small = {f: np.int16 if len(self.vocab[f]) < 2**15 else np.int32 for f in FIELDS}
+    def build(self) -> "StoryStore":
+        self.flush()
+
+        def cat(name: str, shape: tuple[int, ...] = ()) -> np.ndarray:
+            blocks = self.blocks.pop(name)  # blocks of mixed widths promote to the widest
+            return np.concatenate(blocks) if blocks else np.zeros((0, *shape), np.uint8)
+
         data = _Packed(
             texts=self.texts,
             starts=np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]),
-            tokens=cat("tokens", np.int32), offsets=cat("offsets", np.int32, (2,)), cont=cat("cont", bool),
-            codes={f: cat(f, small[f]) for f in FIELDS},
+            tokens=cat("tokens"), offsets=cat("offsets", (2,)), cont=cat("cont").astype(bool),
+            codes={f: cat(f) for f in FIELDS},
             vocab={f: list(self.vocab[f]) for f in FIELDS},
         )
         for arr in (data.starts, data.tokens, data.offsets, data.cont, *data.codes.values()):
@@ -92,14 +103,24 @@ class StoreBuilder:
         return StoryStore(data)
 
 
+def _compact(a: np.ndarray) -> np.ndarray:
+    """``a`` (non-negative integers or bools) in the narrowest unsigned dtype that holds it."""
+    if a.dtype == bool or not a.size:
+        return a
+    if a.min() < 0:
+        raise DataError("negative token id, offset or code in a story; re-tag the corpus")
+    top = int(a.max())
+    return a.astype(np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32 if top < 2**32 else np.int64)
+
+
 @dataclass
 class _Packed:
     texts: list[str]  # [S]
     starts: np.ndarray  # int64 [S + 1]; story i is rows starts[i]:starts[i+1] of the flat arrays
-    tokens: np.ndarray  # int32 [N]
-    offsets: np.ndarray  # int32 [N, 2]
+    tokens: np.ndarray  # [N], narrowest unsigned dtype that holds the ids (uint16 for a 4096 vocabulary)
+    offsets: np.ndarray  # [N, 2], character offsets within each story's text (uint16 for TinyStories)
     cont: np.ndarray  # bool [N]
-    codes: dict[str, np.ndarray]  # field -> int16/int32 [N], codes into vocab[field]
+    codes: dict[str, np.ndarray]  # field -> uint8/uint16/... [N], codes into vocab[field]
     vocab: dict[str, list[str]]  # field -> strings (code i means vocab[field][i])
     _obj: dict[str, np.ndarray] = field(default_factory=dict)  # field -> vocab as an object array (lazy)
 

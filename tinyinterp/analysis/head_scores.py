@@ -1,18 +1,22 @@
 """Streaming attention statistics for head classification (used by :mod:`tinyinterp.analysis.heads`).
 
 Every pass runs the model over length-sorted, right-padded batches with one forward hook
-on ``blocks.*.attn.hook_pattern`` (``run_with_hooks``, logits skipped) and reduces each
-layer's ``[batch, head, query, key]`` pattern to fixed-size per-head sums inside the hook,
-so at most one layer's pattern is alive and memory does not grow with the corpus.
+on ``blocks.*.attn.hook_pattern`` (the forward stops right after the last layer's pattern)
+and reduces each layer's ``[batch, head, query, key]`` pattern to fixed-size per-head sums
+inside the hook, so at most one layer's pattern is alive and memory does not grow with the
+corpus. The reductions are matrix products and in-place accumulations (einsum over a 4-D
+pattern is several times slower on CPU); sums over rows are kept in float64.
 Query row 0 (the BOS query, which can only attend to itself) is excluded everywhere.
 
 * :func:`calibrate` — on a subset: the mean attention-by-offset profile of every head and
   the Jensen–Shannon divergence between each row on the real story and on the same story
   with its tokens shuffled (BOS kept in place); both versions run in the same batch.
-* :func:`main_pass` — on all stories: locality scores, the sufficient statistics of the
+* :class:`MainPass` (a :class:`~tinyinterp.analysis.stream.PassConsumer`; :func:`main_pass`
+  runs it alone) — on all stories: locality scores, the sufficient statistics of the
   positional R², observed and profile-predicted attention mass per key category, per-token
   mass, and the running sums of a sign-flip randomisation test (one random ±1 per story
-  and permutation, so the null distribution is accumulated online).
+  and permutation, a fixed function of the story index (:func:`story_signs`), so the null
+  distribution is accumulated online and does not depend on the batching).
 """
 
 from __future__ import annotations

@@ -45,8 +45,11 @@ window, and a global-attention head may be local. Windowed layers are reported i
 ``meta["attn_types"]``; their masked keys simply receive zero attention here.
 
 Memory: each layer's pattern is reduced to fixed-size per-head sums inside a forward hook
-(``run_with_hooks`` on ``hook_pattern`` only, logits skipped), so memory does not grow with
-the corpus (see :mod:`tinyinterp.analysis.head_scores`).
+(``run_with_hooks`` on ``hook_pattern`` only; the forward stops after the last layer's
+pattern), so memory does not grow with the corpus (see :mod:`tinyinterp.analysis.head_scores`).
+:class:`HeadJob` splits the function into calibration, a streaming pass and the final
+scoring, so :func:`tinyinterp.analysis.pipeline.heads_and_neurons` can share the pass with
+the neuron analysis.
 """
 
 from __future__ import annotations

@@ -236,6 +236,7 @@ def tag_corpus(
             assert rec is not None
             c, t, u, cut = _pack_record(builder, text, rec, max_tokens)
             covered, total, unaligned, truncated = covered + c, total + t, unaligned + u, truncated + cut
+        builder.flush()
         bar.update(len(chunk))
     bar.close()
     out = builder.build()
@@ -265,7 +266,10 @@ def _looks_like_sources(items: list) -> bool:
             return True
         import glob
 
-        return Path(x).expanduser().exists() or (any(ch in x for ch in "*?[") and bool(glob.glob(x)))
+        try:
+            return Path(x).expanduser().exists() or (any(ch in x for ch in "*?[") and bool(glob.glob(x)))
+        except OSError:  # e.g. a one-line story longer than a file name may be
+            return False
 
     return bool(items) and all(one(x) for x in items)
 
