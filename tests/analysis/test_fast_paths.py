@@ -94,7 +94,7 @@ def test_story_store_round_trip_and_views(corpus):
     # memory: a few bytes per token (plus the text), not Python objects per token
     d = store._data
     nbytes = d.tokens.nbytes + d.offsets.nbytes + d.cont.nbytes + sum(c.nbytes for c in d.codes.values())
-    assert nbytes / packed.n_tokens <= 24
+    assert nbytes / packed.n_tokens <= 12
 
 
 def test_run_hooked_stops_after_the_last_needed_hook(model, corpus):
