@@ -194,13 +194,21 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True, with_tokenizer: bool = True):
     """Load a checkpoint folder as a ``HookedTransformer`` (fp32, eval mode) with its tokenizer.
 
+    ``path`` may also be a Hugging Face GPT-Neo/GPT-2 folder (``config.json`` with ``model_type``)
+    or ``hf:NAME`` (TransformerLens' official models, online); see :mod:`tinyinterp.models.hf_import`.
+
     >>> model = load_model("checkpoints/ts-1l")      # doctest: +SKIP
     >>> logits, cache = model.run_with_cache("Once upon a time")  # doctest: +SKIP
     """
     from transformer_lens import HookedTransformer
 
     from tinyinterp.data.tokenizer import load_tokenizer
+    from tinyinterp.models import hf_import
 
+    if hf_import.is_hub_name(path):
+        return hf_import.load_hub_model(str(path), device=device, with_tokenizer=with_tokenizer)
+    if hf_import.is_hf_dir(path):
+        return hf_import.load_hf_dir(path, device=device, with_tokenizer=with_tokenizer)
     ckpt = resolve_checkpoint(path)
     cfg_dict = read_config(ckpt)
     if verify:
@@ -228,8 +236,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", veri
 
 def load_fast_model(path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True):
     """Load a checkpoint into the fast :class:`TinyTransformer` (for eval/generation/training)."""
+    from tinyinterp.models import hf_import
     from tinyinterp.models.convert import from_hooked_state_dict
 
     ht = load_model(path, device="cpu", verify=verify)
-    fast = from_hooked_state_dict(read_config(Path(path)), ht.state_dict()).to(device).eval()
+    foreign = hf_import.is_hub_name(path) or hf_import.is_hf_dir(path)
+    cfg = hf_import.fast_config(ht.cfg) if foreign else read_config(Path(path))
+    fast = from_hooked_state_dict(cfg, ht.state_dict()).to(device).eval()
     return fast, ht.tokenizer

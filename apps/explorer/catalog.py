@@ -1,7 +1,8 @@
 """Which checkpoints the explorer can show, and what their folders say (no Streamlit here).
 
 A checkpoint is a folder with ``config.json`` and ``model.safetensors`` (see
-``docs/checkpoint-format.md``). The picker lists every such folder directly under the
+``docs/checkpoint-format.md``), or a Hugging Face GPT-Neo/GPT-2 folder (``pytorch_model.bin``
+weights allowed; see ``docs/interop.md``). The picker lists every such folder directly under the
 checkpoints root (``$TINYINTERP_EXPLORER_ROOT`` or the repository's ``checkpoints/``) plus any
 path given on the command line (``$TINYINTERP_EXPLORER_CKPT``, ``os.pathsep``-separated).
 """
@@ -21,8 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 ROOT_ENV = "TINYINTERP_EXPLORER_ROOT"
 CKPT_ENV = "TINYINTERP_EXPLORER_CKPT"
 REQUIRED = ("config.json", "model.safetensors")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # the second only in Hugging Face folders
 # Files whose change changes what the explorer shows for a checkpoint (cache keys use them).
-DEFINING = ("config.json", "model.safetensors", "tokenizer.json", "training.json", "metrics.jsonl", "manifest.json")
+DEFINING = ("config.json", *WEIGHT_FILES, "tokenizer.json", "training.json", "metrics.jsonl", "manifest.json")
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,12 @@ def command_line_paths() -> list[str]:
     return [p for p in raw.split(os.pathsep) if p.strip()]
 
 
+def weights_file(path: Path) -> Path | None:
+    return next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
+
+
 def is_checkpoint(path: Path) -> bool:
-    return path.is_dir() and all((path / f).is_file() for f in REQUIRED)
+    return path.is_dir() and (path / "config.json").is_file() and weights_file(path) is not None
 
 
 def problem(path: str | os.PathLike) -> str | None:
@@ -64,6 +70,8 @@ def problem(path: str | os.PathLike) -> str | None:
     if not p.is_dir():
         return f"`{p}` is a file; a checkpoint is a folder holding {' and '.join(REQUIRED)}."
     missing = [f for f in REQUIRED if not (p / f).is_file()]
+    if missing == ["model.safetensors"] and weights_file(p) is not None:
+        missing = []
     if missing:
         return f"`{p}` is not a tinyinterp checkpoint: it lacks {', '.join(missing)} (see docs/checkpoint-format.md)."
     return None
@@ -103,9 +111,9 @@ def content_key(path: Path) -> str:
     manifest = path / "manifest.json"
     if manifest.is_file():
         return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
-    h = hashlib.sha256()
-    for name in REQUIRED:
-        h.update((path / name).read_bytes() if name == "config.json" else str((path / name).stat().st_size).encode())
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    weights = weights_file(path)
+    h.update(str(weights.stat().st_size if weights else 0).encode())
     return h.hexdigest()[:16]
 
 
@@ -120,6 +128,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 def read_card(path: Path) -> dict[str, Any]:
     """Shape, size, data and evaluation of a checkpoint from its JSON files (the model is not loaded)."""
     cfg = _read_json(path / "config.json")
+    if "model_type" in cfg:  # a Hugging Face folder: its shape in HookedTransformer's names
+        from tinyinterp.errors import TinyInterpError
+        from tinyinterp.models.hf_import import hooked_config_from_hf
+
+        try:
+            cfg = hooked_config_from_hf(cfg, path)
+        except TinyInterpError:
+            cfg = {}
     info = _read_json(path / "training.json")
     shape = {k: cfg.get(k) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab", "act_fn")}
     data = info.get("data") or {}

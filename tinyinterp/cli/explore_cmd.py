@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
                     "precomputed CKPT/analysis/ folder when present, otherwise analyses the model on stories it "
                     "writes itself (cached). Stop it with Ctrl-C.",
         epilog="example: tinyinterp explore checkpoints/ts-1l --port 8502")
-    p.add_argument("ckpt", metavar="CKPT", nargs="?", help="checkpoint folder to open first (default: the picker's first)")
+    p.add_argument("ckpt", metavar="CKPT", nargs="?",
+                   help="checkpoint folder, Hugging Face folder or hf:NAME to open first (default: the picker's first)")
     p.add_argument("--port", type=int, default=None,
                    help=f"port (default: {DEFAULT_PORT}, or the next free one)")
     p.add_argument("--host", default="127.0.0.1",
@@ -78,7 +79,9 @@ def run(args) -> int:
         raise TinyInterpError(f"{APP}: the explorer app is missing; `tinyinterp explore` runs from a clone of the repository")
     env = dict(os.environ)
     if args.ckpt:
-        ckpt = Path(args.ckpt).expanduser()
+        from tinyinterp.models.hf_import import is_hub_name, snapshot_dir
+
+        ckpt = snapshot_dir(args.ckpt) if is_hub_name(args.ckpt) else Path(args.ckpt).expanduser()
         if not ckpt.exists():
             raise TinyInterpError(f"{ckpt}: no such checkpoint folder; list bundled ones with `ls checkpoints/`")
         if not (ckpt / "config.json").is_file():
