@@ -24,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, StoryStore, TaggedCorpus
+from tinyinterp.analysis.heap import trim_heap
 from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def run_hooked(model, tokens: Tensor, fwd_hooks: list, names: Sequence[str], **k
             model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks, **kwargs)
     except _StopForward:
         pass
+    trim_heap()  # batch shapes vary: without this, resident memory creeps up with the corpus size
 
 
 def stream_activations(

@@ -121,6 +121,12 @@ class Binner:
         return out
 
 
+def _count(hist: Tensor, idx: Tensor) -> None:
+    """``hist.view(-1)[i] += 1`` for every flat index in ``idx`` (int32), without a histogram-sized temporary."""
+    flat = hist.view(-1)
+    flat.index_add_(0, idx.reshape(-1), torch.ones(1, dtype=flat.dtype, device=flat.device).expand(idx.numel()))
+
+
 class TagStats:
     """Fixed-size histograms and moments per unit × tag, updated one batch of tokens at a time.
 
@@ -171,7 +177,7 @@ class TagStats:
         if c0:
             idx -= c0 * nt * nb
         idx += (tags * nb).to(torch.int32)[None, :]
-        self.hist[c0:c1] += torch.bincount(idx.view(-1), minlength=(c1 - c0) * nt * nb).view(c1 - c0, nt, nb)
+        _count(self.hist[c0:c1], idx)
         # moments: float32 sums over one batch, accumulated across batches in float64
         onehot = torch.nn.functional.one_hot(tags, nt).float()  # [tok, tag]
         d = x - self.shift32[c0:c1, None]  # [unit_chunk, tok]
@@ -188,8 +194,7 @@ class TagStats:
         # from a token's main-histogram index to its (pair tag, label) index: (unit * nt + tag') * 2 * nb + label * nb + bin
         delta = ((pair_tag * 2 + pair_lab) * nb - tags[pair_tok] * nb).to(torch.int32)[None, :]
         unit = torch.arange(c1 - c0, device=x.device, dtype=torch.int32)[:, None] * (nt * nb)
-        amb = idx[:, pair_tok] + unit + delta
-        self.amb_hist[c0:c1] += torch.bincount(amb.view(-1), minlength=(c1 - c0) * nt * 2 * nb).view(c1 - c0, nt, 2, nb)
+        _count(self.amb_hist[c0:c1], idx[:, pair_tok] + unit + delta)
 
     @property
     def support(self) -> np.ndarray:

@@ -1,0 +1,36 @@
+"""Give freed heap memory back to the operating system between batches.
+
+A streaming pass allocates and frees activations of a different shape every batch. glibc's
+``malloc`` serves large blocks from the heap once its dynamic mmap threshold has risen, and
+freed holes there are reused only by blocks that fit them: resident memory then creeps up
+with the number of batches (measured: +115 MB over 1M tokens on ``checkpoints/ts-1l``, while
+the statistics are fixed-size). ``malloc_trim(0)`` after each batch returns every free page
+to the system, so peak memory depends on the largest batch, not on the corpus size.
+Elsewhere than glibc (macOS, musl, Windows) :func:`trim_heap` does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
+
+def trim_heap() -> bool:
+    """Release free heap pages to the OS (glibc ``malloc_trim``); True when something was released."""
+    fn = _malloc_trim()
+    return bool(fn(0)) if fn is not None else False
