@@ -136,3 +136,31 @@ def test_hub_name_offline_is_one_clear_line(monkeypatch, capsys):
     assert main(["info", "hf:roneneldan/TinyStories-33M"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: hf:roneneldan/TinyStories-33M") and "download" in err[0]
+
+
+def test_hub_name_online_goes_through_transformerlens(tmp_path, monkeypatch, capsys):
+    """No network here: TransformerLens' loader is replaced by one that prints like it and returns a local model."""
+    from transformer_lens import HookedTransformer
+
+    folder, hf = neo_folder(tmp_path / "neo", num_layers=2, attention_types=[[["global", "local"], 1]])
+    calls = []
+
+    def fake(name, **kwargs):
+        calls.append((name, kwargs))
+        if name != "roneneldan/TinyStories-1M":
+            raise ValueError(f"{name} not found. Valid official model names (excl aliases): ...")
+        print(f"Loaded pretrained model {name} into HookedTransformer")
+        return tinyinterp.load_model(folder)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(HookedTransformer, "from_pretrained_no_processing", staticmethod(fake))
+    model = tinyinterp.load_model("hf:roneneldan/TinyStories-1M")
+    assert calls[0][0] == "roneneldan/TinyStories-1M" and capsys.readouterr().out == ""  # TL's print is logged
+    fast, _ = tinyinterp.load_fast_model("hf:roneneldan/TinyStories-1M")
+    toks = tokens(TOKENIZER_VOCAB, length=20)
+    with torch.no_grad():
+        assert max_diff(model(toks), hf(toks).logits) <= TOL and max_diff(fast(toks), hf(toks).logits) <= TOL
+    with pytest.raises(CheckpointError, match=r"hf:someone/else: TransformerLens cannot load it \(ValueError") as e:
+        tinyinterp.load_model("hf:someone/else")
+    assert "\n" not in str(e.value)

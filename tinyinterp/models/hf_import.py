@@ -160,7 +160,6 @@ def _hf_model(path: Path, hf_cfg: dict[str, Any], sd: dict[str, Tensor]):
     from transformers import AutoModelForCausalLM
 
     config = transformers_config(hf_cfg)
-    config._attn_implementation = "eager"
     with torch.random.fork_rng():  # random init is overwritten; do not disturb the caller's RNG
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     if not any(k.startswith("transformer.") for k in sd):  # a base model (GPT2Model) saved without the prefix
@@ -264,10 +263,10 @@ def load_hub_model(ref: str, device: str | torch.device = "cpu", with_tokenizer:
     try:
         with contextlib.redirect_stdout(buf):
             model = HookedTransformer.from_pretrained_no_processing(name, device=str(device))
-    except (OSError, ValueError, KeyError, NotImplementedError) as exc:
+    except Exception as exc:  # noqa: BLE001 - unknown name, no network, …: one line
         msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"hf:{name}: TransformerLens cannot load it ({msg}); for other GPT-Neo/GPT-2 models "
-                              "download the snapshot and pass its folder") from None
+        raise CheckpointError(f"hf:{name}: TransformerLens cannot load it ({type(exc).__name__}: {msg}); check the name "
+                              "and the network, or download the snapshot and pass its folder") from None
     if buf.getvalue().strip():
         log.info(buf.getvalue().strip())
     if not with_tokenizer:
