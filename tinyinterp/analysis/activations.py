@@ -306,12 +306,18 @@ class TopKBuffer:
         self.pos = torch.full((n_units, k), -1, dtype=torch.long, device=device)  # [unit, k]
 
     def _absorb(self, values: Tensor, story: Tensor, pos: Tensor) -> None:
-        """Keep the top k of the current buffer plus candidates ``values`` [unit, m] (story/pos alike)."""
+        """Keep the top k of the current buffer plus candidates ``values`` [unit, m] (story/pos alike).
+
+        Ties are broken by (story, position), smallest first, so the buffer does not depend on the
+        order stories arrive in (equal activations are common: every story opening "Once upon a time").
+        """
         v = torch.cat([self.values, values.float()], 1)
         s = torch.cat([self.story, story], 1)
         p = torch.cat([self.pos, pos], 1)
-        top, i = v.topk(self.k, dim=1)
-        self.values, self.story, self.pos = top, s.gather(1, i), p.gather(1, i)
+        by_place = torch.argsort(s * (int(p.max()) + 2) + p, dim=1, stable=True)
+        by_value = torch.argsort(v.gather(1, by_place), dim=1, descending=True, stable=True)[:, : self.k]
+        i = by_place.gather(1, by_value)
+        self.values, self.story, self.pos = v.gather(1, i), s.gather(1, i), p.gather(1, i)
 
     def update(self, acts: Float[Tensor, "tok unit"], story: Int[Tensor, " tok"], pos: Int[Tensor, " tok"]) -> None:
         """Fold in one batch of token activations (one row per token)."""
@@ -323,6 +329,9 @@ class TopKBuffer:
             return
         m = min(self.k, x.shape[1])
         v, i = x.topk(m, dim=1)  # [unit, m]
+        ties = int((x >= v[:, -1:]).sum(1).max())  # values equal to a unit's m-th largest all compete
+        if ties > m:
+            v, i = x.topk(ties, dim=1)
         self._absorb(v, story.to(i.device)[i], pos.to(i.device)[i])
 
     def merge(self, other: "TopKBuffer") -> "TopKBuffer":

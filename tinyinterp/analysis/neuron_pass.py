@@ -86,6 +86,12 @@ class NeuronJob:
         self.stats = (TagStats(edges, shift, n_tags, binner=binner),
                       TagStats(edges, shift, n_tags, self.labels.ambiguous(cfg.ambiguous_min_count), binner=binner))
         self.top = TopKBuffer(edges.shape[0], cfg.top_k, edges.device)
+        self.control_result: NeuronResults | None = None  # set to skip the untrained control's own pass in finish()
+
+    def control_corpus(self) -> TaggedCorpus:
+        """The stories the untrained control analyses (the first ``control_max_stories``)."""
+        n = len(self.corpus) if self.cfg.control_max_stories is None else min(len(self.corpus), self.cfg.control_max_stories)
+        return self.corpus if n == len(self.corpus) else self.corpus.subset(np.arange(n))
 
     def batch_hooks(self, batch) -> list:
         """One hook per analysed MLP layer; the last one folds the batch's analysed tokens in."""
@@ -194,10 +200,8 @@ class NeuronJob:
             res.examples = examples_for(model, corpus, res, top, layers, cfg)
         if cfg.untrained_control:
             ctrl_cfg = dataclasses.replace(cfg, untrained_control=False, n_examples=0)
-            n_ctrl = len(corpus) if cfg.control_max_stories is None else min(len(corpus), cfg.control_max_stories)
-            ctrl_corpus = corpus if n_ctrl == len(corpus) else corpus.subset(np.arange(n_ctrl))
-            res.control = find_pos_neurons(untrained_copy(model, cfg.control_seed), ctrl_corpus, ctrl_cfg,
-                                           label="untrained control")
+            res.control = self.control_result if self.control_result is not None else find_pos_neurons(
+                untrained_copy(model, cfg.control_seed), self.control_corpus(), ctrl_cfg, label="untrained control")
             summary["untrained_control"] = {k: res.control.summary[k] for k in (
                 "n_selective", "n_selective_neurons", "selective_per_tag", "n_discoveries", "discovery_rate", "n_tests",
                 "n_stories")}

@@ -86,7 +86,9 @@ def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = No
 
 @contextmanager
 def folder_lock(out: Path) -> Iterator[None]:
-    """Refuse to run when another analysis is writing ``out``."""
+    """Refuse to run when another analysis is writing ``out``; a folder this call created is
+    removed again when the analysis fails before writing anything into it."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     fh = open(out / ".lock", "w")
     try:
@@ -96,14 +98,24 @@ def folder_lock(out: Path) -> Iterator[None]:
         raise TinyInterpError(f"{out}: another analysis is writing this folder; wait for it or choose another --out") from None
     try:
         yield
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [".lock"]:  # e.g. a bad corpus: leave no empty folder
+            (out / ".lock").unlink()
+            out.rmdir()
+        raise
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
 
 
 def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.PathLike,
-            config: AnalysisConfig | None = None, model_name: str = "model", progress: bool = True) -> dict[str, Any]:
-    """Run every analysis stage of ``model`` on ``corpus`` and write the results to ``out``."""
+            config: AnalysisConfig | None = None, model_name: str = "model", progress: bool = True,
+            shards: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
+    """Run every analysis stage of ``model`` on ``corpus`` and write the results to ``out``.
+
+    ``shards``: folders written by ``analyze --shard i/n`` (:mod:`tinyinterp.analysis.shards`) for
+    this model and corpus; their statistics are added instead of running the heads + neurons pass.
+    """
     cfg = config or AnalysisConfig()
     out = Path(out)
     timings: dict[str, float] = {}
@@ -119,9 +131,17 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
         }
         heads = neurons = probes = None
         cfg.heads.progress = cfg.neurons.progress = progress
-        if cfg.run_heads and cfg.run_neurons:  # one shared forward pass for both
+        if shards:
+            from tinyinterp.analysis.shards import merged_stats, read_shards
+
+            if not (cfg.run_heads and cfg.run_neurons):
+                raise TinyInterpError("merging shards needs both the head and the neuron analysis (drop --no-heads/--no-neurons)")
+            summary["shards"] = [m["dir"] for m in read_shards(shards)]
+        if cfg.run_heads and cfg.run_neurons:  # one shared forward pass for both (or the shards' sums)
             t = time.perf_counter()
-            heads, neurons = heads_and_neurons(model, corpus, cfg.heads, cfg.neurons, progress)
+            stats = heads_and_neurons if not shards else merged_stats(model, corpus, read_shards(shards), cfg.heads,
+                                                                       cfg.neurons)
+            heads, neurons = stats(model, corpus, cfg.heads, cfg.neurons, progress)
             timings["heads_and_neurons_s"] = time.perf_counter() - t
         if cfg.run_heads:
             t = time.perf_counter()

@@ -1,9 +1,24 @@
-"""``tinyinterp analyze``: heads, neurons, probes and an HTML report for one checkpoint."""
+"""``tinyinterp analyze``: heads, neurons, probes and an HTML report for one checkpoint.
+
+``--shard i/n`` streams one n-th of the stories and writes mergeable statistics;
+``tinyinterp analyze merge SHARD... --out DIR`` adds them and writes the full analysis
+(see :mod:`tinyinterp.analysis.shards`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+MERGE = "analyze-merge"  # `tinyinterp analyze merge ...` is rewritten to this command by cli.main
+
+
+def _common(p) -> None:
+    p.add_argument("--no-probes", action="store_true", help="skip the probes")
+    p.add_argument("--no-ablation", action="store_true", help="skip the causal ablation check")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--no-verify", action="store_true", help="skip the checkpoint's sha256 check")
 
 
 def add_parser(sub) -> None:
@@ -13,37 +28,117 @@ def add_parser(sub) -> None:
         description="Tag --corpus with spaCy, classify every attention head (local/semantic/sink/mixed), "
                     "find part-of-speech-selective MLP neurons (held-out AUROC, FDR, untrained control, "
                     "ablation check), fit layer-wise UPOS probes, and write heads.json/.csv, neurons.json/.csv, "
-                    "probes.json, summary.json and a self-contained report.html to --out.",
+                    "probes.json, summary.json and a self-contained report.html to --out. "
+                    "With --shard i/n, only stream one n-th of the stories and write mergeable statistics; "
+                    "combine the shards with `tinyinterp analyze merge SHARD_DIR... --out DIR`.",
         epilog="example: tinyinterp analyze checkpoints/ts-1l --corpus val.txt --out /tmp/analysis --max-stories 300")
-    p.add_argument("ckpt", metavar="CKPT", help="checkpoint folder")
+    p.add_argument("ckpt", metavar="CKPT", help="checkpoint folder, Hugging Face model folder or hf:NAME")
     p.add_argument("--corpus", nargs="+", required=True, metavar="SRC", help="stories: files, folders, globs, hf:NAME")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--max-stories", type=int, default=500, help="stories to analyse")
+    p.add_argument("--max-stories", type=int, default=500, help="stories to analyse (0: all)")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="stream only stories with index %% N == I and write mergeable statistics (shard.json, "
+                        "stats.safetensors) instead of results")
     p.add_argument("--no-heads", action="store_true", help="skip head classification")
     p.add_argument("--no-neurons", action="store_true", help="skip the neuron analysis (and ablations)")
-    p.add_argument("--no-probes", action="store_true", help="skip the probes")
     p.add_argument("--no-control", action="store_true", help="skip the untrained-model control")
-    p.add_argument("--no-ablation", action="store_true", help="skip the causal ablation check")
-    p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--auroc", type=float, default=0.9, help="held-out AUROC a selective neuron needs")
     p.add_argument("--fdr", type=float, default=0.05, help="Benjamini–Hochberg false discovery rate")
-    p.add_argument("--no-verify", action="store_true", help="skip the checkpoint's sha256 check")
+    _common(p)
     p.set_defaults(func=run)
+
+    m = sub.add_parser(
+        MERGE, help="merge `analyze --shard` folders (also spelled `tinyinterp analyze merge`)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Add the statistics of every shard of one sharded analysis and write the full results to --out, "
+                    "as an unsharded `tinyinterp analyze` would. The checkpoint, corpus and options are read from "
+                    "the shards' shard.json; --ckpt/--corpus override paths that moved (they must hold the same "
+                    "weights and stories: both are fingerprinted).",
+        epilog="example: tinyinterp analyze merge /tmp/s0 /tmp/s1 --out /tmp/analysis")
+    m.add_argument("shards", nargs="+", metavar="SHARD_DIR", help="every shard folder of the run, once each")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--ckpt", default=None, help="checkpoint (default: the one recorded in the shards)")
+    m.add_argument("--corpus", nargs="+", default=None, metavar="SRC", help="stories (default: as recorded)")
+    _common(m)
+    m.set_defaults(func=run_merge)
+
+
+def _sources(specs: list[str]) -> list:
+    from tinyinterp.data.readers import resolve_sources
+
+    # --corpus names sources, never story text: a missing file is an error, not a one-line "story"
+    return [s.path if s.kind == "hf" else Path(s.path).resolve() for s in resolve_sources(specs)]
+
+
+def _config(options: dict):
+    from tinyinterp.analysis.neurons import NeuronConfig
+    from tinyinterp.analysis.pipeline import AnalysisConfig
+
+    return AnalysisConfig(
+        max_stories=options["max_stories"] or None, run_heads=not options["no_heads"],
+        run_neurons=not options["no_neurons"], run_probes=not options["no_probes"], report=not options["no_report"],
+        ablation_tags=() if options["no_ablation"] else AnalysisConfig.ablation_tags,
+        neurons=NeuronConfig(auroc_threshold=options["auroc"], fdr=options["fdr"],
+                             untrained_control=not options["no_control"]),
+    )
+
+
+OPTIONS = ("max_stories", "no_heads", "no_neurons", "no_probes", "no_report", "no_ablation", "auroc", "fdr", "no_control")
 
 
 def run(args) -> int:
-    from tinyinterp.analysis.neurons import NeuronConfig
-    from tinyinterp.analysis.pipeline import AnalysisConfig, analyze
+    from tinyinterp.analysis.pipeline import analyze
     from tinyinterp.checkpoint import load_model
+    from tinyinterp.errors import ConfigError
 
-    cfg = AnalysisConfig(
-        max_stories=args.max_stories, run_heads=not args.no_heads, run_neurons=not args.no_neurons,
-        run_probes=not args.no_probes, report=not args.no_report,
-        ablation_tags=() if args.no_ablation else AnalysisConfig.ablation_tags,
-        neurons=NeuronConfig(auroc_threshold=args.auroc, fdr=args.fdr, untrained_control=not args.no_control),
-    )
+    if args.max_stories is not None and args.max_stories < 0:
+        raise ConfigError(f"--max-stories {args.max_stories}: must be a positive number of stories (0: all)")
+    options = {k: getattr(args, k) for k in OPTIONS}
+    cfg = _config(options)
+    corpus = _sources(args.corpus)
+    if args.shard is not None:
+        from tinyinterp.analysis.shards import parse_shard
+
+        shard = parse_shard(args.shard)
+        if args.no_heads or args.no_neurons:
+            raise ConfigError("--shard needs both the head and the neuron analysis (drop --no-heads/--no-neurons)")
     model = load_model(args.ckpt, verify=not args.no_verify)
-    summary = analyze(model, args.corpus, args.out, cfg, model_name=str(args.ckpt))
+    if args.shard is not None:
+        return _run_shard(args, model, corpus, cfg, shard, options)
+    summary = analyze(model, corpus, args.out, cfg, model_name=str(args.ckpt))
     print(json.dumps({k: summary[k] for k in ("heads", "corpus", "timings") if k in summary}))
     print(f"results written to {args.out} (open {args.out}/report.html)")
+    return 0
+
+
+def _run_shard(args, model, corpus, cfg, shard: tuple[int, int], options: dict) -> int:
+    from tinyinterp.analysis.pos import load_corpus
+    from tinyinterp.analysis.shards import run_shard
+
+    tagged = load_corpus(corpus, model, max_stories=cfg.max_stories)
+    ckpt = args.ckpt if str(args.ckpt).startswith("hf:") else str(Path(args.ckpt).resolve())
+    meta = run_shard(model, tagged, args.out, cfg.heads, cfg.neurons, shard,
+                     {"ckpt": ckpt, "corpus": [str(c) for c in corpus], "options": options})
+    print(json.dumps({k: meta[k] for k in ("shard", "n_shards", "stories", "tokens")}))
+    print(f"shard statistics written to {args.out}; when every shard is done: "
+          f"tinyinterp analyze merge SHARD_DIR... --out DIR")
+    return 0
+
+
+def run_merge(args) -> int:
+    from tinyinterp.analysis.pipeline import analyze
+    from tinyinterp.analysis.shards import read_shards
+    from tinyinterp.checkpoint import load_model
+
+    metas = read_shards(args.shards)
+    rec = metas[0]
+    options = dict(rec["options"])
+    for k in ("no_probes", "no_ablation", "no_report"):  # stages that run only here may still be switched off
+        options[k] = options[k] or getattr(args, k)
+    ckpt = args.ckpt or rec["ckpt"]
+    corpus = _sources(args.corpus) if args.corpus else rec["corpus"]
+    model = load_model(ckpt, verify=not args.no_verify)
+    summary = analyze(model, corpus, args.out, _config(options), model_name=str(ckpt), shards=args.shards)
+    print(json.dumps({k: summary[k] for k in ("heads", "corpus", "timings") if k in summary}))
+    print(f"merged {len(metas)} shards into {args.out} (open {args.out}/report.html)")
     return 0

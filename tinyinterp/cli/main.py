@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    for j, word in enumerate(argv):  # `tinyinterp [--debug] analyze merge ...` is the analyze-merge command
+        if not word.startswith("-"):
+            if word == "analyze" and argv[j + 1: j + 2] == ["merge"]:
+                argv = [*argv[:j], analyze_cmd.MERGE, *argv[j + 2:]]
+            break
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

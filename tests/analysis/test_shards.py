@@ -1,0 +1,93 @@
+"""`analyze --shard i/n` + `analyze merge` equals one unsharded `analyze` (CLI, tiny checkpoint)."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyinterp.analysis.shards import parse_shard, shard_groups
+from tinyinterp.cli.main import main
+from tinyinterp.errors import ConfigError
+
+STORIES = Path(__file__).resolve().parents[1] / "golden" / "stories.txt"
+OPTS = ["--max-stories", "40", "--no-probes", "--no-report"]
+
+
+def _close(a, b, path=""):
+    """Recursive equality: floats to rel 1e-4 (float32 batch sums: batch composition and padding differ), everything else exactly."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-4, abs=1e-6), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_ckpt, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shards")
+    corpus = ["--corpus", str(STORIES)]
+    assert main(["analyze", str(tiny_ckpt), *corpus, "--out", str(tmp / "full"), *OPTS]) == 0
+    for i in range(2):
+        assert main(["analyze", str(tiny_ckpt), *corpus, "--out", str(tmp / f"s{i}"), "--shard", f"{i}/2", *OPTS]) == 0
+    assert main(["analyze", "merge", str(tmp / "s1"), str(tmp / "s0"), "--out", str(tmp / "merged")]) == 0
+    return tmp
+
+
+@pytest.mark.slow
+def test_two_shards_merge_to_the_unsharded_result(runs):
+    s0, s1 = (json.loads((runs / f"s{i}" / "shard.json").read_text()) for i in range(2))
+    assert s0["stories"] + s1["stories"] == 40 and min(s0["stories"], s1["stories"]) >= 15
+    assert not (runs / "s0" / "heads.json").exists()  # a shard writes statistics, not results
+    for name in ("heads.json", "neurons.json", "neurons_summary.json", "ablation.json"):
+        full, merged = (json.loads((runs / d / name).read_text()) for d in ("full", "merged"))
+        if name == "neurons_summary.json":
+            for d in (full, merged):
+                d.get("config", {}).pop("progress", None)
+        _close(full, merged, name)
+    heads = json.loads((runs / "merged" / "heads.json").read_text())
+    assert len({h["label"] for h in heads}) >= 1 and all("positional_r2" in h for h in heads)
+    summary = json.loads((runs / "merged" / "summary.json").read_text())
+    assert len(summary["shards"]) == 2 and summary["neurons"]["untrained_selective"] is not None
+
+
+def test_merge_refuses_incomplete_or_mismatched_shards(runs, tmp_path, capsys):
+    rc = main(["analyze", "merge", str(runs / "s0"), "--out", str(tmp_path / "m")])
+    assert rc == 2 and "missing [1]" in capsys.readouterr().err
+    rc = main(["analyze", "merge", str(runs / "s0"), str(runs / "s0"), "--out", str(tmp_path / "m")])
+    assert rc == 2 and "duplicated [0]" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    meta = json.loads((runs / "s1" / "shard.json").read_text())
+    (other / "shard.json").write_text(json.dumps({**meta, "corpus_sha256": "0" * 64}))
+    (other / "stats.safetensors").write_bytes((runs / "s1" / "stats.safetensors").read_bytes())
+    rc = main(["analyze", "merge", str(runs / "s0"), str(other), "--out", str(tmp_path / "m")])
+    assert rc == 2 and "differ in tagged corpus" in capsys.readouterr().err
+    rc = main(["analyze", "merge", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert rc == 2 and "no shard.json" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_checks_the_corpus_fingerprint(runs, tmp_path, capsys, corpus_files):
+    rc = main(["analyze", "merge", str(runs / "s0"), str(runs / "s1"), "--out", str(tmp_path / "m"),
+               "--corpus", str(corpus_files["train"])])
+    assert rc == 2 and "corpus differs from the shards" in capsys.readouterr().err
+
+
+def test_shard_spec_and_groups():
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+    groups = [np.array([0, 2, 4, 6, 8]), np.array([1, 3, 5, 7])]
+    parts = [shard_groups(groups, i, 3) for i in range(3)]
+    for g in range(2):  # every story in exactly one shard
+        assert sorted(np.concatenate([p[g] for p in parts]).tolist()) == groups[g].tolist()

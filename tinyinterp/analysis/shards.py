@@ -1,0 +1,261 @@
+"""Sharded analysis: split the streaming pass over processes or machines, then merge.
+
+``tinyinterp analyze CKPT --corpus F --out S0 --shard 0/2`` (and ``1/2`` elsewhere) runs
+the single forward pass of :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` over
+the stories whose index ``i`` has ``i % n == shard`` and writes what it accumulated: every
+head sum (:class:`~tinyinterp.analysis.head_scores.MainPass`), the neuron histograms and
+moments of both halves (:class:`~tinyinterp.analysis.neuron_stats.TagStats`), the top-k
+buffer, and the same for the untrained control. These are sums (and a top-k) over disjoint
+stories, so adding them gives the statistics of the whole corpus, up to float summation
+order. ``tinyinterp analyze merge S0 S1 --out DIR`` checks that the shards belong together
+(same model weights, same tagged corpus, same configuration, shards ``0..n-1`` exactly once),
+adds them and runs everything that needs all the statistics: labels and tests, FDR,
+examples, ablations, probes and the report, exactly as an unsharded ``analyze`` would.
+
+Every shard tags the whole corpus and repeats the calibration passes (a fixed number of
+stories, independent of the corpus size), so that all shards bin and score identically;
+the merge step does so once more. A shard folder holds ``shard.json`` (provenance and
+fingerprints) and ``stats.safetensors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tinyinterp.atomic import atomic_path, write_json
+from tinyinterp.errors import ConfigError, TinyInterpError
+
+log = logging.getLogger(__name__)
+SHARD_FORMAT = 1
+SHARD_JSON, STATS = "shard.json", "stats.safetensors"
+_MAIN_FIELDS = ("obs", "exp", "flips", "tok_obs", "tok_exp", "tok_count", "cat_keys")
+_MAIN_SCALARS = ("n_rows", "inv_rows", "n_stories")
+_TAG_FIELDS = ("hist", "sum", "sumsq", "amb_hist")
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i, n = (int(x) for x in str(spec).split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {spec!r}: expected i/n with integers, e.g. 0/4 (the first of four shards)") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {spec!r}: need n >= 1 and 0 <= i < n (shards are numbered from 0)")
+    return i, n
+
+
+def shard_groups(groups: Sequence[np.ndarray], i: int, n: int) -> list[np.ndarray]:
+    """The stories of each group that belong to shard ``i`` of ``n`` (story index mod ``n``)."""
+    return [np.asarray(g)[np.asarray(g) % n == i] for g in groups]
+
+
+# ------------------------------------------------------------------------------------ fingerprints
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of the model's parameters and buffers (names, shapes, dtypes, values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        a = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}\0{tuple(t.shape)}\0{a.dtype}\0".encode())
+        h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    return h.hexdigest()
+
+
+def corpus_fingerprint(corpus) -> str:
+    """sha256 of the tagged corpus as the analysis sees it: token ids, story bounds, UPOS, words."""
+    store = corpus.packed()
+    h = hashlib.sha256(f"{corpus.spacy_model}\0{len(store)}\0".encode())
+    h.update(np.ascontiguousarray(store.lengths, dtype=np.int64).tobytes())
+    for name in ("tokens", "cont", "upos", "word"):
+        h.update(np.ascontiguousarray(store.flat(name)).astype(np.int64).tobytes())
+    for name in ("upos", "word"):
+        h.update("\0".join(store.vocab[name]).encode("utf-8"))
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- job state <-> tensors
+
+
+def _main_state(main, prefix: str) -> dict[str, torch.Tensor]:
+    out = {f"{prefix}.acc.{k}": v for k, v in main.acc.items()}
+    out.update({f"{prefix}.{k}": getattr(main, k) for k in _MAIN_FIELDS})
+    out.update({f"{prefix}.{k}": torch.tensor([float(getattr(main, k))], dtype=torch.float64) for k in _MAIN_SCALARS})
+    return out
+
+
+def _add_main(main, sd: dict[str, torch.Tensor], prefix: str) -> None:
+    for k in main.acc:
+        main.acc[k] += sd[f"{prefix}.acc.{k}"]
+    for k in _MAIN_FIELDS:
+        getattr(main, k).add_(sd[f"{prefix}.{k}"])
+    main.n_rows += float(sd[f"{prefix}.n_rows"][0])
+    main.inv_rows += float(sd[f"{prefix}.inv_rows"][0])
+    main.n_stories += int(sd[f"{prefix}.n_stories"][0])
+
+
+def _neuron_state(job, prefix: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for half, st in zip(("sel", "out"), job.stats):
+        out.update({f"{prefix}.{half}.{k}": getattr(st, k).cpu() for k in _TAG_FIELDS if getattr(st, k) is not None})
+    out.update({f"{prefix}.top.{k}": getattr(job.top, k).cpu() for k in ("values", "story", "pos")})
+    return out
+
+
+def _add_neurons(job, sd: dict[str, torch.Tensor], prefix: str) -> None:
+    from tinyinterp.analysis.activations import TopKBuffer
+
+    for half, st in zip(("sel", "out"), job.stats):
+        for k in _TAG_FIELDS:
+            if getattr(st, k) is not None:
+                getattr(st, k).add_(sd[f"{prefix}.{half}.{k}"].to(getattr(st, k).device))
+    other = TopKBuffer(job.top.values.shape[0], job.top.k)
+    other.values, other.story, other.pos = (sd[f"{prefix}.top.{k}"] for k in ("values", "story", "pos"))
+    job.top = job.top.merge(other)
+
+
+# ----------------------------------------------------------------------------------- the two sides
+
+
+@dataclass
+class Jobs:
+    """The streaming consumers of one analysis: heads, neurons and the untrained control's neurons."""
+
+    heads: Any  # HeadJob
+    neurons: Any  # NeuronJob
+    control: Any | None  # NeuronJob on the untrained twin, when configured
+    twin: Any | None
+
+    def state(self) -> dict[str, torch.Tensor]:
+        sd = {**_main_state(self.heads.main, "heads"), **_neuron_state(self.neurons, "neurons")}
+        if self.control is not None:
+            sd.update(_neuron_state(self.control, "control"))
+        return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+
+    def add(self, sd: dict[str, torch.Tensor]) -> None:
+        _add_main(self.heads.main, sd, "heads")
+        _add_neurons(self.neurons, sd, "neurons")
+        if self.control is not None:
+            _add_neurons(self.control, sd, "control")
+
+
+def build_jobs(model, corpus, hcfg, ncfg) -> Jobs:
+    """Calibrate every consumer (deterministic: every shard and the merge get the same bins and profiles)."""
+    import dataclasses
+
+    from tinyinterp.analysis.heads import HeadJob
+    from tinyinterp.analysis.neuron_controls import untrained_copy
+    from tinyinterp.analysis.neuron_pass import NeuronJob
+
+    hjob, njob = HeadJob(model, corpus, hcfg), NeuronJob(model, corpus, ncfg)
+    control = twin = None
+    if ncfg.untrained_control:
+        twin = untrained_copy(model, ncfg.control_seed).eval()
+        ctrl_cfg = dataclasses.replace(ncfg, untrained_control=False, n_examples=0)
+        control = NeuronJob(twin, njob.control_corpus(), ctrl_cfg, label="untrained control")
+    return Jobs(hjob, njob, control, twin)
+
+
+def run_shard(model, corpus, out: str | os.PathLike, hcfg, ncfg, shard: tuple[int, int], provenance: dict[str, Any],
+              progress: bool = True) -> dict[str, Any]:
+    """Stream shard ``shard = (i, n)`` of ``corpus`` and write its statistics to ``out``."""
+    from tinyinterp.analysis.pipeline import folder_lock
+    from tinyinterp.analysis.stream import eval_mode, run_pass
+
+    i, n = shard
+    out = Path(out)
+    with folder_lock(out), eval_mode(model):
+        jobs = build_jobs(model, corpus, hcfg, ncfg)
+        bt = min(hcfg.batch_tokens, ncfg.batch_tokens)
+        groups = shard_groups(jobs.neurons.groups, i, n)
+        tokens = run_pass(model, corpus, [jobs.heads.main, jobs.neurons], groups, bt, progress, f"shard {i}/{n}")
+        if jobs.control is not None:
+            run_pass(jobs.twin, jobs.control.corpus, [jobs.control], shard_groups(jobs.control.groups, i, n), bt,
+                     progress, f"shard {i}/{n}: untrained control")
+        meta = {
+            "format": SHARD_FORMAT, "shard": i, "n_shards": n, "tokens": tokens,
+            "stories": int(sum(len(g) for g in groups)),
+            "model_sha256": model_fingerprint(model), "corpus_sha256": corpus_fingerprint(corpus),
+            "corpus_stories": len(corpus), "config": _configs_json(hcfg, ncfg), **provenance,
+        }
+        with atomic_path(out / STATS) as tmp:
+            save_file(jobs.state(), str(tmp))
+        write_json(out / SHARD_JSON, meta)
+    log.info("shard %d/%d: %d stories, %d tokens written to %s", i, n, meta["stories"], tokens, out)
+    return meta
+
+
+def read_shards(dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Each shard's ``shard.json``, checked to form one complete, consistent set."""
+    metas = []
+    for d in dirs:
+        p = Path(d) / SHARD_JSON
+        if not p.is_file():
+            raise TinyInterpError(f"{d}: no {SHARD_JSON}; pass folders written by `tinyinterp analyze ... --shard i/n`")
+        try:
+            m = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise TinyInterpError(f"{p}: not valid JSON ({exc.msg}); rerun that shard") from None
+        if m.get("format") != SHARD_FORMAT:
+            raise TinyInterpError(f"{p}: shard format {m.get('format')!r}, this tinyinterp reads {SHARD_FORMAT}; rerun the shard")
+        if not (Path(d) / STATS).is_file():
+            raise TinyInterpError(f"{d}: {STATS} is missing (the shard did not finish); rerun that shard")
+        metas.append({**m, "dir": str(d)})
+    first = metas[0]
+    for m in metas[1:]:
+        for key, what in (("n_shards", "number of shards"), ("model_sha256", "model weights"),
+                          ("corpus_sha256", "tagged corpus"), ("config", "analysis configuration")):
+            if m[key] != first[key]:
+                raise TinyInterpError(f"{m['dir']} and {first['dir']} differ in {what}; merge shards of one run only")
+    got = sorted(m["shard"] for m in metas)
+    if got != list(range(first["n_shards"])):
+        missing = sorted(set(range(first["n_shards"])) - set(got))
+        dup = sorted({s for s in got if got.count(s) > 1})
+        raise TinyInterpError(f"shards {got} of {first['n_shards']}: missing {missing}, duplicated {dup}; "
+                              "pass every shard folder exactly once")
+    return metas
+
+
+def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Callable[..., tuple[Any, Any]]:
+    """A drop-in for :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` that adds the shards'
+    statistics instead of running the pass (checks the model and corpus are the shards' own)."""
+    first = metas[0]
+    if model_fingerprint(model) != first["model_sha256"]:
+        raise TinyInterpError(f"{first['dir']}: the shards were computed with other model weights than {first.get('model')}; "
+                              "pass --ckpt with the shards' checkpoint")
+    if corpus_fingerprint(corpus) != first["corpus_sha256"]:
+        raise TinyInterpError(f"{first['dir']}: the corpus differs from the shards' (stories, tokeniser or spaCy model); "
+                              "pass the same --corpus and --max-stories as the shards")
+    if _configs_json(hcfg, ncfg) != first["config"]:
+        raise TinyInterpError(f"{first['dir']}: the analysis configuration differs from the shards'; merge with the shards' options")
+
+    def finish(model, corpus, hcfg, ncfg, progress=False):
+        from tinyinterp.analysis.stream import eval_mode
+
+        with eval_mode(model):
+            jobs = build_jobs(model, corpus, hcfg, ncfg)
+            for m in metas:
+                jobs.add(load_file(str(Path(m["dir"]) / STATS)))
+            if jobs.control is not None:
+                jobs.neurons.control_result = jobs.control.finish()
+            return jobs.heads.finish(), jobs.neurons.finish()
+
+    return finish
+
+
+def _configs_json(hcfg, ncfg) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    drop = {"progress"}
+    return json.loads(json.dumps({"heads": {k: v for k, v in asdict(hcfg).items() if k not in drop},
+                                  "neurons": {k: v for k, v in asdict(ncfg).items() if k not in drop}}, default=str))
