@@ -28,7 +28,12 @@ functions called one after the other. The untrained control (a second, random-in
 analysed over the same corpus; on by default in ``NeuronConfig``) is timed on its own:
 ``overhead_vs_forward`` (the target, ≤ 2) excludes it, ``overhead_vs_forward_with_control``
 includes it. Probes (``--probes``) read a capped number of tokens and are reported apart.
-The top-level figures are those of the largest size. The last line printed is one JSON object.
+Soak: the child records its RSS after every batch of the shared pass; the pass streams the
+selection half, then the held-out half, each sorted by length (the same mix of batch shapes),
+so ``soak.drift`` = the held-out half's peak / the selection half's peak is ≈ 1 when memory is
+flat and > 1 when it creeps with the number of batches (target ≤ 1.05 at ≥ 1M tokens).
+The top-level figures are those of the largest size. The last line printed is one JSON object
+(``--save FILE`` also writes it to a file, which ``benchmarks/scale_out.py`` extrapolates).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import argparse
 import glob
 import hashlib
 import json
+import math
 import os
 import resource
 import statistics
@@ -49,6 +55,54 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinystories"
 CHECKPOINT = REPO / "checkpoints" / "ts-1l"
 VOCAB = 4096
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process (MiB), VmRSS."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) / 1024.0 for line in fh if line.startswith("VmRSS:"))
+
+
+class PassRss:
+    """The soak check: RSS after every batch of the shared streaming pass, by group.
+
+    The pass streams the selection half, then the held-out half, each sorted by length, so
+    the two halves run the same mix of batch shapes: with flat memory the held-out half peaks
+    no higher than the selection half (``drift`` = its peak / the selection half's peak ≈ 1).
+    Installed by wrapping ``tinyinterp.analysis.stream``'s ``PassBatch`` and ``run_hooked``.
+    """
+
+    def __init__(self):
+        self.by_group: dict[int, list[float]] = {}
+
+    def __enter__(self) -> "PassRss":
+        import tinyinterp.analysis.stream as stream
+
+        self._stream, self._saved = stream, (stream.PassBatch, stream.run_hooked)
+        rec, group = self, {"g": 0}
+
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Recorded(stream.PassBatch):
+            def __post_init__(self):
+                group["g"] = self.group
+
+        def run_hooked(*a, **k):
+            self._saved[1](*a, **k)
+            rec.by_group.setdefault(group["g"], []).append(rss_mb())
+
+        stream.PassBatch, stream.run_hooked = Recorded, run_hooked
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stream.PassBatch, self._stream.run_hooked = self._saved
+
+    def summary(self) -> dict:
+        peaks = {g: max(v) for g, v in sorted(self.by_group.items())}
+        first, last = peaks.get(0, math.nan), peaks.get(max(peaks), math.nan) if peaks else math.nan
+        return {"batches": {g: len(v) for g, v in self.by_group.items()}, "peak_rss_by_half_mb": peaks,
+                "rss_end_mb": self.by_group[max(peaks)][-1] if peaks else math.nan, "drift": last / first}
 
 
 def peak_rss_mb() -> float:
@@ -161,8 +215,10 @@ def child(args: argparse.Namespace) -> dict:
     ncfg = NeuronConfig(untrained_control=False)
 
     t, c = time.perf_counter(), time.process_time()
-    heads, neurons = heads_and_neurons(model, corpus, hcfg, ncfg)
+    with PassRss() as soak:
+        heads, neurons = heads_and_neurons(model, corpus, hcfg, ncfg)
     out["analysis_s"], out["analysis_cpu_s"] = time.perf_counter() - t, time.process_time() - c
+    out["soak"] = soak.summary()
     rss["after_analysis"] = peak_rss_mb()
     out["heads_labels"] = heads.meta["labels"]
     out["selective_neurons"] = neurons.summary["n_selective_neurons"]
@@ -229,6 +285,7 @@ def main() -> None:
     ap.add_argument("--forward-reps", type=int, default=2, help="timed bare-forward passes (median kept)")
     ap.add_argument("--rss-reps", type=int, default=3,
                     help="child processes per size whose peak RSS is measured (median kept; the first also times)")
+    ap.add_argument("--save", default=None, help="also write the final JSON to this file (read by benchmarks/scale_out.py)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--n-stories", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
@@ -302,8 +359,13 @@ def main() -> None:
                                      / statistics.median(small["peak_rss_analysis_runs_mb"])),
         "rss_reps": args.rss_reps,
     }
+    out["soak"] = {"tokens": large["tokens"], **large["soak"]}  # RSS over the longest pass: flat means drift ~ 1
     out["targets_met"] = {"overhead_vs_forward<=2": out["overhead_vs_forward"] <= 2.0,
-                          "rss_growth<=1.10": out["rss_growth"] <= 1.10}
+                          "rss_growth<=1.10": out["rss_growth"] <= 1.10,
+                          "soak_drift<=1.05": out["soak"]["drift"] <= 1.05}
+    if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(out, indent=1))
     print(json.dumps(out))
 
 

@@ -1,0 +1,103 @@
+"""Extrapolate the time and memory to analyse the full TinyStories training set.
+
+    python benchmarks/analysis_throughput.py --save runs/bench/analysis.json   # measure (about 15 min)
+    python benchmarks/scale_out.py --analysis runs/bench/analysis.json         # extrapolate (about 30 s)
+
+Inputs, all measured on this machine: the analysis benchmark's JSON (analysis and untrained
+control tokens/s at its largest size, one thread; peak RSS at its two sizes; tokens per
+story), plus a fresh spaCy tagging rate measured here on ``--tag-stories`` stories with an
+empty tag cache (the benchmark's own tagging usually reads the cache). Nothing else is
+assumed except the dataset size (``--stories``, default 2,119,719: the train split of
+``roneneldan/TinyStories``) and, for GPUs, a pass rate you supply (``--gpu-tokens-per-s``):
+no GPU was available to measure one, so without it the GPU rows give only the CPU-bound part.
+
+Model of a sharded run (``tinyinterp analyze --shard i/n`` + ``analyze merge``):
+  tagging  — every shard needs the whole tagged corpus; tags are cached on disk by text hash,
+             so with a shared ``$TINYINTERP_CACHE`` the corpus is tagged once (serial, CPU),
+             then every shard reads the cache;
+  pass     — the streaming pass (heads + neurons + untrained control) splits n ways;
+  memory   — every shard holds the packed corpus: fixed part + bytes/token × tokens.
+Prints one JSON object (last line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def fresh_tagging_rate(n_stories: int, data: str) -> dict:
+    """spaCy tagging + alignment tokens/s (one process), with an empty cache."""
+    import analysis_throughput as bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TINYINTERP_CACHE"] = tmp
+        from tinyinterp.analysis.pos import load_corpus, load_spacy
+
+        _, files = bench.story_source(data)
+        model, _ = bench.get_model(files)
+        texts = bench.read_stories(files, n_stories + 50)[50:]  # not the stories the benchmark tagged first
+        load_spacy()  # model load not timed
+        t = time.perf_counter()
+        corpus = load_corpus(texts, model, progress=False)
+        dt = time.perf_counter() - t
+    return {"stories": len(corpus), "tokens": corpus.n_tokens, "seconds": dt, "tokens_per_s": corpus.n_tokens / dt}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--analysis", required=True, help="JSON written by analysis_throughput.py --save")
+    ap.add_argument("--stories", type=int, default=2_119_719, help="stories to analyse (TinyStories train split)")
+    ap.add_argument("--tag-stories", type=int, default=300, help="stories tagged fresh to measure the tagging rate")
+    ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 8, 16], help="shard counts to tabulate")
+    ap.add_argument("--gpu-tokens-per-s", type=float, default=None,
+                    help="analysis pass rate of one GPU shard, if you measured one (not measured here)")
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "tinystories"))
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    bench = json.loads(Path(args.analysis).read_text())
+    sizes = sorted(bench["sizes"].values(), key=lambda r: r["tokens"])
+    small, large = sizes[0], sizes[-1]
+    tok_per_story = large["tokens"] / large["stories"]
+    n_tok = args.stories * tok_per_story
+    pass_s_per_tok = (large["analysis_s"] + large.get("control_s", 0.0)) / large["tokens"]
+    load = lambda r: r["rss_checkpoints_mb"]["after_load"]  # noqa: E731
+    bytes_per_tok = max(0.0, (load(large) - load(small)) * 2**20 / (large["tokens"] - small["tokens"]))
+    mem_gb = (large["peak_rss_mb"] * 2**20 + bytes_per_tok * (n_tok - large["tokens"])) / 2**30
+    tag = fresh_tagging_rate(args.tag_stories, args.data)
+    tag_h = n_tok / tag["tokens_per_s"] / 3600
+
+    rows = []
+    for n in args.shards:
+        cpu_pass_h = n_tok * pass_s_per_tok / n / 3600
+        row = {"shards": n, "tagging_h": round(tag_h, 1), "cpu_pass_h": round(cpu_pass_h, 1),
+               "cpu_total_h": round(tag_h + cpu_pass_h, 1), "memory_per_shard_gb": round(mem_gb, 1)}
+        if args.gpu_tokens_per_s:
+            gpu_pass_h = n_tok / args.gpu_tokens_per_s / n / 3600
+            row.update(gpu_pass_h=round(gpu_pass_h, 2), gpu_total_h=round(tag_h + gpu_pass_h, 1))
+        rows.append(row)
+    out = {
+        "stories": args.stories, "tokens_per_story": round(tok_per_story, 1), "tokens": round(n_tok),
+        "analysis_tokens_per_s_1thread": round(large["tokens"] / (large["analysis_s"] + large.get("control_s", 0.0))),
+        "tagging": {k: round(v, 2) if isinstance(v, float) else v for k, v in tag.items()},
+        "corpus_bytes_per_token": round(bytes_per_tok, 1), "peak_rss_mb_measured": large["peak_rss_mb"],
+        "gpu_tokens_per_s": args.gpu_tokens_per_s, "rows": rows,
+    }
+    for r in rows:
+        print(r, flush=True)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
