@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextmanager
@@ -31,6 +31,46 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_files(folder: str | os.PathLike) -> Iterator[Callable[[str], Path]]:
+    """Replace several files in ``folder`` together: all of them, or (on any error) none.
+
+    Yields ``stage(name) -> Path``, a temporary path to write ``folder/name`` to. When the
+    block ends without error every staged file is fsynced first, then each is renamed onto
+    its target in staging order (stage a manifest last). Renames need no disk space, so a
+    full disk (or any error while writing) leaves every old file as it was; the temporary
+    files (and the folders this call created, when left empty) are removed.
+    """
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, Path] = {}
+
+    def stage(name: str) -> Path:
+        if name not in staged:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            staged[name] = Path(tmp)
+        return staged[name]
+
+    try:
+        yield stage
+        for tmp in staged.values():
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+        for name, tmp in staged.items():
+            os.replace(tmp, folder / name)
+    finally:
+        for tmp in staged.values():
+            if tmp.exists():
+                tmp.unlink()
+        for p in created:  # failed before any file was renamed in: leave no empty folders behind
+            if not p.is_dir() or any(p.iterdir()):
+                break
+            p.rmdir()
 
 
 def _umask() -> int:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tinyinterp.atomic import atomic_path, write_json, write_text
+from tinyinterp.atomic import write_json
 from tinyinterp.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,10 @@ def hooked_config(cfg: dict[str, Any]):
     unknown = sorted(set(cfg) - _ht_config_fields())
     if unknown:
         raise CheckpointError(f"{CONFIG}: unknown field(s) {unknown}; remove them (fields must be HookedTransformerConfig's)")
+    for key in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab"):
+        v = cfg.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or (v <= 0 and not (v == -1 and key in ("n_heads", "d_vocab")))):
+            raise CheckpointError(f"{CONFIG}: field {key}={v!r} must be a positive integer; restore the file from the original checkpoint")
     try:
         return HookedTransformerConfig(**cfg)
     except Exception as exc:  # noqa: BLE001
@@ -69,11 +73,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# files that define the model (weights, config, tokenizer, provenance), not logs or cards
+DEFINING_FILES = {CONFIG, WEIGHTS, TRAINING, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                  "vocab.json", "merges.txt", "tokenizer.model"}
+
+
 def _defining_files(ckpt: Path) -> list[str]:
     """Files that define the model (weights, config, tokenizer, provenance), not logs or cards."""
-    keep = {CONFIG, WEIGHTS, TRAINING, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-            "vocab.json", "merges.txt", "tokenizer.model"}
-    return sorted(f.name for f in ckpt.iterdir() if f.is_file() and f.name in keep)
+    return sorted(f.name for f in ckpt.iterdir() if f.is_file() and f.name in DEFINING_FILES)
 
 
 def write_manifest(ckpt: Path) -> None:
@@ -109,25 +116,41 @@ def save_checkpoint(
     card: str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write a checkpoint directory; every file is replaced atomically, manifest last."""
+    """Write a checkpoint directory, all files or none.
+
+    Every file goes to a temporary file first; only when all are on disk are they renamed into
+    place (manifest last). An error while writing (a full disk) leaves the previous checkpoint
+    exactly as it was, still loadable.
+    """
+    import shutil
+
     from safetensors.torch import save_file
 
-    from tinyinterp.data.tokenizer import save_tokenizer
+    from tinyinterp.atomic import atomic_files
+    from tinyinterp.data.tokenizer import tokenizer_files
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.to(dtype) if v.is_floating_point() and v.dim() > 0 else v).detach().contiguous().cpu()
                for k, v in state_dict.items()}
-    with atomic_path(out / WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "tinyinterp"})
-    write_json(out / CONFIG, config)
-    if tokenizer_dir is not None and Path(tokenizer_dir).resolve() != out.resolve():
-        save_tokenizer(tokenizer_dir, out)
-    if training is not None:
-        write_json(out / TRAINING, training)
-    if card is not None:
-        write_text(out / CARD, card)
-    write_manifest(out)
+    with atomic_files(out) as stage:
+        new: dict[str, Path] = {}
+
+        def put(name: str) -> Path:
+            new[name] = stage(name)
+            return new[name]
+
+        save_file(tensors, str(put(WEIGHTS)), metadata={"format": "pt", "producer": "tinyinterp"})
+        put(CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        if tokenizer_dir is not None and Path(tokenizer_dir).resolve() != out.resolve():
+            for f in tokenizer_files(tokenizer_dir):
+                shutil.copyfile(f, put(f.name))
+        if training is not None:
+            put(TRAINING).write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
+        if card is not None:
+            put(CARD).write_text(card, encoding="utf-8")
+        names = sorted(set(_defining_files(out)) | (set(new) & DEFINING_FILES))
+        sums = {name: sha256_file(new.get(name, out / name)) for name in names}
+        put(MANIFEST).write_text(json.dumps({"sha256": sums}, indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -153,6 +176,11 @@ def read_weights(ckpt: Path) -> dict[str, Tensor]:
         pickles = [p.name for p in ckpt.glob("*.bin")] + [p.name for p in ckpt.glob("*.pt")] + [p.name for p in ckpt.glob("*.pth")]
         hint = f" (found {pickles}: pickle files are never loaded; convert them to safetensors)" if pickles else ""
         raise CheckpointError(f"{wp}: missing weights file{hint}")
+    with open(wp, "rb") as fh:
+        head = fh.read(9)  # safetensors: 8-byte header length, then "{"
+    if head[8:9] != b"{" and head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save zip / raw pickle
+        raise CheckpointError(f"{wp}: is a PyTorch pickle, not safetensors; pickles are never loaded, "
+                              "convert it with safetensors.torch.save_file where you trust its origin")
     try:
         sd = load_file(str(wp))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -64,6 +64,8 @@ def evaluate_windows(
 
 def stories_to_stream(tokenizer, stories: Iterable[str], batch: int = 512) -> np.ndarray:
     """``<|endoftext|>`` story ``<|endoftext|>`` story … as one int64 array."""
+    from tinyinterp.data.shards import BATCH_CHARS
+
     eot = tokenizer.bos_token_id
     pieces: list[np.ndarray] = []
     buf: list[str] = []
@@ -73,10 +75,13 @@ def stories_to_stream(tokenizer, stories: Iterable[str], batch: int = 512) -> np
             pieces.append(np.asarray([eot, *ids], dtype=np.int64))
         buf.clear()
 
+    n_chars = 0
     for s in stories:
         buf.append(s)
-        if len(buf) >= batch:
+        n_chars += len(s)
+        if len(buf) >= batch or n_chars >= BATCH_CHARS:  # bounded memory for one enormous story
             flush()
+            n_chars = 0
     if buf:
         flush()
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)

@@ -27,7 +27,7 @@ def generate(
     ``temperature == 0`` is greedy. Sampling uses its own ``torch.Generator`` seeded with
     ``seed``, so results are reproducible and the global RNG is untouched.
     """
-    if temperature < 0:
+    if not temperature >= 0:  # also NaN
         raise TinyInterpError(f"temperature={temperature}: must be >= 0 (0 = greedy)")
     if max_new_tokens < 0:
         raise TinyInterpError(f"max_new_tokens={max_new_tokens}: must be >= 0")

@@ -65,32 +65,25 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, corpus_files, mode):
 def test_full_disk_keeps_previous_checkpoint(tmp_path, corpus_files, monkeypatch):
     cfg = TrainConfig(**dict(ARGS, data=[str(corpus_files["train"])], eval_data=[str(corpus_files["eval"])], max_steps=8))
     out = tmp_path / "full"
-    import tinyinterp.checkpoint as ck
+    import safetensors.torch as st
 
-    real = ck.atomic_path
+    from tinyinterp.errors import CheckpointError
+
+    real = st.save_file  # what save_checkpoint writes the weights with
     calls = {"n": 0}
 
-    class NoSpace:
-        def __init__(self, target):
-            self.cm = real(target)
+    def no_space(tensors, filename, *a, **k):
+        calls["n"] += 1
+        if calls["n"] >= 2:  # the second export's weights: the disk fills up half-way
+            with open(filename, "wb") as fh:
+                fh.write(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, filename, *a, **k)
 
-        def __enter__(self):
-            calls["n"] += 1
-            tmp = self.cm.__enter__()
-            if calls["n"] >= 2:  # the second export's weights: the disk is full
-                tmp.write_bytes(b"half")
-                err = OSError(errno.ENOSPC, "No space left on device")
-                self.cm.__exit__(OSError, err, None)
-                raise err
-            return tmp
-
-        def __exit__(self, *exc):
-            return self.cm.__exit__(*exc)
-
-    monkeypatch.setattr(ck, "atomic_path", NoSpace)
-    with pytest.raises(OSError, match="No space"):
+    monkeypatch.setattr(st, "save_file", no_space)
+    with pytest.raises(CheckpointError, match="No space"):
         train(cfg, out)
-    monkeypatch.setattr(ck, "atomic_path", real)
+    monkeypatch.setattr(st, "save_file", real)
     model = load_model(out)  # step-4 checkpoint intact, manifest consistent
     assert json.loads((out / "training.json").read_text())["step"] == 4
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

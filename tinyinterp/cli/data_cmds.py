@@ -35,7 +35,8 @@ def run_tokenizer(args) -> int:
     from tinyinterp.data.tokenizer import describe, train_bpe
 
     srcs = resolve_sources(args.data)
-    train_bpe(iter_stories(srcs, dedupe=not args.no_dedupe), args.out, vocab_size=args.vocab_size)
+    train_bpe(iter_stories(srcs, dedupe=not args.no_dedupe), args.out, vocab_size=args.vocab_size,
+              corpus_name=", ".join(s.path for s in srcs))
     print(json.dumps(describe(args.out)))
     return 0
 

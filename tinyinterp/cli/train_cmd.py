@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import shlex
 import sys
@@ -75,8 +76,12 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
             raise ConfigError(f"{args.config}: cannot read training config ({exc})") from None
         if not isinstance(base, dict):
             raise ConfigError(f"{args.config}: expected a JSON object of TrainConfig fields")
-    if args.resume and not args.config and args.out and (Path(args.out) / "resume" / "state.json").exists():
-        base = json.loads((Path(args.out) / "resume" / "state.json").read_text())["config"]
+    state_path = Path(args.out or ".") / "resume" / "state.json"
+    if args.resume and not args.config and args.out and state_path.exists():
+        try:
+            base = json.loads(state_path.read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{state_path}: unreadable resume state; restart the run with --overwrite") from None
     given = {}
     if args.data is not None:
         given["data"] = args.data
@@ -95,12 +100,18 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
         given["bf16"] = True
     if args.compile:
         given["compile"] = True
-    overrides = dict(base.get("model_overrides", {}))
+    overrides = base.get("model_overrides", {})
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{args.config}: model_overrides must be a JSON object of HookedTransformerConfig fields")
+    overrides = dict(overrides)
     if args.model_config:
         try:
-            overrides.update(json.loads(args.model_config))
+            given_overrides = json.loads(args.model_config)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--model-config: invalid JSON ({exc.msg})") from None
+        if not isinstance(given_overrides, dict):
+            raise ConfigError('--model-config: expected a JSON object, e.g. \'{"n_ctx": 128}\'')
+        overrides.update(given_overrides)
     if args.n_ctx is not None:
         overrides["n_ctx"] = args.n_ctx
     if overrides:
@@ -114,7 +125,11 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(merged) - known)
     if unknown:
-        raise ConfigError(f"training config: unknown field(s) {unknown}")
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; `tinyinterp train --help` lists the fields"
+        raise ConfigError(f"{args.config or 'training config'}: unknown field(s) {unknown}{hint}")
     return TrainConfig(**merged)
 
 
@@ -125,6 +140,11 @@ def run(args) -> int:
         raise ConfigError("--out is required: the checkpoint folder to write")
     cfg = config_from_args(args)
     command = "tinyinterp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    out = train(cfg, args.out, overwrite=args.overwrite, resume=args.resume, command=command)
+    try:
+        out = train(cfg, args.out, overwrite=args.overwrite, resume=args.resume, command=command)
+    except OSError as exc:  # a full disk outside a checkpoint save (those say so themselves)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ConfigError(f"{exc.filename or args.out}: {exc.strerror}; free disk space and run the command again") from exc
     print(f"checkpoint written to {out}")
     return 0

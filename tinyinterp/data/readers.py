@@ -19,6 +19,7 @@ Source strings accepted everywhere a corpus is expected:
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import json
@@ -118,32 +119,52 @@ def _read_text(path: str) -> str:
         ) from None
 
 
+def _utf8_lines(path: str, limit: int = MAX_STORY_CHARS) -> Iterator[str]:
+    """Lines of a UTF-8 file, a line longer than ``limit`` bytes in pieces (so one enormous line is
+    never held whole); an invalid byte is reported with its line and byte offset."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lineno = 0, 1
+    with open(path, "rb") as fh:
+        while True:
+            raw = fh.readline(limit)
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous piece
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}: not valid UTF-8 (line {lineno}, byte {offset - pending + exc.start}); "
+                    "re-encode it, e.g. `iconv -f latin1 -t utf-8`"
+                ) from None
+            if not raw:
+                return
+            offset += len(raw)
+            lineno += raw.endswith(b"\n")
+            yield text
+
+
 def _iter_txt(path: str) -> Iterator[str]:
     _check_text_file(path)
     buf: list[str] = []
     n_chars = 0
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip() == EOT:
-                    yield "".join(buf)
-                    buf, n_chars = [], 0
-                    continue
-                if EOT in line:  # separator inline with text
-                    *done, line = line.split(EOT)
-                    for piece in done:
-                        buf.append(piece)
-                        yield "".join(buf)
-                        buf, n_chars = [], 0
-                buf.append(line)
-                n_chars += len(line)
-                if n_chars > MAX_STORY_CHARS:  # one enormous "story": hand it on in pieces
-                    yield "".join(buf)
-                    buf, n_chars = [], 0
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid UTF-8 (byte {exc.start}); re-encode it, e.g. `iconv -f latin1 -t utf-8`"
-        ) from None
+    for line in _utf8_lines(path):
+        if line.strip() == EOT:
+            yield "".join(buf)
+            buf, n_chars = [], 0
+            continue
+        if EOT in line:  # separator inline with text
+            *done, line = line.split(EOT)
+            for piece in done:
+                buf.append(piece)
+                yield "".join(buf)
+                buf, n_chars = [], 0
+        buf.append(line)
+        n_chars += len(line)
+        if n_chars > MAX_STORY_CHARS:  # one enormous "story": hand it on in pieces, cut between words
+            text = "".join(buf)
+            cut = max(text.rfind("\n"), text.rfind(" ")) + 1 or len(text)
+            yield text[:cut]
+            buf = [text[cut:]]
+            n_chars = len(buf[0])
     if buf:
         yield "".join(buf)
 
@@ -256,5 +277,5 @@ def load_stories(sources: str | Iterable[str], max_stories: int | None = None, d
             break
     if not out:
         names = sources if isinstance(sources, str) else ", ".join(map(str, sources))
-        raise DataError(f"{names}: no stories found (the corpus is empty or whitespace only)")
+        raise DataError(f"{names}: no stories found (the corpus is empty or whitespace only); pass files that hold text")
     return out

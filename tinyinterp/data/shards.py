@@ -38,6 +38,7 @@ from tinyinterp.errors import DataError
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 BATCH_STORIES = 512
+BATCH_CHARS = 250_000  # also cap the characters per tokenizer call: one enormous story stays bounded in memory
 
 
 def story_in_val(story: str, val_fraction: float) -> bool:
@@ -156,13 +157,18 @@ def prepare_data(
                 bar.update(len(batch))
                 batch.clear()
 
-            for s in stories:
-                batch.append(s)
-                if len(batch) >= BATCH_STORIES:
+            n_chars = 0
+            try:
+                for s in stories:
+                    batch.append(s)
+                    n_chars += len(s)
+                    if len(batch) >= BATCH_STORIES or n_chars >= BATCH_CHARS:
+                        flush()
+                        n_chars = 0
+                if batch:
                     flush()
-            if batch:
-                flush()
-            bar.close()
+            finally:  # clear the bar's line, also when a bad file stops the reading
+                bar.close()
 
         if evals:
             encode_into(iter_stories(train, dedupe=dedupe), lambda s: "train")
@@ -172,7 +178,7 @@ def prepare_data(
         for w in writers.values():
             w.flush()
         if writers["train"].n_stories == 0:
-            raise DataError(f"{', '.join(s.path for s in train)}: no training stories (empty or whitespace-only corpus)")
+            raise DataError(f"{', '.join(s.path for s in train)}: no training stories (empty or whitespace-only corpus); pass --data files that hold text")
         meta = {
             "format": FORMAT_VERSION,
             "fingerprint": fp,

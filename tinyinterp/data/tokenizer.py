@@ -32,8 +32,12 @@ def train_bpe(
     out_dir: str | os.PathLike,
     vocab_size: int = 4096,
     min_frequency: int = 2,
+    corpus_name: str = "corpus",
 ) -> Path:
-    """Train a byte-level BPE on ``stories`` and save it (atomically) to ``out_dir``."""
+    """Train a byte-level BPE on ``stories`` and save it (atomically) to ``out_dir``.
+
+    ``corpus_name`` (the source paths) names the corpus in the error raised when it holds no story.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -59,7 +63,8 @@ def train_bpe(
 
     tok.train_from_iterator(counted(), trainer=trainer)
     if n == 0:
-        raise DataError("cannot train a tokenizer on an empty corpus")
+        raise DataError(f"{corpus_name}: no stories to train a tokenizer on (the corpus is empty or whitespace only); "
+                        "pass --data files that hold text")
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=EOT, unk_token=EOT,
         model_max_length=1_000_000,
@@ -164,12 +169,20 @@ def describe(path: str | os.PathLike) -> dict:
     return {"path": str(path), "vocab_size": len(tok), "sha256": tokenizer_sha256(path), "bos": tok.bos_token}
 
 
+# a model's own files, found when a checkpoint folder is used as the tokenizer folder: never copied
+NOT_TOKENIZER_FILES = {"config.json", "generation_config.json", "training.json", "manifest.json"}
+
+
+def tokenizer_files(tokenizer_dir: str | os.PathLike) -> list[Path]:
+    """The files of a tokenizer folder that a checkpoint needs (``.json``, ``.txt``, ``.model``)."""
+    return [f for f in sorted(Path(tokenizer_dir).iterdir())
+            if f.is_file() and f.suffix in (".json", ".txt", ".model") and f.name not in NOT_TOKENIZER_FILES]
+
+
 def save_tokenizer(tokenizer_dir: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Copy a tokenizer folder's files into ``dest`` (each file atomically)."""
     from tinyinterp.atomic import atomic_path
 
-    src = Path(tokenizer_dir)
-    for f in sorted(src.iterdir()):
-        if f.is_file() and (f.suffix in (".json", ".txt", ".model")):
-            with atomic_path(Path(dest) / f.name) as tmp:
-                shutil.copyfile(f, tmp)
+    for f in tokenizer_files(tokenizer_dir):
+        with atomic_path(Path(dest) / f.name) as tmp:
+            shutil.copyfile(f, tmp)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from tinyinterp.errors import ConfigError, TinyInterpError
 from tinyinterp.models.presets import PRESETS
+
+
+_FLOAT_FIELDS = ("val_fraction", "lr", "min_lr_ratio", "epochs", "weight_decay", "beta1", "beta2", "grad_clip", "dropout")
+_INT_FIELDS = ("vocab_size", "batch_size", "grad_accum", "warmup_steps", "max_steps", "max_tokens", "seed", "eval_every",
+               "eval_tokens", "log_every", "save_every", "snapshots", "sample_tokens", "threads")
+_OPTIONAL = ("epochs", "max_steps", "max_tokens", "eval_tokens", "threads")
+_INT_FROM_FLOAT = ("max_tokens", "eval_tokens")  # 1e6 in a JSON config means 1000000
 
 
 @dataclass
@@ -89,8 +97,22 @@ class TrainConfig:
             self.data = [self.data]
         if isinstance(self.eval_data, str):
             self.eval_data = [self.eval_data]
-        if self.preset not in PRESETS:
+        if not isinstance(self.preset, str) or self.preset not in PRESETS:
             raise ConfigError(f"preset={self.preset!r}: unknown; choose one of {', '.join(PRESETS)}")
+        for name in _FLOAT_FIELDS + _INT_FIELDS:  # e.g. "lr": "fast" in a --config file
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL:
+                continue
+            if name in _INT_FIELDS:
+                if isinstance(v, float) and v.is_integer() and name in _INT_FROM_FLOAT:
+                    v = int(v)
+                    setattr(self, name, v)
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise ConfigError(f"{name}={v!r}: must be an integer")
+            elif not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ConfigError(f"{name}={v!r}: must be a finite number")
+        if not isinstance(self.model_overrides, dict):
+            raise ConfigError(f"model_overrides={self.model_overrides!r}: must be a JSON object of HookedTransformerConfig fields")
         positive_ints = ("batch_size", "grad_accum", "eval_every", "log_every", "save_every", "vocab_size", "sample_tokens")
         for name in positive_ints:
             v = getattr(self, name)
@@ -99,20 +121,21 @@ class TrainConfig:
         for name in ("lr",):
             if not (getattr(self, name) > 0):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
-        checks = {
-            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
-            "warmup_steps": self.warmup_steps >= 0,
-            "weight_decay": self.weight_decay >= 0,
-            "beta1": 0 <= self.beta1 < 1,
-            "beta2": 0 <= self.beta2 < 1,
-            "grad_clip": self.grad_clip >= 0,
-            "dropout": 0 <= self.dropout < 1,
-            "val_fraction": 0 <= self.val_fraction < 1,
-            "snapshots": self.snapshots >= 0,
+        checks = {  # field: (valid?, the valid range)
+            "min_lr_ratio": (0 <= self.min_lr_ratio <= 1, "between 0 and 1"),
+            "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
+            "weight_decay": (self.weight_decay >= 0, ">= 0"),
+            "beta1": (0 <= self.beta1 < 1, "in [0, 1)"),
+            "beta2": (0 <= self.beta2 < 1, "in [0, 1)"),
+            "grad_clip": (self.grad_clip >= 0, ">= 0 (0 disables clipping)"),
+            "dropout": (0 <= self.dropout < 1, "in [0, 1)"),
+            "val_fraction": (0 <= self.val_fraction < 1, "in [0, 1)"),
+            "snapshots": (self.snapshots >= 0, ">= 0"),
+            "threads": (self.threads is None or self.threads > 0, "a positive integer"),
         }
-        for name, ok in checks.items():
+        for name, (ok, rule) in checks.items():
             if not ok:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: out of range")
+                raise ConfigError(f"{name}={getattr(self, name)!r}: out of range; must be {rule}")
         budgets = [n for n in ("max_steps", "max_tokens", "epochs") if getattr(self, n) is not None]
         if len(budgets) != 1:
             raise ConfigError("set exactly one of max_steps, max_tokens, epochs (e.g. --max-steps 1000)")

@@ -20,7 +20,7 @@ from tinyinterp.data.batches import WindowSampler, eval_windows
 from tinyinterp.data.readers import iter_stories, resolve_sources
 from tinyinterp.data.shards import PreparedData, prepare_data
 from tinyinterp.data.tokenizer import load_tokenizer, token_byte_lengths, train_bpe
-from tinyinterp.errors import ConfigError
+from tinyinterp.errors import CheckpointError, ConfigError
 from tinyinterp.evaluate import evaluate_windows
 from tinyinterp.generate import generate
 from tinyinterp.models.convert import to_hooked_state_dict
@@ -51,25 +51,34 @@ def _tokenizer_for(cfg: TrainConfig, main: bool) -> Path:
     path = cache_dir("tokenizers") / key
     if main and not (path / "tokenizer.json").exists():
         log.info("training a %d-id byte-level BPE on the training data", cfg.vocab_size)
-        train_bpe(iter_stories(srcs, dedupe=cfg.dedupe), path, vocab_size=cfg.vocab_size)
+        train_bpe(iter_stories(srcs, dedupe=cfg.dedupe), path, vocab_size=cfg.vocab_size,
+                  corpus_name=", ".join(s.path for s in srcs))
     return path
 
 
-def _check_out(out: Path, overwrite: bool, resume: bool) -> None:
+def _check_out(out: Path, overwrite: bool, resume: bool) -> bool:
+    """Validate ``--out``; True when an old run there is to be cleared (see :func:`_clear_old_run`)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file, not a folder; choose another --out")
     holds = out.exists() and ((out / CONFIG).exists() or (out / RESUME).exists() or (out / "metrics.jsonl").exists())
     if resume:
         if not has_state(out):
             raise ConfigError(f"{out}: --resume given but there is no resumable state ({RESUME}/); start without --resume")
-        return
+        return False
     if holds and not overwrite:
         raise ConfigError(f"{out}: already holds a checkpoint; pass --resume to continue it or --overwrite to replace it")
-    if holds and overwrite:
-        for name in ("metrics.jsonl", RESUME, RESUME + ".old", "snapshots"):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+    return holds
+
+
+def _clear_old_run(out: Path) -> None:
+    """Remove an old run's logs, resume state and snapshots (--overwrite), once the new run's data is ready;
+    its checkpoint files are replaced by the first save."""
+    for name in ("metrics.jsonl", RESUME, RESUME + ".old", "snapshots"):
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def _total_steps(cfg: TrainConfig, train_tokens: int, global_batch: int, n_ctx: int) -> int:
@@ -90,13 +99,15 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, resume: bo
     try:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if dist.is_main:
-            _check_out(out, overwrite, resume)
-            out.mkdir(parents=True, exist_ok=True)
+        clear = _check_out(out, overwrite, resume) if dist.is_main else False
         tok_dir = _tokenizer_for(cfg, dist.is_main)
         if dist.is_main:
             data_dir = prepare_data(cfg.data, tok_dir, eval_sources=cfg.eval_data or None,
                                     val_fraction=cfg.val_fraction, dedupe=cfg.dedupe)
+            # only now, with the data ready, touch --out: a bad corpus leaves it as it was (or absent)
+            if clear:
+                _clear_old_run(out)
+            out.mkdir(parents=True, exist_ok=True)
         barrier(dist)
         if not dist.is_main:
             data_dir = prepare_data(cfg.data, tok_dir, eval_sources=cfg.eval_data or None,
@@ -157,8 +168,14 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, resume: bo
                 return
             state = {"step": trainer.step, "position": trainer.position, "tokens_seen": trainer.tokens_seen,
                      "wall_s": trainer.wall_s, "total_steps": total, "config": cfg.to_json(), "history": trainer.history}
-            save_state(out, model, trainer.optimizer, state)
-            export(out, trainer, final, samples=final)
+            try:  # the checkpoint first: should the resume state then fail, --resume redoes these steps
+                export(out, trainer, final, samples=final)
+                save_state(out, model, trainer.optimizer, state)
+            except OSError as exc:  # full disk, quota, permissions: every write is all-or-nothing
+                fix = "rerun with --resume" if has_state(out) else "rerun with --overwrite"
+                raise CheckpointError(
+                    f"{out}: cannot save step {trainer.step} ({exc.strerror or exc}); nothing half-written was kept "
+                    f"and the last checkpoint loads; free disk space (or fix the cause) and {fix}") from exc
 
         def snapshot(trainer: Trainer) -> None:
             export(out / "snapshots" / f"step_{trainer.step:07d}", trainer, False, samples=False)

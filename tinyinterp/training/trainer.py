@@ -118,34 +118,36 @@ class Trainer:
                    disable=not self.dist.is_main, dynamic_ncols=True)
         t_last, tok_last = time.perf_counter(), self.tokens_seen
         t_prev = time.perf_counter()
-        while self.step < self.total_steps:
-            loss, grad_norm = self.train_step()
-            now = time.perf_counter()
-            self.wall_s += now - t_prev
-            t_prev = now
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                loss_v = float(all_reduce_mean(loss.detach().reshape(1), self.dist))
-                if not math.isfinite(loss_v):
-                    raise FloatingPointError(f"training loss became {loss_v} at step {self.step}; lower --lr or raise --warmup-steps")
-                tps = (self.tokens_seen - tok_last) / max(1e-9, now - t_last)
-                t_last, tok_last = now, self.tokens_seen
-                lr = self.optimizer.param_groups[0]["lr"]
-                self._log({"step": self.step, "tokens": self.tokens_seen, "epoch": round(self.sampler.epoch_of(self.position), 4),
-                           "train_loss": loss_v, "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": tps,
-                           "wall_s": round(self.wall_s, 2)})
-                bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
-            final = self.step == self.total_steps
-            if self.evaluate and self.dist.is_main and (self.step % cfg.eval_every == 0 or final):
-                metrics = self.evaluate(self.model, None if final else cfg.eval_tokens)
-                self._log({"step": self.step, "tokens": self.tokens_seen, **metrics})
-                bar.write(f"step {self.step}: val loss {metrics['val_loss']:.4f} nats/token, {metrics['val_bpb']:.4f} bits/byte")
-            if self.snapshot and self.dist.is_main and self.step in self.snapshot_steps:
-                self.snapshot(self)
-            if self.save and (self.step % cfg.save_every == 0 or final):
-                self.save(self, final)
-            t_prev = time.perf_counter()  # exclude eval/save time from training wall time
-            if self.stop_after is not None and self.step >= self.stop_after:
-                break
-        bar.close()
+        try:
+            while self.step < self.total_steps:
+                loss, grad_norm = self.train_step()
+                now = time.perf_counter()
+                self.wall_s += now - t_prev
+                t_prev = now
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    loss_v = float(all_reduce_mean(loss.detach().reshape(1), self.dist))
+                    if not math.isfinite(loss_v):
+                        raise FloatingPointError(f"training loss became {loss_v} at step {self.step}; lower --lr or raise --warmup-steps")
+                    tps = (self.tokens_seen - tok_last) / max(1e-9, now - t_last)
+                    t_last, tok_last = now, self.tokens_seen
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self._log({"step": self.step, "tokens": self.tokens_seen, "epoch": round(self.sampler.epoch_of(self.position), 4),
+                               "train_loss": loss_v, "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": tps,
+                               "wall_s": round(self.wall_s, 2)})
+                    bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+                final = self.step == self.total_steps
+                if self.evaluate and self.dist.is_main and (self.step % cfg.eval_every == 0 or final):
+                    metrics = self.evaluate(self.model, None if final else cfg.eval_tokens)
+                    self._log({"step": self.step, "tokens": self.tokens_seen, **metrics})
+                    bar.write(f"step {self.step}: val loss {metrics['val_loss']:.4f} nats/token, {metrics['val_bpb']:.4f} bits/byte")
+                if self.snapshot and self.dist.is_main and self.step in self.snapshot_steps:
+                    self.snapshot(self)
+                if self.save and (self.step % cfg.save_every == 0 or final):
+                    self.save(self, final)
+                t_prev = time.perf_counter()  # exclude eval/save time from training wall time
+                if self.stop_after is not None and self.step >= self.stop_after:
+                    break
+        finally:  # end the progress bar's line, so an error message starts on its own line
+            bar.close()
         return self.history
