@@ -115,7 +115,13 @@ def _run_shard(args, model, corpus, cfg, shard: tuple[int, int], options: dict) 
     from tinyinterp.analysis.pos import load_corpus
     from tinyinterp.analysis.shards import run_shard
 
-    tagged = load_corpus(corpus, model, max_stories=cfg.max_stories)
+    from tinyinterp.data.readers import load_stories
+
+    texts = load_stories([str(c) for c in corpus], max_stories=cfg.max_stories)
+    i, n = shard
+    if n > 1:  # tag this shard's share first: shards running side by side fill the shared tag cache n ways
+        load_corpus(texts[i::n], model, progress=True)
+    tagged = load_corpus(texts, model)  # every shard needs the whole tagged corpus (mostly cache reads by now)
     ckpt = args.ckpt if str(args.ckpt).startswith("hf:") else str(Path(args.ckpt).resolve())
     meta = run_shard(model, tagged, args.out, cfg.heads, cfg.neurons, shard,
                      {"ckpt": ckpt, "corpus": [str(c) for c in corpus], "options": options})
