@@ -44,6 +44,7 @@ _LAZY = {
     "probe_layers": "tinyinterp.analysis.probes",
     "ProbeConfig": "tinyinterp.analysis.probes",
     "ProbeResults": "tinyinterp.analysis.probes",
+    "sparse_probe_curve": "tinyinterp.analysis.sparse_probes",
     "analyze": "tinyinterp.analysis.pipeline",
     "AnalysisConfig": "tinyinterp.analysis.pipeline",
     "plot_attention": "tinyinterp.plots",

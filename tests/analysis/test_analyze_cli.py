@@ -15,7 +15,8 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "a"
     rc = main(["analyze", str(tiny_ckpt), "--corpus", str(STORIES), "--out", str(out), "--max-stories", "30"])
     assert rc == 0, capsys.readouterr().err
-    for name in ("heads.json", "heads.csv", "neurons.json", "neurons.csv", "probes.json", "summary.json", "report.html"):
+    for name in ("heads.json", "heads.csv", "neurons.json", "neurons.csv", "probes.json", "sparse_probes.json", "summary.json",
+                 "report.html"):
         assert (out / name).exists(), name
     heads = json.loads((out / "heads.json").read_text())
     assert len(heads) == 4 and {"layer", "head", "label", "positional_r2", "content_js"} <= set(heads[0])
@@ -26,6 +27,10 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     assert "<script" in html and "cdn.plot.ly" not in html.split("<body>")[0]  # plotly inlined, no CDN
     summary = json.loads((out / "summary.json").read_text())
     assert summary["corpus"]["stories"] == 30 and sum(summary["heads"].values()) == 4
+    sparse = json.loads((out / "sparse_probes.json").read_text())
+    for tag, v in sparse.items():  # k grows to every neuron; each point is a held-out AUROC
+        ks = [r["k"] for r in v["curve"]]
+        assert ks == sorted(ks) and ks[-1] == summary["d_mlp"] * summary["n_layers"] and all(0.0 <= r["auroc"] <= 1.0 for r in v["curve"])
 
 
 def test_analyze_refuses_concurrent_writer(tiny_ckpt, tmp_path, capsys):

@@ -7,7 +7,7 @@ layer-wise probes → ``report.html``. Output folder::
 
     heads.json  heads.csv  heads_meta.json
     neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json
-    probes.json  ablation.json  summary.json  report.html
+    probes.json  sparse_probes.json  ablation.json  summary.json  report.html
 
 Only one analysis may write a folder at a time (an advisory lock, ``.lock``).
 """
@@ -55,6 +55,9 @@ class AnalysisConfig:
     """Random equal-size neuron sets per tag for the comparison."""
     report: bool = True
     """Write report.html."""
+    sparse_probe_tags: tuple[str, ...] = ABLATION_TAGS
+    """Tags whose k-sparse probe curve (how many MLP neurons reach AUROC 0.9) is measured with the probes
+    (:mod:`tinyinterp.analysis.sparse_probes`; empty: skip)."""
 
     def __post_init__(self):
         if self.max_stories is not None and self.max_stories <= 0:
@@ -166,6 +169,19 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
             cfg.probes.progress = progress
             probes = probe_layers(model, corpus, cfg.probes)
             probes.save(out)
+            if cfg.sparse_probe_tags and model.cfg.d_mlp is not None and not model.cfg.attn_only:
+                from tinyinterp.analysis.sparse_probes import sparse_probe_curve
+
+                try:
+                    sparse = sparse_probe_curve(model, corpus, cfg.sparse_probe_tags, max_tokens=cfg.probes.max_tokens,
+                                                split_seed=cfg.probes.split_seed)
+                except TinyInterpError as exc:
+                    log.warning("sparse probes skipped: %s", exc)
+                else:
+                    write_json(out / "sparse_probes.json", sparse)
+                    summary["sparse_probes"] = {tag: {"k_for_0.9": v["k_for_0.9"], "k1_auroc": v["curve"][0]["auroc"],
+                                                      "all_neurons_auroc": v["curve"][-1]["auroc"]}
+                                                for tag, v in sparse.items()}
             timings["probes_s"] = time.perf_counter() - t
         summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
         summary["config"] = _config_json(cfg)

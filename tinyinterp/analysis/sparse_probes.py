@@ -1,0 +1,98 @@
+"""How many MLP neurons does it take to read a part of speech? k-sparse probes.
+
+A single neuron may fall short of a selectivity threshold (say held-out AUROC 0.9 for NOUN)
+while the MLP layer as a whole encodes the tag well: the information is then spread over
+several neurons. :func:`sparse_probe_curve` measures this directly. On the train half of the
+stories it ranks every MLP neuron (all layers) by how well it separates tag vs. not-tag on
+its own (``|AUROC - 0.5|``), then fits a binary logistic regression on the top ``k`` neurons
+for each ``k``; the curve reports the held-out AUROC on the other half. ``k = 1`` is the best
+single neuron (either sign), the last point uses every neuron (the dense ceiling);
+``k_for_0.9`` is the smallest ``k`` reaching 0.9 held out.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from tinyinterp.analysis.activations import label_corpus, mlp_hook
+from tinyinterp.analysis.corpus import TaggedCorpus
+from tinyinterp.errors import ConfigError, DataError
+
+DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def unit_aurocs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """AUROC of each column of ``x`` [tok, unit] for the binary labels ``y`` (ties count half)."""
+    from scipy.stats import rankdata
+
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise DataError("sparse probe: the tag never (or always) occurs in the train half; use more stories")
+    ranks = rankdata(x, axis=0)  # [tok, unit], average ranks for ties
+    return (ranks[y].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def sparse_curve(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray,
+                 ks: Sequence[int] = DEFAULT_KS, C: float = 1.0, max_iter: int = 500) -> list[dict]:
+    """Held-out AUROC of logistic regressions on the top-k units (ranked on the train half).
+
+    ``x_*``: features [tok, unit]; ``y_*``: bool [tok]. Returns one row per k (capped at the
+    number of units; the number of units itself is always the last row).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    if x_tr.shape[1] != x_te.shape[1]:
+        raise ConfigError("sparse_curve: train and test features have different numbers of units")
+    if y_te.all() or not y_te.any():
+        raise DataError("sparse probe: the tag never (or always) occurs in the test half; use more stories")
+    a = unit_aurocs(x_tr, y_tr)
+    order = np.argsort(-np.abs(a - 0.5), kind="stable")
+    n_units = x_tr.shape[1]
+    rows = []
+    for k in sorted({min(int(k), n_units) for k in ks if int(k) >= 1} | {n_units}):
+        units = order[:k]
+        scaler = StandardScaler().fit(x_tr[:, units])
+        clf = LogisticRegression(C=C, max_iter=max_iter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(scaler.transform(x_tr[:, units]), y_tr)
+        score = clf.decision_function(scaler.transform(x_te[:, units]))
+        rows.append({"k": k, "auroc": float(roc_auc_score(y_te, score)), "units": units[:16].tolist(),
+                     "best_single_auroc_train": float(a[order[0]])})
+    return rows
+
+
+def sparse_probe_curve(model, corpus: TaggedCorpus, tags: Sequence[str] = ("NOUN", "VERB", "ADJ"),
+                       ks: Sequence[int] = DEFAULT_KS, max_tokens: int = 8000, split_seed: int = 0,
+                       batch_tokens: int = 4096) -> dict[str, dict]:
+    """k-sparse probe curves for ``tags`` from the MLP neurons of every layer (see the module docstring).
+
+    Returns ``{tag: {"curve": [{"k", "auroc", "units"}...], "k_for_0.9": k or None, "n_train", "n_test"}}``;
+    unit ``u`` is neuron ``u % d_mlp`` of layer ``u // d_mlp``.
+    """
+    from tinyinterp.analysis.probes import ProbeConfig, _collect
+
+    if model.cfg.d_mlp is None or model.cfg.attn_only:
+        raise ConfigError("model has no MLP layers; sparse probes read MLP neurons")
+    labels = label_corpus(corpus)
+    cfg = ProbeConfig(max_tokens=max_tokens, split_seed=split_seed, batch_tokens=batch_tokens, progress=False)
+    hooks = [mlp_hook(x) for x in range(model.cfg.n_layers)]
+    halves = corpus.split_indices(split_seed)
+    f_tr, t_tr, _ = _collect(model, corpus, labels, halves[0], hooks, cfg, "sparse probes: train half")
+    f_te, t_te, _ = _collect(model, corpus, labels, halves[1], hooks, cfg, "sparse probes: test half")
+    x_tr, x_te = np.concatenate([f_tr[h] for h in hooks], 1), np.concatenate([f_te[h] for h in hooks], 1)
+    out = {}
+    for tag in tags:
+        if tag not in labels.tags:
+            continue
+        t = labels.tags.index(tag)
+        curve = sparse_curve(x_tr, t_tr == t, x_te, t_te == t, ks)
+        reach = [r["k"] for r in curve if r["auroc"] >= 0.9]
+        out[tag] = {"curve": curve, "k_for_0.9": reach[0] if reach else None,
+                    "n_train": len(t_tr), "n_test": len(t_te), "n_pos_test": int((t_te == t).sum())}
+    return out
