@@ -91,3 +91,33 @@ def test_shard_spec_and_groups():
     parts = [shard_groups(groups, i, 3) for i in range(3)]
     for g in range(2):  # every story in exactly one shard
         assert sorted(np.concatenate([p[g] for p in parts]).tolist()) == groups[g].tolist()
+
+
+def test_merge_refuses_damaged_shard_statistics(runs, tmp_path, capsys):
+    bad = tmp_path / "s1"
+    bad.mkdir()
+    (bad / "shard.json").write_bytes((runs / "s1" / "shard.json").read_bytes())
+    data = (runs / "s1" / "stats.safetensors").read_bytes()
+    for damaged in (data[: len(data) // 2], b"not safetensors at all"):
+        (bad / "stats.safetensors").write_bytes(damaged)
+        rc = main(["analyze", "merge", str(runs / "s0"), str(bad), "--out", str(tmp_path / "m")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "stats.safetensors: unreadable" in err and "rerun that shard" in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(runs / "s1" / "stats.safetensors"))
+    sd.pop("heads.obs")
+    save_file(sd, str(bad / "stats.safetensors"))
+    rc = main(["analyze", "merge", str(runs / "s0"), str(bad), "--out", str(tmp_path / "m")])
+    assert rc == 2 and "not the statistics of an `analyze --shard` run" in capsys.readouterr().err
+    sd = load_file(str(runs / "s1" / "stats.safetensors"))
+    sd["neurons.sel.hist"] = sd["neurons.sel.hist"][:1]
+    save_file(sd, str(bad / "stats.safetensors"))
+    rc = main(["analyze", "merge", str(runs / "s0"), str(bad), "--out", str(tmp_path / "m")])
+    assert rc == 2 and "statistic neurons.sel.hist is shape" in capsys.readouterr().err
+    meta = json.loads((runs / "s1" / "shard.json").read_text())
+    del meta["options"]
+    (bad / "shard.json").write_text(json.dumps(meta))
+    rc = main(["analyze", "merge", str(runs / "s0"), str(bad), "--out", str(tmp_path / "m")])
+    assert rc == 2 and "missing field(s) ['options']" in capsys.readouterr().err

@@ -210,7 +210,14 @@ def read_shards(dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             raise TinyInterpError(f"{p}: shard format {m.get('format')!r}, this tinyinterp reads {SHARD_FORMAT}; rerun the shard")
         if not (Path(d) / STATS).is_file():
             raise TinyInterpError(f"{d}: {STATS} is missing (the shard did not finish); rerun that shard")
+        _check_header(Path(d) / STATS)
+        missing = [k for k in ("shard", "n_shards", "model_sha256", "corpus_sha256", "config", "ckpt", "corpus", "options")
+                   if k not in m]
+        if missing:
+            raise TinyInterpError(f"{p}: missing field(s) {missing}; the file was edited or is incomplete, rerun that shard")
         metas.append({**m, "dir": str(d)})
+    if not metas:
+        raise TinyInterpError("no shard folders given; pass every folder written by `analyze --shard i/n`")
     first = metas[0]
     for m in metas[1:]:
         for key, what in (("n_shards", "number of shards"), ("model_sha256", "model weights"),
@@ -245,12 +252,53 @@ def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Call
         with eval_mode(model):
             jobs = build_jobs(model, corpus, hcfg, ncfg)
             for m in metas:
-                jobs.add(load_file(str(Path(m["dir"]) / STATS)))
+                jobs.add(_read_stats(Path(m["dir"]) / STATS, jobs))
             if jobs.control is not None:
                 jobs.neurons.control_result = jobs.control.finish()
             return jobs.heads.finish(), jobs.neurons.finish()
 
     return finish
+
+
+def _check_header(path: Path) -> None:
+    """Fail fast (before loading the model and corpus) on a truncated or foreign stats file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = set(fh.keys())
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            header = int.from_bytes(fh.read(8), "little")
+            end = max((v["data_offsets"][1] for k, v in json.loads(fh.read(header)).items() if k != "__metadata__"),
+                      default=0)
+        if 8 + header + end != size:
+            raise ValueError(f"{size} bytes on disk, the header describes {8 + header + end}")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise TinyInterpError(f"{path}: unreadable ({type(exc).__name__}: {exc}); rerun that shard") from None
+    if "heads.obs" not in keys:
+        raise TinyInterpError(f"{path}: not the statistics of an `analyze --shard` run; rerun that shard")
+
+
+def _read_stats(path: Path, jobs: Jobs) -> dict[str, torch.Tensor]:
+    """A shard's statistics, checked against the tensors this merge accumulates into."""
+    try:
+        sd = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise TinyInterpError(f"{path}: unreadable ({type(exc).__name__}: {exc}); rerun that shard") from None
+    want = jobs.state()
+    for k, v in want.items():
+        got = sd.get(k)
+        if k.endswith(".top.values") or k.endswith(".top.story") or k.endswith(".top.pos"):
+            ok = got is not None and got.shape[0] == v.shape[0]
+        else:
+            ok = got is not None and got.shape == v.shape and got.dtype == v.dtype
+        if not ok:
+            what = "missing" if got is None else f"shape {tuple(got.shape)} {got.dtype}, expected {tuple(v.shape)} {v.dtype}"
+            raise TinyInterpError(f"{path}: statistic {k} is {what}; the shard does not match this analysis, rerun it")
+        if got.is_floating_point() and not k.endswith(".top.values") and not torch.isfinite(got).all():
+            raise TinyInterpError(f"{path}: statistic {k} holds NaN or inf; rerun that shard")
+    return sd
 
 
 def _configs_json(hcfg, ncfg) -> dict[str, Any]:
