@@ -149,6 +149,14 @@ def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=N
                   f"gets a random tag); baselines: {html.escape(str(probes.summary))}</p>",
                   fig(plots.plot_probe_accuracy(probes.to_frame())),
                   _table(probes.to_frame(), ["site", "accuracy", "control_accuracy", "selectivity"], left=("site",))]
+    sparse = summary.get("sparse_probes") or {}
+    if sparse:
+        df = pd.DataFrame([{"tag": t, "best single neuron AUROC": v["k1_auroc"], "neurons for AUROC 0.9": str(v["k_for_0.9"] or "not reached"),
+                            "all neurons AUROC": v["all_neurons_auroc"]} for t, v in sparse.items()])
+        parts += ["<h2>How many neurons carry a tag (k-sparse probes)</h2>",
+                  "<p class='note'>Neurons ranked on one half of the stories, a logistic regression on the top k, "
+                  "AUROC on the other half; the full curves are in sparse_probes.json.</p>",
+                  _table(df, list(df.columns), left=("tag",))]
     parts.append("</body></html>")
     path = out / "report.html"
     write_text(path, "\n".join(parts))

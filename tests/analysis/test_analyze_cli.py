@@ -27,6 +27,7 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     assert "<script" in html and "cdn.plot.ly" not in html.split("<body>")[0]  # plotly inlined, no CDN
     summary = json.loads((out / "summary.json").read_text())
     assert summary["corpus"]["stories"] == 30 and sum(summary["heads"].values()) == 4
+    assert "k-sparse probes" in html and summary["sparse_probes"]
     sparse = json.loads((out / "sparse_probes.json").read_text())
     for tag, v in sparse.items():  # k grows to every neuron; each point is a held-out AUROC
         ks = [r["k"] for r in v["curve"]]
