@@ -43,3 +43,15 @@ def test_analyze_refuses_concurrent_writer(tiny_ckpt, tmp_path, capsys):
                    "--no-neurons", "--no-probes", "--no-report"])
     err = capsys.readouterr().err
     assert rc == 2 and "another analysis is writing" in err
+
+
+@pytest.mark.parametrize("kind", ["file", "under-a-file"])
+def test_analyze_out_that_cannot_be_a_folder(tiny_ckpt, tmp_path, capsys, kind):
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    out = blocker if kind == "file" else blocker / "sub"
+    rc = main(["analyze", str(tiny_ckpt), "--corpus", str(STORIES), "--out", str(out), "--max-stories", "5",
+               "--no-neurons", "--no-probes", "--no-report"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error:") and str(out) in err[-1] and "Traceback" not in "".join(err)
+    assert blocker.read_text() == "keep me"

@@ -91,8 +91,13 @@ def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = No
 def folder_lock(out: Path) -> Iterator[None]:
     """Refuse to run when another analysis is writing ``out``; a folder this call created is
     removed again when the analysis fails before writing anything into it."""
+    if out.exists() and not out.is_dir():
+        raise TinyInterpError(f"{out}: is a file, not a folder; pass --out a folder (new or from an earlier analysis)")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TinyInterpError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
     fh = open(out / ".lock", "w")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
