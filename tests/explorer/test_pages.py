@@ -191,3 +191,23 @@ def test_missing_analysis_is_computed_and_cached(app):
     assert (store.cache_root(ckpt) / "corpus.txt").is_file()  # stories the model wrote
     app.run()  # second visit: no status, read from the cache
     assert not app.status and "overview.labels" in figs(app)
+
+
+def test_neurons_page_shows_sparse_probes_of_the_bundled_model(monkeypatch):
+    """checkpoints/ts-1l ships sparse_probes in its precomputed summary: the Neurons page tabulates them."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.explorer.conftest import APP
+
+    root = Path(__file__).resolve().parents[2] / "checkpoints"
+    monkeypatch.setenv("TINYINTERP_EXPLORER_ROOT", str(root))
+    monkeypatch.setenv("TINYINTERP_EXPLORER_CKPT", str(root / "ts-1l"))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.switch_page("views/neurons.py").run()
+    no_errors(at)
+    expected = json.loads((root / "ts-1l" / "analysis" / "summary.json").read_text())["sparse_probes"]
+    tables = [t.value for t in at.dataframe if "neurons for AUROC 0.9" in t.value.columns]
+    assert len(tables) == 1
+    shown = dict(zip(tables[0]["part of speech"], tables[0]["neurons for AUROC 0.9"]))
+    assert shown == {t: str(v["k_for_0.9"]) for t, v in expected.items()}

@@ -38,6 +38,16 @@ s = res.neurons.summary
 st.caption(f"One row per neuron × part of speech tested on held-out stories ({s.get('n_stories_held_out', '?')} stories); "
            f"selective = AUROC ≥ {s.get('auroc_threshold')} on both halves and q < {s.get('fdr')} (Benjamini–Hochberg).")
 
+sparse = (getattr(res, "summary", None) or {}).get("sparse_probes") or {}
+if sparse:
+    with st.expander("How many neurons does a part of speech need? (k-sparse probes)"):
+        st.markdown("Neurons ranked on one half of the stories; a logistic regression on the top *k*, scored by "
+                    "AUROC on the other half. A tag no single neuron passes may still be read from a few together.")
+        st.dataframe([{"part of speech": t, "best single neuron": round(v["k1_auroc"], 3),
+                       "neurons for AUROC 0.9": str(v["k_for_0.9"] or "not reached"),
+                       "all neurons": round(v["all_neurons_auroc"], 3)} for t, v in sparse.items()],
+                     hide_index=True, key=f"neurons:sparse:{ckpt}")
+
 f1, f2, f3, f4 = st.columns(4)
 tags = f1.multiselect("Part of speech", sorted(df["pos"].unique()), key="neurons:pos")
 layers = f2.multiselect("Layer", sorted(df["layer"].unique()), key="neurons:layer")
