@@ -113,6 +113,27 @@ def test_ablating_the_planted_neuron_raises_loss_after_nouns(planted, corpus):
         ablation_effect(planted, corpus, [(0, PLANTED)], "INTJ", n_random=0, max_stories=5)
 
 
+def test_random_sets_use_the_target_only_path_with_the_same_loss(planted, corpus):
+    # random sets skip the unembedding off the measured positions; their delta must equal the full path's
+    import copy
+
+    import torch
+
+    planted = copy.deepcopy(planted)  # a final LayerNorm with a non-trivial affine part, as in trained models
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        planted.ln_final.w.copy_(0.5 + torch.rand(planted.ln_final.w.shape, generator=g))
+        planted.ln_final.b.copy_(0.3 * torch.randn(planted.ln_final.b.shape, generator=g))
+    r = ablation_effect(planted, corpus, [(0, PLANTED)], "NOUN", n_random=2, seed=5, max_stories=30)
+    rng = np.random.default_rng(5)
+    pool = np.setdiff1d(np.arange(planted.cfg.d_mlp), [PLANTED])
+    for got in r.random_deltas:
+        drawn = int(rng.choice(pool, size=1, replace=False)[0])
+        full = ablation_effect(planted, corpus, [(0, drawn)], "NOUN", n_random=0, max_stories=30)
+        assert got == pytest.approx(full.delta, rel=1e-4, abs=1e-7)
+    assert abs(r.random_deltas[0] - r.random_deltas[1]) > 1e-5  # two different sets: the check can tell them apart
+
+
 def test_save_load_json_csv_round_trip(res, tmp_path):
     res.save(tmp_path)
     text = (tmp_path / "neurons.json").read_text()

@@ -22,7 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tinyinterp.analysis.activations import TopKBuffer, mlp_hook, plan_batches, story_lengths, stream_activations
+from tinyinterp.analysis.activations import TopKBuffer, _StopForward, mlp_hook, plan_batches, story_lengths, stream_activations
 from tinyinterp.analysis.corpus import TaggedCorpus
 from tinyinterp.errors import ConfigError, DataError
 
@@ -210,19 +210,44 @@ def ablation_effect(model, corpus: TaggedCorpus, neurons: Sequence[tuple[int, in
             return act
         return hook
 
-    def losses(fwd_hooks_for) -> tuple[float, float, int]:
+    def losses(fwd_hooks_for, target_only: bool = False) -> tuple[float, float, int]:
+        """Mean next-token loss at the measured positions and at all other positions. With
+        ``target_only`` the unembedding runs on the measured positions only (the other-position
+        loss is then NaN): the forward stops at the last residual stream, about half the cost on small models."""
         tot_t = tot_o = 0.0
         n_t = n_o = 0
+        last_resid = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
         for b_idx in tqdm(batches, desc="ablation", disable=not progress, leave=False):
             tokens, mask, target, other = batch_inputs(b_idx)
+            hooks = fwd_hooks_for(mask)
+            tgt = target[:, :-1]
+            if target_only:
+                kept: dict[str, Tensor] = {}
+
+                def grab(x: Tensor, hook) -> None:
+                    kept["x"] = x[:, :-1][tgt]  # [n_target, d_model]: the final residual stream
+                    raise _StopForward
+
+                try:
+                    with torch.inference_mode():
+                        model.run_with_hooks(tokens, attention_mask=mask.long(),
+                                             fwd_hooks=[*hooks, (last_resid, grab)])
+                except _StopForward:
+                    pass
+                with torch.inference_mode():
+                    logits = model.unembed(model.ln_final(kept["x"][None]))[0]  # [n_target, d_vocab]
+                    lp = logits.log_softmax(-1).gather(-1, tokens[:, 1:][tgt][:, None])[:, 0]
+                tot_t += float(-lp.sum())
+                n_t += int(target.sum())
+                continue
             with torch.inference_mode():
-                logits = model.run_with_hooks(tokens, attention_mask=mask.long(), fwd_hooks=fwd_hooks_for(mask))
+                logits = model.run_with_hooks(tokens, attention_mask=mask.long(), fwd_hooks=hooks)
             lp = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, pos-1]
-            tot_t += float(-lp[target[:, :-1]].sum())
+            tot_t += float(-lp[tgt].sum())
             tot_o += float(-lp[other[:, :-1]].sum())
             n_t += int(target.sum())
             n_o += int(other[:, :-1].sum())
-        return tot_t / max(n_t, 1), tot_o / max(n_o, 1), n_t
+        return tot_t / max(n_t, 1), (tot_o / max(n_o, 1)) if not target_only else float("nan"), n_t
 
     clean, clean_o, n_pos = losses(lambda m: [(mlp_hook(x), summer(x, m)) for x in layers])
     if n_pos == 0:
@@ -230,10 +255,10 @@ def ablation_effect(model, corpus: TaggedCorpus, neurons: Sequence[tuple[int, in
     n_tok = int(sum(lengths[i] for i in idx))
     means = {x: (sums[x] / n_tok).float() for x in layers}
 
-    def ablated(ns: list[tuple[int, int]]) -> tuple[float, float]:
+    def ablated(ns: list[tuple[int, int]], target_only: bool = False) -> tuple[float, float]:
         hooks = [(mlp_hook(x), _ablate_hook(torch.tensor([n for y, n in ns if y == x], device=dev), means[x]))
                  for x in layers]
-        t, o, _ = losses(lambda m: hooks)
+        t, o, _ = losses(lambda m: hooks, target_only)
         return t - clean, o - clean_o
 
     delta, delta_other = ablated(neurons)
@@ -247,7 +272,7 @@ def ablation_effect(model, corpus: TaggedCorpus, neurons: Sequence[tuple[int, in
             if len(pool) < len(chosen):
                 raise ConfigError(f"layer {x} has too few other neurons to draw a random set of {len(chosen)}")
             draw += [(x, int(n)) for n in rng.choice(pool, size=len(chosen), replace=False)]
-        randoms.append(ablated(draw)[0])
+        randoms.append(ablated(draw, target_only=True)[0])
     p = (1 + sum(r >= delta for r in randoms)) / (1 + len(randoms))
     return AblationResult(tag=tag, neurons=neurons, n_positions=n_pos, clean_loss=clean, delta=delta,
                           delta_other=delta_other, random_deltas=randoms, p_value=float(p))

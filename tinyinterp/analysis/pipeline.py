@@ -51,8 +51,8 @@ class AnalysisConfig:
     """Tags whose top neurons get the causal mean-ablation check (empty: skip)."""
     ablation_neurons: int = 5
     """Top neurons per tag ablated together."""
-    ablation_random: int = 10
-    """Random equal-size neuron sets per tag for the comparison."""
+    ablation_random: int = 20
+    """Random equal-size neuron sets per tag for the comparison (the smallest p-value is 1 / (n + 1))."""
     report: bool = True
     """Write report.html."""
     sparse_probe_tags: tuple[str, ...] = ABLATION_TAGS
