@@ -54,3 +54,18 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def check_same(value: str, what: str, info: DistInfo) -> None:
+    """Raise on every rank unless all ranks hold the same ``value`` (e.g. a tokenizer/data fingerprint)."""
+    if not info.enabled:
+        return
+    from tinyinterp.errors import ConfigError
+
+    values: list = [None] * info.world
+    dist.all_gather_object(values, value)
+    if len(set(values)) > 1:
+        bad = [r for r, v in enumerate(values) if v != values[0]]
+        raise ConfigError(f"ranks {bad} see a different {what} than rank 0; on several machines put $TINYINTERP_CACHE "
+                          "on a shared filesystem, or pass --tokenizer and the same --data files to every node")
+

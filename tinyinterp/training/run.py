@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 import tinyinterp
-from tinyinterp.checkpoint import CONFIG, hooked_config, save_checkpoint
+from tinyinterp.checkpoint import CONFIG, hooked_config, save_checkpoint, sha256_file
 from tinyinterp.data.batches import WindowSampler, eval_windows
 from tinyinterp.data.readers import iter_stories, resolve_sources
 from tinyinterp.data.shards import PreparedData, prepare_data
@@ -28,7 +28,7 @@ from tinyinterp.models.presets import preset_config
 from tinyinterp.models.transformer import TinyTransformer
 from tinyinterp.training.card import render_card
 from tinyinterp.training.config import TrainConfig
-from tinyinterp.training.distributed import barrier, init_distributed, shutdown
+from tinyinterp.training.distributed import barrier, check_same, init_distributed, shutdown
 from tinyinterp.training.state import RESUME, has_state, load_state, save_state
 from tinyinterp.training.trainer import Trainer
 
@@ -100,7 +100,7 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, resume: bo
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         clear = _check_out(out, overwrite, resume) if dist.is_main else False
-        tok_dir = _tokenizer_for(cfg, dist.is_main)
+        tok_dir = _tokenizer_for(cfg, dist.local_rank == 0)  # once per machine: caches are per machine
         if dist.is_main:
             data_dir = prepare_data(cfg.data, tok_dir, eval_sources=cfg.eval_data or None,
                                     val_fraction=cfg.val_fraction, dedupe=cfg.dedupe)
@@ -114,6 +114,8 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, resume: bo
                                     val_fraction=cfg.val_fraction, dedupe=cfg.dedupe)
         data = PreparedData.open(data_dir)
         tokenizer = load_tokenizer(tok_dir)
+        check_same(f"{sha256_file(tok_dir / 'tokenizer.json')}:{data.n_tokens('train')}:{data.n_tokens('val')}",
+                   "tokenizer or training data", dist)
         model_cfg = preset_config(cfg.preset, d_vocab=len(tokenizer), **cfg.model_overrides)
         hooked_config(model_cfg)  # validate against TransformerLens early
         torch.manual_seed(cfg.seed)
