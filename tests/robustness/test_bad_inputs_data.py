@@ -129,11 +129,12 @@ def test_enormous_story_bounded_memory(tmp_path, tiny_ckpt):
 
 def test_unknown_preset(capsys, tmp_path, corpus_files):
     out = tmp_path / "o"
-    with pytest.raises(SystemExit) as e:  # a flag with choices: argparse's usage + error, status 2
+    with pytest.raises(SystemExit) as e:  # a flag with choices: argparse's error, one line, status 2
         cli(capsys, "train", "--preset", "ts-9000", "--data", corpus_files["train"], "--out", out, "--max-steps", "1")
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "Traceback" not in err
+    assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     last = err.strip().splitlines()[-1]
+    assert last.startswith("error:") and "tinyinterp train --help" in last
     assert "error: argument --preset: invalid choice: 'ts-9000'" in last and "'micro'" in last and "'ts-33m'" in last
     cfg = _write(tmp_path / "cfg.json", json.dumps({"preset": "ts-9000"}))  # the same mistake in a config file
     error_line(*cli(capsys, "train", "--config", cfg, "--data", corpus_files["train"], "--out", out, "--max-steps", "1"),

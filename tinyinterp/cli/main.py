@@ -19,8 +19,15 @@ from tinyinterp.errors import TinyInterpError
 EXIT_USER_ERROR = 2
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``error: …``, exit 2) like every other user mistake."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="tinyinterp",
         description="Train tiny TinyStories language models (TransformerLens-compatible) and read their heads and neurons.",
         epilog="Run `tinyinterp COMMAND --help` for the options of each command.",
