@@ -71,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         best = df.sort_values("auroc", ascending=False).groupby("pos").head(1)
         for r in best.itertuples():
             print(f"   {r.pos:<6} L{r.layer}N{r.neuron:<5} AUROC {r.auroc:.3f}  q {r.q_value:.2g}  selective={r.selective}")
+    sparse = summary.get("sparse_probes") or {}
+    if sparse:
+        print("\n== how many neurons a part of speech needs (k-sparse probes, held-out AUROC 0.9)")
+        for tag, v in sparse.items():
+            k = v["k_for_0.9"]
+            print(f"   {tag:<6} best single neuron {v['k1_auroc']:.3f}  ->  {k if k else 'not reached with'} neurons"
+                  f"  (all neurons {v['all_neurons_auroc']:.3f})")
     report = write_report(out, model=model, heads=heads, neurons=neurons, probes=probes, summary=summary)
     print(f"\n== full report: {report}\n   analyse your own text: tinyinterp analyze {ckpt} --corpus FILES --out DIR")
     return 0
