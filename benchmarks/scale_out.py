@@ -19,7 +19,9 @@ Model of a sharded run (``tinyinterp analyze --shard i/n`` + ``analyze merge``):
   pass     — the streaming pass (heads + neurons + untrained control) splits n ways;
   reading  — every shard, and the merge, reads the whole tagged corpus back from the cache
              (the benchmark's cached tagging rate; not split);
-  memory   — every shard holds the packed corpus: fixed part + bytes/token × tokens.
+  memory   — the measured peak, plus per further token the packed corpus (a shard keeps
+             token ids and tags, not texts or offsets) and the neuron labels (×2 with the
+             untrained control); the merge holds the corpus with texts;
   merge    — reading the cache dominates it (calibration, tests, examples, ablations and
              probes read a bounded number of stories).
 Prints one JSON object (last line).
@@ -45,7 +47,8 @@ def fresh_tagging_rate(n_stories: int, data: str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TINYINTERP_CACHE"] = tmp
-        from tinyinterp.analysis.pos import load_corpus, load_spacy
+        from tinyinterp.analysis.activations import label_corpus
+        from tinyinterp.analysis.pos import load_corpus, load_spacy, tag_corpus
 
         _, files = bench.story_source(data)
         model, _ = bench.get_model(files)
@@ -54,7 +57,19 @@ def fresh_tagging_rate(n_stories: int, data: str) -> dict:
         t = time.perf_counter()
         corpus = load_corpus(texts, model, progress=False)
         dt = time.perf_counter() - t
-    return {"stories": len(corpus), "tokens": corpus.n_tokens, "seconds": dt, "tokens_per_s": corpus.n_tokens / dt}
+        lean = tag_corpus(iter(texts), model.tokenizer, model.cfg.n_ctx, keep_text=False, progress=False)  # cache hits
+        labels = label_corpus(corpus)
+    n = corpus.n_tokens
+    return {"stories": len(corpus), "tokens": n, "seconds": dt, "tokens_per_s": n / dt,
+            "store_bytes_per_token": store_bytes(corpus) / n, "store_bytes_per_token_no_text": store_bytes(lean) / n,
+            "label_bytes_per_token": (labels.flat_tags.nbytes + labels.flat_words.nbytes) / n}
+
+
+def store_bytes(corpus) -> int:
+    """Bytes held by a packed corpus: its arrays plus its story texts."""
+    d = corpus.stories._data
+    return (sum(a.nbytes for a in (d.starts, d.tokens, d.offsets, d.cont, *d.codes.values()))
+            + sum(sys.getsizeof(t) for t in d.texts))
 
 
 def main() -> None:
@@ -77,10 +92,14 @@ def main() -> None:
     tok_per_story = large["tokens"] / large["stories"]
     n_tok = args.stories * tok_per_story
     pass_s_per_tok = (large["analysis_s"] + large.get("control_s", 0.0)) / large["tokens"]
-    load = lambda r: r["rss_checkpoints_mb"]["after_load"]  # noqa: E731
-    bytes_per_tok = max(0.0, (load(large) - load(small)) * 2**20 / (large["tokens"] - small["tokens"]))
-    mem_gb = (large["peak_rss_mb"] * 2**20 + bytes_per_tok * (n_tok - large["tokens"])) / 2**30
     tag = fresh_tagging_rate(args.tag_stories, args.data)
+    # memory: the measured peak at the largest size, plus per token of the rest of the corpus the
+    # packed store (with texts: unsharded and merge; without: a shard) and the labels of the
+    # neuron analysis and of its untrained control (two copies)
+    labels = tag["label_bytes_per_token"] * (2 if "control_s" in large else 1)
+    full_bpt, lean_bpt = tag["store_bytes_per_token"] + labels, tag["store_bytes_per_token_no_text"] + labels
+    grow = lambda bpt: (large["peak_rss_mb"] * 2**20 + bpt * (n_tok - large["tokens"])) / 2**30  # noqa: E731
+    mem_gb, shard_gb = grow(full_bpt), grow(lean_bpt)
     tag_h = n_tok / tag["tokens_per_s"] / 3600
     # reading the whole tagged corpus back from the cache: every shard and the merge do it once
     if not bench.get("from_cache"):
@@ -93,8 +112,9 @@ def main() -> None:
         extra_h = 2 * read_h if n > 1 else 0.0  # a shard's re-read after tagging its share, and the merge
         row = {"shards": n, "tagging_h": round(tag_h / n, 1), "cpu_pass_h": round(cpu_pass_h, 1),
                "cache_read_and_merge_h": round(extra_h, 1), "cpu_total_h": round(tag_h / n + cpu_pass_h + extra_h, 1),
-               "memory_per_shard_gb": round(mem_gb, 1),
-               "memory_all_shards_gb": round(mem_gb * n, 1)}
+               "memory_per_process_gb": round(mem_gb if n == 1 else shard_gb, 1),
+               "memory_all_shards_gb": round(mem_gb if n == 1 else shard_gb * n, 1),
+               "memory_merge_gb": round(mem_gb, 1) if n > 1 else None}
         if args.gpu_tokens_per_s:
             gpu_pass_h = n_tok / args.gpu_tokens_per_s / n / 3600
             row.update(gpu_pass_h=round(gpu_pass_h, 2),
@@ -105,7 +125,8 @@ def main() -> None:
         "analysis_tokens_per_s_1thread": round(large["tokens"] / (large["analysis_s"] + large.get("control_s", 0.0))),
         "tagging": {k: round(v, 2) if isinstance(v, float) else v for k, v in tag.items()},
         "cache_read_stories_per_s": round(bench["tagged_stories"] / bench["tagging_s"]),
-        "corpus_bytes_per_token": round(bytes_per_tok, 1), "peak_rss_mb_measured": large["peak_rss_mb"],
+        "bytes_per_token": {"unsharded_or_merge": round(full_bpt, 1), "shard": round(lean_bpt, 1)},
+        "peak_rss_mb_measured": large["peak_rss_mb"],
         "gpu_tokens_per_s": args.gpu_tokens_per_s, "rows": rows,
     }
     for r in rows:

@@ -143,3 +143,26 @@ def test_bad_input(tok):
         tag_corpus(["A cat."], tok, 1, progress=False)
     with pytest.raises(DataError, match="HookedTransformer"):
         load_corpus(["A cat."], 42)
+
+
+def test_streamed_without_text_matches_the_list_path(tok):
+    texts = make_stories(30, seed=4) + ["   "]
+    pulled = []
+
+    def stream():
+        for t in texts:
+            pulled.append(t)
+            yield t
+
+    full = tag_corpus(texts, tok, 48, progress=False)
+    lean = tag_corpus(stream(), tok, 48, progress=False, chunk_stories=8, keep_text=False)
+    assert len(pulled) == len(texts) and len(lean) == len(full) == 30
+    for name in ("tokens", "cont", "upos", "tag", "ent", "word"):
+        assert np.array_equal(lean.stories.flat(name), full.stories.flat(name)), name
+    assert lean.stories.vocab == full.stories.vocab and lean.coverage == full.coverage
+    assert lean.meta["n_skipped_empty"] == 1 and lean.stories.text(0) == "" and full.stories.text(0) and texts[0].startswith(full.stories.text(0))
+    assert not lean.stories[0].offsets.any() and full.stories[0].offsets.any()
+    with pytest.raises(DataError, match="empty"):
+        tag_corpus(iter(["", "  "]), tok, 48, progress=False)
+    with pytest.raises(DataError, match="must be strings"):
+        tag_corpus(iter(["a story.", 3]), tok, 48, progress=False)

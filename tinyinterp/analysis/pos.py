@@ -26,8 +26,9 @@ import json
 import logging
 import os
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, Sized
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -134,8 +135,12 @@ def align_story(text: str, doc, input_ids: Sequence[int], offsets: Sequence[Sequ
     }
 
 
-def _pack_record(builder: StoreBuilder, text: str, rec: dict[str, Any], max_tokens: int | None) -> tuple[int, int, int, bool]:
-    """Add one (possibly truncated) story to ``builder``; returns covered/total word chars, unaligned count, truncated."""
+def _pack_record(builder: StoreBuilder, text: str, rec: dict[str, Any], max_tokens: int | None,
+                 keep_text: bool = True) -> tuple[int, int, int, bool]:
+    """Add one (possibly truncated) story to ``builder``; returns covered/total word chars, unaligned count, truncated.
+
+    Without ``keep_text`` the story is stored with empty text and zero offsets (token ids, tags and
+    words only: what a streaming pass needs, at about half the memory)."""
     n_all = len(rec["tokens"])
     n = n_all if max_tokens is None else min(n_all, max_tokens)
     offsets = np.asarray(rec["offsets"][:n], dtype=np.int64).reshape(n, 2)
@@ -149,7 +154,8 @@ def _pack_record(builder: StoreBuilder, text: str, rec: dict[str, Any], max_toke
     cols = {"upos": [w[2] for w in words], "tag": [w[3] for w in words], "ent": [w[4] for w in words],
             "word": [text[w[0]:w[1]] for w in words]}
     codes = {f: builder.encode(f, cols[f] + specials[f])[widx] for f in cols}
-    builder.add(text[:end_char] if truncated else text, np.asarray(rec["tokens"][:n]), offsets,
+    stored = (text[:end_char] if truncated else text) if keep_text else ""
+    builder.add(stored, np.asarray(rec["tokens"][:n]), offsets if keep_text else np.zeros((n, 2), dtype=np.int64),
                 np.asarray(rec["cont"][:n], dtype=bool), **codes)
     span = np.asarray([w[:2] for w in words], dtype=np.int64).reshape(len(words), 2)
     size = span[:, 1] - span[:, 0]
@@ -188,6 +194,7 @@ def tag_corpus(
     batch_size: int = 64,
     progress: bool = True,
     chunk_stories: int = 128,
+    keep_text: bool = True,
 ) -> TaggedCorpus:
     """Tokenise, POS-tag and align ``stories`` (a list of texts); see the module docstring.
 
@@ -195,21 +202,17 @@ def tag_corpus(
     ``None`` keeps whole stories). Empty or whitespace-only stories are skipped. Stories are
     read from the cache (or tagged) ``chunk_stories`` at a time and packed into a
     :class:`~tinyinterp.analysis.corpus.StoryStore`, so memory holds the packed corpus only.
+    ``stories`` may be an iterator: it is consumed a chunk at a time and never held whole.
+    ``keep_text=False`` drops story texts and character offsets from the result (see
+    :func:`_pack_record`); sharded analysis passes use it.
     """
     from tinyinterp.atomic import write_text
     from tinyinterp.cache import cache_dir
 
     if max_tokens is not None and max_tokens < 2:
         raise DataError(f"max_tokens={max_tokens}: need at least 2 (BOS and one token)")
-    texts = list(stories)
-    bad = next((type(t).__name__ for t in texts if not isinstance(t, str)), None)
-    if bad is not None:
-        raise DataError(f"stories must be strings; got a {bad}")
-    kept = [t for t in texts if t.strip()]
-    if len(kept) < len(texts):
-        log.warning("skipped %d empty stories", len(texts) - len(kept))
-    if not kept:
-        raise DataError("the corpus is empty: no non-blank stories to tag")
+    total_in = len(stories) if isinstance(stories, Sized) else None
+    source = iter(stories)
     nlp = nlp if nlp is not None else load_spacy()
     model_id = spacy_model_id(nlp)
     tok_fp = tokenizer_fingerprint(tokenizer)
@@ -217,9 +220,20 @@ def tag_corpus(
     root = cache_dir("pos")
     builder = StoreBuilder()
     covered = total = unaligned = truncated = n_tagged = 0
-    bar = tqdm(total=len(kept), desc="spaCy tagging", unit="story", disable=not progress)
-    for c0 in range(0, len(kept), chunk_stories):  # a chunk's records at a time: memory stays flat
-        chunk = kept[c0:c0 + chunk_stories]
+    bar = tqdm(total=total_in, desc="spaCy tagging", unit="story", disable=not progress)
+    n_in = n_kept = 0
+    while True:  # a chunk's texts and records at a time: memory holds the packed corpus only
+        raw = list(islice(source, chunk_stories))
+        if not raw:
+            break
+        bad = next((type(t).__name__ for t in raw if not isinstance(t, str)), None)
+        if bad is not None:
+            raise DataError(f"stories must be strings; got a {bad}")
+        chunk = [t for t in raw if t.strip()]
+        n_in, n_kept = n_in + len(raw), n_kept + len(chunk)
+        bar.update(len(raw) - len(chunk))
+        if not chunk:
+            continue
         keys = [hashlib.sha256(f"{CACHE_FORMAT}\0{model_id}\0{tok_fp}\0{t}".encode("utf-8")).hexdigest() for t in chunk]
         records: list[dict[str, Any] | None] = [_read_cached(_cache_path(root, k)) if use_cache else None for k in keys]
         todo = [i for i, r in enumerate(records) if r is None]
@@ -234,20 +248,24 @@ def tag_corpus(
             n_tagged += len(todo)
         for text, rec in zip(chunk, records):
             assert rec is not None
-            c, t, u, cut = _pack_record(builder, text, rec, max_tokens)
+            c, t, u, cut = _pack_record(builder, text, rec, max_tokens, keep_text)
             covered, total, unaligned, truncated = covered + c, total + t, unaligned + u, truncated + cut
         builder.flush()
         bar.update(len(chunk))
     bar.close()
+    if n_kept < n_in:
+        log.warning("skipped %d empty stories", n_in - n_kept)
+    if not n_kept:
+        raise DataError("the corpus is empty: no non-blank stories to tag")
     out = builder.build()
     coverage = covered / total if total else 1.0
     meta = {
         "tokenizer_sha256": tok_fp,
         "max_tokens": max_tokens,
-        "n_cached": len(kept) - n_tagged,
+        "n_cached": n_kept - n_tagged,
         "n_tagged": n_tagged,
         "n_truncated": truncated,
-        "n_skipped_empty": len(texts) - len(kept),
+        "n_skipped_empty": n_in - n_kept,
         "n_unaligned_tokens": unaligned,
     }
     log.info("tagged %d stories (%d from cache, %d truncated to %s tokens) with %s; alignment coverage %.2f%%",

@@ -112,16 +112,20 @@ def run(args) -> int:
 
 
 def _run_shard(args, model, corpus, cfg, shard: tuple[int, int], options: dict) -> int:
-    from tinyinterp.analysis.pos import load_corpus
+    from itertools import islice
+
+    from tinyinterp.analysis.pos import tag_corpus
     from tinyinterp.analysis.shards import run_shard
+    from tinyinterp.data.readers import iter_stories
 
-    from tinyinterp.data.readers import load_stories
+    def stories():  # streamed: a shard never holds the texts, only token ids and tags (keep_text=False)
+        return islice(iter_stories([str(c) for c in corpus]), cfg.max_stories)
 
-    texts = load_stories([str(c) for c in corpus], max_stories=cfg.max_stories)
     i, n = shard
+    tok, n_ctx = model.tokenizer, int(model.cfg.n_ctx)
     if n > 1:  # tag this shard's share first: shards running side by side fill the shared tag cache n ways
-        load_corpus(texts[i::n], model, progress=True)
-    tagged = load_corpus(texts, model)  # every shard needs the whole tagged corpus (mostly cache reads by now)
+        tag_corpus((s for j, s in enumerate(stories()) if j % n == i), tok, n_ctx, keep_text=False)
+    tagged = tag_corpus(stories(), tok, n_ctx, keep_text=False)  # the whole corpus, mostly cache reads by now
     ckpt = args.ckpt if str(args.ckpt).startswith("hf:") else str(Path(args.ckpt).resolve())
     meta = run_shard(model, tagged, args.out, cfg.heads, cfg.neurons, shard,
                      {"ckpt": ckpt, "corpus": [str(c) for c in corpus], "options": options})
