@@ -20,8 +20,8 @@ Model of a sharded run (``tinyinterp analyze --shard i/n`` + ``analyze merge``):
   reading  — every shard, and the merge, reads the whole tagged corpus back from the cache
              (the benchmark's cached tagging rate; not split);
   memory   — the measured peak, plus per further token the packed corpus (a shard keeps
-             token ids and tags, not texts or offsets) and the neuron labels (×2 with the
-             untrained control); the merge holds the corpus with texts;
+             token ids and tags, not texts or offsets) and the neuron labels (shared with
+             the untrained control); the merge holds the corpus with texts;
   merge    — reading the cache dominates it (calibration, tests, examples, ablations and
              probes read a bounded number of stories).
 Prints one JSON object (last line).
@@ -95,8 +95,8 @@ def main() -> None:
     tag = fresh_tagging_rate(args.tag_stories, args.data)
     # memory: the measured peak at the largest size, plus per token of the rest of the corpus the
     # packed store (with texts: unsharded and merge; without: a shard) and the labels of the
-    # neuron analysis and of its untrained control (two copies)
-    labels = tag["label_bytes_per_token"] * (2 if "control_s" in large else 1)
+    # neuron analysis (one copy: the untrained control shares it)
+    labels = tag["label_bytes_per_token"]
     full_bpt, lean_bpt = tag["store_bytes_per_token"] + labels, tag["store_bytes_per_token_no_text"] + labels
     grow = lambda bpt: (large["peak_rss_mb"] * 2**20 + bpt * (n_tok - large["tokens"])) / 2**30  # noqa: E731
     mem_gb, shard_gb = grow(full_bpt), grow(lean_bpt)

@@ -66,13 +66,15 @@ class NeuronJob:
     """Preparation on construction; :meth:`batch_hooks` for :func:`run_pass` over :attr:`groups`
     (0: selection half, 1: held-out half); :meth:`finish` for the results. Build it in eval mode."""
 
-    def __init__(self, model, corpus: TaggedCorpus, cfg: NeuronConfig, label: str = "neurons"):
+    def __init__(self, model, corpus: TaggedCorpus, cfg: NeuronConfig, label: str = "neurons",
+                 labels: CorpusLabels | None = None):
         if len(corpus) < 4:
             raise DataError(f"corpus has {len(corpus)} stories; neuron analysis needs at least 4 (two halves)")
         self.model, self.corpus, self.cfg, self.label = model, corpus, cfg, label
         self.layers = _layers(model, cfg)
         self.hook_names = [mlp_hook(x) for x in self.layers]
-        self.labels = label_corpus(corpus, cfg.include_continuations, cfg.exclude_tags)
+        # ``labels``: label_corpus(corpus) with these options, when the caller has it (the untrained control shares it)
+        self.labels = labels if labels is not None else label_corpus(corpus, cfg.include_continuations, cfg.exclude_tags)
         n_tags = len(self.labels.tags)
         if n_tags < 2:
             raise DataError(f"corpus has {n_tags} analysable tag(s) ({self.labels.tags}); need at least 2")
@@ -200,8 +202,10 @@ class NeuronJob:
             res.examples = examples_for(model, corpus, res, top, layers, cfg)
         if cfg.untrained_control:
             ctrl_cfg = dataclasses.replace(cfg, untrained_control=False, n_examples=0)
+            ctrl_corpus = self.control_corpus()
             res.control = self.control_result if self.control_result is not None else find_pos_neurons(
-                untrained_copy(model, cfg.control_seed), self.control_corpus(), ctrl_cfg, label="untrained control")
+                untrained_copy(model, cfg.control_seed), ctrl_corpus, ctrl_cfg, label="untrained control",
+                labels=self.labels if ctrl_corpus is corpus else None)
             summary["untrained_control"] = {k: res.control.summary[k] for k in (
                 "n_selective", "n_selective_neurons", "selective_per_tag", "n_discoveries", "discovery_rate", "n_tests",
                 "n_stories")}

@@ -221,10 +221,11 @@ def _jsonable(obj: Any) -> Any:
 
 
 def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = None, *,
-                     label: str = "neurons") -> NeuronResults:
+                     label: str = "neurons", labels=None) -> NeuronResults:
     """Find MLP neurons selective for a part of speech; see the module docstring for the method.
 
     ``label`` prefixes the progress bars (the untrained control runs as "untrained control").
+    ``labels``: an existing ``label_corpus(corpus, ...)`` with this config's options, to share its memory.
     The corpus is streamed once (selection half, then held-out half) after a calibration pass
     on up to ``calib_tokens`` selection-half tokens; see :class:`~tinyinterp.analysis.neuron_pass.NeuronJob`.
 
@@ -236,6 +237,6 @@ def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = 
 
     cfg = config or NeuronConfig()
     with eval_mode(model):
-        job = NeuronJob(model, corpus, cfg, label)
+        job = NeuronJob(model, corpus, cfg, label, labels)
         run_pass(model, corpus, [job], job.groups, cfg.batch_tokens, cfg.progress, f"{label}: selection + held-out")
         return job.finish()

@@ -162,7 +162,9 @@ def build_jobs(model, corpus, hcfg, ncfg) -> Jobs:
     if ncfg.untrained_control:
         twin = untrained_copy(model, ncfg.control_seed).eval()
         ctrl_cfg = dataclasses.replace(ncfg, untrained_control=False, n_examples=0)
-        control = NeuronJob(twin, njob.control_corpus(), ctrl_cfg, label="untrained control")
+        ctrl_corpus = njob.control_corpus()
+        control = NeuronJob(twin, ctrl_corpus, ctrl_cfg, label="untrained control",
+                            labels=njob.labels if ctrl_corpus is corpus else None)
     return Jobs(hjob, njob, control, twin)
 
 
