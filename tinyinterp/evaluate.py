@@ -91,13 +91,24 @@ def evaluate_checkpoint(path, data, batch_size: int = 16, max_stories: int | Non
                         progress: bool = True, device: str = "cpu", verify: bool = True) -> EvalResult:
     """Evaluate a checkpoint folder on corpus ``data`` (files, folders, globs, ``hf:`` names)."""
     from tinyinterp.checkpoint import load_fast_model
-    from tinyinterp.data.readers import load_stories
+    from itertools import islice
+
+    from tinyinterp.data.readers import iter_stories, load_stories
     from tinyinterp.data.tokenizer import token_byte_lengths
 
     model, tokenizer = load_fast_model(path, device=device, verify=verify)
-    stories = load_stories(data, max_stories=max_stories)
-    stream = stories_to_stream(tokenizer, stories)
+    count = 0
+
+    def stories():  # streamed: the texts are never held together, only their token ids
+        nonlocal count
+        for story in islice(iter_stories(data), max_stories):
+            count += 1
+            yield story
+
+    stream = stories_to_stream(tokenizer, stories())
+    if count == 0:
+        load_stories(data, max_stories=1)  # raises the readers' "no stories found" error, naming the sources
     windows = eval_windows([stream], model.cfg["n_ctx"])
     res = evaluate_windows(model, windows, token_byte_lengths(tokenizer), batch_size=batch_size, progress=progress, device=device)
-    res.stories = len(stories)
+    res.stories = count
     return res

@@ -124,6 +124,25 @@ def test_enormous_story_bounded_memory(tmp_path, tiny_ckpt):
     assert res["growth_mb"] < 100, res
 
 
+EVAL_DRIVER = MEMORY_DRIVER.split("    # the small run")[0] + textwrap.dedent('''
+    assert main(["-q", "eval", tok, "--data", f"{tmp}/small.txt", "--json"]) == 0
+    before = peak_mb()
+    assert main(["-q", "eval", tok, "--data", f"{tmp}/huge.txt", "--json"]) == 0
+    print(json.dumps({"growth_mb": peak_mb() - before}))
+''').replace("\n    ", "\n")
+
+
+def test_enormous_story_bounded_memory_in_eval(tmp_path, tiny_ckpt):
+    """`eval` streams stories too: a 4 MB one-line story adds little beyond its token ids."""
+    env = {**os.environ, "TINYINTERP_CACHE": str(tmp_path / "cache"), "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run([sys.executable, "-c", EVAL_DRIVER, str(tmp_path), str(tiny_ckpt)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert json.loads(lines[-2])["bytes"] > 3_900_000  # the eval of the huge file saw all of it
+    assert json.loads(lines[-1])["growth_mb"] < 120, lines[-1]
+
+
 # --- presets and hyper-parameters ---------------------------------------------------------
 
 
