@@ -139,16 +139,17 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
         }
         heads = neurons = probes = None
         cfg.heads.progress = cfg.neurons.progress = progress
+        stats = heads_and_neurons
         if shards:
             from tinyinterp.analysis.shards import merged_stats, read_shards
 
             if not (cfg.run_heads and cfg.run_neurons):
                 raise TinyInterpError("merging shards needs both the head and the neuron analysis (drop --no-heads/--no-neurons)")
-            summary["shards"] = [m["dir"] for m in read_shards(shards)]
+            metas = read_shards(shards)
+            summary["shards"] = [m["dir"] for m in metas]
+            stats = merged_stats(model, corpus, metas, cfg.heads, cfg.neurons)
         if cfg.run_heads and cfg.run_neurons:  # one shared forward pass for both (or the shards' sums)
             t = time.perf_counter()
-            stats = heads_and_neurons if not shards else merged_stats(model, corpus, read_shards(shards), cfg.heads,
-                                                                       cfg.neurons)
             heads, neurons = stats(model, corpus, cfg.heads, cfg.neurons, progress)
             timings["heads_and_neurons_s"] = time.perf_counter() - t
         if cfg.run_heads:

@@ -253,8 +253,9 @@ def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Call
 
         with eval_mode(model):
             jobs = build_jobs(model, corpus, hcfg, ncfg)
+            want = jobs.state()  # the tensors every shard must hold, with their shapes and dtypes
             for m in metas:
-                jobs.add(_read_stats(Path(m["dir"]) / STATS, jobs))
+                jobs.add(_read_stats(Path(m["dir"]) / STATS, want))
             if jobs.control is not None:
                 jobs.neurons.control_result = jobs.control.finish()
             return jobs.heads.finish(), jobs.neurons.finish()
@@ -267,28 +268,20 @@ def _check_header(path: Path) -> None:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="pt") as fh:  # also checks the header covers the file exactly
             keys = set(fh.keys())
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            header = int.from_bytes(fh.read(8), "little")
-            end = max((v["data_offsets"][1] for k, v in json.loads(fh.read(header)).items() if k != "__metadata__"),
-                      default=0)
-        if 8 + header + end != size:
-            raise ValueError(f"{size} bytes on disk, the header describes {8 + header + end}")
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise TinyInterpError(f"{path}: unreadable ({type(exc).__name__}: {exc}); rerun that shard") from None
     if "heads.obs" not in keys:
         raise TinyInterpError(f"{path}: not the statistics of an `analyze --shard` run; rerun that shard")
 
 
-def _read_stats(path: Path, jobs: Jobs) -> dict[str, torch.Tensor]:
-    """A shard's statistics, checked against the tensors this merge accumulates into."""
+def _read_stats(path: Path, want: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A shard's statistics, checked against ``want``: the tensors this merge accumulates into."""
     try:
         sd = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise TinyInterpError(f"{path}: unreadable ({type(exc).__name__}: {exc}); rerun that shard") from None
-    want = jobs.state()
     for k, v in want.items():
         got = sd.get(k)
         if k.endswith(".top.values") or k.endswith(".top.story") or k.endswith(".top.pos"):
