@@ -97,30 +97,27 @@ def cold_browser(ckpt: Path, cache: Path) -> float | None:
         return time.perf_counter() - t0
 
 
+def _switch(at, page: str, label: str, repeats: int) -> list[float]:
+    """Seconds per rerun after picking the next option of the ``label`` select box on ``page``."""
+    at.switch_page(page).run()
+    box = next(s for s in at.selectbox if s.label == label)
+    opts, times = box.options, []
+    for i in range(repeats + 1):
+        t = time.perf_counter()
+        at.selectbox(key=box.key).select(opts[(i + 1) % len(opts)]).run()
+        times.append(time.perf_counter() - t)
+    assert not at.exception, [e.value for e in at.exception]
+    return times
+
+
 def switch_times(ckpt: Path, cache: Path, repeats: int) -> tuple[list[float], list[float]]:
     from streamlit.testing.v1 import AppTest
 
     os.environ.update(env_for(ckpt, cache))
     at = AppTest.from_file(str(APP), default_timeout=300)
     at.run()
-    at.switch_page("views/heads.py").run()
-    box = next(s for s in at.selectbox if s.label == "Head")
-    opts = box.options
-    heads = []
-    for i in range(repeats + 1):
-        t = time.perf_counter()
-        at.selectbox(key=box.key).select(opts[(i + 1) % len(opts)]).run()
-        heads.append(time.perf_counter() - t)
-    assert not at.exception, [e.value for e in at.exception]
-    at.switch_page("views/neurons.py").run()
-    nbox = next(s for s in at.selectbox if s.label == "Neuron")
-    nopts = nbox.options
-    neurons = []
-    for i in range(repeats + 1):
-        t = time.perf_counter()
-        at.selectbox(key=nbox.key).select(nopts[(i + 1) % len(nopts)]).run()
-        neurons.append(time.perf_counter() - t)
-    assert not at.exception, [e.value for e in at.exception]
+    heads = _switch(at, "views/heads.py", "Head", repeats)
+    neurons = _switch(at, "views/neurons.py", "Neuron", repeats)
     return heads[1:], neurons[1:]  # the first switch of each warms per-layer caches
 
 
