@@ -19,14 +19,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(target.parent, target.name)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        _seal(tmp_path)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -50,17 +46,13 @@ def atomic_files(folder: str | os.PathLike) -> Iterator[Callable[[str], Path]]:
 
     def stage(name: str) -> Path:
         if name not in staged:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-            os.close(fd)
-            staged[name] = Path(tmp)
+            staged[name] = _temp_beside(folder, name)
         return staged[name]
 
     try:
         yield stage
         for tmp in staged.values():
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
+            _seal(tmp)
         for name, tmp in staged.items():
             os.replace(tmp, folder / name)
     finally:
@@ -71,6 +63,20 @@ def atomic_files(folder: str | os.PathLike) -> Iterator[Callable[[str], Path]]:
             if not p.is_dir() or any(p.iterdir()):
                 break
             p.rmdir()
+
+
+def _temp_beside(folder: Path, name: str) -> Path:
+    """An empty temporary file in ``folder`` (same filesystem as the target, so a rename is atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _seal(tmp: Path) -> None:
+    """fsync a written temporary file and give it the usual permissions (mkstemp creates 0600)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())
 
 
 def _umask() -> int:
