@@ -8,7 +8,8 @@ import torch
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from tinyinterp.analysis.neuron_stats import TagStats, bh_qvalues, quantile_edges, run_tests
+from tinyinterp.analysis.neuron_stats import TagStats, quantile_edges, run_tests
+from tinyinterp.analysis.stats import bh_qvalues
 
 
 def _stats_for(x: np.ndarray, tags: np.ndarray, edges: torch.Tensor, n_tags: int, chunks: int = 3) -> TagStats:

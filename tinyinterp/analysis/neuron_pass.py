@@ -18,7 +18,8 @@ import torch
 
 from tinyinterp.analysis.activations import CorpusLabels, TopKBuffer, label_corpus, mlp_hook, stream_activations
 from tinyinterp.analysis.corpus import TaggedCorpus
-from tinyinterp.analysis.neuron_stats import Binner, TagStats, bh_qvalues, quantile_edges, run_tests
+from tinyinterp.analysis.neuron_stats import Binner, TagStats, quantile_edges, run_tests
+from tinyinterp.analysis.stats import bh_qvalues
 from tinyinterp.analysis.neurons import NeuronConfig, NeuronResults
 from tinyinterp.errors import ConfigError, DataError
 

@@ -243,15 +243,6 @@ def mannwhitney_greater(auc: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray, t
     return np.where(var > 0, p, 1.0)
 
 
-def bh_qvalues(p: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg q-values over the finite entries of ``p`` (NaN elsewhere)."""
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = stats.false_discovery_control(np.clip(p[ok], 0.0, 1.0), method="bh")
-    return q
-
-
 @dataclass
 class TagTests:
     """Per unit × tag results of one :class:`TagStats`; every array is ``[unit, tag]``."""

@@ -1,0 +1,177 @@
+"""Story-level statistics shared by every analysis: cluster bootstrap, weighted AUROC, FDR.
+
+Tokens of one story are not independent, so every confidence interval and p-value in tinyinterp
+resamples **stories** (a cluster bootstrap). One resample is a vector of story multiplicities
+``w[story]`` drawn from a multinomial (the classic "resample n stories with replacement"); a
+statistic is recomputed with each token weighted by its story's multiplicity. All helpers here are
+vectorised over resamples where the statistic allows it.
+
+Conventions:
+
+- ``weights``: ``[n_boot, n_stories]`` integer multiplicities from :func:`story_weights`
+  (deterministic for a seed).
+- ``story`` arrays: per-token story index in ``0..n_stories-1``.
+- CIs are percentile intervals; p-values against a null value use the bootstrap standard error
+  (a Wald test, two-sided), so a small p does not need ``n_boot`` of order ``1/p``. The raw
+  percentile p (``(count + 1) / (n_boot + 1)``) is also available for callers that prefer it;
+  :func:`min_resamples` says how many resamples such a test needs to pass a Benjamini–Hochberg
+  threshold at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+__all__ = [
+    "BootstrapResult",
+    "bh_qvalues",
+    "bootstrap_mean",
+    "bootstrap_ratio",
+    "min_resamples",
+    "percentile_ci",
+    "story_sums",
+    "story_weights",
+    "wald_pvalue",
+    "weighted_auroc",
+    "bootstrap_auroc",
+]
+
+
+def story_weights(n_stories: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """``[n_boot, n_stories]`` int32 multiplicities: each row resamples ``n_stories`` stories with replacement."""
+    if n_stories < 1 or n_boot < 1:
+        raise ValueError(f"story_weights needs n_stories >= 1 and n_boot >= 1 (got {n_stories}, {n_boot})")
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_stories, np.full(n_stories, 1.0 / n_stories), size=n_boot).astype(np.int32)
+
+
+def story_sums(values: np.ndarray, story: np.ndarray, n_stories: int) -> np.ndarray:
+    """Per-story sums of ``values`` (``[token]`` or ``[token, k]``) -> ``[n_stories]`` or ``[n_stories, k]``."""
+    values = np.asarray(values, dtype=np.float64)
+    story = np.asarray(story, dtype=np.int64)
+    if values.ndim == 1:
+        return np.bincount(story, weights=values, minlength=n_stories)
+    out = np.zeros((n_stories, values.shape[1]))
+    np.add.at(out, story, values)
+    return out
+
+
+def percentile_ci(reps: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of bootstrap replicates along ``axis`` (NaN replicates ignored)."""
+    a = (1.0 - level) / 2.0
+    lo, hi = np.nanquantile(reps, [a, 1.0 - a], axis=axis)
+    return lo, hi
+
+
+def wald_pvalue(estimate: np.ndarray, reps: np.ndarray, null: float, axis: int = 0) -> np.ndarray:
+    """Two-sided p-value of ``estimate == null`` using the bootstrap standard error of ``reps``."""
+    se = np.nanstd(reps, axis=axis, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (np.asarray(estimate, dtype=np.float64) - null) / se
+    p = 2.0 * sps.norm.sf(np.abs(z))
+    return np.where(np.isfinite(p), p, 1.0)
+
+
+def min_resamples(n_tests: int, fdr: float = 0.05) -> int:
+    """Resamples a percentile p-value ``(count+1)/(n_boot+1)`` needs so that one test can pass BH at all.
+
+    The smallest BH threshold is ``fdr / n_tests``; a percentile p cannot go below ``1/(n_boot+1)``.
+    """
+    return int(np.ceil(n_tests / fdr))
+
+
+@dataclass
+class BootstrapResult:
+    """A statistic with its story-bootstrap interval and a Wald p-value against ``null``."""
+
+    estimate: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    p_value: np.ndarray
+    n_boot: int
+    null: float
+
+    def row(self, i=()) -> dict[str, float]:
+        """One entry as plain floats (``i`` indexes the statistic's own shape)."""
+        return {"estimate": float(self.estimate[i]), "ci_low": float(self.ci_low[i]),
+                "ci_high": float(self.ci_high[i]), "p_value": float(self.p_value[i])}
+
+
+def _result(est: np.ndarray, reps: np.ndarray, null: float, level: float) -> BootstrapResult:
+    lo, hi = percentile_ci(reps, level)
+    return BootstrapResult(np.asarray(est, dtype=np.float64), lo, hi, wald_pvalue(est, reps, null), reps.shape[0], null)
+
+
+def bootstrap_mean(sums: np.ndarray, counts: np.ndarray, weights: np.ndarray, null: float = 0.0,
+                   level: float = 0.95) -> BootstrapResult:
+    """Token-weighted mean ``Σ sums / Σ counts`` with a story bootstrap.
+
+    ``sums``: ``[n_stories]`` or ``[n_stories, k]`` per-story sums of a per-token value;
+    ``counts``: matching per-story token counts (same shape, or ``[n_stories]`` shared by every column).
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim < sums.ndim:
+        counts = np.broadcast_to(counts[:, None], sums.shape)
+    w = weights.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        est = sums.sum(0) / counts.sum(0)
+        reps = (w @ sums) / (w @ counts)  # [n_boot] or [n_boot, k]
+    return _result(est, reps, null, level)
+
+
+def bootstrap_ratio(num: np.ndarray, den: np.ndarray, weights: np.ndarray, null: float = 0.0,
+                    level: float = 0.95) -> BootstrapResult:
+    """Ratio of two per-story sums ``Σ num / Σ den`` (e.g. a share of an effect), story bootstrap."""
+    return bootstrap_mean(num, den, weights, null=null, level=level)
+
+
+def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """AUROC of ``scores`` for boolean ``labels`` (ties count one half), one value per weight row.
+
+    ``weights``: ``None`` (plain AUROC, returns a 0-d array) or ``[n_rep, n_token]`` token weights
+    (story multiplicities mapped to tokens): returns ``[n_rep]``. Sorts once; O(n_token) per row.
+    NaN where a row has no positive or no negative weight.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    single = weights is None
+    w = np.ones((1, scores.size)) if single else np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(scores, kind="stable")
+    s, y, w = scores[order], labels[order], w[:, order]
+    # tie groups: start index of each run of equal scores
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    wp, wn = w * y, w * ~y  # [rep, tok]
+    gp = np.add.reduceat(wp, starts, axis=1)  # positive weight per tie group
+    gn = np.add.reduceat(wn, starts, axis=1)
+    below_n = np.cumsum(gn, axis=1) - gn  # negative weight strictly below each group
+    num = (gp * (below_n + 0.5 * gn)).sum(1)
+    den = gp.sum(1) * gn.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = np.where(den > 0, num / den, np.nan)
+    return auc[0] if single else auc
+
+
+def bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, story: np.ndarray, weights: np.ndarray,
+                    level: float = 0.95) -> BootstrapResult:
+    """AUROC with a story-bootstrap percentile CI and a Wald p-value against 0.5.
+
+    ``story``: per-token story index into the columns of ``weights`` ``[n_boot, n_stories]``.
+    """
+    est = weighted_auroc(scores, labels)
+    tok_w = weights[:, np.asarray(story, dtype=np.int64)]
+    reps = weighted_auroc(scores, labels, tok_w)
+    return _result(est, reps, 0.5, level)
+
+
+def bh_qvalues(p: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg q-values over the finite entries of ``p`` (NaN elsewhere)."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = sps.false_discovery_control(np.clip(p[ok], 0.0, 1.0), method="bh")
+    return q
