@@ -1,0 +1,50 @@
+"""Worker of the 2-rank gloo tests (started by torch.multiprocessing; not a test module)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def analysis_worker(rank: int, world: int, port: int, ckpt: str, stories: str, out: str, max_stories: int) -> None:
+    """One rank: tag its share into a shared store, pre-pass counts, the heads + neurons pass; rank 0 writes."""
+    import torch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from itertools import islice
+
+    from tinyinterp.analysis.distributed import all_reduce_sum, barrier, distributed_stats, init_distributed, shutdown
+    from tinyinterp.analysis.heads import HeadConfig
+    from tinyinterp.analysis.neurons import NeuronConfig
+    from tinyinterp.analysis.pos import load_corpus
+    from tinyinterp.analysis.prepass import chunked, combine_counts, count_stories, own_stories
+    from tinyinterp.analysis.tag_store import corpus_from_store, tag_into_store
+    from tinyinterp.checkpoint import load_model
+    from tinyinterp.data.readers import iter_stories
+
+    info = init_distributed("cpu")
+    try:
+        out_dir = Path(out)
+        model = load_model(ckpt)
+        texts = list(islice(iter_stories([stories]), max_stories))
+        mine = [t for _, t in own_stories(texts, rank, world)]
+        store = tag_into_store(mine, model.tokenizer, out_dir / "store", progress=False)  # each rank tags its share
+        barrier(info)
+        store.refresh()
+        chunks = (corpus_from_store(c, store, int(model.cfg.n_ctx), keep_text=False) for c in chunked(mine, 7))
+        counts = combine_counts(count_stories(chunks), info)
+        summed = all_reduce_sum({"x": torch.tensor([rank + 1.0, 2.0])}, info)["x"]
+        corpus = load_corpus(texts, model, progress=False)
+        heads, neurons = distributed_stats(info)(model, corpus, HeadConfig(), NeuronConfig())
+        if info.is_main:
+            heads.save(out_dir / "dist")
+            neurons.save(out_dir / "dist")
+            (out_dir / "prepass.json").write_text(json.dumps({"counts": counts.to_json(), "summed": summed.tolist(),
+                                                              "parts": store.n_parts}))
+        else:
+            assert heads is None and neurons is None
+    finally:
+        shutdown(info)

@@ -1,0 +1,78 @@
+"""2 ranks on gloo (torch.multiprocessing): the same results as one process; the pre-pass equals the whole-corpus labels."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.analysis.test_shards import _close
+
+STORIES = Path(__file__).resolve().parents[1] / "golden" / "stories.txt"
+N_STORIES = 40
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tiny_ckpt, tmp_path_factory):
+    import torch.multiprocessing as mp
+
+    from tests.analysis.dist_worker import analysis_worker
+
+    out = tmp_path_factory.mktemp("dist")
+    mp.spawn(analysis_worker, args=(2, _free_port(), str(tiny_ckpt), str(STORIES), str(out), N_STORIES), nprocs=2)
+    return out
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_one_process(two_ranks, tiny_ckpt, tmp_path):
+    from itertools import islice
+
+    from tinyinterp.analysis.heads import HeadConfig
+    from tinyinterp.analysis.neurons import NeuronConfig
+    from tinyinterp.analysis.pipeline import heads_and_neurons
+    from tinyinterp.analysis.pos import load_corpus
+    from tinyinterp.checkpoint import load_model
+    from tinyinterp.data.readers import iter_stories
+
+    model = load_model(tiny_ckpt)
+    corpus = load_corpus(list(islice(iter_stories([str(STORIES)]), N_STORIES)), model, progress=False)
+    heads, neurons = heads_and_neurons(model, corpus, HeadConfig(), NeuronConfig())
+    heads.save(tmp_path)
+    neurons.save(tmp_path)
+    for name in ("heads.json", "neurons.json", "neurons_summary.json"):
+        one, two = (json.loads((d / name).read_text()) for d in (tmp_path, two_ranks / "dist"))
+        _close(one, two, name)
+    assert json.loads((two_ranks / "dist" / "neurons_summary.json").read_text())["n_stories"] == N_STORIES
+
+
+@pytest.mark.slow
+def test_prepass_counts_over_ranks_equal_the_whole_corpus_labels(two_ranks, tiny_ckpt):
+    from itertools import islice
+
+    from tinyinterp.analysis.activations import label_corpus
+    from tinyinterp.analysis.pos import load_corpus
+    from tinyinterp.analysis.prepass import CorpusCounts
+    from tinyinterp.checkpoint import load_model
+    from tinyinterp.data.readers import iter_stories
+
+    got = json.loads((two_ranks / "prepass.json").read_text())
+    assert got["summed"] == [3.0, 4.0] and got["parts"] == 2  # one part per rank: each tagged only its share
+    counts = CorpusCounts.from_json(got["counts"])
+    model = load_model(tiny_ckpt)
+    corpus = load_corpus(list(islice(iter_stories([str(STORIES)]), N_STORIES)), model, progress=False)
+    labels = label_corpus(corpus)
+    assert counts.n_stories == len(corpus) and counts.n_tokens == corpus.n_tokens
+    assert counts.tags == labels.tags and counts.words == labels.words
+    assert np.array_equal(counts.tag_counts(), labels.tag_counts)
+    for seed in (0, 3):
+        for a, b in zip(counts.split_indices(seed), corpus.split_indices(seed)):
+            assert np.array_equal(a, b)

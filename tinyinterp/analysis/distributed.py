@@ -1,0 +1,128 @@
+"""The analysis under torchrun: which stories a rank streams, and combining statistics with collectives.
+
+``torchrun --nproc_per_node N -m tinyinterp analyze ...`` starts N processes; each joins the
+process group the way training does (:func:`tinyinterp.training.distributed.init_distributed`:
+gloo on CPU, NCCL on GPU), streams the stories whose index ``i`` has ``i % N == rank`` (the
+rule ``--shard i/N`` uses, so both paths add the same per-story sums), and hands its
+statistics state dict to the collectives here. Rank 0 adds them exactly as ``analyze merge``
+adds shard files (:meth:`tinyinterp.analysis.shards.Jobs.add`) and finishes alone (labels,
+tests, FDR, examples, ablations, probes, report); the other ranks return and exit.
+
+State dicts are fixed-size (histograms, moment sums, top-k buffers), so what crosses the
+network does not grow with the corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from tinyinterp.errors import TinyInterpError
+from tinyinterp.training.distributed import DistInfo, barrier, check_same, init_distributed, shutdown
+
+log = logging.getLogger(__name__)
+__all__ = ["DistInfo", "init_distributed", "barrier", "shutdown", "check_same", "rank_share", "gather_states",
+           "all_reduce_sum", "broadcast_object", "distributed_stats"]
+
+
+def rank_share(indices: np.ndarray, info: DistInfo) -> np.ndarray:
+    """The entries of ``indices`` (story indices) that rank ``info.rank`` streams: ``i % world == rank``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    return indices[indices % info.world == info.rank]
+
+
+def _device(info: DistInfo) -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _signature(sd: dict[str, torch.Tensor]) -> str:
+    return "|".join(f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in sorted(sd.items()))
+
+
+def gather_states(sd: dict[str, torch.Tensor], info: DistInfo) -> list[dict[str, torch.Tensor]]:
+    """Every rank's state dict, in rank order, on rank 0 (an empty list on the other ranks).
+
+    All ranks must hold the same keys, shapes and dtypes (they are the same statistics objects);
+    otherwise every rank raises with one line. One world-sized buffer per tensor crosses the group.
+    """
+    if not info.enabled:
+        return [sd]
+    check_same(_signature(sd), "set of statistics (keys, shapes, dtypes)", info)
+    dev = _device(info)
+    out: list[dict[str, torch.Tensor]] = [{} for _ in range(info.world)] if info.is_main else []
+    for k in sorted(sd):
+        t = sd[k].detach().to(dev).contiguous()
+        parts = [torch.empty_like(t) for _ in range(info.world)] if info.is_main else None
+        dist.gather(t, parts, dst=0)
+        if info.is_main:
+            for r, p in enumerate(parts):
+                out[r][k] = p.cpu()
+    return out
+
+
+def all_reduce_sum(sd: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
+    """Element-wise sum of every rank's ``sd`` (same keys and shapes on every rank), on every rank."""
+    if not info.enabled:
+        return sd
+    check_same(_signature(sd), "set of statistics (keys, shapes, dtypes)", info)
+    dev = _device(info)
+    out = {}
+    for k in sorted(sd):
+        t = sd[k].detach().to(dev).clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        out[k] = t.to(sd[k].device)
+    return out
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (small, picklable objects made by this process group only)."""
+    if not info.enabled:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
+    """A drop-in for :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` under torchrun.
+
+    Every rank calibrates identically (deterministic), streams its share of each story group
+    (and of the untrained control's), and gathers its statistics on rank 0, which adds them
+    (as ``analyze merge`` does) and returns the results; the other ranks return ``(None, None)``.
+    """
+    from tinyinterp.analysis.shards import build_jobs
+    from tinyinterp.analysis.stream import eval_mode, run_pass
+
+    def run(model, corpus, hcfg, ncfg, progress: bool = False):
+        tag = f"rank {info.rank}/{info.world}"
+        with eval_mode(model):
+            jobs = build_jobs(model, corpus, hcfg, ncfg)
+            bt = min(hcfg.batch_tokens, ncfg.batch_tokens)
+            show = progress and info.is_main
+            groups = [rank_share(g, info) for g in jobs.neurons.groups]
+            tokens = run_pass(model, corpus, [jobs.heads.main, jobs.neurons], groups, bt, show, f"heads + neurons ({tag})")
+            if jobs.control is not None:
+                run_pass(jobs.twin, jobs.control.corpus, [jobs.control], [rank_share(g, info) for g in jobs.control.groups],
+                         bt, show, f"untrained control ({tag})")
+            log.info("%s: streamed %d stories, %d tokens", tag, sum(len(g) for g in groups), tokens)
+            states = gather_states(jobs.state(), info)
+            if not info.is_main:
+                return None, None
+            for sd in states[1:]:
+                jobs.add(sd)
+            if jobs.control is not None:
+                jobs.neurons.control_result = jobs.control.finish()
+            return jobs.heads.finish(), jobs.neurons.finish()
+
+    return run
+
+
+def require_same_world(info: DistInfo, what: str) -> None:
+    """One-line refusal of options that cannot run under torchrun (e.g. ``--shard`` with ``WORLD_SIZE > 1``)."""
+    if info.enabled:
+        raise TinyInterpError(f"{what} cannot be combined with torchrun (WORLD_SIZE={info.world}); "
+                              "use one or the other")
