@@ -1,0 +1,214 @@
+"""Analysis scale-out: the same analysis on 1 and 2 torchrun ranks, and the tag store vs the JSON tag cache.
+
+    python benchmarks/analysis_scaling.py --save benchmarks/results/analysis_scaling.json [--sizes 250000 500000]
+
+Model and text as in ``benchmarks/analysis_throughput.py`` (``checkpoints/ts-1l``; genuine
+TinyStories read at run time from ``../shared/data/tinystories``, never written into the repo).
+Everything derived (tag cache, tag store, the chosen stories) lives in a temporary folder.
+
+(1) Tagging: the first ``--tag-stories`` stories are tagged with an empty JSON tag cache
+(:func:`tinyinterp.analysis.pos.tag_corpus`: one JSON file per story) and into an empty
+columnar store (:func:`tinyinterp.analysis.tag_store.tag_into_store`), then read back warm
+from each (``corpus_from_store`` vs ``tag_corpus`` on cache hits); files and bytes on disk of
+each. Then the rest of the largest corpus is tagged into the store (the workers read it).
+
+(2) Scaling: for each size (tokens the model sees: BOS included, cut at ``n_ctx``) and each
+world size in ``--worlds``, ``python -m torch.distributed.run --standalone --nproc_per_node W``
+runs this file with ``--worker``: each rank (one thread) loads the model and the tagged corpus
+from the store, then runs :func:`tinyinterp.analysis.distributed.distributed_stats` — the
+heads + neurons analysis with the untrained control, each rank streaming its share of the
+stories, statistics gathered on rank 0, which finishes (tests, FDR, controls, examples). The
+timed part (``analysis_s``, rank 0, between two barriers) is that call; ``speedup`` = the
+1-rank time / the W-rank time at the same size. Each rank reports its peak RSS (``VmHWM``).
+The machine's 1-minute load average is recorded before every run: with other work on the 2
+cores the speedup is meaningless, so compare only runs with load < 1.
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def _tree(path: Path) -> dict:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+
+
+def take_tokens(texts: list[str], model, n_tokens: int) -> list[str]:
+    """The first stories of ``texts`` whose tokens (BOS + ids, cut at n_ctx) reach ``n_tokens``."""
+    n_ctx, total, out = int(model.cfg.n_ctx), 0, []
+    for t in texts:
+        if not t.strip():
+            continue
+        out.append(t)
+        total += min(n_ctx, 1 + len(model.tokenizer(t, add_special_tokens=False)["input_ids"]))
+        if total >= n_tokens:
+            return out
+    raise SystemExit(f"only {total} tokens in the corpus; pass smaller --sizes")
+
+
+def tagging(texts: list[str], model, tmp: Path, n_tag: int) -> tuple[dict, Path]:
+    from tinyinterp.analysis.pos import load_spacy, tag_corpus
+    from tinyinterp.analysis.tag_store import corpus_from_store, tag_into_store
+
+    os.environ["TINYINTERP_CACHE"] = str(tmp / "cache")
+    tok, n_ctx, nlp = model.tokenizer, int(model.cfg.n_ctx), load_spacy()
+    sub = texts[:n_tag]
+    list(nlp.pipe(texts[-20:]))  # spaCy's first batch is slow: warm it up before timing either side
+    out: dict = {"stories": len(sub)}
+    t = time.perf_counter()
+    ref = tag_corpus(sub, tok, n_ctx, nlp=nlp, progress=False)
+    out["json_cache_fresh_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    tag_corpus(sub, tok, n_ctx, nlp=nlp, progress=False)
+    out["json_cache_warm_s"] = time.perf_counter() - t
+    out["json_cache_disk"] = _tree(tmp / "cache" / "pos")
+    store_dir = tmp / "store"
+    t = time.perf_counter()
+    store = tag_into_store(sub, tok, store_dir, nlp=nlp, progress=False)
+    out["store_fresh_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    got = corpus_from_store(sub, store, n_ctx)
+    out["store_warm_s"] = time.perf_counter() - t
+    out["store_disk"] = _tree(store_dir)
+    assert got.n_tokens == ref.n_tokens and len(got) == len(ref)
+    out["tokens"] = ref.n_tokens
+    for k in ("json_cache_fresh", "json_cache_warm", "store_fresh", "store_warm"):
+        out[f"{k}_stories_per_s"] = len(sub) / out[f"{k}_s"]
+        out[f"{k}_tokens_per_s"] = ref.n_tokens / out[f"{k}_s"]
+    out["warm_read_speedup"] = out["json_cache_warm_s"] / out["store_warm_s"]
+    out["fresh_tagging_ratio"] = out["json_cache_fresh_s"] / out["store_fresh_s"]
+    t = time.perf_counter()
+    tag_into_store(texts, tok, store, nlp=nlp, progress=False)
+    out["store_rest"] = {"stories": len(texts) - len(sub), "s": time.perf_counter() - t}
+    return out, store_dir
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One torchrun rank: load, analyse its share, rank 0 writes the timings and every rank's peak RSS."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    from analysis_throughput import get_model, peak_rss_mb
+
+    from tinyinterp.analysis.distributed import barrier, distributed_stats, init_distributed, shutdown
+    from tinyinterp.analysis.heads import HeadConfig
+    from tinyinterp.analysis.neurons import NeuronConfig
+    from tinyinterp.analysis.tag_store import TagStore, corpus_from_store
+
+    t_start = time.perf_counter()
+    info = init_distributed("cpu")
+    model, _ = get_model([])
+    texts = json.loads(Path(args.corpus).read_text())
+    meta = json.loads((Path(args.store) / "store.json").read_text())
+    store = TagStore(args.store, meta["spacy_model"], meta["tokenizer_sha256"])
+    t = time.perf_counter()
+    corpus = corpus_from_store(texts, store, int(model.cfg.n_ctx))
+    load_s = time.perf_counter() - t
+    import tinyinterp.analysis.stream as stream
+
+    pass_s, run_pass = [0.0], stream.run_pass
+
+    def timed_pass(*a, **k):  # the streaming passes (split across ranks); the rest is calibration and finishing
+        t0 = time.perf_counter()
+        try:
+            return run_pass(*a, **k)
+        finally:
+            pass_s[0] += time.perf_counter() - t0
+
+    stream.run_pass = timed_pass
+    barrier(info)
+    t = time.perf_counter()
+    res = distributed_stats(info)(model, corpus, HeadConfig(), NeuronConfig())
+    barrier(info)
+    analysis_s = time.perf_counter() - t
+    mine = {"rank": info.rank, "peak_rss_mb": peak_rss_mb(), "load_corpus_s": load_s, "pass_s": pass_s[0],
+            "process_s": time.perf_counter() - t_start}
+    ranks = [None] * info.world
+    if info.enabled:
+        dist.all_gather_object(ranks, mine)
+    else:
+        ranks = [mine]
+    if info.is_main:
+        assert res[0] is not None and res[1] is not None
+        Path(args.out).write_text(json.dumps({"world": info.world, "stories": len(corpus), "tokens": corpus.n_tokens,
+                                              "analysis_s": analysis_s, "ranks": ranks}))
+    shutdown(info)
+
+
+def run_world(world: int, corpus: Path, store: Path, tmp: Path) -> dict:
+    out = tmp / f"run-{world}-{corpus.stem}.json"
+    load = os.getloadavg()[0]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}", __file__,
+           "--worker", "--corpus", str(corpus), "--store", str(store), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+    res = json.loads(out.read_text())
+    res.update(wall_s=time.perf_counter() - t, load_avg_1min_before=load)
+    print(json.dumps(res), file=sys.stderr)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[250_000, 500_000], help="tokens analysed")
+    ap.add_argument("--worlds", type=int, nargs="+", default=[1, 2], help="ranks per run (torchrun --nproc_per_node)")
+    ap.add_argument("--tag-stories", type=int, default=1500, help="stories for the store vs JSON cache comparison")
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "tinystories"))
+    ap.add_argument("--save", default=None, help="also write the JSON here")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--corpus", help=argparse.SUPPRESS)
+    ap.add_argument("--store", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    import analysis_throughput as bench
+
+    _, files = bench.story_source(args.data)
+    model, model_desc = bench.get_model(files)
+    texts = take_tokens(bench.read_stories(files, None), model, max(args.sizes))
+    result: dict = {"model": model_desc, "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+                    "cpu_count": os.cpu_count(), "torch_threads_per_rank": 1}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        result["tagging"], store = tagging(texts, model, tmp, args.tag_stories)
+        runs = []
+        for size in args.sizes:
+            corpus = tmp / f"corpus-{size}.json"
+            corpus.write_text(json.dumps(take_tokens(texts, model, size)))
+            by_world = {w: run_world(w, corpus, store, tmp) for w in args.worlds}
+            base = by_world[min(args.worlds)]
+            for w, r in by_world.items():
+                r["size"] = size
+                r["speedup"] = base["analysis_s"] / r["analysis_s"]
+                r["max_rank_peak_rss_mb"] = max(x["peak_rss_mb"] for x in r["ranks"])
+                runs.append(r)
+        result["runs"] = runs
+    result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    big = [r for r in runs if r["size"] == max(args.sizes)]
+    result["speedup_2_ranks"] = next((r["speedup"] for r in big if r["world"] == 2), None)
+    small = {r["world"]: r["max_rank_peak_rss_mb"] for r in runs if r["size"] == min(args.sizes)}
+    result["rss_growth_per_rank"] = {w: r["max_rank_peak_rss_mb"] / small[r["world"]] for w, r in
+                                     ((r["world"], r) for r in big)}
+    text = json.dumps(result)
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, indent=1) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
