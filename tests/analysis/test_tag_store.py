@@ -111,3 +111,22 @@ def test_keys_are_sorted_per_part_and_located(tok, texts, tmp_path):
     assert (part[:-1] >= 0).all() and part[-1] == -1 and row[-1] == -1
     assert len(set(zip(part[:-1].tolist(), row[:-1].tolist()))) == len(set(keys))
     assert np.all([k in store for k in keys[:3]])
+
+
+def test_share_labels_in_the_corpus_vocabulary(tok, texts, tmp_path):
+    """Each rank's share labelled with the pre-pass vocabulary equals the whole corpus's labels of those stories."""
+    from tinyinterp.analysis.activations import label_corpus
+    from tinyinterp.analysis.prepass import chunked, count_stories, labels_for_share, own_stories
+
+    store = tag_into_store(texts, tok, tmp_path / "store", progress=False)
+    whole = corpus_from_store(texts, store, None)
+    full = label_corpus(whole)
+    shares = [[t for _, t in own_stories(texts, r, 3)] for r in range(3)]
+    counts = count_stories(corpus_from_store(c, store, None, keep_text=False) for s in shares for c in chunked(s, 5))
+    assert counts.tags == full.tags and counts.words == full.words and (counts.tag_counts() == full.tag_counts).all()
+    for r, share in enumerate(shares):
+        labels = labels_for_share(corpus_from_store(share, store, None), counts)
+        idx = [i for i, _ in own_stories(texts, r, 3)]
+        assert labels.tags == full.tags and (labels.tag_counts == full.tag_counts).all()
+        for j, i in enumerate(idx):
+            assert np.array_equal(labels.tag_ids[j], full.tag_ids[i]) and np.array_equal(labels.word_ids[j], full.word_ids[i])

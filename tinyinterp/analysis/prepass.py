@@ -121,3 +121,30 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+def labels_for_share(share: TaggedCorpus, counts: CorpusCounts, include_continuations: bool = False,
+                     exclude_tags: Sequence[str] = (BOS_TAG, SPACE_TAG)):
+    """:class:`~tinyinterp.analysis.activations.CorpusLabels` of a rank's ``share`` in the corpus-wide vocabulary.
+
+    Tag and word ids, :attr:`tags`, :attr:`words` and ``tag_counts`` are those :func:`label_corpus` gives on
+    the whole corpus (``counts`` from :func:`combine_counts`), so statistics of every rank line up."""
+    from tinyinterp.analysis.activations import CorpusLabels, label_corpus
+
+    local = label_corpus(share, include_continuations, exclude_tags)
+    tags, words = counts.tags, counts.words
+    tmap = {t: i for i, t in enumerate(tags)}
+    wmap = {w: i for i, w in enumerate(words)}
+    missing = sorted(set(local.tags) - set(tmap)) or sorted(set(local.words) - set(wmap))[:3]
+    if missing:
+        from tinyinterp.errors import DataError
+
+        raise DataError(f"the corpus counts lack {missing} found in this rank's stories; count every rank's share")
+    t_table = np.array([tmap[t] for t in local.tags] + [-1], dtype=np.int64)  # local id -> global id; -1 stays -1
+    w_table = np.array([wmap[w] for w in local.words] + [-1], dtype=np.int64)
+    signed = lambda n: np.int8 if n < 2**7 else np.int16 if n < 2**15 else np.int32  # noqa: E731
+    flat_tags = t_table[local.flat_tags.astype(np.int64)].astype(signed(len(tags)))
+    flat_words = w_table[local.flat_words.astype(np.int64)].astype(signed(len(words)))
+    cuts = local.starts[1:-1]
+    return CorpusLabels(tags=tags, words=words, tag_ids=np.split(flat_tags, cuts), word_ids=np.split(flat_words, cuts),
+                        tag_counts=counts.tag_counts(), flat_tags=flat_tags, flat_words=flat_words, starts=local.starts)
