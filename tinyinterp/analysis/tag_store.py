@@ -153,10 +153,13 @@ class TagStore:
         return bool(self.locate([key])[0][0] >= 0)
 
     def records(self, keys: Sequence[bytes]) -> list[dict[str, Any]]:
-        """The aligned records (as :func:`~tinyinterp.analysis.pos.align_story` returns them) of ``keys``.
-
-        Only the requested rows are copied out of the mapped parts. Raises on a missing key."""
+        """The aligned records of ``keys``: the fields :func:`~tinyinterp.analysis.pos.align_story` returns, per-token
+        ones as numpy arrays. Only the requested rows are copied out of the mapped parts. Parts that other processes
+        wrote since this store was opened are mapped when a key is missing; a key still missing raises."""
         part, row = self.locate(keys)
+        if (part < 0).any():
+            self.refresh()
+            part, row = self.locate(keys)
         missing = np.nonzero(part < 0)[0]
         if len(missing):
             raise DataError(f"{self.path}: no tags for a story (sha256 {keys[missing[0]].hex()[:12]}); tag it first")
@@ -201,7 +204,7 @@ def _pack(items: Sequence[tuple[bytes, dict[str, Any]]]) -> pa.RecordBatch:
 
 
 def _unpack(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """Records of ``table``'s rows, from flat numpy views of its list columns."""
+    """Records of ``table``'s rows, from flat numpy views of its list columns (per-token fields as numpy arrays)."""
     flat: dict[str, tuple[np.ndarray, Any]] = {}
     for name in (*_INT_LISTS, "cont", *_STR_LISTS):
         col = table.column(name).combine_chunks()
@@ -215,11 +218,10 @@ def _unpack(table: pa.Table) -> Iterator[dict[str, Any]]:
             off, vals = flat[name]
             return vals[off[i]:off[i + 1]]
 
-        offs = get("offsets").reshape(-1, 2)
         words = [list(w) for w in zip(get("w_start").tolist(), get("w_end").tolist(), get("w_upos"), get("w_tag"),
                                        get("w_ent"))]
-        yield {"v": CACHE_FORMAT, "tokens": get("tokens").tolist(), "offsets": offs.tolist(), "widx": get("widx").tolist(),
-               "cont": get("cont").astype(np.int64).tolist(), "words": words}
+        yield {"v": CACHE_FORMAT, "tokens": get("tokens"), "offsets": get("offsets").reshape(-1, 2), "widx": get("widx"),
+               "cont": get("cont"), "words": words}
 
 
 def default_store_path(spacy_model: str, tokenizer_sha256: str) -> Path:
