@@ -17,7 +17,7 @@ world size in ``--worlds``, ``python -m torch.distributed.run --standalone --npr
 runs this file with ``--worker``: each rank (one thread) loads the model and the tagged corpus
 from the store, then runs :func:`tinyinterp.analysis.distributed.distributed_stats` — the
 heads + neurons analysis with the untrained control, each rank streaming its share of the
-stories, statistics gathered on rank 0, which finishes (tests, FDR, controls, examples). The
+stories, statistics sent to rank 0, which adds them and finishes (tests, FDR, controls, examples). The
 timed part (``analysis_s``, rank 0, between two barriers) is that call; ``speedup`` = the
 1-rank time / the W-rank time at the same size. Each rank reports its peak RSS (``VmHWM``).
 The machine's 1-minute load average is recorded before every run: with other work on the 2

@@ -48,3 +48,27 @@ def analysis_worker(rank: int, world: int, port: int, ckpt: str, stories: str, o
             assert heads is None and neurons is None
     finally:
         shutdown(info)
+
+
+def fold_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Rank 0 folds the others' small state dicts in order; then a rank with other keys makes every rank refuse."""
+    import torch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    from tinyinterp.analysis.distributed import fold_states, init_distributed, shutdown
+    from tinyinterp.errors import TinyInterpError
+
+    info = init_distributed("cpu")
+    try:
+        seen = []
+        sd = {"sum": torch.full((2, 3), float(rank)), "ids": torch.tensor([rank, 10 * rank])}
+        fold_states(sd, info, lambda other: seen.append({k: v.tolist() for k, v in other.items()}))
+        try:
+            fold_states({"sum": torch.zeros(2, 3 + (rank == 2))}, info, lambda other: None)
+            refused = ""
+        except TinyInterpError as exc:
+            refused = str(exc)
+        Path(out, f"rank{rank}.json").write_text(json.dumps({"seen": seen, "refused": refused}))
+    finally:
+        shutdown(info)

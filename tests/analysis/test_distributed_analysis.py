@@ -76,3 +76,16 @@ def test_prepass_counts_over_ranks_equal_the_whole_corpus_labels(two_ranks, tiny
     for seed in (0, 3):
         for a, b in zip(counts.split_indices(seed), corpus.split_indices(seed)):
             assert np.array_equal(a, b)
+
+
+def test_fold_states_hands_rank_0_every_other_rank_in_order(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.analysis.dist_worker import fold_worker
+
+    mp.spawn(fold_worker, args=(3, _free_port(), str(tmp_path)), nprocs=3)
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    assert got[0]["seen"] == [{"sum": [[1.0] * 3] * 2, "ids": [1, 10]}, {"sum": [[2.0] * 3] * 2, "ids": [2, 20]}]
+    assert got[1]["seen"] == got[2]["seen"] == []
+    for g in got:  # the rank with another shape makes every rank stop with the same one line
+        assert "ranks [2] see a different set of statistics" in g["refused"] and "\n" not in g["refused"]

@@ -4,7 +4,7 @@
 process group the way training does (:func:`tinyinterp.training.distributed.init_distributed`:
 gloo on CPU, NCCL on GPU), streams the stories whose index ``i`` has ``i % N == rank`` (the
 rule ``--shard i/N`` uses, so both paths add the same per-story sums), and hands its
-statistics state dict to the collectives here. Rank 0 adds them exactly as ``analyze merge``
+statistics state dict to :func:`fold_states`. Rank 0 adds them exactly as ``analyze merge``
 adds shard files (:meth:`tinyinterp.analysis.shards.Jobs.add`) and finishes alone (labels,
 tests, FDR, examples, ablations, probes, report); the other ranks return and exit.
 
@@ -25,7 +25,7 @@ from tinyinterp.errors import TinyInterpError
 from tinyinterp.training.distributed import DistInfo, barrier, check_same, init_distributed, shutdown
 
 log = logging.getLogger(__name__)
-__all__ = ["DistInfo", "init_distributed", "barrier", "shutdown", "check_same", "rank_share", "gather_states",
+__all__ = ["DistInfo", "init_distributed", "barrier", "shutdown", "check_same", "rank_share", "fold_states",
            "all_reduce_sum", "broadcast_object", "distributed_stats"]
 
 
@@ -43,25 +43,30 @@ def _signature(sd: dict[str, torch.Tensor]) -> str:
     return "|".join(f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in sorted(sd.items()))
 
 
-def gather_states(sd: dict[str, torch.Tensor], info: DistInfo) -> list[dict[str, torch.Tensor]]:
-    """Every rank's state dict, in rank order, on rank 0 (an empty list on the other ranks).
+def fold_states(sd: dict[str, torch.Tensor], info: DistInfo, add: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    """On rank 0, call ``add`` with every other rank's state dict in turn (rank 1, 2, ...); send it elsewhere.
 
-    All ranks must hold the same keys, shapes and dtypes (they are the same statistics objects);
-    otherwise every rank raises with one line. One world-sized buffer per tensor crosses the group.
+    All ranks must hold the same keys, shapes and dtypes (the same statistics objects); otherwise every
+    rank raises with one line. Point-to-point, one rank at a time: rank 0 holds one extra state dict
+    whatever the number of ranks (a gather would hold ``world`` of them).
     """
     if not info.enabled:
-        return [sd]
+        return
     check_same(_signature(sd), "set of statistics (keys, shapes, dtypes)", info)
     dev = _device(info)
-    out: list[dict[str, torch.Tensor]] = [{} for _ in range(info.world)] if info.is_main else []
-    for k in sorted(sd):
-        t = sd[k].detach().to(dev).contiguous()
-        parts = [torch.empty_like(t) for _ in range(info.world)] if info.is_main else None
-        dist.gather(t, parts, dst=0)
-        if info.is_main:
-            for r, p in enumerate(parts):
-                out[r][k] = p.cpu()
-    return out
+    keys = sorted(sd)
+    if not info.is_main:
+        for k in keys:
+            dist.send(sd[k].detach().to(dev).contiguous(), dst=0)
+        return
+    for r in range(1, info.world):
+        other = {}
+        for k in keys:
+            buf = torch.empty(sd[k].shape, dtype=sd[k].dtype, device=dev)
+            dist.recv(buf, src=r)
+            other[k] = buf.to(sd[k].device)
+        add(other)
+        del other
 
 
 def all_reduce_sum(sd: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
@@ -91,7 +96,7 @@ def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     """A drop-in for :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` under torchrun.
 
     Every rank calibrates identically (deterministic), streams its share of each story group
-    (and of the untrained control's), and gathers its statistics on rank 0, which adds them
+    (and of the untrained control's), and sends its statistics to rank 0, which adds them
     (as ``analyze merge`` does) and returns the results; the other ranks return ``(None, None)``.
     """
     from tinyinterp.analysis.shards import build_jobs
@@ -109,11 +114,9 @@ def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
                 run_pass(jobs.twin, jobs.control.corpus, [jobs.control], [rank_share(g, info) for g in jobs.control.groups],
                          bt, show, f"untrained control ({tag})")
             log.info("%s: streamed %d stories, %d tokens", tag, sum(len(g) for g in groups), tokens)
-            states = gather_states(jobs.state(), info)
+            fold_states(jobs.state(), info, jobs.add)
             if not info.is_main:
                 return None, None
-            for sd in states[1:]:
-                jobs.add(sd)
             if jobs.control is not None:
                 jobs.neurons.control_result = jobs.control.finish()
             return jobs.heads.finish(), jobs.neurons.finish()

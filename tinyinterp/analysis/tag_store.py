@@ -79,7 +79,7 @@ class TagStore:
             write_json(meta_path, {"format": STORE_FORMAT, "spacy_model": spacy_model, "tokenizer_sha256": tokenizer_sha256})
         self._clean_stale()
         self._parts: list[pa.Table] = []
-        self._names: list[str] = []
+        self._names: set[str] = set()  # part files mapped
         self._keys: list[np.ndarray] = []  # per part: its sorted keys (S32), a view of the mapped file
         self.refresh()
 
@@ -125,7 +125,7 @@ class TagStore:
             if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
                 raise DataError(f"{f}: rows not sorted by key (not written by tinyinterp); delete it to re-tag those stories")
             self._parts.append(table)
-            self._names.append(f.name)
+            self._names.add(f.name)
             self._keys.append(keys)
 
     def __len__(self) -> int:
