@@ -24,6 +24,18 @@ Model of a sharded run (``tinyinterp analyze --shard i/n`` + ``analyze merge``):
              the untrained control); the merge holds the corpus with texts;
   merge    — reading the cache dominates it (calibration, tests, examples, ablations and
              probes read a bounded number of stories).
+With ``--scaling FILE`` (written by ``benchmarks/analysis_scaling.py --save``) it also tabulates
+the torchrun analysis (``--ranks``, default 1 8 16), from that run's measurements only:
+  tagging  — into the columnar tag store, each rank tagging its share (fresh store rate per core);
+  reading  — every rank reads the tagged corpus from the store (warm store rate; not split: the
+             head and neuron statistics still need every story's tags on every rank);
+  pass     — the streaming passes (heads + neurons + untrained control) split ``N`` ways
+             (1-rank pass seconds per token / N);
+  fixed    — calibration and rank 0's finishing, repeated by every rank (1-rank analysis time
+             minus its pass time at the largest size);
+  memory   — per rank: the measured peak at the largest size plus, per further token, the
+             packed corpus with texts and the labels (every rank holds the corpus today); the
+             ``share_*`` column is what a rank would hold if it kept only its share (not built yet).
 Prints one JSON object (last line).
 """
 
@@ -81,6 +93,8 @@ def main() -> None:
     ap.add_argument("--gpu-tokens-per-s", type=float, default=None,
                     help="analysis pass rate of one GPU shard, if you measured one (not measured here)")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "tinystories"))
+    ap.add_argument("--scaling", default=None, help="JSON written by analysis_scaling.py --save (torchrun rows)")
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 8, 16], help="torchrun world sizes to tabulate")
     args = ap.parse_args()
 
     import torch
@@ -129,9 +143,36 @@ def main() -> None:
         "peak_rss_mb_measured": large["peak_rss_mb"],
         "gpu_tokens_per_s": args.gpu_tokens_per_s, "rows": rows,
     }
+    if args.scaling:
+        out["torchrun"] = torchrun_rows(json.loads(Path(args.scaling).read_text()), n_tok, args.stories,
+                                        full_bpt, args.ranks)
+        rows = rows + out["torchrun"]["rows"]
     for r in rows:
         print(r, flush=True)
     print(json.dumps(out))
+
+
+def torchrun_rows(scaling: dict, n_tok: float, n_stories: int, bytes_per_token: float, ranks: list[int]) -> dict:
+    """Time and memory per rank of ``torchrun --nproc_per_node N -m tinyinterp analyze`` (see the module docstring)."""
+    one = max((r for r in scaling["runs"] if r["world"] == 1), key=lambda r: r["tokens"])
+    tag = scaling["tagging"]
+    pass_s_per_tok = one["ranks"][0]["pass_s"] / one["tokens"]
+    fixed_h = (one["analysis_s"] - one["ranks"][0]["pass_s"]) / 3600
+    read_h = n_stories / tag["store_warm_stories_per_s"] / 3600
+    tag_h = n_tok / tag["store_fresh_tokens_per_s"] / 3600
+    peak = max(r["max_rank_peak_rss_mb"] for r in scaling["runs"] if r["tokens"] == one["tokens"]) * 2**20
+    rows = []
+    for n in ranks:
+        pass_h = n_tok * pass_s_per_tok / n / 3600
+        rows.append({"torchrun_ranks": n, "tagging_h": round(tag_h / n, 2), "store_read_h": round(read_h, 2),
+                     "pass_h": round(pass_h, 2), "fixed_h": round(fixed_h, 3),
+                     "total_h": round(tag_h / n + read_h + pass_h + fixed_h, 1),
+                     "memory_per_rank_gb": round((peak + bytes_per_token * (n_tok - one["tokens"])) / 2**30, 1),
+                     "share_memory_per_rank_gb": round((peak + bytes_per_token * max(n_tok / n - one["tokens"], 0)) / 2**30, 1)})
+    return {"from": {"tokens": one["tokens"], "pass_s_per_token": pass_s_per_tok, "fixed_s": fixed_h * 3600,
+                     "store_fresh_tokens_per_s": tag["store_fresh_tokens_per_s"],
+                     "store_warm_stories_per_s": tag["store_warm_stories_per_s"], "peak_rss_mb": peak / 2**20},
+            "rows": rows}
 
 
 if __name__ == "__main__":
