@@ -61,8 +61,9 @@ def test_kill_during_the_swap_is_refused_then_mended(tmp_path, monkeypatch):
         commit(stage, out)
     monkeypatch.setattr(os, "replace", real)
     assert (out / "heads.json").read_text() == "[2]" and (out / "summary.json").read_text() == "{\"old\": 1}"
-    with pytest.raises(TinyInterpError, match=f"no {COMPLETE}"):
-        check_complete(out)
+    for legacy_ok in (False, True):  # even a reader that accepts folders older than the marker refuses this one
+        with pytest.raises(TinyInterpError, match="killed while moving its results in"):
+            check_complete(out, legacy_ok=legacy_ok)
     (out / ".heads.json.abc.tmp").write_text("half")  # a killed atomic write
     _run(out, {"heads.json": "[2]", "summary.json": "{}"})  # the rerun (without probes) mends it
     m = check_complete(out)
@@ -78,3 +79,27 @@ def test_a_folder_without_marker_is_refused(tmp_path):
     (tmp_path / COMPLETE).write_text("[1, 2")
     with pytest.raises(TinyInterpError, match="unreadable"):
         check_complete(tmp_path)
+
+
+def test_legacy_folder_accepted_only_when_asked_and_never_mid_swap(tmp_path, monkeypatch):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "heads.json").write_text("[0]")  # written before complete.json existed
+    assert check_complete(out, legacy_ok=True) is None
+    real = os.replace
+    def dying(src, dst):
+        if os.path.basename(dst) == "heads.json":
+            raise SystemExit("killed")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", dying)
+    stage = out / STAGING
+    stage.mkdir()
+    (stage / "heads.json").write_text("[1]")
+    with pytest.raises(SystemExit):
+        commit(stage, out)
+    monkeypatch.setattr(os, "replace", real)
+    with pytest.raises(TinyInterpError, match="killed while moving"):
+        check_complete(out, legacy_ok=True)
+    _run(out, {"heads.json": "[1]"})
+    assert set(check_complete(out)["files"]) == {"heads.json"}

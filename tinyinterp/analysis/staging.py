@@ -88,9 +88,13 @@ def commit(stage: Path, out: Path, info: dict[str, Any] | None = None) -> dict[s
     if bad:
         raise TinyInterpError(f"{stage}: {bad[0]} is not a file; results folders hold files only")
     files = {n: _digest(stage / n) for n in names}
+    from tinyinterp.atomic import write_json
+
     if (out / COMPLETE).exists():  # keep the last complete run's list (its files may be removed below) until done
         os.replace(out / COMPLETE, out / PREVIOUS)
-        _fsync_dir(out)  # the marker is gone before any result file changes
+    elif not (out / PREVIOUS).exists():  # PREVIOUS present = a swap under way (or killed): readers refuse the folder
+        write_json(out / PREVIOUS, {"format": COMPLETE_FORMAT, "files": {}})
+    _fsync_dir(out)  # the marker is gone before any result file changes
     old = read_manifest(out, PREVIOUS)
     for n in names:
         os.replace(stage / n, out / n)
@@ -99,8 +103,6 @@ def commit(stage: Path, out: Path, info: dict[str, Any] | None = None) -> dict[s
             (out / n).unlink(missing_ok=True)
     _fsync_dir(out)
     manifest = {"format": COMPLETE_FORMAT, "files": files, **(info or {})}
-    from tinyinterp.atomic import write_json
-
     write_json(out / COMPLETE, manifest)
     (out / PREVIOUS).unlink(missing_ok=True)
     return manifest
@@ -124,14 +126,20 @@ def staged_results(out: str | os.PathLike, info: dict[str, Any] | None = None) -
             shutil.rmtree(stage)
 
 
-def check_complete(folder: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
+def check_complete(folder: str | os.PathLike, verify: bool = True, legacy_ok: bool = False) -> dict[str, Any] | None:
     """The manifest of a complete results folder; one-line :class:`TinyInterpError` otherwise.
 
-    Refuses a folder without ``complete.json`` (a run was killed, or the folder predates it),
-    and, with ``verify``, one whose listed files are missing or differ in size or sha256 (files
-    of two runs side by side)."""
+    Refuses a folder whose results were being moved in when the run died (``.complete.previous.json``
+    left), one without ``complete.json`` (a run was killed, or the folder predates the marker; with
+    ``legacy_ok`` such a folder is accepted and ``None`` returned), and, with ``verify``, one whose
+    listed files are missing or differ in size or sha256 (files of two runs side by side)."""
     folder = Path(folder)
+    if (folder / PREVIOUS).exists():
+        raise TinyInterpError(f"{folder}: an analysis was killed while moving its results in (old and new files mixed); "
+                              f"rerun `tinyinterp analyze ... --out {folder}`")
     m = read_manifest(folder)
+    if m is None and legacy_ok:
+        return None
     if m is None:
         raise TinyInterpError(f"{folder}: no {COMPLETE} (the analysis that wrote it was killed or is still running); "
                               f"rerun `tinyinterp analyze ... --out {folder}`")
