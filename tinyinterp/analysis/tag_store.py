@@ -152,23 +152,24 @@ class TagStore:
     def __contains__(self, key: bytes) -> bool:
         return bool(self.locate([key])[0][0] >= 0)
 
-    def records(self, keys: Sequence[bytes]) -> list[dict[str, Any]]:
+    def records(self, keys: Sequence[bytes], missing_ok: bool = False) -> list[dict[str, Any] | None]:
         """The aligned records of ``keys``: the fields :func:`~tinyinterp.analysis.pos.align_story` returns, per-token
         ones as numpy arrays. Only the requested rows are copied out of the mapped parts. Parts that other processes
-        wrote since this store was opened are mapped when a key is missing; a key still missing raises."""
+        wrote since this store was opened are mapped when a key is missing; a key still missing raises (``None``
+        in its place with ``missing_ok``)."""
         part, row = self.locate(keys)
         if (part < 0).any():
             self.refresh()
             part, row = self.locate(keys)
         missing = np.nonzero(part < 0)[0]
-        if len(missing):
+        if len(missing) and not missing_ok:
             raise DataError(f"{self.path}: no tags for a story (sha256 {keys[missing[0]].hex()[:12]}); tag it first")
         out: list[dict[str, Any] | None] = [None] * len(keys)
-        for p in np.unique(part).tolist():
+        for p in np.unique(part[part >= 0]).tolist():
             items = np.nonzero(part == p)[0]
             for i, rec in zip(items.tolist(), _unpack(self._parts[p].take(pa.array(row[items])))):
                 out[i] = rec
-        return out  # type: ignore[return-value]
+        return out
 
     # ------------------------------------------------------------------------------------ writing
 
