@@ -7,7 +7,7 @@ TinyStories read at run time from ``../shared/data/tinystories``, never written 
 Everything derived (tag cache, tag store, the chosen stories) lives in a temporary folder.
 
 (1) Tagging: the first ``--tag-stories`` stories are tagged with an empty JSON tag cache
-(:func:`tinyinterp.analysis.pos.tag_corpus`: one JSON file per story) and into an empty
+(the cache ``tag_corpus`` kept before the tag store: one JSON file per story, reproduced here) and into an empty
 columnar store (:func:`tinyinterp.analysis.tag_store.tag_into_store`), then read back warm
 from each (``corpus_from_store`` vs ``tag_corpus`` on cache hits); files and bytes on disk of
 each. Then the rest of the largest corpus is tagged into the store (the workers read it).
@@ -117,7 +117,7 @@ def worker(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     corpus = corpus_from_store(texts, store, int(model.cfg.n_ctx))
     load_s = time.perf_counter() - t
-    import tinyinterp.analysis.stream as stream
+    import tinyinterp.analysis.engine as stream
 
     pass_s, run_pass = [0.0], stream.run_pass
 

@@ -19,9 +19,10 @@ def analysis_worker(rank: int, world: int, port: int, ckpt: str, stories: str, o
     from tinyinterp.analysis.distributed import all_reduce_sum, barrier, distributed_stats, init_distributed, shutdown
     from tinyinterp.analysis.heads import HeadConfig
     from tinyinterp.analysis.neurons import NeuronConfig
-    from tinyinterp.analysis.pos import load_corpus
-    from tinyinterp.analysis.prepass import chunked, combine_counts, count_stories, own_stories
-    from tinyinterp.analysis.tag_store import corpus_from_store, tag_into_store
+    from tinyinterp.analysis.corpus.loading import load_corpus
+    from tinyinterp.analysis.corpus.prepass import chunked, combine_counts, count_stories, own_stories
+    from tinyinterp.analysis.corpus.tag_store import corpus_from_store
+    from tinyinterp.analysis.corpus.tagging import tag_into_store
     from tinyinterp.checkpoint import load_model
     from tinyinterp.data.readers import iter_stories
 

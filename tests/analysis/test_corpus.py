@@ -86,9 +86,9 @@ def test_cache_hit_identical(tok, tmp_path):
     texts = sentence_stories(6, seed=3)
     first = tag_corpus(texts, tok, 64, progress=False)
     assert first.meta["n_tagged"] == 6 and first.meta["n_cached"] == 0
-    files = list((tmp_path / "cache" / "pos").rglob("*.json"))
-    assert len(files) == 6 and not list((tmp_path / "cache").rglob("*.pkl"))
-    json.loads(files[0].read_text())  # plain JSON
+    parts = list((tmp_path / "cache" / "tags").rglob("part-*.arrow"))  # one columnar part, not a file per story
+    assert len(parts) == 1 and not list((tmp_path / "cache").rglob("*.pkl"))
+    json.loads(next((tmp_path / "cache" / "tags").rglob("store.json")).read_text())  # plain JSON key
     second = tag_corpus(texts, tok, 64, progress=False)
     assert second.meta["n_cached"] == 6 and second.meta["n_tagged"] == 0
     for a, b in zip(first.stories, second.stories):

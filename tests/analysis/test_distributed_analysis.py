@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.analysis.test_shards import _close
+from tests.support.compare import assert_close as _close
 
 STORIES = Path(__file__).resolve().parents[1] / "golden" / "stories.txt"
 N_STORIES = 40
@@ -39,7 +39,7 @@ def test_two_gloo_ranks_equal_one_process(two_ranks, tiny_ckpt, tmp_path):
     from tinyinterp.analysis.heads import HeadConfig
     from tinyinterp.analysis.neurons import NeuronConfig
     from tinyinterp.analysis.pipeline import heads_and_neurons
-    from tinyinterp.analysis.pos import load_corpus
+    from tinyinterp.analysis.corpus.loading import load_corpus
     from tinyinterp.checkpoint import load_model
     from tinyinterp.data.readers import iter_stories
 
@@ -58,9 +58,9 @@ def test_two_gloo_ranks_equal_one_process(two_ranks, tiny_ckpt, tmp_path):
 def test_prepass_counts_over_ranks_equal_the_whole_corpus_labels(two_ranks, tiny_ckpt):
     from itertools import islice
 
-    from tinyinterp.analysis.activations import label_corpus
-    from tinyinterp.analysis.pos import load_corpus
-    from tinyinterp.analysis.prepass import CorpusCounts
+    from tinyinterp.analysis.corpus.labels import label_corpus
+    from tinyinterp.analysis.corpus.loading import load_corpus
+    from tinyinterp.analysis.corpus.prepass import CorpusCounts
     from tinyinterp.checkpoint import load_model
     from tinyinterp.data.readers import iter_stories
 

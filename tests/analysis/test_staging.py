@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tinyinterp.analysis.staging import COMPLETE, STAGING, check_complete, commit, staged_results
+from tinyinterp.analysis.results_io import COMPLETE, STAGING, check_complete, commit, staged_results
 from tinyinterp.errors import TinyInterpError
 
 

@@ -8,10 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from tests.analysis.planted_heads import make_stories, make_tokenizer
-from tinyinterp.analysis.corpus import FIELDS
-from tinyinterp.analysis.pos import load_spacy, tag_corpus
-from tinyinterp.analysis.tag_store import TagStore, corpus_from_store, default_store_path, tag_into_store, text_key
+from tests.support.planted_heads import make_tokenizer
+from tests.support.stories import sentence_stories as make_stories
+from tinyinterp.analysis.corpus.store import FIELDS
+from tinyinterp.analysis.corpus.tag_store import TagStore, corpus_from_store, default_store_path, text_key
+from tinyinterp.analysis.corpus.tagging import load_spacy, tag_corpus, tag_into_store
 from tinyinterp.errors import DataError
 
 
@@ -41,11 +42,11 @@ def _same_corpus(a, b):
 
 def test_store_gives_the_json_cache_corpus(tok, texts, tmp_path, monkeypatch):
     monkeypatch.setenv("TINYINTERP_CACHE", str(tmp_path / "cache"))
-    ref = tag_corpus(texts, tok, 24, progress=False)  # 24 tokens: some stories are truncated
+    ref = tag_corpus(texts, tok, 24, progress=False, use_cache=False)  # 24 tokens: some stories are truncated
     store = tag_into_store(texts, tok, tmp_path / "store", progress=False, chunk_stories=25)
     assert store.n_parts == 3 and len(store) == len(texts) - 1  # blank story skipped
     _same_corpus(corpus_from_store(texts, store, 24), ref)
-    lean_ref = tag_corpus(texts, tok, None, keep_text=False, progress=False)
+    lean_ref = tag_corpus(texts, tok, None, keep_text=False, progress=False, use_cache=False)
     _same_corpus(corpus_from_store(iter(texts), store, None, keep_text=False), lean_ref)
 
 
@@ -115,8 +116,8 @@ def test_keys_are_sorted_per_part_and_located(tok, texts, tmp_path):
 
 def test_share_labels_in_the_corpus_vocabulary(tok, texts, tmp_path):
     """Each rank's share labelled with the pre-pass vocabulary equals the whole corpus's labels of those stories."""
-    from tinyinterp.analysis.activations import label_corpus
-    from tinyinterp.analysis.prepass import chunked, count_stories, labels_for_share, own_stories
+    from tinyinterp.analysis.corpus.labels import label_corpus
+    from tinyinterp.analysis.corpus.prepass import chunked, count_stories, labels_for_share, own_stories
 
     store = tag_into_store(texts, tok, tmp_path / "store", progress=False)
     whole = corpus_from_store(texts, store, None)

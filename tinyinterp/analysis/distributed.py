@@ -5,7 +5,7 @@ process group the way training does (:func:`tinyinterp.training.distributed.init
 gloo on CPU, NCCL on GPU), streams the stories whose index ``i`` has ``i % N == rank`` (the
 rule ``--shard i/N`` uses, so both paths add the same per-story sums), and hands its
 statistics state dict to :func:`fold_states`. Rank 0 adds them exactly as ``analyze merge``
-adds shard files (:meth:`tinyinterp.analysis.shards.Jobs.add`) and finishes alone (labels,
+adds shard files (:meth:`tinyinterp.analysis.sharding.Jobs.add`) and finishes alone (labels,
 tests, FDR, examples, ablations, probes, report); the other ranks return and exit.
 
 State dicts are fixed-size (histograms, moment sums, top-k buffers), so what crosses the
@@ -99,19 +99,19 @@ def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     (and of the untrained control's), and sends its statistics to rank 0, which adds them
     (as ``analyze merge`` does) and returns the results; the other ranks return ``(None, None)``.
     """
-    from tinyinterp.analysis.shards import build_jobs
-    from tinyinterp.analysis.stream import eval_mode, run_pass
+    from tinyinterp.analysis import engine
+    from tinyinterp.analysis.sharding import build_jobs
 
     def run(model, corpus, hcfg, ncfg, progress: bool = False):
         tag = f"rank {info.rank}/{info.world}"
-        with eval_mode(model):
+        with engine.eval_mode(model):
             jobs = build_jobs(model, corpus, hcfg, ncfg)
             bt = min(hcfg.batch_tokens, ncfg.batch_tokens)
             show = progress and info.is_main
             groups = [rank_share(g, info) for g in jobs.neurons.groups]
-            tokens = run_pass(model, corpus, [jobs.heads.main, jobs.neurons], groups, bt, show, f"heads + neurons ({tag})")
+            tokens = engine.run_pass(model, corpus, [jobs.heads.main, jobs.neurons], groups, bt, show, f"heads + neurons ({tag})")
             if jobs.control is not None:
-                run_pass(jobs.twin, jobs.control.corpus, [jobs.control], [rank_share(g, info) for g in jobs.control.groups],
+                engine.run_pass(jobs.twin, jobs.control.corpus, [jobs.control], [rank_share(g, info) for g in jobs.control.groups],
                          bt, show, f"untrained control ({tag})")
             log.info("%s: streamed %d stories, %d tokens", tag, sum(len(g) for g in groups), tokens)
             fold_states(jobs.state(), info, jobs.add)

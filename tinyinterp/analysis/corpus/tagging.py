@@ -5,9 +5,11 @@ and aligns the words to the tokens (:mod:`tinyinterp.analysis.corpus.alignment`)
 stories at a time, into a packed :class:`~tinyinterp.analysis.corpus.store.StoryStore`.
 
 Stories are truncated to ``max_tokens`` tokens (BOS included; the model's ``n_ctx``).
-Tags are cached on disk, one JSON file per story under ``cache_dir("pos")``, keyed by
-sha256 of (record format, spaCy model name/version, tokenizer fingerprint, text), and
-written atomically, so a repeated run never re-tags and a stale entry is never read.
+Tags are cached in the columnar tag store (:mod:`tinyinterp.analysis.corpus.tag_store`) under
+``cache_dir("tags")``: one store per spaCy model/version and tokenizer fingerprint, one row per
+story keyed by the sha256 of its text, parts of ~8k new stories written atomically, so a repeated
+run never re-tags, a stale entry is never read, and the full dataset is a few hundred files, not
+2.1M. :func:`tag_into_store` fills a store without building a corpus (each torchrun rank its share).
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
-from pathlib import Path
 from typing import Any, Iterable, Sized
 
 from tqdm.auto import tqdm
 
-from tinyinterp.analysis.corpus.alignment import RECORD_FORMAT, align_story, pack_record
+from tinyinterp.analysis.corpus.alignment import align_story, pack_record
 from tinyinterp.analysis.corpus.store import StoreBuilder, TaggedCorpus
+from tinyinterp.analysis.corpus.tag_store import TagStore, default_store_path, text_key
 from tinyinterp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -83,48 +86,46 @@ def _bos_id(tokenizer) -> int:
     return int(bos)
 
 
-def _cache_path(root: Path, key: str) -> Path:
-    return root / key[:2] / f"{key}.json"
-
-
-def _read_cached(path: Path) -> dict[str, Any] | None:
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) and rec.get("v") == RECORD_FORMAT else None
-
-
 @dataclass
 class _Tagger:
-    """What tagging one chunk needs: spaCy, the tokenizer and the cache (``root`` None: no cache)."""
+    """What tagging one chunk needs: spaCy, the tokenizer and the tag store (``store`` None: no cache)."""
 
     nlp: Any
     tokenizer: Any
-    root: Path | None
+    store: TagStore | None
     batch_size: int
+    n_process: int = 1
+    part_stories: int = 8192  # new stories per part file of the store
 
     def __post_init__(self) -> None:
         self.model_id = spacy_model_id(self.nlp)
         self.tok_fp = tokenizer_fingerprint(self.tokenizer)
         self.bos_id = _bos_id(self.tokenizer)
+        self.pending: list[tuple[bytes, dict[str, Any]]] = []  # tagged, not yet written to the store
+
+    def tag(self, texts: list[str]) -> list[dict[str, Any]]:
+        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        docs = self.nlp.pipe(texts, batch_size=self.batch_size, n_process=self.n_process)
+        return [align_story(t, doc, ids, offs, self.bos_id)
+                for t, doc, ids, offs in zip(texts, docs, enc["input_ids"], enc["offset_mapping"])]
 
     def records(self, chunk: list[str]) -> tuple[list[dict[str, Any]], int]:
-        """The aligned record of every story of ``chunk`` (from the cache or tagged now) and how many were tagged."""
-        from tinyinterp.atomic import write_text
-
-        keys = [hashlib.sha256(f"{RECORD_FORMAT}\0{self.model_id}\0{self.tok_fp}\0{t}".encode("utf-8")).hexdigest()
-                for t in chunk]
-        records = [_read_cached(_cache_path(self.root, k)) if self.root else None for k in keys]
+        """The aligned record of every story of ``chunk`` (from the store or tagged now) and how many were tagged."""
+        keys = [text_key(t) for t in chunk]
+        records = self.store.records(keys, missing_ok=True) if self.store else [None] * len(chunk)
         todo = [i for i, r in enumerate(records) if r is None]
         if todo:
-            todo_texts = [chunk[i] for i in todo]
-            enc = self.tokenizer(todo_texts, add_special_tokens=False, return_offsets_mapping=True)
-            for j, (i, doc) in enumerate(zip(todo, self.nlp.pipe(todo_texts, batch_size=self.batch_size))):
-                records[i] = align_story(chunk[i], doc, enc["input_ids"][j], enc["offset_mapping"][j], self.bos_id)
-                if self.root:
-                    write_text(_cache_path(self.root, keys[i]), json.dumps(records[i], separators=(",", ":")))
+            for i, rec in zip(todo, self.tag([chunk[i] for i in todo])):
+                records[i] = rec
+                self.pending.append((keys[i], rec))
+            if len(self.pending) >= self.part_stories:
+                self.flush()
         return records, len(todo)  # type: ignore[return-value]
+
+    def flush(self) -> None:
+        if self.store is not None and self.pending:
+            self.store.add(self.pending)
+        self.pending = []
 
 
 def _chunks(stories: Iterable[str], size: int) -> Iterable[tuple[list[str], int]]:
@@ -159,12 +160,10 @@ def tag_corpus(
     ``keep_text=False`` drops story texts and character offsets from the result (see
     :func:`~tinyinterp.analysis.corpus.alignment.pack_record`); sharded analysis passes use it.
     """
-    from tinyinterp.cache import cache_dir
-
     if max_tokens is not None and max_tokens < 2:
         raise DataError(f"max_tokens={max_tokens}: need at least 2 (BOS and one token)")
-    tagger = _Tagger(nlp if nlp is not None else load_spacy(), tokenizer, cache_dir("pos") if use_cache else None,
-                     batch_size)
+    nlp = nlp if nlp is not None else load_spacy()
+    tagger = _Tagger(nlp, tokenizer, _open_store(nlp, tokenizer, None) if use_cache else None, batch_size)
     builder = StoreBuilder()
     covered = total = unaligned = truncated = n_tagged = n_in = n_kept = 0
     bar = tqdm(total=len(stories) if isinstance(stories, Sized) else None, desc="spaCy tagging", unit="story",
@@ -182,6 +181,7 @@ def tag_corpus(
         builder.flush()
         bar.update(len(chunk))
     bar.close()
+    tagger.flush()
     if n_kept < n_in:
         log.warning("skipped %d empty stories", n_in - n_kept)
     if not n_kept:
@@ -194,3 +194,37 @@ def tag_corpus(
     log.info("tagged %d stories (%d from cache, %d truncated to %s tokens) with %s; alignment coverage %.2f%%",
              len(out), meta["n_cached"], truncated, max_tokens, tagger.model_id, 100 * coverage)
     return TaggedCorpus(out, spacy_model=tagger.model_id, coverage=coverage, meta=meta)
+
+
+def _open_store(nlp, tokenizer, path: str | os.PathLike | None) -> TagStore:
+    """The tag store for this spaCy model and tokenizer: ``path``, or the default one in the cache."""
+    model_id, tok_fp = spacy_model_id(nlp), tokenizer_fingerprint(tokenizer)
+    return TagStore(path if path is not None else default_store_path(model_id, tok_fp), model_id, tok_fp)
+
+
+def tag_into_store(texts: Iterable[str], tokenizer, store: TagStore | str | os.PathLike | None = None, *, nlp=None,
+                   batch_size: int = 64, chunk_stories: int = 8192, n_process: int = 1, progress: bool = True) -> TagStore:
+    """Tag every story of ``texts`` the store lacks (``nlp.pipe``, ``n_process`` workers) and add them.
+
+    ``texts`` is consumed ``chunk_stories`` at a time; each chunk with new stories becomes one part
+    file. ``store``: a :class:`TagStore`, a folder, or ``None`` for the default store of this spaCy
+    model and tokenizer. Blank stories are skipped (as :func:`tag_corpus` does). Under torchrun
+    each rank tags its own share this way; every rank then reads what it needs from the store.
+    """
+    nlp = nlp if nlp is not None else load_spacy()
+    if not isinstance(store, TagStore):
+        store = _open_store(nlp, tokenizer, store)
+    elif (store.spacy_model, store.tokenizer_sha256) != (spacy_model_id(nlp), tokenizer_fingerprint(tokenizer)):
+        raise DataError(f"{store.path}: opened for {store.spacy_model}, not {spacy_model_id(nlp)} and this tokenizer; "
+                        "open it for this model")
+    tagger = _Tagger(nlp, tokenizer, store, batch_size, n_process, part_stories=chunk_stories)
+    bar = tqdm(desc="spaCy tagging (store)", unit="story", disable=not progress)
+    for chunk, n_read in _chunks(texts, chunk_stories):
+        keyed = {text_key(t): t for t in chunk}
+        have = store.locate(list(keyed))[0] >= 0
+        todo = {k: t for (k, t), h in zip(keyed.items(), have.tolist()) if not h}
+        if todo:
+            store.add(list(zip(todo, tagger.tag(list(todo.values())))))
+        bar.update(n_read)
+    bar.close()
+    return store

@@ -3,7 +3,7 @@
 Before its pass the neuron analysis needs two things computed over the whole corpus: the story
 split (selection / held-out halves, a permutation of the story indices, so only the number
 of stories matters) and the word x tag counts behind the ambiguous-word control and the tag
-and word vocabularies (:func:`~tinyinterp.analysis.activations.label_corpus`). Here each rank
+and word vocabularies (:func:`~tinyinterp.analysis.corpus.labels.label_corpus`). Here each rank
 counts its own stories a chunk at a time (:func:`count_stories`), the counts are combined by
 strings (:meth:`CorpusCounts.merge`, or :func:`combine_counts` across a process group), and
 :meth:`CorpusCounts.split_indices` gives every rank the same split. A rank's memory is its
@@ -18,7 +18,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, TaggedCorpus
+from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
+from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG, TaggedCorpus
 
 
 @dataclass
@@ -72,8 +73,6 @@ class CorpusCounts:
 def count_corpus(corpus: TaggedCorpus, include_continuations: bool = False,
                  exclude_tags: Sequence[str] = (BOS_TAG, SPACE_TAG)) -> CorpusCounts:
     """The counts of one tagged chunk, labelled exactly as :func:`label_corpus` labels it."""
-    from tinyinterp.analysis.activations import label_corpus
-
     labels = label_corpus(corpus, include_continuations, exclude_tags)
     w, t = np.nonzero(labels.tag_counts)
     pairs = {(labels.words[i], labels.tags[j]): int(labels.tag_counts[i, j]) for i, j in zip(w.tolist(), t.tolist())}
@@ -125,12 +124,10 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
 
 def labels_for_share(share: TaggedCorpus, counts: CorpusCounts, include_continuations: bool = False,
                      exclude_tags: Sequence[str] = (BOS_TAG, SPACE_TAG)):
-    """:class:`~tinyinterp.analysis.activations.CorpusLabels` of a rank's ``share`` in the corpus-wide vocabulary.
+    """:class:`~tinyinterp.analysis.corpus.labels.CorpusLabels` of a rank's ``share`` in the corpus-wide vocabulary.
 
     Tag and word ids, :attr:`tags`, :attr:`words` and ``tag_counts`` are those :func:`label_corpus` gives on
     the whole corpus (``counts`` from :func:`combine_counts`), so statistics of every rank line up."""
-    from tinyinterp.analysis.activations import CorpusLabels, label_corpus
-
     local = label_corpus(share, include_continuations, exclude_tags)
     tags, words = counts.tags, counts.words
     tmap = {t: i for i, t in enumerate(tags)}

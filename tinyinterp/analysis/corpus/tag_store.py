@@ -1,13 +1,14 @@
 """A columnar, memory-mapped store of spaCy tags aligned to model tokens (one row per story).
 
-Replaces the one-JSON-file-per-story tag cache of :mod:`tinyinterp.analysis.pos`. A store is
+The tag cache of :func:`~tinyinterp.analysis.corpus.tagging.tag_corpus` (it replaced one JSON
+file per story: 2.1M files for the full dataset). A store is
 a folder bound to one spaCy model (name and version) and one tokenizer (its fingerprint)::
 
     store.json              {"format", "spacy_model", "tokenizer_sha256"}
     part-<id>.arrow         Arrow IPC files, uncompressed (memory-mapped, zero-copy reads)
 
 Each row is one story: ``key`` (sha256 of the text, 32 bytes) and the aligned record that
-:func:`~tinyinterp.analysis.pos.align_story` builds (token ids with BOS, offsets, word index
+:func:`~tinyinterp.analysis.corpus.alignment.align_story` builds (token ids with BOS, offsets, word index
 per token, continuation flags, and the spaCy words with their spans and tags). The text
 itself is not stored: the caller reads it from its corpus files and looks its tags up by
 hash, so a store holds no text a user did not pass in.
@@ -30,15 +31,14 @@ import time
 import uuid
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from tinyinterp.analysis.corpus.alignment import RECORD_FORMAT, pack_record
+from tinyinterp.analysis.corpus.store import StoreBuilder, TaggedCorpus
 from tinyinterp.errors import DataError
-
-if TYPE_CHECKING:
-    from tinyinterp.analysis.corpus import TaggedCorpus
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class TagStore:
         return bool(self.locate([key])[0][0] >= 0)
 
     def records(self, keys: Sequence[bytes], missing_ok: bool = False) -> list[dict[str, Any] | None]:
-        """The aligned records of ``keys``: the fields :func:`~tinyinterp.analysis.pos.align_story` returns, per-token
+        """The aligned records of ``keys``: the fields :func:`~tinyinterp.analysis.corpus.alignment.align_story` returns, per-token
         ones as numpy arrays. Only the requested rows are copied out of the mapped parts. Parts that other processes
         wrote since this store was opened are mapped when a key is missing; a key still missing raises (``None``
         in its place with ``missing_ok``)."""
@@ -212,8 +212,6 @@ def _unpack(table: pa.Table) -> Iterator[dict[str, Any]]:
         values = col.flatten()
         vals = values.to_numpy(zero_copy_only=False)
         flat[name] = (np.asarray(col.offsets) - col.offsets[0].as_py(), vals.tolist() if name in _STR_LISTS else vals)
-    from tinyinterp.analysis.pos import CACHE_FORMAT
-
     for i in range(table.num_rows):
         def get(name: str):
             off, vals = flat[name]
@@ -221,7 +219,7 @@ def _unpack(table: pa.Table) -> Iterator[dict[str, Any]]:
 
         words = [list(w) for w in zip(get("w_start").tolist(), get("w_end").tolist(), get("w_upos"), get("w_tag"),
                                        get("w_ent"))]
-        yield {"v": CACHE_FORMAT, "tokens": get("tokens"), "offsets": get("offsets").reshape(-1, 2), "widx": get("widx"),
+        yield {"v": RECORD_FORMAT, "tokens": get("tokens"), "offsets": get("offsets").reshape(-1, 2), "widx": get("widx"),
                "cont": get("cont"), "words": words}
 
 
@@ -233,66 +231,12 @@ def default_store_path(spacy_model: str, tokenizer_sha256: str) -> Path:
     return cache_dir("tags") / key
 
 
-def tag_into_store(
-    texts: Iterable[str],
-    tokenizer,
-    store: TagStore | str | os.PathLike | None = None,
-    *,
-    nlp=None,
-    batch_size: int = 64,
-    chunk_stories: int = 8192,
-    n_process: int = 1,
-    progress: bool = True,
-) -> TagStore:
-    """Tag every story of ``texts`` the store lacks (``nlp.pipe``, ``n_process`` workers) and add them.
-
-    ``texts`` is consumed ``chunk_stories`` at a time; each chunk with new stories becomes one part
-    file. ``store``: a :class:`TagStore`, a folder, or ``None`` for :func:`default_store_path`.
-    Blank stories are skipped (as :func:`~tinyinterp.analysis.pos.tag_corpus` does).
-    """
-    from tqdm.auto import tqdm
-
-    from tinyinterp.analysis.pos import _bos_id, align_story, load_spacy, spacy_model_id, tokenizer_fingerprint
-
-    nlp = nlp if nlp is not None else load_spacy()
-    model_id, tok_fp = spacy_model_id(nlp), tokenizer_fingerprint(tokenizer)
-    if not isinstance(store, TagStore):
-        store = TagStore(store if store is not None else default_store_path(model_id, tok_fp), model_id, tok_fp)
-    elif (store.spacy_model, store.tokenizer_sha256) != (model_id, tok_fp):
-        raise DataError(f"{store.path}: opened for {store.spacy_model}, not {model_id} and this tokenizer; open it for this model")
-    bos_id = _bos_id(tokenizer)
-    source = iter(texts)
-    bar = tqdm(desc="spaCy tagging (store)", unit="story", disable=not progress)
-    while True:
-        chunk = [t for t in islice(source, chunk_stories)]
-        if not chunk:
-            break
-        bad = next((type(t).__name__ for t in chunk if not isinstance(t, str)), None)
-        if bad is not None:
-            raise DataError(f"stories must be strings; got a {bad}")
-        keyed = {text_key(t): t for t in chunk if t.strip()}
-        have = store.locate(list(keyed))[0] >= 0
-        todo = {k: t for (k, t), h in zip(keyed.items(), have.tolist()) if not h}
-        if todo:
-            keys, todo_texts = list(todo), list(todo.values())
-            enc = tokenizer(todo_texts, add_special_tokens=False, return_offsets_mapping=True)
-            docs = nlp.pipe(todo_texts, batch_size=batch_size, n_process=n_process)
-            store.add([(k, align_story(t, doc, ids, offs, bos_id))
-                       for k, t, doc, ids, offs in zip(keys, todo_texts, docs, enc["input_ids"], enc["offset_mapping"])])
-        bar.update(len(chunk))
-    bar.close()
-    return store
-
-
 def corpus_from_store(texts: Iterable[str], store: TagStore, max_tokens: int | None, *, keep_text: bool = True,
-                      chunk_stories: int = 1024) -> "TaggedCorpus":
+                      chunk_stories: int = 1024) -> TaggedCorpus:
     """The :class:`~tinyinterp.analysis.corpus.TaggedCorpus` of ``texts`` (blank ones skipped), every story's
-    tags read from ``store`` (tag them first with :func:`tag_into_store`); same result as
-    :func:`~tinyinterp.analysis.pos.tag_corpus`. ``texts`` is consumed a chunk at a time: memory holds the
+    tags read from ``store`` (tag them first with :func:`~tinyinterp.analysis.corpus.tagging.tag_into_store`); same result as
+    :func:`~tinyinterp.analysis.corpus.tagging.tag_corpus`. ``texts`` is consumed a chunk at a time: memory holds the
     packed stories of ``texts`` only, so a rank that passes its own share holds only its share."""
-    from tinyinterp.analysis.corpus import StoreBuilder, TaggedCorpus
-    from tinyinterp.analysis.pos import _pack_record
-
     builder = StoreBuilder()
     covered = total = unaligned = truncated = n_in = 0
     source = iter(texts)
@@ -303,7 +247,7 @@ def corpus_from_store(texts: Iterable[str], store: TagStore, max_tokens: int | N
         n_in += len(raw)
         chunk = [t for t in raw if t.strip()]
         for text, rec in zip(chunk, store.records([text_key(t) for t in chunk])):
-            c, t, u, cut = _pack_record(builder, text, rec, max_tokens, keep_text)
+            c, t, u, cut = pack_record(builder, text, rec, max_tokens, keep_text)
             covered, total, unaligned, truncated = covered + c, total + t, unaligned + u, truncated + cut
         builder.flush()
     out = builder.build()
