@@ -47,6 +47,7 @@ _LAZY = {
     "sparse_probe_curve": "tinyinterp.analysis.probes.sparse",
     "analyze": "tinyinterp.analysis.pipeline",
     "AnalysisConfig": "tinyinterp.analysis.pipeline",
+    "check_complete": "tinyinterp.analysis.results_io",
     "plot_attention": "tinyinterp.plots",
     "plot_head_grid": "tinyinterp.plots",
     "plot_head_scatter": "tinyinterp.plots",

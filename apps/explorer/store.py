@@ -79,9 +79,13 @@ def find_analysis(ckpt: Path) -> tuple[Path, bool] | None:
 
 
 def load_results(folder: Path, precomputed: bool) -> Results:
-    """Read every result file that exists in ``folder`` (missing parts stay None / empty)."""
-    from tinyinterp import HeadResults, NeuronResults, ProbeResults
+    """Read every result file that exists in ``folder`` (missing parts stay None / empty).
 
+    Refuses (one line) a folder whose files are not one analysis: a run killed while moving its results
+    in, or files changed since ``complete.json`` listed them; folders older than the marker are read."""
+    from tinyinterp import HeadResults, NeuronResults, ProbeResults, check_complete
+
+    check_complete(folder, legacy_ok=True)
     res = Results(folder, precomputed)
     if (folder / "heads.json").is_file():
         res.heads = HeadResults.load(folder)

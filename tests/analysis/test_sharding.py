@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.support.compare import assert_close
+from tinyinterp.analysis.results_io import staged_results
 from tinyinterp.analysis.sharding import parse_shard, shard_groups
 from tinyinterp.cli.main import main
 from tinyinterp.errors import ConfigError
@@ -49,10 +50,10 @@ def test_merge_refuses_incomplete_or_mismatched_shards(runs, tmp_path, capsys):
     rc = main(["analyze", "merge", str(runs / "s0"), str(runs / "s0"), "--out", str(tmp_path / "m")])
     assert rc == 2 and "duplicated [0]" in capsys.readouterr().err
     other = tmp_path / "other"
-    other.mkdir()
     meta = json.loads((runs / "s1" / "shard.json").read_text())
-    (other / "shard.json").write_text(json.dumps({**meta, "corpus_sha256": "0" * 64}))
-    (other / "stats.safetensors").write_bytes((runs / "s1" / "stats.safetensors").read_bytes())
+    with staged_results(other) as stage:  # a complete shard of a run on another corpus
+        (stage / "shard.json").write_text(json.dumps({**meta, "corpus_sha256": "0" * 64}))
+        (stage / "stats.safetensors").write_bytes((runs / "s1" / "stats.safetensors").read_bytes())
     rc = main(["analyze", "merge", str(runs / "s0"), str(other), "--out", str(tmp_path / "m")])
     assert rc == 2 and "differ in tagged corpus" in capsys.readouterr().err
     rc = main(["analyze", "merge", str(tmp_path), "--out", str(tmp_path / "m")])
@@ -77,31 +78,59 @@ def test_shard_spec_and_groups():
         assert sorted(np.concatenate([p[g] for p in parts]).tolist()) == groups[g].tolist()
 
 
+def _forge(folder, shard_json: bytes, stats: bytes) -> None:
+    """A shard folder with these two files and a matching complete.json (as if a run had written them)."""
+    with staged_results(folder) as stage:
+        (stage / "shard.json").write_bytes(shard_json)
+        (stage / "stats.safetensors").write_bytes(stats)
+
+
 def test_merge_refuses_damaged_shard_statistics(runs, tmp_path, capsys):
     bad = tmp_path / "s1"
-    bad.mkdir()
-    (bad / "shard.json").write_bytes((runs / "s1" / "shard.json").read_bytes())
+    meta_bytes = (runs / "s1" / "shard.json").read_bytes()
     data = (runs / "s1" / "stats.safetensors").read_bytes()
     for damaged in (data[: len(data) // 2], b"not safetensors at all"):
-        (bad / "stats.safetensors").write_bytes(damaged)
+        _forge(bad, meta_bytes, damaged)
         rc = main(["analyze", "merge", str(runs / "s0"), str(bad), "--out", str(tmp_path / "m")])
         err = capsys.readouterr().err
         assert rc == 2 and "stats.safetensors: unreadable" in err and "rerun that shard" in err
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     sd = load_file(str(runs / "s1" / "stats.safetensors"))
     sd.pop("heads.obs")
-    save_file(sd, str(bad / "stats.safetensors"))
+    _forge(bad, meta_bytes, save(sd))
     rc = main(["analyze", "merge", str(runs / "s0"), str(bad), "--out", str(tmp_path / "m")])
     assert rc == 2 and "not the statistics of an `analyze --shard` run" in capsys.readouterr().err
     sd = load_file(str(runs / "s1" / "stats.safetensors"))
     sd["neurons.sel.hist"] = sd["neurons.sel.hist"][:1]
-    save_file(sd, str(bad / "stats.safetensors"))
+    _forge(bad, meta_bytes, save(sd))
     rc = main(["analyze", "merge", str(runs / "s0"), str(bad), "--out", str(tmp_path / "m")])
     assert rc == 2 and "statistic neurons.sel.hist is shape" in capsys.readouterr().err
-    meta = json.loads((runs / "s1" / "shard.json").read_text())
+    meta = json.loads(meta_bytes)
     del meta["options"]
-    (bad / "shard.json").write_text(json.dumps(meta))
+    _forge(bad, json.dumps(meta).encode(), data)
     rc = main(["analyze", "merge", str(runs / "s0"), str(bad), "--out", str(tmp_path / "m")])
     assert rc == 2 and "missing field(s) ['options']" in capsys.readouterr().err
+
+
+def test_shard_killed_between_its_two_files_is_refused_then_rerun(runs, tiny_ckpt, tmp_path, capsys):
+    """New stats.safetensors beside an old shard.json (a kill between the two renames): one line, not an IndexError."""
+    from safetensors.torch import load_file, save_file
+
+    s1 = tmp_path / "s1"
+    _forge(s1, (runs / "s1" / "shard.json").read_bytes(), (runs / "s1" / "stats.safetensors").read_bytes())
+    sd = load_file(str(s1 / "stats.safetensors"))
+    sd["neurons.sel.hist"] = sd["neurons.sel.hist"][:1]  # another run's statistics (another shape)
+    save_file(sd, str(s1 / "stats.safetensors"))
+    rc = main(["analyze", "merge", str(runs / "s0"), str(s1), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not the file the analysis wrote" in err and len(err.strip().splitlines()) == 1
+    (s1 / "complete.json").unlink()  # killed before the marker: refused too
+    (s1 / ".stats.safetensors.x.tmp").write_bytes(b"half")
+    rc = main(["analyze", "merge", str(runs / "s0"), str(s1), "--out", str(tmp_path / "m")])
+    assert rc == 2 and "no complete.json" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    corpus = ["--corpus", str(STORIES)]
+    assert main(["analyze", str(tiny_ckpt), *corpus, "--out", str(s1), "--shard", "1/2", *OPTS]) == 0  # the rerun
+    assert not list(s1.glob(".*.tmp")) and not (s1 / ".staging").exists()
+    assert main(["analyze", "merge", str(runs / "s0"), str(s1), "--out", str(tmp_path / "m")]) == 0

@@ -148,3 +148,35 @@ def test_generated_stories_are_clean_corpus_text(tmp_path):
     f = tmp_path / "corpus.txt"
     f.write_text(clean + "\n<|endoftext|>\n")
     assert len(tinyinterp.load_stories(str(f))) == 1  # not rejected as binary, not split
+
+
+def test_results_of_two_runs_are_refused(tmp_path, monkeypatch):
+    """An analysis killed while moving its results in (new heads beside an old summary) is not shown as one."""
+    import shutil
+
+    from tinyinterp.analysis.results_io import STAGING, commit, staged_results
+    from tinyinterp.errors import TinyInterpError
+
+    src = Path(__file__).resolve().parents[2] / "checkpoints" / "ts-1l" / "analysis"
+    folder = tmp_path / "analysis"
+    with staged_results(folder) as stage:  # a complete analysis (copied from the bundled one)
+        for f in src.glob("*.json"):
+            shutil.copy(f, stage / f.name)
+    store.load_results(folder, False)
+    stage = folder / STAGING
+    stage.mkdir()
+    (stage / "heads.json").write_text("[]")
+    (stage / "summary.json").write_text("{}")
+    real = os.replace
+
+    def dying(a, b):
+        if os.path.basename(b) == "summary.json":
+            raise SystemExit("killed")
+        real(a, b)
+
+    monkeypatch.setattr(os, "replace", dying)
+    with pytest.raises(SystemExit):
+        commit(stage, folder)
+    monkeypatch.setattr(os, "replace", real)
+    with pytest.raises(TinyInterpError, match="killed while moving its results in"):
+        store.load_results(folder, False)

@@ -15,18 +15,18 @@ network does not grow with the corpus.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from tinyinterp.errors import TinyInterpError
 from tinyinterp.training.distributed import DistInfo, barrier, check_same, init_distributed, shutdown
 
 log = logging.getLogger(__name__)
 __all__ = ["DistInfo", "init_distributed", "barrier", "shutdown", "check_same", "rank_share", "fold_states",
-           "all_reduce_sum", "broadcast_object", "distributed_stats"]
+           "all_reduce_sum", "broadcast_object", "distributed_stats", "rank_corpus"]
 
 
 def rank_share(indices: np.ndarray, info: DistInfo) -> np.ndarray:
@@ -124,8 +124,22 @@ def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     return run
 
 
-def require_same_world(info: DistInfo, what: str) -> None:
-    """One-line refusal of options that cannot run under torchrun (e.g. ``--shard`` with ``WORLD_SIZE > 1``)."""
-    if info.enabled:
-        raise TinyInterpError(f"{what} cannot be combined with torchrun (WORLD_SIZE={info.world}); "
-                              "use one or the other")
+def rank_corpus(model, corpus, max_stories: int | None, info: DistInfo, progress: bool = False):
+    """The tagged corpus under torchrun: each rank tags its share into the tag store, then reads the whole corpus.
+
+    ``corpus``: a :class:`~tinyinterp.analysis.corpus.store.TaggedCorpus` (returned as is), sources or texts
+    (as :func:`~tinyinterp.analysis.corpus.loading.load_corpus` takes them)."""
+    from tinyinterp.analysis.corpus.loading import _looks_like_sources
+    from tinyinterp.analysis.corpus.store import TaggedCorpus
+    from tinyinterp.analysis.corpus.tag_store import corpus_from_store
+    from tinyinterp.analysis.corpus.tagging import tag_into_store
+    from tinyinterp.data.readers import load_stories
+
+    if isinstance(corpus, TaggedCorpus):
+        return corpus
+    items = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus)
+    texts = (load_stories([str(x) for x in items], max_stories=max_stories) if _looks_like_sources(items)
+             else items[:max_stories] if max_stories else items)
+    store = tag_into_store(texts[info.rank::info.world], model.tokenizer, progress=progress and info.is_main)
+    barrier(info)  # every rank's share is in the store
+    return corpus_from_store(texts, store, int(model.cfg.n_ctx))

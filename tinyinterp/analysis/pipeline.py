@@ -9,7 +9,14 @@ layer-wise probes → ``report.html``. Output folder::
     neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json
     probes.json  sparse_probes.json  ablation.json  summary.json  report.html
 
-Only one analysis may write a folder at a time (an advisory lock, ``.lock``).
+Only one analysis may write a folder at a time (an advisory lock, ``.lock``). Results are written
+into ``OUT/.staging`` and moved in together, ``complete.json`` last
+(:func:`~tinyinterp.analysis.results_io.staged_results`): a killed run leaves the previous
+analysis as it was, and readers refuse a folder of two runs.
+
+Under torchrun (``dist`` with ``world > 1``) every rank tags its share of the stories into the tag
+store, reads the tagged corpus back and streams its share of the heads + neurons pass
+(:mod:`tinyinterp.analysis.distributed`); rank 0 adds the statistics and alone finishes and writes.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from tinyinterp.analysis.neurons.job import NeuronJob
 from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.neurons.selection import find_pos_neurons
 from tinyinterp.analysis.probes.dense import ProbeConfig, probe_layers
-from tinyinterp.analysis.results_io import folder_lock, jsonable
+from tinyinterp.analysis.results_io import folder_lock, jsonable, staged_results
 from tinyinterp.analysis.sharding import merged_stats, read_shards
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import TinyInterpError
@@ -90,11 +97,13 @@ def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = No
 
 def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.PathLike,
             config: AnalysisConfig | None = None, model_name: str = "model", progress: bool = True,
-            shards: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
+            shards: Sequence[str | os.PathLike] | None = None, dist=None) -> dict[str, Any]:
     """Run every analysis stage of ``model`` on ``corpus`` and write the results to ``out``.
 
     ``shards``: folders written by ``analyze --shard i/n`` (:mod:`tinyinterp.analysis.sharding`) for
     this model and corpus; their statistics are added instead of running the heads + neurons pass.
+    ``dist``: a :class:`~tinyinterp.training.distributed.DistInfo` when started by torchrun; every
+    rank calls ``analyze`` alike, rank 0 writes ``out`` and returns the summary (the others ``{}``).
     """
     cfg = config or AnalysisConfig()
     cfg = dataclasses.replace(cfg, heads=dataclasses.replace(cfg.heads, progress=progress),  # the caller's stay as given
@@ -102,9 +111,21 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
                               probes=dataclasses.replace(cfg.probes, progress=progress))
     out = Path(out)
     timings: dict[str, float] = {}
-    with folder_lock(out):
+    ranks = dist is not None and dist.enabled
+    if ranks:
+        from tinyinterp.analysis.distributed import distributed_stats, rank_corpus
+
+        if shards or not (cfg.run_heads and cfg.run_neurons):
+            raise TinyInterpError("a torchrun analysis needs both the head and the neuron analysis and no shards "
+                                  "(drop --no-heads/--no-neurons)")
+        if not dist.is_main:  # stream this rank's share; rank 0 finishes and writes
+            distributed_stats(dist)(model, rank_corpus(model, corpus, cfg.max_stories, dist), cfg.heads, cfg.neurons)
+            return {}
+    with folder_lock(out), staged_results(out, {"model": model_name}) as stage:
         t = time.perf_counter()
-        if not isinstance(corpus, TaggedCorpus):
+        if ranks:
+            corpus = rank_corpus(model, corpus, cfg.max_stories, dist, progress)
+        elif not isinstance(corpus, TaggedCorpus):
             corpus = load_corpus(corpus, model, max_stories=cfg.max_stories, progress=progress)
         timings["tagging_s"] = time.perf_counter() - t
         summary: dict[str, Any] = {
@@ -120,6 +141,9 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
             metas = read_shards(shards)
             summary["shards"] = [m["dir"] for m in metas]
             stats = merged_stats(model, corpus, metas, cfg.heads, cfg.neurons)
+        if ranks:
+            summary["ranks"] = dist.world
+            stats = distributed_stats(dist)
         if cfg.run_heads and cfg.run_neurons:  # one shared forward pass for both (or the shards' sums)
             t = time.perf_counter()
             heads, neurons = stats(model, corpus, cfg.heads, cfg.neurons, progress)
@@ -127,26 +151,26 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
         if cfg.run_heads:
             t = time.perf_counter()
             heads = heads if heads is not None else classify_heads(model, corpus, cfg.heads)
-            heads.save(out)
+            heads.save(stage)
             timings["heads_s"] = time.perf_counter() - t
             labels = [r.label for r in heads.records]
             summary["heads"] = {lab: labels.count(lab) for lab in ("local", "semantic", "sink", "mixed")}
         if cfg.run_neurons:
             t = time.perf_counter()
             neurons = neurons if neurons is not None else find_pos_neurons(model, corpus, cfg.neurons)
-            neurons.save(out)
+            neurons.save(stage)
             timings["neurons_s"] = time.perf_counter() - t
             summary["neurons"] = _neuron_summary(neurons)
             if cfg.ablation_tags:
                 t = time.perf_counter()
                 ablations = _ablations(model, corpus, neurons, cfg, progress)
-                ablations.save(out)
+                ablations.save(stage)
                 summary["ablation"] = ablations.to_list()
                 timings["ablation_s"] = time.perf_counter() - t
         if cfg.run_probes:
             t = time.perf_counter()
             probes = probe_layers(model, corpus, cfg.probes)
-            probes.save(out)
+            probes.save(stage)
             if cfg.sparse_probe_tags and model.cfg.d_mlp is not None and not model.cfg.attn_only:
                 from tinyinterp.analysis.probes.sparse import sparse_probe_curve
 
@@ -156,18 +180,18 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
                 except TinyInterpError as exc:
                     log.warning("sparse probes skipped: %s", exc)
                 else:
-                    write_json(out / "sparse_probes.json", sparse)
+                    write_json(stage / "sparse_probes.json", sparse)
                     summary["sparse_probes"] = {tag: {"k_for_0.9": v["k_for_0.9"], "k1_auroc": v["curve"][0]["auroc"],
                                                       "all_neurons_auroc": v["curve"][-1]["auroc"]}
                                                 for tag, v in sparse.items()}
             timings["probes_s"] = time.perf_counter() - t
         summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
         summary["config"] = _config_json(cfg)
-        write_json(out / "summary.json", summary)
+        write_json(stage / "summary.json", summary)
         if cfg.report:
             from tinyinterp.report import write_report
 
-            write_report(out, model=model, heads=heads, neurons=neurons, probes=probes, summary=summary)
+            write_report(stage, model=model, heads=heads, neurons=neurons, probes=probes, summary=summary)
     return summary
 
 

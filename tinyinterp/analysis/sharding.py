@@ -36,8 +36,8 @@ from tinyinterp.analysis.engine import eval_mode, run_pass
 from tinyinterp.analysis.heads.classify import HeadJob
 from tinyinterp.analysis.neurons.job import NeuronJob
 from tinyinterp.analysis.neurons.topk import TopKBuffer
-from tinyinterp.analysis.results_io import folder_lock, jsonable
-from tinyinterp.atomic import atomic_path, write_json
+from tinyinterp.analysis.results_io import check_complete, folder_lock, jsonable, staged_results
+from tinyinterp.atomic import write_json
 from tinyinterp.errors import ConfigError, TinyInterpError
 
 log = logging.getLogger(__name__)
@@ -178,9 +178,9 @@ def run_shard(model, corpus, out: str | os.PathLike, hcfg, ncfg, shard: tuple[in
             "model_sha256": model_fingerprint(model), "corpus_sha256": corpus_fingerprint(corpus),
             "corpus_stories": len(corpus), "config": _configs_json(hcfg, ncfg), **provenance,
         }
-        with atomic_path(out / STATS) as tmp:
-            save_file(jobs.state(), str(tmp))
-        write_json(out / SHARD_JSON, meta)
+        with staged_results(out, {"shard": f"{i}/{n}"}) as stage:  # both files, complete.json last
+            save_file(jobs.state(), str(stage / STATS))
+            write_json(stage / SHARD_JSON, meta)
     log.info("shard %d/%d: %d stories, %d tokens written to %s", i, n, meta["stories"], tokens, out)
     return meta
 
@@ -200,6 +200,12 @@ def read_shards(dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             raise TinyInterpError(f"{p}: shard format {m.get('format')!r}, this tinyinterp reads {SHARD_FORMAT}; rerun the shard")
         if not (Path(d) / STATS).is_file():
             raise TinyInterpError(f"{d}: {STATS} is missing (the shard did not finish); rerun that shard")
+        try:  # a shard killed between its two files leaves no (or another run's) complete.json
+            files = check_complete(d)["files"]
+        except TinyInterpError as exc:
+            raise TinyInterpError(str(exc).replace("tinyinterp analyze ...", "tinyinterp analyze ... --shard i/n")) from None
+        if not {STATS, SHARD_JSON} <= set(files):
+            raise TinyInterpError(f"{d}: its complete.json does not list {STATS} and {SHARD_JSON}; rerun that shard")
         _check_header(Path(d) / STATS)
         missing = [k for k in ("shard", "n_shards", "model_sha256", "corpus_sha256", "config", "ckpt", "corpus", "options")
                    if k not in m]

@@ -29,8 +29,12 @@ def add_parser(sub) -> None:
                     "find part-of-speech-selective MLP neurons (held-out AUROC, FDR, untrained control, "
                     "ablation check), fit layer-wise UPOS probes, and write heads.json/.csv, neurons.json/.csv, "
                     "probes.json, summary.json and a self-contained report.html to --out. "
-                    "With --shard i/n, only stream one n-th of the stories and write mergeable statistics; "
-                    "combine the shards with `tinyinterp analyze merge SHARD_DIR... --out DIR`.",
+                    "To scale out, start it with torchrun (`torchrun --nproc_per_node N -m tinyinterp analyze ...`): "
+                    "the ranks split the stories and rank 0 writes --out. For schedulers without torchrun, "
+                    "--shard i/n streams one n-th of the stories and writes mergeable statistics; "
+                    "combine the shards with `tinyinterp analyze merge SHARD_DIR... --out DIR`. "
+                    "Results are written into --out/.staging and moved in together, complete.json last: "
+                    "a killed run leaves the previous results untouched.",
         epilog="example: tinyinterp analyze checkpoints/ts-1l --corpus val.txt --out /tmp/analysis --max-stories 300")
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint folder, Hugging Face model folder or hf:NAME")
     p.add_argument("--corpus", nargs="+", required=True, metavar="SRC", help="stories: files, folders, globs, hf:NAME")
@@ -103,11 +107,21 @@ def run(args) -> int:
         if args.no_heads or args.no_neurons:
             raise ConfigError("--shard needs both the head and the neuron analysis (drop --no-heads/--no-neurons)")
     model = load_model(args.ckpt, verify=not args.no_verify)
-    if args.shard is not None:
-        return _run_shard(args, model, corpus, cfg, shard, options)
-    summary = analyze(model, corpus, args.out, cfg, model_name=str(args.ckpt))
-    print(json.dumps({k: summary[k] for k in ("heads", "corpus", "timings") if k in summary}))
-    print(f"results written to {args.out} (open {args.out}/report.html)")
+    from tinyinterp.analysis.distributed import init_distributed, shutdown
+
+    info = init_distributed(str(model.cfg.device))  # under torchrun: WORLD_SIZE > 1
+    try:
+        if args.shard is not None:
+            if info.enabled:
+                raise ConfigError("--shard is for schedulers without torchrun; under torchrun drop --shard "
+                                  "(the ranks split the stories themselves)")
+            return _run_shard(args, model, corpus, cfg, shard, options)
+        summary = analyze(model, corpus, args.out, cfg, model_name=str(args.ckpt), dist=info)
+    finally:
+        shutdown(info)
+    if info.is_main:
+        print(json.dumps({k: summary[k] for k in ("heads", "corpus", "timings", "ranks") if k in summary}))
+        print(f"results written to {args.out} (open {args.out}/report.html)")
     return 0
 
 
