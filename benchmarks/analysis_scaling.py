@@ -6,11 +6,11 @@ Model and text as in ``benchmarks/analysis_throughput.py`` (``checkpoints/ts-1l`
 TinyStories read at run time from ``../shared/data/tinystories``, never written into the repo).
 Everything derived (tag cache, tag store, the chosen stories) lives in a temporary folder.
 
-(1) Tagging: the first ``--tag-stories`` stories are tagged with an empty JSON tag cache
-(the cache ``tag_corpus`` kept before the tag store: one JSON file per story, reproduced here) and into an empty
-columnar store (:func:`tinyinterp.analysis.tag_store.tag_into_store`), then read back warm
-from each (``corpus_from_store`` vs ``tag_corpus`` on cache hits); files and bytes on disk of
-each. Then the rest of the largest corpus is tagged into the store (the workers read it).
+(1) Tagging: the first ``--tag-stories`` stories are tagged with an empty cache and then read
+back warm, (a) with the cache ``tag_corpus`` kept before the tag store (one JSON file per story,
+reproduced in :func:`json_cache_corpus`) and (b) with ``tag_corpus`` itself, whose cache is now the
+columnar tag store; files and bytes on disk of each. Then the rest of the largest corpus is tagged
+into the store (:func:`~tinyinterp.analysis.corpus.tagging.tag_into_store`; the workers read it).
 
 (2) Scaling: for each size (tokens the model sees: BOS included, cut at ``n_ctx``) and each
 world size in ``--worlds``, ``python -m torch.distributed.run --standalone --nproc_per_node W``
@@ -58,41 +58,62 @@ def take_tokens(texts: list[str], model, n_tokens: int) -> list[str]:
     raise SystemExit(f"only {total} tokens in the corpus; pass smaller --sizes")
 
 
+def json_cache_corpus(texts: list[str], model, nlp, root: Path):
+    """The tag cache ``tag_corpus`` kept before the tag store, reproduced as the baseline: one JSON file per
+    story (atomic write, keyed by sha256 of the text), read back on a hit; packed the same way."""
+    import hashlib
+
+    from tinyinterp.analysis.corpus.alignment import align_story, pack_record
+    from tinyinterp.analysis.corpus.store import StoreBuilder
+    from tinyinterp.analysis.corpus.tagging import _bos_id
+    from tinyinterp.atomic import write_text
+
+    tok, n_ctx, bos, builder = model.tokenizer, int(model.cfg.n_ctx), _bos_id(model.tokenizer), StoreBuilder()
+    for c0 in range(0, len(texts), 128):
+        chunk = [t for t in texts[c0:c0 + 128] if t.strip()]
+        paths = [root / f"{hashlib.sha256(t.encode()).hexdigest()}.json" for t in chunk]
+        recs = [json.loads(p.read_text()) if p.is_file() else None for p in paths]
+        todo = [i for i, r in enumerate(recs) if r is None]
+        if todo:
+            enc = tok([chunk[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True)
+            for j, (i, doc) in enumerate(zip(todo, nlp.pipe([chunk[i] for i in todo], batch_size=64))):
+                recs[i] = align_story(chunk[i], doc, enc["input_ids"][j], enc["offset_mapping"][j], bos)
+                write_text(paths[i], json.dumps(recs[i], separators=(",", ":")))
+        for text, rec in zip(chunk, recs):
+            pack_record(builder, text, rec, n_ctx)
+        builder.flush()
+    return builder.build()
+
+
 def tagging(texts: list[str], model, tmp: Path, n_tag: int) -> tuple[dict, Path]:
-    from tinyinterp.analysis.pos import load_spacy, tag_corpus
-    from tinyinterp.analysis.tag_store import corpus_from_store, tag_into_store
+    """Fresh and warm tagging: the JSON-file cache (baseline) vs ``tag_corpus`` on the tag store; then the rest."""
+    from tinyinterp.analysis.corpus.tagging import load_spacy, tag_corpus, tag_into_store
 
     os.environ["TINYINTERP_CACHE"] = str(tmp / "cache")
     tok, n_ctx, nlp = model.tokenizer, int(model.cfg.n_ctx), load_spacy()
     sub = texts[:n_tag]
     list(nlp.pipe(texts[-20:]))  # spaCy's first batch is slow: warm it up before timing either side
     out: dict = {"stories": len(sub)}
-    t = time.perf_counter()
-    ref = tag_corpus(sub, tok, n_ctx, nlp=nlp, progress=False)
-    out["json_cache_fresh_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    tag_corpus(sub, tok, n_ctx, nlp=nlp, progress=False)
-    out["json_cache_warm_s"] = time.perf_counter() - t
-    out["json_cache_disk"] = _tree(tmp / "cache" / "pos")
-    store_dir = tmp / "store"
-    t = time.perf_counter()
-    store = tag_into_store(sub, tok, store_dir, nlp=nlp, progress=False)
-    out["store_fresh_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    got = corpus_from_store(sub, store, n_ctx)
-    out["store_warm_s"] = time.perf_counter() - t
-    out["store_disk"] = _tree(store_dir)
-    assert got.n_tokens == ref.n_tokens and len(got) == len(ref)
-    out["tokens"] = ref.n_tokens
+    root = tmp / "json-cache"
+    root.mkdir()
+    for label, run in (("json_cache", lambda: json_cache_corpus(sub, model, nlp, root)),
+                       ("store", lambda: tag_corpus(sub, tok, n_ctx, nlp=nlp, progress=False).stories)):
+        for phase in ("fresh", "warm"):
+            t = time.perf_counter()
+            got = run()
+            out[f"{label}_{phase}_s"] = time.perf_counter() - t
+        out[f"{label}_disk"] = _tree(root if label == "json_cache" else tmp / "cache" / "tags")
+        out.setdefault("tokens", got.n_tokens)
+        assert got.n_tokens == out["tokens"] and len(got) == len(sub)
     for k in ("json_cache_fresh", "json_cache_warm", "store_fresh", "store_warm"):
         out[f"{k}_stories_per_s"] = len(sub) / out[f"{k}_s"]
-        out[f"{k}_tokens_per_s"] = ref.n_tokens / out[f"{k}_s"]
+        out[f"{k}_tokens_per_s"] = out["tokens"] / out[f"{k}_s"]
     out["warm_read_speedup"] = out["json_cache_warm_s"] / out["store_warm_s"]
     out["fresh_tagging_ratio"] = out["json_cache_fresh_s"] / out["store_fresh_s"]
     t = time.perf_counter()
-    tag_into_store(texts, tok, store, nlp=nlp, progress=False)
+    store = tag_into_store(texts, tok, nlp=nlp, progress=False)  # the default store of this model: the workers read it
     out["store_rest"] = {"stories": len(texts) - len(sub), "s": time.perf_counter() - t}
-    return out, store_dir
+    return out, store.path
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -104,9 +125,9 @@ def worker(args: argparse.Namespace) -> None:
     from analysis_throughput import get_model, peak_rss_mb
 
     from tinyinterp.analysis.distributed import barrier, distributed_stats, init_distributed, shutdown
+    from tinyinterp.analysis.corpus.tag_store import TagStore, corpus_from_store
     from tinyinterp.analysis.heads import HeadConfig
     from tinyinterp.analysis.neurons import NeuronConfig
-    from tinyinterp.analysis.tag_store import TagStore, corpus_from_store
 
     t_start = time.perf_counter()
     info = init_distributed("cpu")
@@ -117,9 +138,9 @@ def worker(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     corpus = corpus_from_store(texts, store, int(model.cfg.n_ctx))
     load_s = time.perf_counter() - t
-    import tinyinterp.analysis.engine as stream
+    import tinyinterp.analysis.engine as engine
 
-    pass_s, run_pass = [0.0], stream.run_pass
+    pass_s, run_pass = [0.0], engine.run_pass
 
     def timed_pass(*a, **k):  # the streaming passes (split across ranks); the rest is calibration and finishing
         t0 = time.perf_counter()
@@ -128,7 +149,7 @@ def worker(args: argparse.Namespace) -> None:
         finally:
             pass_s[0] += time.perf_counter() - t0
 
-    stream.run_pass = timed_pass
+    engine.run_pass = timed_pass
     barrier(info)
     t = time.perf_counter()
     res = distributed_stats(info)(model, corpus, HeadConfig(), NeuronConfig())
