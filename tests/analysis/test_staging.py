@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
+from tests.support.kills import killed_at_rename
 from tinyinterp.analysis.results_io import COMPLETE, STAGING, check_complete, commit, staged_results
 from tinyinterp.errors import TinyInterpError
 
@@ -41,25 +41,15 @@ def test_kill_while_computing_keeps_the_previous_analysis(tmp_path):
     assert (out / "notes.txt").read_text() == "mine" and not (out / STAGING).exists()
 
 
-def test_kill_during_the_swap_is_refused_then_mended(tmp_path, monkeypatch):
+def test_kill_during_the_swap_is_refused_then_mended(tmp_path):
     out = tmp_path / "a"
     _run(out, {"heads.json": "[1]", "summary.json": "{\"old\": 1}", "probes.json": "{}"})
-    real, calls = os.replace, []  # commit renames the marker aside, then heads.json, then summary.json
-
-    def dying(src, dst):
-        calls.append(dst)
-        if os.path.basename(dst) == "summary.json":
-            raise SystemExit("killed")  # new heads.json is in, the old summary.json is still there
-        real(src, dst)
-
-    monkeypatch.setattr(os, "replace", dying)
     stage = out / STAGING
     stage.mkdir()
     (stage / "heads.json").write_text("[2]")
     (stage / "summary.json").write_text("{}")
-    with pytest.raises(SystemExit):
+    with killed_at_rename("summary.json"):  # commit renames the marker aside, then heads.json, then summary.json
         commit(stage, out)
-    monkeypatch.setattr(os, "replace", real)
     assert (out / "heads.json").read_text() == "[2]" and (out / "summary.json").read_text() == "{\"old\": 1}"
     for legacy_ok in (False, True):  # even a reader that accepts folders older than the marker refuses this one
         with pytest.raises(TinyInterpError, match="killed while moving its results in"):
@@ -81,24 +71,16 @@ def test_a_folder_without_marker_is_refused(tmp_path):
         check_complete(tmp_path)
 
 
-def test_legacy_folder_accepted_only_when_asked_and_never_mid_swap(tmp_path, monkeypatch):
+def test_legacy_folder_accepted_only_when_asked_and_never_mid_swap(tmp_path):
     out = tmp_path / "old"
     out.mkdir()
     (out / "heads.json").write_text("[0]")  # written before complete.json existed
     assert check_complete(out, legacy_ok=True) is None
-    real = os.replace
-    def dying(src, dst):
-        if os.path.basename(dst) == "heads.json":
-            raise SystemExit("killed")
-        real(src, dst)
-
-    monkeypatch.setattr(os, "replace", dying)
     stage = out / STAGING
     stage.mkdir()
     (stage / "heads.json").write_text("[1]")
-    with pytest.raises(SystemExit):
+    with killed_at_rename("heads.json"):
         commit(stage, out)
-    monkeypatch.setattr(os, "replace", real)
     with pytest.raises(TinyInterpError, match="killed while moving"):
         check_complete(out, legacy_ok=True)
     _run(out, {"heads.json": "[1]"})

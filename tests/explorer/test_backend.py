@@ -150,10 +150,11 @@ def test_generated_stories_are_clean_corpus_text(tmp_path):
     assert len(tinyinterp.load_stories(str(f))) == 1  # not rejected as binary, not split
 
 
-def test_results_of_two_runs_are_refused(tmp_path, monkeypatch):
+def test_results_of_two_runs_are_refused(tmp_path):
     """An analysis killed while moving its results in (new heads beside an old summary) is not shown as one."""
     import shutil
 
+    from tests.support.kills import killed_at_rename
     from tinyinterp.analysis.results_io import STAGING, commit, staged_results
     from tinyinterp.errors import TinyInterpError
 
@@ -167,16 +168,7 @@ def test_results_of_two_runs_are_refused(tmp_path, monkeypatch):
     stage.mkdir()
     (stage / "heads.json").write_text("[]")
     (stage / "summary.json").write_text("{}")
-    real = os.replace
-
-    def dying(a, b):
-        if os.path.basename(b) == "summary.json":
-            raise SystemExit("killed")
-        real(a, b)
-
-    monkeypatch.setattr(os, "replace", dying)
-    with pytest.raises(SystemExit):
+    with killed_at_rename("summary.json"):  # new heads.json in, the old summary.json still there
         commit(stage, folder)
-    monkeypatch.setattr(os, "replace", real)
     with pytest.raises(TinyInterpError, match="killed while moving its results in"):
         store.load_results(folder, False)
