@@ -217,13 +217,15 @@ def load_hf_dir(path: str | os.PathLike, device: str | torch.device = "cpu", wit
     """Load a local GPT-Neo / GPT-2 Hugging Face folder as a ``HookedTransformer`` (fp32, eval mode)."""
     from transformer_lens import HookedTransformer
 
-    from tinyinterp.checkpoint import check_weights, hooked_config
+    from tinyinterp.models.hooked import check_weights, hooked_config, model_config
 
     p = Path(path).expanduser()
     hf_cfg = read_hf_config(p)
     if hf_cfg is None:
         raise CheckpointError(f"{p}: not a Hugging Face model folder (no {CONFIG} with model_type)")
-    cfg = hooked_config(hooked_config_from_hf(hf_cfg, p, n_ctx))
+    mc = model_config(hooked_config_from_hf(hf_cfg, p, n_ctx), p / CONFIG)
+    mc.check_fits_memory(str(p / CONFIG))
+    cfg = hooked_config(mc, p / CONFIG)
     tokenizer = load_tokenizer_checked(p, cfg.d_vocab) if with_tokenizer else None
     hf_model = _hf_model(p, hf_cfg, read_hf_weights(p))
     sd = hooked_state_dict(hf_model, cfg)

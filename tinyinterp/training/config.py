@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tinyinterp.device import check_device
 from tinyinterp.errors import ConfigError, TinyInterpError
 from tinyinterp.models.presets import PRESETS
 
@@ -16,6 +17,7 @@ _FLOAT_FIELDS = ("val_fraction", "lr", "min_lr_ratio", "epochs", "weight_decay",
 _INT_FIELDS = ("vocab_size", "batch_size", "grad_accum", "warmup_steps", "max_steps", "max_tokens", "seed", "eval_every",
                "eval_tokens", "log_every", "save_every", "snapshots", "sample_tokens", "threads")
 _OPTIONAL = ("epochs", "max_steps", "max_tokens", "eval_tokens", "threads")
+MAX_SEED = 2**63 - 1
 _INT_FROM_FLOAT = ("max_tokens", "eval_tokens")  # 1e6 in a JSON config means 1000000
 
 
@@ -61,7 +63,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     """AdamW weight decay on matrices (not on biases, LayerNorm or embeddings)."""
     beta1: float = 0.9
+    """AdamW's first-moment decay (momentum), in [0, 1)."""
     beta2: float = 0.95
+    """AdamW's second-moment decay, in [0, 1); lower is steadier for small batches."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     seed: int = 0
@@ -80,6 +84,7 @@ class TrainConfig:
     sample_prompts: list[str] = field(default_factory=lambda: ["Once upon a time", "Lily and Tom went to"])
     """Prompts for the sample generations logged at each evaluation."""
     sample_tokens: int = 40
+    """Tokens generated per sample prompt at each evaluation."""
     save_dtype: str = "float32"
     """Dtype of the exported weights: ``float32`` or ``float16`` (loading restores fp32)."""
     # --- hardware ---------------------------------------------------------------------
@@ -148,11 +153,16 @@ class TrainConfig:
             raise ConfigError(f"save_dtype={self.save_dtype!r}: use float32 or float16")
         if not self.data:
             raise ConfigError("data: no training corpus given (pass --data FILE...)")
-        from tinyinterp.checkpoint import hooked_config
-        from tinyinterp.models.presets import preset_config
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed={self.seed!r}: out of range; must be in [0, 2**63)")
+        self.device = check_device(self.device, "device")
+        from tinyinterp.models.hooked import hooked_config
+        from tinyinterp.models.presets import preset_model_config
 
         try:  # fail before any data work; the real d_vocab comes from the tokenizer later
-            hooked_config(preset_config(self.preset, d_vocab=max(self.vocab_size, 1), **self.model_overrides))
+            mc = preset_model_config(self.preset, d_vocab=max(self.vocab_size, 1), **self.model_overrides)
+            mc.check_fits_memory("model_overrides")
+            hooked_config(mc, "model config")
         except TinyInterpError as exc:
             raise ConfigError(f"model_overrides: {exc}") from None
 
