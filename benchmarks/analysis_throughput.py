@@ -149,7 +149,7 @@ def get_model(files: list[str]):
     from transformer_lens import HookedTransformer
 
     from tinyinterp.cache import cache_dir
-    from tinyinterp.checkpoint import hooked_config
+    from tinyinterp.models.hooked import hooked_config
     from tinyinterp.data.tokenizer import load_tokenizer, train_bpe
     from tinyinterp.models import preset_config
 

@@ -68,7 +68,10 @@ def verify_manifest(ckpt: Path) -> None:
         log.warning("%s: no %s; skipping checksum verification", ckpt, MANIFEST)
         return
     fix = "re-save the checkpoint or load with --no-verify"
-    sums = read_json(mp, CheckpointError, fix, max_bytes=MAX_CONFIG_BYTES)
+    try:
+        sums = read_json(mp, CheckpointError, fix, max_bytes=MAX_CONFIG_BYTES)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{mp}: unreadable manifest ({str(exc).split(': ', 1)[-1].split(';')[0]}); {fix}") from None
     sums = sums.get("sha256") if isinstance(sums, dict) else None
     if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
         raise CheckpointError(f"{mp}: unreadable manifest (expected {{\"sha256\": {{file: hex digest}}}}); {fix}")

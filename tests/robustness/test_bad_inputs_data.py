@@ -181,12 +181,12 @@ def test_unknown_preset(capsys, tmp_path, corpus_files):
     (["--weight-decay", "-0.1"], [r"weight_decay=-0\.1: out of range; must be >= 0"]),
     (["--vocab-size", "0"], [r"vocab_size=0: must be a positive integer"]),
     (["--vocab-size", "100"], [r"vocab_size=100: must be between 257 .* and 65535"]),
-    (["--n-ctx", "0"], [r"model config field n_ctx=0: must be a positive integer"]),
-    (["--model-config", '{"d_model": 0}'], [r"model config field d_model=0: must be a positive integer"]),
-    (["--model-config", '{"d_model": -64}'], [r"model config field d_model=-64: must be a positive integer"]),
-    (["--model-config", '{"n_heads": 0}'], [r"model config field n_heads=0: must be a positive integer"]),
-    (["--model-config", '{"n_layers": -1}'], [r"model config field n_layers=-1: must be a positive integer"]),
-    (["--model-config", '{"d_mlp": 0}'], [r"model config field d_mlp=0: must be a positive integer"]),
+    (["--n-ctx", "0"], [r"model config: field n_ctx=0 must be a positive integer"]),
+    (["--model-config", '{"d_model": 0}'], [r"model config: field d_model=0 must be a positive integer"]),
+    (["--model-config", '{"d_model": -64}'], [r"model config: field d_model=-64 must be a positive integer"]),
+    (["--model-config", '{"n_heads": 0}'], [r"model config: field n_heads=0 must be a positive integer"]),
+    (["--model-config", '{"n_layers": -1}'], [r"model config: field n_layers=-1 must be a positive integer"]),
+    (["--model-config", '{"d_mlp": 0}'], [r"model config: field d_mlp=0 must be a positive integer"]),
     (["--model-config", "[1, 2]"], [r"--model-config: expected a JSON object"]),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None)
 def test_bad_hyperparameter(capsys, tmp_path, corpus_files, flags, patterns):

@@ -138,7 +138,8 @@ class ModelConfig:
         return self.d_vocab if self.d_vocab_out == -1 else self.d_vocab_out
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Name and shape of every tensor of the ``HookedTransformer`` state dict (a test checks this)."""
+        """Name and shape of every tensor of the ``HookedTransformer`` state dict (a test checks this against
+        TransformerLens; its causal ``attn.mask`` buffer is empty, the mask is built at each forward pass)."""
         d, h, e, m, c = self.d_model, self.n_heads, self.d_head, self.d_mlp, self.n_ctx
         out: dict[str, tuple[int, ...]] = {"embed.W_E": (self.d_vocab, d), "pos_embed.W_pos": (c, d)}
         for i in range(self.n_layers):
@@ -146,7 +147,7 @@ class ModelConfig:
             out.update({p + "ln1.w": (d,), p + "ln1.b": (d,), p + "ln2.w": (d,), p + "ln2.b": (d,),
                         p + "attn.W_Q": (h, d, e), p + "attn.W_K": (h, d, e), p + "attn.W_V": (h, d, e),
                         p + "attn.W_O": (h, e, d), p + "attn.b_Q": (h, e), p + "attn.b_K": (h, e),
-                        p + "attn.b_V": (h, e), p + "attn.b_O": (d,), p + "attn.mask": (c, c), p + "attn.IGNORE": (),
+                        p + "attn.b_V": (h, e), p + "attn.b_O": (d,), p + "attn.mask": (0, 0), p + "attn.IGNORE": (),
                         p + "mlp.W_in": (d, m), p + "mlp.b_in": (m,), p + "mlp.W_out": (m, d), p + "mlp.b_out": (d,)})
         out.update({"ln_final.w": (d,), "ln_final.b": (d,), "unembed.W_U": (d, self.vocab_out),
                     "unembed.b_U": (self.vocab_out,)})

@@ -90,8 +90,6 @@ def _claim_out(out: Path, cfg: TrainConfig, overwrite: bool, resume: bool, dist:
     with claimed(out, lambda: _check_out(out, cfg, overwrite, resume), "checkpoint") as clear:
         for stale in out.glob(".resume-*"):  # a save_state killed before its swap
             shutil.rmtree(stale, ignore_errors=True)
-        if not resume and not clear:
-            mark(out, "train", RUN_FILES)
         yield clear
 
 
@@ -104,7 +102,6 @@ def _clear_old_run(out: Path) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    mark(out, "train", RUN_FILES)
 
 
 def _total_steps(cfg: TrainConfig, train_tokens: int, global_batch: int, n_ctx: int) -> int:
@@ -130,7 +127,7 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, resume: bo
             torch.set_num_threads(cfg.threads)
         with _claim_out(out, cfg, overwrite, resume, dist) as clear:
             run = _Run(cfg, out, dist, command)
-            run.prepare(clear)
+            run.prepare(clear, fresh=not resume)
             trainer = run.trainer(stop_after)
             if resume:
                 run.resume(trainer)
@@ -154,14 +151,18 @@ class _Run:
         return PreparedData.open(prepare_data(cfg.data, tok_dir, eval_sources=cfg.eval_data or None,
                                               val_fraction=cfg.val_fraction, dedupe=cfg.dedupe))
 
-    def prepare(self, clear: bool) -> None:
-        """Tokenizer, token shards (rank 0 first), model and evaluation windows."""
+    def prepare(self, clear: bool, fresh: bool) -> None:
+        """Tokenizer, token shards (rank 0 first), model and evaluation windows. Only once the data
+        is ready is ``out`` touched (``clear``: an old run removed; ``fresh``: the marker written),
+        so a bad corpus leaves it as it was (or absent)."""
         cfg, dist = self.cfg, self.dist
         self.tok_dir = _tokenizer_for(cfg, dist.local_rank == 0)  # once per machine: caches are per machine
         if dist.is_main:
             self.data = self._data(self.tok_dir)
-            if clear:  # only now, with the data ready: a bad corpus leaves the old run as it was
+            if clear:
                 _clear_old_run(self.out)
+            if fresh:
+                mark(self.out, "train", RUN_FILES)
         barrier(dist)
         if not dist.is_main:
             self.data = self._data(self.tok_dir)
