@@ -21,81 +21,64 @@ MAX_SEED = 2**63 - 1
 _INT_FROM_FLOAT = ("max_tokens", "eval_tokens")  # 1e6 in a JSON config means 1000000
 
 
+def documented(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING) -> Any:
+    """A field with its help text in ``metadata["help"]``: the CLI's flags and ``--help`` are derived from it."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
+    """Everything a training run needs; each field's help is in its metadata (``tinyinterp train --help``)."""
+
     # --- data -------------------------------------------------------------------------
-    data: list[str] = field(default_factory=list)
-    """Training corpus: files, folders, globs or ``hf:NAME[:SPLIT]``."""
-    eval_data: list[str] = field(default_factory=list)
-    """Evaluation corpus; never trained on. Empty: hold out ``val_fraction`` of stories by hash."""
-    val_fraction: float = 0.01
-    """Share of stories held out for validation when ``eval_data`` is empty."""
-    dedupe: bool = True
-    """Drop exact duplicate stories."""
-    tokenizer: str | None = None
-    """Existing tokenizer folder; ``None`` trains a byte-level BPE on ``data``."""
-    vocab_size: int = 4096
-    """Size of the BPE trained when ``tokenizer`` is ``None``."""
+    data: list[str] = documented(factory=list, help='Training corpus: files, folders, globs or ``hf:NAME[:SPLIT]``.')
+    eval_data: list[str] = documented(
+        factory=list, help='Evaluation corpus; never trained on. Empty: hold out ``val_fraction`` of stories by hash.')
+    val_fraction: float = documented(0.01, 'Share of stories held out for validation when ``eval_data`` is empty.')
+    dedupe: bool = documented(True, 'Drop exact duplicate stories.')
+    tokenizer: str | None = documented(None, 'Existing tokenizer folder; ``None`` trains a byte-level BPE on ``data``.')
+    vocab_size: int = documented(4096, 'Size of the BPE trained when ``tokenizer`` is ``None``.')
     # --- model ------------------------------------------------------------------------
-    preset: str = "cpu-1l"
-    """Model shape (see ``tinyinterp presets``)."""
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    """HookedTransformerConfig fields that replace the preset's (e.g. ``{"n_ctx": 128}``)."""
-    dropout: float = 0.0
-    """Dropout on the embeddings and residual branches (training only; the exported model has none)."""
+    preset: str = documented("cpu-1l", 'Model shape (see ``tinyinterp presets``).')
+    model_overrides: dict[str, Any] = documented(
+        factory=dict, help='HookedTransformerConfig fields that replace the preset\'s (e.g. ``{"n_ctx": 128}``).')
+    dropout: float = documented(
+        0.0, 'Dropout on the embeddings and residual branches (training only; the exported model has none).')
     # --- optimisation -----------------------------------------------------------------
-    batch_size: int = 32
-    """Windows per micro-batch per process."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step."""
-    lr: float = 3e-3
-    """Peak learning rate (after warm-up)."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of ``lr`` (cosine decay)."""
-    warmup_steps: int = 100
-    """Linear warm-up steps."""
-    max_steps: int | None = None
-    """Optimizer steps. Exactly one of ``max_steps``, ``max_tokens``, ``epochs`` is set."""
-    max_tokens: int | None = None
-    """Train for this many tokens instead."""
-    epochs: float | None = None
-    """Train for this many passes over the training split instead."""
-    weight_decay: float = 0.1
-    """AdamW weight decay on matrices (not on biases, LayerNorm or embeddings)."""
-    beta1: float = 0.9
-    """AdamW's first-moment decay (momentum), in [0, 1)."""
-    beta2: float = 0.95
-    """AdamW's second-moment decay, in [0, 1); lower is steadier for small batches."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this (0 disables)."""
-    seed: int = 0
-    """Seeds initialisation, data order and dropout."""
+    batch_size: int = documented(32, 'Windows per micro-batch per process.')
+    grad_accum: int = documented(1, 'Micro-batches per optimizer step.')
+    lr: float = documented(3e-3, 'Peak learning rate (after warm-up).')
+    min_lr_ratio: float = documented(0.1, 'Final learning rate as a fraction of ``lr`` (cosine decay).')
+    warmup_steps: int = documented(100, 'Linear warm-up steps.')
+    max_steps: int | None = documented(
+        None, 'Optimizer steps. Exactly one of ``max_steps``, ``max_tokens``, ``epochs`` is set.')
+    max_tokens: int | None = documented(None, 'Train for this many tokens instead.')
+    epochs: float | None = documented(None, 'Train for this many passes over the training split instead.')
+    weight_decay: float = documented(0.1, 'AdamW weight decay on matrices (not on biases, LayerNorm or embeddings).')
+    beta1: float = documented(0.9, "AdamW's first-moment decay (momentum), in [0, 1).")
+    beta2: float = documented(0.95, "AdamW's second-moment decay, in [0, 1); lower is steadier for small batches.")
+    grad_clip: float = documented(1.0, 'Clip the global gradient norm to this (0 disables).')
+    seed: int = documented(0, 'Seeds initialisation, data order and dropout.')
     # --- evaluation, logging, checkpoints ---------------------------------------------
-    eval_every: int = 200
-    """Evaluate every N steps (and at the end)."""
-    eval_tokens: int | None = 100_000
-    """Validation tokens per periodic evaluation; the final evaluation uses all of them."""
-    log_every: int = 10
-    """Write a metrics line every N steps."""
-    save_every: int = 500
-    """Write a resumable checkpoint every N steps (and at the end)."""
-    snapshots: int = 0
-    """Number of log-spaced model snapshots to keep in ``snapshots/`` (0: none)."""
-    sample_prompts: list[str] = field(default_factory=lambda: ["Once upon a time", "Lily and Tom went to"])
-    """Prompts for the sample generations logged at each evaluation."""
-    sample_tokens: int = 40
-    """Tokens generated per sample prompt at each evaluation."""
-    save_dtype: str = "float32"
-    """Dtype of the exported weights: ``float32`` or ``float16`` (loading restores fp32)."""
+    eval_every: int = documented(200, 'Evaluate every N steps (and at the end).')
+    eval_tokens: int | None = documented(
+        100_000, 'Validation tokens per periodic evaluation; the final evaluation uses all of them.')
+    log_every: int = documented(10, 'Write a metrics line every N steps.')
+    save_every: int = documented(500, 'Write a resumable checkpoint every N steps (and at the end).')
+    snapshots: int = documented(0, 'Number of log-spaced model snapshots to keep in ``snapshots/`` (0: none).')
+    sample_prompts: list[str] = documented(factory=lambda: ["Once upon a time", "Lily and Tom went to"],
+                                           help="Prompts for the sample generations logged at each evaluation.")
+    sample_tokens: int = documented(40, 'Tokens generated per sample prompt at each evaluation.')
+    save_dtype: str = documented(
+        "float32", 'Dtype of the exported weights: ``float32`` or ``float16`` (loading restores fp32).')
     # --- hardware ---------------------------------------------------------------------
-    device: str = "cpu"
-    """``cpu``, ``cuda`` or ``cuda:N`` (under torchrun each process takes its local rank)."""
-    bf16: bool = False
-    """bf16 autocast for the forward pass (GPUs)."""
-    compile: bool = False
-    """``torch.compile`` the model (first step is slow, 60–100 s on CPU)."""
-    threads: int | None = None
-    """torch intra-op threads (default: torch's choice)."""
+    device: str = documented(
+        "cpu", '``cpu``, ``cuda`` or ``cuda:N`` (under torchrun each process takes its local rank).')
+    bf16: bool = documented(False, 'bf16 autocast for the forward pass (GPUs).')
+    compile: bool = documented(False, '``torch.compile`` the model (first step is slow, 60–100 s on CPU).')
+    threads: int | None = documented(None, "torch intra-op threads (default: torch's choice).")
 
     def __post_init__(self):
         if isinstance(self.data, str):
