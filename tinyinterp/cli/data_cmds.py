@@ -43,7 +43,7 @@ def run_tokenizer(args) -> int:
     srcs = resolve_sources(args.data)
     train_bpe(iter_stories(srcs, dedupe=not args.no_dedupe), args.out, vocab_size=args.vocab_size,
               corpus_name=", ".join(s.path for s in srcs), overwrite=args.overwrite,
-              inputs=[s.path for s in srcs if s.kind != "hf"])
+              inputs=[*args.data, *(s.path for s in srcs if s.kind != "hf")])
     print(json.dumps(describe(args.out)))
     return 0
 

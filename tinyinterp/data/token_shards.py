@@ -123,7 +123,9 @@ def prepare_data(
     if _up_to_date(out_dir, fp):
         log.info("prepared data in %s is up to date (fingerprint %s)", out_dir, fp[:12])
         return out_dir
-    inputs = [s.path for s in (*train, *evals) if s.kind != "hf"] + [str(tokenizer_dir)]
+    specs = [train_sources] if isinstance(train_sources, (str, os.PathLike)) else list(train_sources)
+    specs += [eval_sources] if isinstance(eval_sources, (str, os.PathLike)) else list(eval_sources or [])
+    inputs = [*map(str, specs), *(s.path for s in (*train, *evals) if s.kind != "hf"), str(tokenizer_dir)]
     # a cache entry is keyed by its inputs: everything in it is ours to replace
     legacy, overwrite = (every_file, True) if cached else (_legacy_files, overwrite)
     check_output(out_dir, "prepare", inputs, overwrite, legacy, what="prepared-data folder")
