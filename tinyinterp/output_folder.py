@@ -155,15 +155,16 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
 
 def make_folder(out: Path, what: str) -> bool:
     """Create ``out`` (and parents); True when it did not exist. One-line errors for permissions and files."""
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"{out}: {existing} is a file; choose another folder for the {what}")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out}: {existing} is not writable (permission denied); choose a folder you can write")
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ConfigError(f"{out}: a parent of it is a file; choose another folder for the {what}") from None
     except OSError as exc:
         raise ConfigError(f"{out}: cannot create the folder ({exc.strerror}); choose a folder you can write") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"{out}: is not writable (permission denied); choose a folder you can write")
     return created
 
 

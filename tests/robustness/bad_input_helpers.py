@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -43,7 +44,12 @@ def tree(root: Path) -> dict[str, str]:
     out = {}
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
-        out[rel] = "<dir>" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_symlink():  # never followed: a link to /dev/zero would never end
+            out[rel] = "<link> " + os.readlink(p)
+        elif not (p.is_dir() or p.is_file()):
+            out[rel] = "<special>"  # a FIFO would block
+        else:
+            out[rel] = "<dir>" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 
