@@ -87,6 +87,11 @@ class TrainConfig:
             self.eval_data = [self.eval_data]
         if not isinstance(self.preset, str) or self.preset not in PRESETS:
             raise ConfigError(f"preset={self.preset!r}: unknown; choose one of {', '.join(PRESETS)}")
+        self._check_types()
+        self._check_ranges()
+        self._check_model()
+
+    def _check_types(self) -> None:
         for name in _FLOAT_FIELDS + _INT_FIELDS:  # e.g. "lr": "fast" in a --config file
             v = getattr(self, name)
             if v is None and name in _OPTIONAL:
@@ -101,6 +106,8 @@ class TrainConfig:
                 raise ConfigError(f"{name}={v!r}: must be a finite number")
         if not isinstance(self.model_overrides, dict):
             raise ConfigError(f"model_overrides={self.model_overrides!r}: must be a JSON object of HookedTransformerConfig fields")
+
+    def _check_ranges(self) -> None:
         positive_ints = ("batch_size", "grad_accum", "eval_every", "log_every", "save_every", "vocab_size", "sample_tokens")
         for name in positive_ints:
             v = getattr(self, name)
@@ -136,13 +143,16 @@ class TrainConfig:
             raise ConfigError(f"save_dtype={self.save_dtype!r}: use float32 or float16")
         if not self.data:
             raise ConfigError("data: no training corpus given (pass --data FILE...)")
+
+    def _check_model(self) -> None:
+        """Seed, device and the model shape, before any data work (the real d_vocab comes from the tokenizer later)."""
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed={self.seed!r}: out of range; must be in [0, 2**63)")
         self.device = check_device(self.device, "device")
         from tinyinterp.models.hooked import hooked_config
         from tinyinterp.models.presets import preset_model_config
 
-        try:  # fail before any data work; the real d_vocab comes from the tokenizer later
+        try:
             mc = preset_model_config(self.preset, d_vocab=max(self.vocab_size, 1), **self.model_overrides)
             mc.check_fits_memory("model_overrides")
             hooked_config(mc, "model config")
