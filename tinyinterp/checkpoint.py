@@ -9,11 +9,14 @@ A checkpoint is a directory::
     manifest.json      sha256 of every file above, verified on load
     README.md          generated model card
 
-Loading is strict: unknown config fields, missing or extra weights, shape or dtype
-mismatches, NaN/inf weights, a truncated safetensors file, a tokenizer whose size does not
-match ``d_vocab`` – each raises :class:`~tinyinterp.errors.CheckpointError` with one line
-naming the file and the fix. Weights are only ever read with safetensors; nothing is
-unpickled.
+Loading is strict and bounded: only regular files inside the folder are read (size-capped
+JSON); ``config.json`` becomes a validated :class:`~tinyinterp.models.config.ModelConfig`; the
+safetensors header is compared with the shapes it implies before anything is allocated; then
+dtypes, finite parameters and buffers (``IGNORE = -inf``). Unknown config fields, missing or
+extra weights, a truncated file, a tokenizer that does not fit ``d_vocab``, a save that was
+killed between its renames – each raises :class:`~tinyinterp.errors.CheckpointError` with one
+line naming the file and the fix (docs/checkpoint-format.md lists them). Weights are only ever
+read with safetensors; nothing is unpickled.
 """
 
 from __future__ import annotations

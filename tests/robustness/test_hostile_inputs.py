@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.robustness.bad_input_helpers import cli, copy_ckpt, edit_config, error_line, tree
+from tests.robustness.bad_input_helpers import PickleTrap, cli, copy_ckpt, edit_config, error_line, tree
 from tinyinterp.checkpoint import write_manifest
 
 
@@ -130,17 +130,9 @@ def test_raw_pickle_bin_in_hf_folder(capsys, hf_dir, tmp_path):
     (hf_dir / "model.safetensors").unlink()
     trap = tmp_path / "unpickled"
     with open(hf_dir / "pytorch_model.bin", "wb") as fh:
-        pickle.dump(_Trap(str(trap)), fh)
+        pickle.dump(PickleTrap(str(trap)), fh)
     line = _refused(capsys, hf_dir, r"pytorch_model\.bin: unreadable weights", "tensors only")
     assert "\x1b[" not in line and not trap.exists()
-
-
-class _Trap:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 # --- 5: a tokenizer never runs the folder's code ------------------------------------------
