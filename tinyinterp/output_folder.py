@@ -109,10 +109,12 @@ def owned_files(out: Path, command: str, legacy: Legacy | None = None) -> list[s
 
 
 def check_output(out: Path, command: str, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False,
-                 legacy: Legacy | None = None, what: str = "output") -> list[str]:
-    """Apply the rule (module doc) to ``out`` without changing anything; return the files to replace."""
+                 legacy: Legacy | None = None, what: str = "output",
+                 fix: str = "pass --overwrite to replace it (only the files it wrote) or choose another folder") -> list[str]:
+    """Apply the rule (module doc) to ``out`` without changing anything; return the files to replace.
+    ``fix``: the advice when ``out`` holds an earlier output and ``overwrite`` is not set."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: is a file, not a folder; choose another folder to write the {what} to")
+        raise ConfigError(f"{out}: is a file, not a folder; choose another --out (a folder for the {what})")
     check_inputs(out, inputs)
     if not out.exists():
         return []
@@ -133,8 +135,7 @@ def check_output(out: Path, command: str, inputs: Iterable[str | os.PathLike] = 
     interrupted = (read_marker(out) or {}).get("complete") is False
     present = [f for f in mine if (out / f).exists()]
     if present and not overwrite and not interrupted:
-        raise ConfigError(f"{out}: already holds a {what} written by `tinyinterp {command}`; pass --overwrite to "
-                          "replace it (only the files it wrote) or choose another folder")
+        raise ConfigError(f"{out}: already holds a {what} written by `tinyinterp {command}`; {fix}")
     return mine
 
 

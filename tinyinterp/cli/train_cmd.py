@@ -87,14 +87,17 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     if args.config:
         if not Path(args.config).is_file():
             raise ConfigError(f"{args.config}: cannot read training config (no such file); pass a JSON file to --config")
-        base = read_json(args.config, ConfigError, "fix the training config file", max_bytes=1 << 20)
+        try:
+            base = read_json(args.config, ConfigError, "fix the training config file", max_bytes=1 << 20)
+        except ConfigError as exc:
+            raise ConfigError(f"{args.config}: cannot read training config ({_reason(exc)}); fix the file") from None
         if not isinstance(base, dict):
             raise ConfigError(f"{args.config}: expected a JSON object of TrainConfig fields")
     state_path = Path(args.out or ".") / "resume" / "state.json"
     if args.resume and not args.config and args.out and state_path.exists():
         try:
             base = read_json(state_path, ConfigError, "restart the run with --overwrite")["config"]
-        except (KeyError, TypeError):
+        except (ConfigError, KeyError, TypeError):
             raise ConfigError(f"{state_path}: unreadable resume state; restart the run with --overwrite") from None
         if not isinstance(base, dict):
             raise ConfigError(f"{state_path}: unreadable resume state; restart the run with --overwrite")
@@ -131,6 +134,12 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
         hint = f"; did you mean {close[0]!r}?" if close else "; `tinyinterp train --help` lists the fields"
         raise ConfigError(f"{args.config or 'training config'}: unknown field(s) {unknown}{hint}")
     return TrainConfig(**merged)
+
+
+def _reason(exc: Exception) -> str:
+    """``invalid JSON (line 1: Expecting ...)`` of a ``path: reason; fix`` message."""
+    text = str(exc).split(": ", 1)[-1]
+    return text.rsplit("; ", 1)[0]
 
 
 def run(args) -> int:

@@ -72,7 +72,8 @@ def _legacy_run(out: Path) -> list[str] | None:
 def _check_out(out: Path, cfg: TrainConfig, overwrite: bool, resume: bool) -> bool:
     """Validate ``--out`` (see :mod:`tinyinterp.output_folder`); True when an old run there is to be cleared."""
     inputs = [*cfg.data, *cfg.eval_data, *([cfg.tokenizer] if cfg.tokenizer else [])]
-    mine = check_output(out, "train", inputs, overwrite or resume, _legacy_run, what="checkpoint")
+    mine = check_output(out, "train", inputs, overwrite or resume, _legacy_run, what="checkpoint",
+                        fix="pass --resume to continue it or --overwrite to replace it (only the files a run writes)")
     if resume:
         if not has_state(out):
             raise ConfigError(f"{out}: --resume given but there is no resumable state ({RESUME}/); start without --resume")
