@@ -18,5 +18,6 @@ page = st.navigation([
     st.Page("views/neurons.py", title="Neurons", icon=":material/memory:"),
     st.Page("views/playground.py", title="Playground", icon=":material/edit_note:"),
     st.Page("views/dynamics.py", title="Training dynamics", icon=":material/timeline:"),
-])
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
+])  # each page's URL path is its file name (/heads, /compare…); links.py lists the query parameters
 page.run()

@@ -70,7 +70,8 @@ class TrainConfig:
     eval_every: int = 200
     """Evaluate every N steps (and at the end)."""
     eval_tokens: int | None = 100_000
-    """Validation tokens per periodic evaluation; the final evaluation uses all of them."""
+    """Validation tokens per evaluation: the same first N tokens at every evaluation (one comparable curve); at the end
+    the whole split is evaluated once more, as a separate ``metrics.jsonl`` record, when it is larger."""
     log_every: int = 10
     """Write a metrics line every N steps."""
     save_every: int = 500

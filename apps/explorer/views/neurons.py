@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from apps.explorer import figures, state
+from apps.explorer import catalog, figures, links, state
 from tinyinterp import plots
 
 COLUMNS = ["layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value", "selective", "top_k_precision",
@@ -26,7 +26,7 @@ def describe_ablation(a: dict, what: str) -> None:
     st.session_state["neurons:ablation_shown"] = a
 
 
-ckpt = state.require_checkpoint()
+ckpt = state.require_checkpoint(params=("neuron",))
 res = state.results(ckpt)
 st.title(f"Neurons · {ckpt.name}")
 if res.neurons is None or not res.neurons.rows:
@@ -73,8 +73,19 @@ if view.empty:
     st.info("No neuron matches these filters.")
     st.stop()
 
-choices = list(dict.fromkeys(f"L{int(r.layer)}N{int(r.neuron)}" for r in view.itertuples()))
+choices = list(dict.fromkeys(links.unit_id("N", r.layer, r.neuron) for r in view.itertuples()))
 key = f"neuron:{ckpt}"
+wanted = state.from_url("neuron")
+if wanted is not None:  # a link to this view: show its neuron (even one without a table row), or say why not
+    shape = catalog.read_card(ckpt)["shape"]
+    unit, why = links.parse_unit(wanted, "N", int(shape["n_layers"] or 1), int(shape["d_mlp"] or 0), ckpt.name)
+    if unit is None:
+        st.info(why)
+    else:
+        st.session_state[key] = st.session_state["neurons:linked"] = links.unit_id("N", *unit)
+linked = st.session_state.get("neurons:linked")
+if linked and linked not in choices:
+    choices.insert(0, linked)
 picked = table.selection.rows if table is not None and hasattr(table, "selection") else []
 if picked and picked[0] < len(view):
     r = view.iloc[picked[0]]
@@ -87,6 +98,7 @@ if st.session_state.get(key) not in choices:
 choice = st.selectbox("Neuron", choices, key=key)
 layer, neuron = (int(x) for x in choice[1:].split("N"))
 st.session_state["selected_neuron"] = (layer, neuron)
+state.to_url("neuron", choice)
 
 rows = df[(df["layer"] == layer) & (df["neuron"] == neuron)]
 st.subheader(f"Neuron L{layer}N{neuron}")

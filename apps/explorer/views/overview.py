@@ -16,7 +16,8 @@ st.caption(f"Overview · `{ckpt}`")
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Layers × heads", f"{shape.get('n_layers')} × {shape.get('n_heads')}")
 c2.metric("Parameters", f"{card['n_params']:,}" if card["n_params"] else "?")
-c3.metric("Validation bits/byte", f"{card['val_bpb']:.4f}" if card["val_bpb"] is not None else "not evaluated")
+c3.metric("Validation bits/byte", f"{card['val_bpb']:.4f}" if card["val_bpb"] is not None else "not evaluated",
+          help=f"Final evaluation of training, on {card['val_tokens']:,} validation tokens" if card.get("val_tokens") else None)
 c4.metric("Tokens seen", f"{card['tokens_seen']:,}" if card["tokens_seen"] else "?")
 
 left, right = st.columns([1, 2])
