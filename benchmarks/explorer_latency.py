@@ -85,7 +85,7 @@ def cold_apptest(ckpt: Path, cache: Path) -> float:
 
 
 def cold_browser(ckpt: Path, cache: Path) -> float | None:
-    from apps.explorer.browser import Chromium, find_chromium, serve
+    from tests.support.browser import Chromium, find_chromium, serve
 
     if find_chromium() is None:
         return None

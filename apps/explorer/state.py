@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import streamlit as st
 
-from apps.explorer import catalog, links, store
+from apps.explorer import catalog, links, readings, store
 
 OTHER = "Another folder…"
 MODEL_STATE = ("play:", "heads:", "neurons:", "dyn:", "ablate:")  # widget/result keys that belong to one model
@@ -118,12 +118,12 @@ def _apply_model_link(entries: list[catalog.CheckpointEntry], labels: list[str])
     entry = catalog.find_entry(entries, wanted)
     if entry is not None:
         st.session_state["model_choice"] = entry.label
-    elif Path(wanted).expanduser().is_absolute():  # a folder on this machine: as if typed into the picker
+    elif Path(wanted).is_absolute() and wanted.isprintable() and "`" not in wanted:  # a folder here: as if typed
         st.session_state["model_choice"] = OTHER
         st.session_state["model_path"] = wanted
     else:
-        st.sidebar.warning(f"The link asks for a model “{wanted[:60]}” that is not here; showing "
-                           f"{st.session_state.get('model_choice') or labels[0]}.")
+        st.sidebar.warning(f"The link asks for a model “{readings.md(wanted, 60)}” that is not here; showing "
+                           f"{readings.md(st.session_state.get('model_choice') or labels[0])}.")
 
 
 def sidebar() -> None:

@@ -1,6 +1,6 @@
 """The explorer in a real browser: `tinyinterp explore` on a free port, Debian's headless chromium.
 
-Chromium is driven over the DevTools protocol (see ``apps/explorer/browser.py``): it loads a
+Chromium is driven over the DevTools protocol (see ``tests/support/browser.py``): it loads a
 page, polls the rendered text until the app has filled it in, and takes a screenshot.
 """
 
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from apps.explorer.browser import Chromium, blank_fraction, find_chromium, serve
+from tests.support.browser import Chromium, blank_fraction, find_chromium, serve
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from apps.explorer import catalog, comparison, figures, state, store
+from apps.explorer import catalog, comparison, figures, readings, state, store
 
 ckpt = state.require_checkpoint(params=("a", "b"))
 st.title("Compare")
@@ -32,8 +32,8 @@ for col, param, default in zip(pick, ("a", "b"), (first, other)):
     if wanted is not None:  # a link to this comparison
         found = comparison.find_side(sides, wanted)
         if found is None:
-            st.info(f"The link asks for model {param.upper()} “{wanted[:60]}”, which is not here; "
-                    f"showing {st.session_state[key]}.")
+            st.info(f"The link asks for model {param.upper()} “{readings.md(wanted, 60)}”, which is not here; "
+                    f"showing {readings.md(st.session_state[key])}.")
         else:
             st.session_state[key] = found.label
     side = sides[labels.index(col.selectbox(f"Model {param.upper()}", labels, key=key,
@@ -42,18 +42,19 @@ for col, param, default in zip(pick, ("a", "b"), (first, other)):
     chosen.append(side)
 a, b = chosen
 names = (a.short, b.short) if a.short != b.short else (f"{a.short} (A)", f"{b.short} (B)")
+shown = tuple(readings.md(n) for n in names)  # names in Markdown text; ``names`` label the charts and tables
 st.session_state["compare:names"] = names
 
 # --- the analyses (computed on demand, as on the other pages) ----------------------------------------
 results = []
-for side, name in zip(chosen, names):
+for side, name in zip(chosen, shown):
     if side.step is None:
         results.append(state.results(side.path))
     elif store.snapshot_done(side.entry.path, side.step):
         results.append(state.results_in(store.snapshot_dir(side.entry.path, side.step), False))
     else:
-        st.info(f"{name}: this snapshot is not analysed yet (heads and neurons, on the stories of "
-                f"{side.entry.name}; no controls).")
+        st.info(f"{readings.md(name)}: this snapshot is not analysed yet (heads and neurons, on the stories of "
+                f"{readings.md(side.entry.name)}; no controls).")
         if st.button(f"Analyse {name}", key=f"compare:analyse:{side.short}", type="primary"):
             with state.running(f"Analysing {name}…", f"{name} analysed", f"Could not analyse {name}") as progress:
                 store.analyze_snapshots(side.entry.path, [(side.step, side.path)], progress)
@@ -61,12 +62,12 @@ for side, name in zip(chosen, names):
         st.stop()
 
 def _corpus(r: store.Results) -> str:
-    c = r.summary.get("corpus") or {}
+    c = r.summary.get("corpus") if isinstance(r.summary.get("corpus"), dict) else {}
     where = "precomputed" if r.precomputed else "computed by the explorer"
-    return f"{c.get('stories', '?')} stories, {c.get('tokens', '?')} tokens ({where})"
+    return f"{readings.num(c.get('stories'), ',.0f')} stories, {readings.num(c.get('tokens'), ',.0f')} tokens ({where})"
 
 
-st.caption("Analyses: " + "; ".join(f"**{n}** on {_corpus(r)}" for n, r in zip(names, results)) +
+st.caption("Analyses: " + "; ".join(f"**{n}** on {_corpus(r)}" for n, r in zip(shown, results)) +
            ". Counts of selective neurons depend on the corpus size (the tests' power): compare them across "
            "analyses of similar size.")
 
@@ -86,7 +87,7 @@ st.dataframe(pd.DataFrame(rows), hide_index=True)
 st.session_state["compare:bpb"] = rows
 n_stories = bpb[0].get("stories")
 st.caption(f"Same stories: the {n_stories} stories behind the analyses of "
-           f"{' and '.join(dict.fromkeys(s.entry.name for s in chosen))} (written by the models themselves), "
+           f"{' and '.join(dict.fromkeys(readings.md(s.entry.name) for s in chosen))} (written by the models themselves), "
            "evaluated with `tinyinterp.evaluate_checkpoint`; bits per byte compares models with different "
            "tokenizers. Recorded: the final evaluation in `training.json` (a snapshot: the evaluation logged at its "
            "step, if any); two runs' numbers compare only when they used the same validation files.")
@@ -125,7 +126,7 @@ else:
 # --- probes ------------------------------------------------------------------------------------------
 st.header("Linear probes for part of speech")
 probes = [state.probes_of(s.entry.path, s.step, r.probes) for s, r in zip(chosen, results)]
-missing = [(s, n) for s, n, p in zip(chosen, names, probes) if p is None]
+missing = [(s, n) for s, n, p in zip(chosen, shown, probes) if p is None]
 for side, name in missing:
     if st.button(f"Fit the probes of {name} (about a minute)", key=f"compare:probes:{side.short}"):
         with state.running(f"Fitting the probes of {name}…", f"Probes of {name} fitted",

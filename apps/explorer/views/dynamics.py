@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from apps.explorer import catalog, figures, state, store
+from apps.explorer import catalog, figures, readings, state, store
 
 ckpt = state.require_checkpoint()
-st.title(f"Training dynamics · {ckpt.name}")
+st.title(f"Training dynamics · {readings.md(ckpt.name)}")
 snaps = catalog.list_snapshots(ckpt)
 if not snaps:
     st.info("This checkpoint has no training snapshots (`snapshots/step_N/`). "

@@ -10,7 +10,7 @@ from tinyinterp import plots
 
 ckpt = state.require_checkpoint(params=("head",))
 res = state.results(ckpt)
-st.title(f"Heads · {ckpt.name}")
+st.title(f"Heads · {readings.md(ckpt.name)}")
 if res.heads is None:
     st.info("This analysis has no head classification; re-run `tinyinterp analyze` without --no-heads.")
     st.stop()
@@ -28,7 +28,8 @@ if wanted is not None:  # a link to this view: select its head, or say in one li
     unit, why = links.parse_unit(wanted, "H", n_layers, n_heads, ckpt.name)
     where = {(r.layer, r.head): i for i, r in enumerate(records)}
     if unit is None or unit not in where:
-        st.info(why or f"The link asks for head {wanted}, which this analysis does not cover; showing the first head.")
+        st.info(why or f"The link asks for head {readings.md(wanted, 40)}, which this analysis does not cover; showing the "
+                "first head.")
     else:
         st.session_state[key] = options[where[unit]]
 choice = st.selectbox("Head", options, key=key, help="Layer L, head H, and its label")
@@ -37,7 +38,7 @@ st.session_state["selected_head"] = (rec.layer, rec.head)
 state.to_url("head", links.unit_id("H", rec.layer, rec.head))
 
 st.markdown(readings.explain_head(rec, heads.config))
-st.caption(f"Rule that fired: {rec.reason}")
+st.caption(f"Rule that fired: {readings.md(rec.reason, 300)}")
 
 left, right = st.columns(2)
 with left:

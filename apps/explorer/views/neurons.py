@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from apps.explorer import catalog, figures, links, state
+from apps.explorer import catalog, figures, links, readings, state
 from tinyinterp import plots
 
 COLUMNS = ["layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value", "selective", "top_k_precision",
@@ -20,23 +20,26 @@ def number_formats() -> dict:
 
 
 def describe_ablation(a: dict, what: str) -> None:
-    st.markdown(f"Mean-ablating {what} raises the loss on the token after a {a['tag']} by **{a['delta']:+.4f}** nats "
-                f"(random sets of the same size: {a.get('random_mean') or float('nan'):+.4f}; on other tokens "
-                f"{a['delta_other']:+.4f}; p = {a['p_value']:.3f}, {a['n_positions']} positions).")
+    num, tag = readings.num, readings.md(a.get("tag"), 20)
+    st.markdown(f"Mean-ablating {what} raises the loss on the token after a {tag} by **{num(a.get('delta'), '+.4f')}** "
+                f"nats (random sets of the same size: {num(a.get('random_mean'), '+.4f')}; on other tokens "
+                f"{num(a.get('delta_other'), '+.4f')}; p = {num(a.get('p_value'), '.3f')}, "
+                f"{num(a.get('n_positions'), '.0f')} positions).")
     st.session_state["neurons:ablation_shown"] = a
 
 
 ckpt = state.require_checkpoint(params=("neuron",))
 res = state.results(ckpt)
-st.title(f"Neurons · {ckpt.name}")
+st.title(f"Neurons · {readings.md(ckpt.name)}")
 if res.neurons is None or not res.neurons.rows:
     st.info("This analysis has no neuron results; re-run `tinyinterp analyze` without --no-neurons.")
     st.stop()
 
 df = res.neurons.to_frame()
 s = res.neurons.summary
-st.caption(f"One row per neuron × part of speech tested on held-out stories ({s.get('n_stories_held_out', '?')} stories); "
-           f"selective = AUROC ≥ {s.get('auroc_threshold')} on both halves and q < {s.get('fdr')} (Benjamini–Hochberg).")
+st.caption(f"One row per neuron × part of speech tested on held-out stories ({readings.num(s.get('n_stories_held_out'), '.0f')} "
+           f"stories); selective = AUROC ≥ {readings.num(s.get('auroc_threshold'), 'g')} on both halves and "
+           f"q < {readings.num(s.get('fdr'), 'g')} (Benjamini–Hochberg).")
 
 sparse = (getattr(res, "summary", None) or {}).get("sparse_probes") or {}
 if sparse:
@@ -117,12 +120,12 @@ if not examples:
     with st.spinner("Finding this neuron's max-activating examples…"):
         examples = tinyinterp.max_activating_examples(state.model(ckpt), state.tagged_corpus(ckpt), layer, neuron, k=5)
     st.caption("Not stored with the analysis (only the leading neurons are); computed now on the analysis corpus.")
-for ex in examples or []:
-    toks = [str(t) for t in ex.get("text") or []]
-    if toks:
-        word = f" · word “{ex['word']}” ({ex['tag']})" if ex.get("word") else ""
-        st.markdown(f"<div style='font-family:monospace'>{plots.text_activation_html(toks, ex['acts'])}</div>"
-                    f"<small>max activation {ex['activation']:.3f}{word}</small>", unsafe_allow_html=True)
+shown = [readings.example_html(ex) for ex in examples or []]
+for block in filter(None, shown):
+    st.markdown(block, unsafe_allow_html=True)  # readings.example_html escapes everything from the file
+if len(shown) > sum(map(bool, shown)):
+    st.caption(f"{len(shown) - sum(map(bool, shown))} stored example(s) could not be read (not a list of tokens "
+               "with one activation each) and are not shown.")
 
 left, right = st.columns(2)
 with left:
@@ -136,7 +139,8 @@ with right:
     st.subheader("Ablation effect")
     hits = [a for a in res.ablation if [layer, neuron] in [list(x) for x in a["neurons"]]]
     for a in hits:
-        describe_ablation(a, f"the top {a['tag']} neurons ({', '.join(f'L{x}N{y}' for x, y in a['neurons'])})")
+        units = readings.md(", ".join(f"L{x}N{y}" for x, y in a["neurons"]))
+        describe_ablation(a, f"the top {readings.md(a.get('tag'), 20)} neurons ({units})")
     tag = str(rows.iloc[0]["pos"]) if not rows.empty else "NOUN"
     if not hits:
         st.caption("This neuron was not in the analysis' ablated sets (the top neurons of NOUN, VERB and ADJ).")
