@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlencode
 
+from apps.explorer.readings import md
+
 MODEL = "model"
 UNIT = re.compile(r"^L(\d{1,6})([A-Z])(\d{1,9})$")
 KINDS = {"H": ("head", "heads"), "N": ("neuron", "neurons"), "F": ("feature", "features")}
@@ -33,16 +35,17 @@ def unit_id(kind: str, layer: int, index: int) -> str:
 
 
 def parse_unit(text: str, kind: str, n_layers: int, n_units: int, model: str) -> tuple[tuple[int, int] | None, str | None]:
-    """``(layer, index)`` of a URL value like ``L0H3``, or ``(None, one-line message)`` when it names nothing."""
+    """``(layer, index)`` of a URL value like ``L0H3``, or ``(None, one-line Markdown message)`` when it names
+    nothing (the URL's text in it escaped)."""
     one, many = KINDS[kind]
     m = UNIT.match(str(text).strip().upper())
     last = unit_id(kind, n_layers - 1, n_units - 1)
     if m is None or m.group(2) != kind:
-        return None, (f"The link asks for {one} “{str(text)[:40]}”, which is not a {one} name "
+        return None, (f"The link asks for {one} “{md(text, 40)}”, which is not a {one} name "
                       f"(write it like {unit_id(kind, 0, 0)}); showing the first {one}.")
     layer, index = int(m.group(1)), int(m.group(3))
     if layer >= n_layers or index >= n_units:
-        return None, (f"The link asks for {one} {unit_id(kind, layer, index)}, but {model} has {n_layers} "
+        return None, (f"The link asks for {one} {unit_id(kind, layer, index)}, but {md(model)} has {n_layers} "
                       f"layer{'s' if n_layers != 1 else ''} of {n_units} {many} ({unit_id(kind, 0, 0)}–{last}); "
                       f"showing the first {one}.")
     return (layer, index), None
