@@ -54,6 +54,15 @@ def md(value: Any, limit: int = 200) -> str:
     return "\\" + text if text.startswith(("-", "=")) else text  # not a list item or heading rule
 
 
+MD_IN_HTML = {c: f"&#{ord(c)};" for c in "\\`*_[]()!~$|:"}
+
+
+def inert_html(fragment: str) -> str:
+    """``fragment`` with every character Markdown could read as syntax, in its text (not its tags), written as
+    an HTML entity: Streamlit parses ``unsafe_allow_html`` bodies as Markdown first."""
+    return re.sub(r">([^<]+)<", lambda m: ">" + "".join(MD_IN_HTML.get(c, c) for c in m.group(1)) + "<", fragment)
+
+
 def num(x: Any, fmt: str = ".2f") -> str:
     """``format(x, fmt)`` for a finite number; "n/a" for anything else (a file may hold a string or null)."""
     if isinstance(x, bool):
@@ -182,5 +191,5 @@ def example_html(ex: Any) -> str | None:
     if not toks or len(toks) != len(acts) or "n/a" in acts:
         return None
     word = f" · word “{html.escape(str(ex['word']))}” ({html.escape(str(ex.get('tag', '?')))})" if ex.get("word") else ""
-    return (f"<div style='font-family:monospace'>{text_activation_html(toks, np.asarray(acts, dtype=float))}</div>"
-            f"<small>max activation {num(ex.get('activation'), '.3f')}{word}</small>")
+    return inert_html(f"<div style='font-family:monospace'>{text_activation_html(toks, np.asarray(acts, dtype=float))}"
+                      f"</div><small>max activation {num(ex.get('activation'), '.3f')}{word}</small>")

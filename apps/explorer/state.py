@@ -236,17 +236,20 @@ def stories(ckpt: Path) -> list[str]:
 
 
 def tagged_corpus(ckpt: Path):
+    model(ckpt)  # a checkpoint that does not load: one line, not a traceback from the cached loaders below
     stories(ckpt)
     return _tagged_corpus(str(ckpt), catalog.fingerprint(ckpt), _corpus_fp(ckpt))
 
 
 def layer_acts(ckpt: Path, layer: int):
+    model(ckpt)
     stories(ckpt)
     return _layer_acts(str(ckpt), catalog.fingerprint(ckpt), _corpus_fp(ckpt), layer)
 
 
 def ablation(ckpt: Path, layer: int, neuron: int, tag: str) -> dict:
     """Mean-ablation of one neuron against random single neurons (``tinyinterp.ablation_effect``)."""
+    model(ckpt)
     stories(ckpt)
     return _ablation(str(ckpt), catalog.fingerprint(ckpt), _corpus_fp(ckpt), layer, neuron, tag)
 

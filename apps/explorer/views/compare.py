@@ -126,7 +126,7 @@ else:
 # --- probes ------------------------------------------------------------------------------------------
 st.header("Linear probes for part of speech")
 probes = [state.probes_of(s.entry.path, s.step, r.probes) for s, r in zip(chosen, results)]
-missing = [(s, n) for s, n, p in zip(chosen, shown, probes) if p is None]
+missing = list({s.short: (s, n) for s, n, p in zip(chosen, shown, probes) if p is None}.values())  # A may be B
 for side, name in missing:
     if st.button(f"Fit the probes of {name} (about a minute)", key=f"compare:probes:{side.short}"):
         with state.running(f"Fitting the probes of {name}…", f"Probes of {name} fitted",

@@ -44,7 +44,7 @@ with right:
 readme = catalog.card_readme(ckpt)
 if readme:
     with st.expander("Full model card (README.md)"):
-        st.markdown(readme)
+        st.code(readme, language="markdown", wrap_lines=True)  # its text, not rendered: it comes from a file
 
 res = state.results(ckpt)
 st.header("Analysis")
