@@ -35,6 +35,17 @@ def test_pages_render_in_chromium(explorer_root, tmp_path):
         white, levels = blank_fraction(shot)
         assert white < 0.97 and levels > 20, (white, levels)
 
+        browser.goto(url + "/heads?model=tiny-1l&head=L0H2")  # a shared link opens the same view
+        text = browser.wait_for(["Heads · tiny-1l", "L0H2 is", "Attention of head L0H2"], timeout=90)
+        assert "head=L0H2" in browser.eval("location.href")
+        browser.goto(url + "/heads?head=L7H0")
+        text = browser.wait_for(["The link asks for head L7H0", "L0H0 is"], timeout=90)
+        assert "head=L0H0" in browser.eval("location.href") and "Traceback" not in text
+
+        browser.goto(url + "/compare?a=tiny-1l&b=tiny-1l")
+        text = browser.wait_for(["Compare", "Bits per byte", "Head labels per layer"], timeout=120)
+        assert "Traceback" not in text
+
         browser.goto(url + "/")  # Overview (the default page)
         text = browser.wait_for(["tiny-1l", "Model card", "Heads:"], timeout=60)
         assert "Validation bits/byte" in text and "Traceback" not in text
