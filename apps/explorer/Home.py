@@ -1,4 +1,8 @@
-"""Entry point of the explorer: ``tinyinterp explore [CKPT]`` or ``streamlit run apps/explorer/Home.py -- [CKPT]``."""
+"""Entry point of the explorer: ``tinyinterp explore [CKPT]``.
+
+Or directly: ``streamlit run apps/explorer/Home.py --server.headless true -- [CKPT]`` (without
+``--server.headless true`` Streamlit's first run asks for an email on stdin).
+"""
 
 from __future__ import annotations
 
