@@ -33,6 +33,9 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
                   "--mute-audio")
 BUSY_JS = "document.querySelector('[data-testid=\"stStatusWidget\"]') !== null"
+# A skeleton stands where an element (a chart, a table) is drawn once its code has loaded: a screenshot taken
+# before then shows grey boxes (a loaded machine takes seconds).
+SKELETONS_JS = "document.querySelectorAll('[data-testid=\"stSkeleton\"]').length"
 
 
 def find_chromium() -> str | None:
@@ -192,6 +195,14 @@ class Chromium:
         missing = [n for n in needles if n not in text]
         raise TimeoutError(f"page never showed {missing} (last text: {text[:300]!r})")
 
+    def wait_drawn(self, timeout: float = 60.0) -> int:
+        """Wait (at most ``timeout``) until no skeleton is left on the page; returns how many are left."""
+        deadline = time.monotonic() + timeout
+        while (left := int(self.eval(SKELETONS_JS) or 0)) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        time.sleep(0.5 if not left else 0)  # the last element's paint
+        return left
+
     def screenshot(self, path: str | os.PathLike, full_height: int | None = None) -> Path:
         """PNG of the page; ``full_height`` > viewport grows the viewport first (capped there)."""
         w, h = self.size
@@ -200,6 +211,7 @@ class Chromium:
             self.call("Emulation.setDeviceMetricsOverride", width=w, height=int(min(max(h, scroll), full_height)),
                       deviceScaleFactor=1, mobile=False)
             time.sleep(1.0)
+        self.wait_drawn()
         data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
         if full_height:
             self.call("Emulation.setDeviceMetricsOverride", width=w, height=h, deviceScaleFactor=1, mobile=False)
