@@ -290,11 +290,10 @@ def shared_stories(ckpts: list[Path], progress: Progress = _quiet) -> Path:
     import hashlib
 
     from tinyinterp.atomic import write_text
-    from tinyinterp.cache import cache_dir
 
     stories = [s for c in dict.fromkeys(ckpts) for s in ensure_corpus(c, progress)]
     text = "".join(s + "\n<|endoftext|>\n" for s in stories)
-    f = cache_dir("explorer") / "shared" / f"stories-{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+    f = cache_root(ckpts[0]).parent / "shared" / f"stories-{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
     if not f.is_file():
         f.parent.mkdir(parents=True, exist_ok=True)
         write_text(f, text)
