@@ -77,16 +77,19 @@ def test_compare_two_snapshots_of_one_model(explorer_env):
 
 
 def test_compare_checkpoints_probes_on_demand_and_a_bad_link(explorer_env):
-    at = open_link("views/compare.py", a="tiny-1l", b="no-such-model")
+    # (b: tiny-1l, not the default other model tiny-raw, whose on-demand analysis test_pages checks)
+    at = open_link("views/compare.py", a="no-such-model", b="tiny-1l")
     no_errors(at)
-    assert any("The link asks for model B" in i.value and "\n" not in i.value for i in at.info)
-    assert params(at)["a"] == "tiny-1l" and params(at)["b"] == "tiny-raw"  # the default other model
+    assert any("The link asks for model A" in i.value and "\n" not in i.value for i in at.info)
+    assert params(at)["a"] == "tiny-1l" and params(at)["b"] == "tiny-1l"  # A: the sidebar's model
     names = at.session_state["compare:names"]
+    assert names == ("tiny-1l (A)", "tiny-1l (B)")
     heads = at.session_state["figures"]["compare.heads"]
     shown = {(int(x[1:]), t.name): y for t in heads.data for x, y in zip(t.x, t.y) if t.xaxis == "x"}
     assert {k: v for k, v in shown.items() if v} == label_counts(explorer_env / "tiny-1l" / "analysis" / "heads.json")
     assert "compare.probes" not in at.session_state["figures"]  # the test analyses ran without probes
-    fit = [x for x in at.button if x.key == "compare:probes:tiny-1l"]
+    fit = [x for x in at.button if x.key and x.key.startswith("compare:probes:")]
+    assert [x.key for x in fit] == ["compare:probes:tiny-1l"]  # one button: A and B are the same model
     fit[0].click().run()
     no_errors(at)
     probes = at.session_state["figures"]["compare.probes"]

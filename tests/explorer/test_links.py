@@ -86,8 +86,8 @@ def test_neuron_link_round_trips_even_without_a_table_row(explorer_env):
 
 
 def test_model_link_by_name_or_path_and_unknown_model(explorer_env):
-    at = open_link("views/heads.py", model="tiny-raw", head="L0H1")  # tiny-raw: analysed on demand
-    assert at.title[0].value == "Heads · tiny-raw" and params(at) == {"model": "tiny-raw", "head": "L0H1"}
+    at = open_link("views/playground.py", model="tiny-raw")  # (the Playground does not analyse tiny-raw)
+    assert at.title[0].value == "Playground · tiny-raw" and params(at) == {"model": "tiny-raw"}
     at = open_link("", model=str(explorer_env / "tiny-1l"))  # a path to a picker entry is written back as its name
     assert at.title[0].value == "tiny-1l" and params(at) == {"model": "tiny-1l"}
     at = open_link("", model="no-such-model")
