@@ -73,8 +73,7 @@ def add_parser(sub) -> None:
     e = ssub.add_parser("eval", formatter_class=fmt, help="quality figures of an SAE on evaluation stories",
                         description="L0, fraction of variance explained, CE loss recovered (vs zero-ablation), "
                                     "dead and dense feature fractions of SAE_DIR spliced into CKPT, on --data.")
-    e.add_argument("sae", metavar="SAE_DIR", help="SAE folder (SAELens format)")
-    e.add_argument("--model", required=True, metavar="CKPT", help="the checkpoint the SAE was trained on")
+    _sae_and_model(e)
     e.add_argument("--data", nargs="+", required=True, metavar="SRC", help="evaluation stories")
     e.add_argument("--max-stories", type=int, default=None, help="use only the first N stories")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -83,14 +82,18 @@ def add_parser(sub) -> None:
     d = ssub.add_parser("features", formatter_class=fmt, help="dashboard data for SAE features as JSON",
                         description="Top activations on the given texts, activation histogram and logit effects "
                                     "(decoder direction @ W_U) of each feature, as JSON.")
-    d.add_argument("sae", metavar="SAE_DIR", help="SAE folder (SAELens format)")
-    d.add_argument("--model", required=True, metavar="CKPT", help="the checkpoint the SAE was trained on")
+    _sae_and_model(d)
     d.add_argument("--feature", type=int, nargs="+", required=True, help="feature ids")
     d.add_argument("--text", action="append", default=[], help="a text to search (repeat)")
     d.add_argument("--texts", nargs="+", default=[], metavar="SRC", help="story files to search (your own or model-written)")
     d.add_argument("--max-stories", type=int, default=200, help="stories read from --texts")
     d.add_argument("--examples", type=int, default=10, help="top activations per feature")
     d.set_defaults(func=run_features)
+
+
+def _sae_and_model(p) -> None:
+    p.add_argument("sae", metavar="SAE_DIR", help="SAE folder (SAELens format)")
+    p.add_argument("--model", required=True, metavar="CKPT", help="the checkpoint the SAE was trained on")
 
 
 def run_train(args) -> int:

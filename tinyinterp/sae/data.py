@@ -9,7 +9,6 @@ windows of ``context_size`` tokens. The last partial window is dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
 from typing import Iterable
 
 import numpy as np
@@ -18,9 +17,9 @@ from einops import rearrange
 from jaxtyping import Int
 from torch import Tensor
 
-from tinyinterp.data.readers import iter_stories, load_stories, resolve_sources
+from tinyinterp.data.readers import resolve_sources
 from tinyinterp.errors import DataError
-from tinyinterp.evaluate import stories_to_stream
+from tinyinterp.evaluate import corpus_stream
 
 
 @dataclass
@@ -41,17 +40,7 @@ def token_windows(tokenizer, data: str | Iterable[str], context_size: int, max_s
     ``shuffle_seed`` permutes the windows (deterministically); ``None`` keeps corpus order.
     """
     sources = resolve_sources(data)
-    count = 0
-
-    def stories():
-        nonlocal count
-        for story in islice(iter_stories(sources), max_stories):
-            count += 1
-            yield story
-
-    stream = stories_to_stream(tokenizer, stories())
-    if count == 0:
-        load_stories([s.path for s in sources], max_stories=1)  # raises the readers' "no stories found" error
+    stream, count = corpus_stream(tokenizer, [s.path for s in sources], max_stories)
     n = len(stream) // context_size
     if n == 0:
         raise DataError(f"{', '.join(s.path for s in sources)}: {len(stream)} tokens, fewer than one window of "
