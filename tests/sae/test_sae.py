@@ -243,10 +243,11 @@ def test_cli_train_eval_features_and_errors(tmp_path, tiny_ckpt, corpus_files, c
     assert SAE.load_from_disk(str(out)).W_dec.dtype == torch.float32  # stored as float16, loads as float32
     assert main(["sae", "eval", str(out), "--model", str(tiny_ckpt), "--data", str(corpus_files["eval"]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["l0"] > 0
-    assert main(["sae", "features", str(out), "--model", str(tiny_ckpt), "--feature", "0", "1",
+    assert main(["sae", "features", str(out), "--model", str(tiny_ckpt), "--feature", "0", "1", "--ablation",
                  "--text", "Once upon a time there was a little cat.", "--examples", "3"]) == 0
     boards = json.loads(capsys.readouterr().out)
     assert [b["feature"] for b in boards] == [0, 1] and len(boards[0]["promoted"]) == 10
+    assert all(isinstance(b["ablation_loss_delta"], float) for b in boards)
     assert main(["sae", "eval", str(tmp_path / "nope"), "--model", str(tiny_ckpt), "--data", str(corpus_files["eval"])]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1
@@ -275,6 +276,12 @@ def test_dashboard_top_examples_histogram_and_logit_effects(trained, tiny_ckpt):
     promoted, suppressed = logit_effects(model, sae, [f], k=3)[f]
     assert promoted[0][1] == pytest.approx(float(effect.max()), rel=1e-4)
     assert suppressed[0][1] == pytest.approx(float(effect.min()), rel=1e-4)
+    # ablating a feature that never fires changes nothing; one that fires changes the loss
+    silent = [b.feature for b in boards if not b.examples]
+    some = feature_dashboards(model, sae, texts, features=[f, *silent[:1]], ablation=True)
+    assert some[0].ablation_loss_delta != 0
+    if silent:
+        assert some[1].ablation_loss_delta == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ConfigError, match="out of range"):
         feature_dashboards(model, sae, texts, features=[64])
 

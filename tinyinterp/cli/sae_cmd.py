@@ -88,6 +88,7 @@ def add_parser(sub) -> None:
     d.add_argument("--texts", nargs="+", default=[], metavar="SRC", help="story files to search (your own or model-written)")
     d.add_argument("--max-stories", type=int, default=200, help="stories read from --texts")
     d.add_argument("--examples", type=int, default=10, help="top activations per feature")
+    d.add_argument("--ablation", action="store_true", help="also measure each feature's ablation effect on the texts' loss")
     d.set_defaults(func=run_features)
 
 
@@ -149,6 +150,6 @@ def run_features(args) -> int:
     if not texts:
         raise ConfigError("give --text TEXT (repeatable) or --texts FILE... to search for top activations")
     model, sae = _model_and_sae(args)
-    boards = feature_dashboards(model, sae, texts, args.feature, n_examples=args.examples)
+    boards = feature_dashboards(model, sae, texts, args.feature, n_examples=args.examples, ablation=args.ablation)
     print(json.dumps([b.to_json() for b in boards]))
     return 0

@@ -4,7 +4,8 @@ For each feature: its top activations on the texts given (model-written stories 
 user's own text; each example keeps a window of tokens with their activations), a histogram
 of its nonzero activations, and its logit effects: the decoder direction mapped to the
 residual stream (through ``W_out`` for an MLP ``hook_post`` SAE) and read out with ``W_U``
-(the direct path, final LayerNorm scale ignored), listing the tokens it promotes and suppresses.
+(the direct path, final LayerNorm scale ignored), listing the tokens it promotes and suppresses;
+optionally the change in next-token loss on the texts when the feature alone is ablated.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class FeatureDashboard:
     hist_edges: list[float] = field(default_factory=list)
     promoted: list[tuple[str, float]] = field(default_factory=list)  # (token, logit effect), largest first
     suppressed: list[tuple[str, float]] = field(default_factory=list)  # most negative first
+    ablation_loss_delta: float | None = None  # mean change of next-token loss (nats/token) when the feature is ablated
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -72,6 +74,24 @@ def logit_effects(model, sae, features: Sequence[int], k: int = 10,
     return out
 
 
+@torch.no_grad()
+def ablation_effects(model, sae, tokens: Tensor, mask: Tensor, features: Sequence[int]) -> dict[int, float]:
+    """``{feature: mean next-token loss change}`` when the feature alone is ablated (error term kept)."""
+    import torch.nn.functional as F
+
+    from tinyinterp.sae.features import run_with_sae
+
+    valid = mask[:, 1:]
+    targets = tokens[:, 1:]
+
+    def loss(logits: Tensor) -> Tensor:
+        ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none")
+        return ce[valid.flatten()].mean()
+
+    base = loss(run_with_sae(model, sae, tokens, ablate=[]))
+    return {int(f): float(loss(run_with_sae(model, sae, tokens, ablate=[int(f)])) - base) for f in features}
+
+
 def encode_texts(model, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
     """(tokens ``[n, pos]`` right-padded, mask) for texts, each prefixed with ``<|endoftext|>`` and cut to ``n_ctx``."""
     if not texts:
@@ -89,8 +109,13 @@ def encode_texts(model, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def feature_dashboards(model, sae, texts: Sequence[str], features: Sequence[int] | None = None, n_examples: int = 10,
-                       window: int = 8, bins: int = 30, n_logits: int = 10, batch_size: int = 16) -> list[FeatureDashboard]:
-    """Dashboards for ``features`` (default: all) of ``sae`` on ``texts``."""
+                       window: int = 8, bins: int = 30, n_logits: int = 10, batch_size: int = 16,
+                       ablation: bool = False) -> list[FeatureDashboard]:
+    """Dashboards for ``features`` (default: all) of ``sae`` on ``texts``.
+
+    ``ablation=True`` also measures each feature's ablation effect on the texts' next-token loss
+    (one forward pass per feature: meant for a handful of features).
+    """
     feats = list(range(sae.cfg.d_sae)) if features is None else [int(f) for f in features]
     bad = [f for f in feats if not 0 <= f < sae.cfg.d_sae]
     if bad:
@@ -102,6 +127,7 @@ def feature_dashboards(model, sae, texts: Sequence[str], features: Sequence[int]
     n_tokens = int(mask.sum())
     top = torch.topk(flat, min(n_examples, flat.shape[0]), dim=0)
     effects = logit_effects(model, sae, feats, n_logits)
+    ablated = ablation_effects(model, sae, tokens, mask, feats) if ablation else {}
     strings = [[model.tokenizer.decode([int(t)]) for t in row] for row in tokens]
     width = tokens.shape[1]
     out = []
@@ -111,7 +137,7 @@ def feature_dashboards(model, sae, texts: Sequence[str], features: Sequence[int]
         counts, edges = np.histogram(nz, bins=bins) if nz.size else (np.zeros(bins, int), np.zeros(bins + 1))
         board = FeatureDashboard(f, frac_active=float(nz.size / max(1, n_tokens)), max_activation=float(col.max()),
                                  hist_counts=counts.tolist(), hist_edges=[float(e) for e in edges],
-                                 promoted=effects[f][0], suppressed=effects[f][1])
+                                 promoted=effects[f][0], suppressed=effects[f][1], ablation_loss_delta=ablated.get(f))
         for v, idx in zip(top.values[:, j], top.indices[:, j]):
             if v <= 0:
                 break
