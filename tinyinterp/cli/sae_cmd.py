@@ -67,6 +67,10 @@ def add_parser(sub) -> None:
         t.add_argument("--" + f.name.replace("_", "-"), type=_flag_type(f), default=f.default, help=docs.get(f.name, ""))
     t.add_argument("--save-dtype", choices=["float32", "float16"], default="float32",
                    help="dtype of the saved weights (float16 halves the file; loads as float32)")
+    t.add_argument("--refit-tokens", type=int, default=0,
+                   help="after training: set the JumpReLU threshold to L0 = --target-l0 and refit the decoder by least "
+                        "squares on this many training activations (0: off; docs/sae.md)")
+    t.add_argument("--target-l0", type=float, default=None, help="L0 the threshold is calibrated to (default: --k)")
     t.add_argument("--force", action="store_true", help="retrain even if --out already holds this SAE")
     t.set_defaults(func=run_train)
 
@@ -92,6 +96,12 @@ def add_parser(sub) -> None:
     d.set_defaults(func=run_features)
 
 
+def _quality(model, sae, args) -> dict:
+    from tinyinterp.sae.quality import evaluate_sae
+
+    return evaluate_sae(model, sae, args.eval_data, max_stories=args.eval_stories).to_json()
+
+
 def _sae_and_model(p) -> None:
     p.add_argument("sae", metavar="SAE_DIR", help="SAE folder (SAELens format)")
     p.add_argument("--model", required=True, metavar="CKPT", help="the checkpoint the SAE was trained on")
@@ -107,13 +117,23 @@ def run_train(args) -> int:
     cfg = SAETrainConfig(hook=args.hook, data=list(args.data), **fields)
     command = "tinyinterp " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["sae"] else None
     sae = train_sae(args.ckpt, cfg, out=args.out, force=args.force, command=command)
-    if args.eval_data:
+    meta = dict(sae.cfg.metadata.tinyinterp or {})
+    model = None
+    if args.eval_data or args.refit_tokens:
         from tinyinterp.checkpoint import load_model
-        from tinyinterp.sae.quality import evaluate_sae
 
-        q = evaluate_sae(load_model(args.ckpt), sae, args.eval_data, max_stories=args.eval_stories)
-        sae.cfg.metadata.tinyinterp = {**(sae.cfg.metadata.tinyinterp or {}), "quality": q.to_json()}
-        print(json.dumps({"out": args.out, **{k: v for k, v in q.to_json().items() if k != "sources"}}))
+        model = load_model(args.ckpt)
+    if args.refit_tokens:
+        from tinyinterp.sae.refit import refit_on_training_data
+
+        if args.eval_data and "refit" not in meta:  # (a rerun finds the refitted SAE: keep the first measurement)
+            meta["quality_before_refit"] = _quality(model, sae, args)
+        meta["refit"] = refit_on_training_data(model, sae, cfg.data, args.refit_tokens, args.target_l0 or cfg.k)
+        meta["refit"]["command"] = command
+    if args.eval_data:
+        meta["quality"] = _quality(model, sae, args)
+        print(json.dumps({"out": args.out, **{k: v for k, v in meta["quality"].items() if k != "sources"}}))
+    sae.cfg.metadata.tinyinterp = meta
     save_sae(sae, args.out, torch.float16 if args.save_dtype == "float16" else torch.float32)
     return 0
 

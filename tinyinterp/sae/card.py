@@ -46,8 +46,23 @@ def render_card(name: str, cfg: dict[str, Any]) -> str:
                   f"{data.get('windows', 0):,} windows"]
         lines += [f"  - `{s['path']}` sha256 `{s['sha256']}`" for s in data.get("sources", [])]
         lines.append("")
+    refit = ti.get("refit")
+    if refit:
+        lines += ["## Refit after training", "", f"On {refit['tokens']:,} activations of the training stories (random "
+                  f"windows, seed {refit['seed']}): " + (f"JumpReLU threshold set to {refit['threshold']:.4f} (L0 "
+                  f"{refit['target_l0']} on those activations), " if "threshold" in refit else "")
+                  + "decoder refitted by least squares (encoder unchanged). Command:", "", "```", str(refit.get("command")),
+                  "```", ""]
     quality = ti.get("quality")
-    if quality:
+    before = ti.get("quality_before_refit")
+    if quality and before:
+        lines += ["## Quality (evaluation stories, never trained on)", "", "| metric | as trained | after refit |",
+                  "|---|---|---|"]
+        lines += [f"| {label} | {fmt.format(before[key])} | {fmt.format(quality[key])} |" for key, label, fmt in _QUALITY_ROWS
+                  if key in quality and key in before]
+        lines += ["", "Evaluation data: " + ", ".join(f"`{s['path']}` (sha256 `{s['sha256'][:16]}…`)"
+                                                    for s in quality.get("sources", [])) + f"; {quality.get('stories')} stories.", ""]
+    elif quality:
         lines += ["## Quality (evaluation stories, never trained on)", "", "| metric | value |", "|---|---|"]
         lines += [f"| {label} | {fmt.format(quality[key])} |" for key, label, fmt in _QUALITY_ROWS if key in quality]
         lines += ["", "Evaluation data: " + ", ".join(f"`{s['path']}` (sha256 `{s['sha256'][:16]}…`)"
