@@ -93,6 +93,27 @@ class UnitActivations:
         takes = self.tag_counts(self.selection) >= min_count
         return takes & (takes.sum(1, keepdims=True) >= 2)
 
+    def ambiguous_sets(self, min_count: int = 2) -> list[dict]:
+        """Per tag, the held-out tokens of its ambiguous word types that hold both classes.
+
+        Each entry: ``rows`` (indices into the held-out tokens), ``y`` (has the tag), ``strata``
+        (word type: compare within it), support ``n_pos``/``n_neg``/``n_types``/``n_stories``.
+        """
+        amb = self.ambiguous_types(min_count)  # [word, tag]
+        out = ~self.selection
+        words, tags, story = self.words[out], self.tags[out], self.story[out]
+        sets = []
+        for t in range(self.n_tags):
+            m = amb[words, t]
+            y, w = tags[m] == t, words[m]
+            both = np.intersect1d(w[y], w[~y])  # strata holding a comparable pair
+            keep = np.flatnonzero(m)[np.isin(w, both)]
+            yk = tags[keep] == t
+            sets.append({"rows": keep, "y": yk, "strata": words[keep], "n_pos": int(yk.sum()),
+                         "n_neg": int((~yk).sum()), "n_types": int(both.size),
+                         "n_stories": int(np.unique(story[keep][yk]).size)})
+        return sets
+
 
 def from_arrays(acts, tags: Sequence[str], token_ids, words: Sequence[str], story, held_out_stories,
                 unit_names: Sequence[str] | None = None) -> UnitActivations:

@@ -107,23 +107,6 @@ class IdentityResults:
         return self.summary["categories_per_tag"]
 
 
-def _ambiguous_sets(ua: UnitActivations, out: np.ndarray, cfg: IdentityConfig) -> list[dict[str, Any]]:
-    """Per tag: held-out rows of ambiguous types that hold both classes, their labels, strata and support."""
-    amb = ua.ambiguous_types(cfg.ambiguous_min_count)  # [word, tag]
-    words, tags, story = ua.words[out], ua.tags[out], ua.story[out]
-    sets = []
-    for t in range(ua.n_tags):
-        m = amb[words, t]
-        y = tags[m] == t
-        w = words[m]
-        both = np.intersect1d(w[y], w[~y])  # strata holding a comparable pair
-        keep = np.flatnonzero(m)[np.isin(w, both)]
-        yk = tags[keep] == t
-        sets.append({"rows": keep, "y": yk, "strata": words[keep], "n_pos": int(yk.sum()), "n_neg": int((~yk).sum()),
-                     "n_types": int(both.size), "n_stories": int(np.unique(story[keep][yk]).size)})
-    return sets
-
-
 def _unseen(ua: UnitActivations, X: np.ndarray, out: np.ndarray, fold: np.ndarray, cfg: IdentityConfig):
     """Per fold f: AUROC [unit, tag] on held-out tokens of the other fold's types (NaN without support)."""
     res = []
@@ -167,7 +150,7 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     tags_o, words_o = ua.tags[out], ua.words[out]
     out_auc, n_pos, n_neg = auroc_matrix(X, tags_o, T, cfg.min_support)
     unseen = _unseen(ua, X, out, fold, cfg)
-    amb_sets = _ambiguous_sets(ua, out, cfg)
+    amb_sets = ua.ambiguous_sets(cfg.ambiguous_min_count)
     top = top_tokens(X, cfg.top_k)
     spec = specificity(top, tags_o, words_o, T)
     _, story_o = np.unique(ua.story[out], return_inverse=True)
