@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tinyinterp.analysis.stats import bootstrap_auroc, story_weights, weighted_auroc
+from tinyinterp.analysis.stats import bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_weights, weighted_auroc
 from tinyinterp.analysis.unit_activations import UnitActivations
 from tinyinterp.analysis.unit_identity import IdentityConfig
 from tinyinterp.analysis.unit_metrics import auroc_matrix
@@ -136,12 +136,15 @@ def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | N
                        ambiguous_p=float(b.p_value))
         else:
             row.update(ambiguous_auroc=math.nan, ambiguous_ci=[math.nan, math.nan], ambiguous_p=math.nan)
-        per_fold = []
+        per_fold, ci_low = [], []
         for scores, te_rows in unseen:
             yy = tags_o[te_rows] == t
-            ok = yy.sum() >= cfg.min_support and (~yy).sum() >= cfg.min_support
-            per_fold.append(float(weighted_auroc(scores[:, t], yy)) if ok else math.nan)
-        row["unseen_auroc_folds"] = per_fold
+            n_types = np.unique(ua.words[out][te_rows][yy]).size
+            ok = yy.sum() >= cfg.min_support and (~yy).sum() >= cfg.min_support and n_types >= cfg.unseen_min_types
+            b = cluster_bootstrap_auroc(scores[:, t], yy, ua.words[out][te_rows], cfg.n_boot, cfg.boot_seed) if ok else None
+            per_fold.append(float(b.estimate) if ok else math.nan)
+            ci_low.append(float(b.ci_low) if ok else math.nan)
+        row["unseen_auroc_folds"], row["unseen_ci_low_folds"] = per_fold, ci_low
         row["unseen_auroc"] = float(np.nanmean(per_fold)) if np.isfinite(per_fold).any() else math.nan
         row["ambiguous_n_pos"], row["ambiguous_n_neg"] = s["n_pos"], s["n_neg"]
         res[name] = row
@@ -156,19 +159,23 @@ def lexical_baseline(ua: UnitActivations, W_E: np.ndarray | None = None,
     return {t: {"lookup": look[t], **({"embedding": emb[t]} if emb else {})} for t in ua.tag_names}
 
 
-def beyond_identity(model: dict[str, dict[str, Any]], lexical: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def beyond_identity(model: dict[str, dict[str, Any]], lexical: dict[str, dict[str, Any]],
+                    fdr: float = 0.05) -> dict[str, dict[str, Any]]:
     """Per tag: does a model scorer beat the lookup (and the embedding) on ambiguous words or unseen types?
 
-    Ambiguous words: the model's story-bootstrap CI lies above the baseline's estimate. Unseen
-    types: the model's unseen AUROC exceeds the baseline's in both type folds.
+    Ambiguous words: the model's story-bootstrap CI lies above the baseline's estimate and its
+    Benjamini–Hochberg q-value (over this scorer's tags) is below ``fdr``. Unseen types: in both
+    type folds the model's word-type-bootstrap CI lies above the baseline's AUROC.
     """
+    tags = list(model)
+    q = dict(zip(tags, bh_qvalues(np.array([model[t]["ambiguous_p"] for t in tags]))))
     out = {}
     for tag, m in model.items():
-        flags: dict[str, Any] = {}
+        flags: dict[str, Any] = {"ambiguous_q": float(q[tag])}
         for base_name, b in lexical[tag].items():
-            amb = m["ambiguous_ci"][0] > b["ambiguous_auroc"] if np.isfinite(b["ambiguous_auroc"]) else False
-            folds = list(zip(m["unseen_auroc_folds"], b["unseen_auroc_folds"]))
-            uns = bool(folds) and all(np.isfinite(x) and (not np.isfinite(y) or x > y) for x, y in folds)
+            amb = np.isfinite(b["ambiguous_auroc"]) and m["ambiguous_ci"][0] > b["ambiguous_auroc"] and q[tag] < fdr
+            folds = list(zip(m["unseen_ci_low_folds"], b["unseen_auroc_folds"]))
+            uns = bool(folds) and all(np.isfinite(lo) and (not np.isfinite(y) or lo > y) for lo, y in folds)
             flags[f"beats_{base_name}_ambiguous"] = bool(amb)
             flags[f"beats_{base_name}_unseen"] = bool(uns)
         flags["beyond_identity"] = flags.get("beats_lookup_ambiguous", False) or flags.get("beats_lookup_unseen", False)

@@ -37,6 +37,7 @@ __all__ = [
     "wald_pvalue",
     "weighted_auroc",
     "bootstrap_auroc",
+    "cluster_bootstrap_auroc",
 ]
 
 
@@ -178,6 +179,14 @@ def bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, story: np.ndarray, w
     reps = np.concatenate([weighted_auroc(scores, labels, weights[i:i + chunk][:, story], strata)
                            for i in range(0, weights.shape[0], chunk)])
     return _result(est, reps, 0.5, level)
+
+
+def cluster_bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, cluster: np.ndarray, n_boot: int, seed: int = 0,
+                            level: float = 0.95) -> BootstrapResult:
+    """:func:`bootstrap_auroc` resampling any cluster ids (stories; or word types, when the claim is
+    that an effect generalises to new word types)."""
+    _, idx = np.unique(np.asarray(cluster), return_inverse=True)
+    return bootstrap_auroc(scores, labels, idx, story_weights(int(idx.max()) + 1, n_boot, seed), level)
 
 
 def bh_qvalues(p: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyinterp.analysis.stats import bh_qvalues, bootstrap_auroc, story_weights, weighted_auroc
+from tinyinterp.analysis.stats import bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_weights, weighted_auroc
 from tinyinterp.analysis.unit_activations import UnitActivations
 from tinyinterp.analysis.unit_metrics import auroc_matrix, average_precision, specificity, top_tokens
 from tinyinterp.errors import ConfigError
@@ -190,7 +190,7 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
         amb = {"supported": r["ambiguous_supported"], "passed": r.get("ambiguous_passed", False)}
         r["category"], r["reasons"] = _category(r["replicated"], r.pop("_unseen_fail"), r.pop("_unseen_missing"), amb,
                                                 r["n_top_types"], cfg)
-    _pos_intervals(rows, X, unseen, story_o, weights, ua)
+    _pos_intervals(rows, X, unseen, story_o, weights, ua, cfg)
     rows.sort(key=lambda r: (CATEGORIES.index(r["category"]) if r["category"] in CATEGORIES else 9, r["tag"], -r["auroc"]))
     paper = paper_specificity(ua, top, spec, cfg)
     return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper)
@@ -210,17 +210,22 @@ def _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua: UnitActivation
         r["ambiguous_passed"] = bool(r["ambiguous_auroc"] > 0.5 and r["ambiguous_ci_low"] > 0.5 and qq < cfg.fdr)
 
 
-def _pos_intervals(rows, X, unseen, story_o, weights, ua: UnitActivations) -> None:
-    """Story-bootstrap CIs of the held-out and unseen-type AUROC for ``pos`` rows (the claims)."""
+def _pos_intervals(rows, X, unseen, story_o, weights, ua: UnitActivations, cfg: IdentityConfig) -> None:
+    """CIs for the claims of ``pos`` rows: held-out AUROC (story bootstrap) and unseen-type AUROC
+    (word-type bootstrap: generalising to new types is a claim about types, so types are resampled).
+    A ``pos`` row whose unseen-type CI reaches 0.5 becomes ``token``."""
     tag_idx = {n: i for i, n in enumerate(ua.tag_names)}
+    words_o = ua.words[~ua.selection]
     for r in rows:
         if r["category"] != "pos":
             continue
         y = ua.tags[~ua.selection] == tag_idx[r["tag"]]
         b = bootstrap_auroc(X[:, r["unit"]], y, story_o, weights)
         m = unseen[r["unseen_fold"]]["mask"]
-        bu = bootstrap_auroc(X[m, r["unit"]], y[m], story_o[m], weights)
+        bu = cluster_bootstrap_auroc(X[m, r["unit"]], y[m], words_o[m], cfg.n_boot, cfg.boot_seed)
         r.update(auroc_ci=[float(b.ci_low), float(b.ci_high)], unseen_ci=[float(bu.ci_low), float(bu.ci_high)])
+        if not bu.ci_low > 0.5:
+            r["category"], r["reasons"] = "token", ["unseen word types (word-type bootstrap CI reaches 0.5)"]
 
 
 def paper_specificity(ua: UnitActivations, top_out: np.ndarray, spec_out: dict[str, np.ndarray],

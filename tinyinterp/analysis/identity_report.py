@@ -1,0 +1,120 @@
+"""One call that runs units through the identity rules, the lexical baselines and the probes.
+
+:func:`identity_report` takes any :class:`~tinyinterp.analysis.unit_activations.UnitActivations`
+(neurons, SAE features) and returns a JSON-ready dict:
+
+* ``rows`` — candidate unit x tag rows (:func:`~tinyinterp.analysis.unit_identity.classify_units`),
+  each with the tag's lookup and embedding numbers beside the unit's (``lookup_auroc``, ...);
+* ``summary`` — counts per category and tag, the paper-form specificity result,
+  ``lexical_baseline`` per tag, and the dense / k-sparse probes on the units with their
+  ``beyond_identity`` flags (a probe counts as encoding a tag beyond identity only where it
+  beats the lookup on ambiguous words or unseen word types);
+* ``paper`` — the per-unit paper-form test.
+
+:func:`neuron_identity_report` does it for a model's MLP neurons (``python -m
+tinyinterp.analysis.identity_report --help`` runs it from the shell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from tinyinterp.analysis.lexical_baselines import beyond_identity, evaluate_scorer, lexical_baseline, probe_scorer, sparse_probe_scorer
+from tinyinterp.analysis.unit_activations import UnitActivations, neuron_activations
+from tinyinterp.analysis.unit_identity import IdentityConfig, classify_units
+
+log = logging.getLogger(__name__)
+
+__all__ = ["identity_report", "neuron_identity_report"]
+
+_JOIN = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
+
+
+def identity_report(ua: UnitActivations, W_E: np.ndarray | None = None, cfg: IdentityConfig | None = None,
+                    dense_probe: bool = True, sparse_ks: Sequence[int] = (1, 8, 64)) -> dict[str, Any]:
+    """Identity rules + lexical baselines (+ dense and k-sparse probes on the units); JSON-ready."""
+    cfg = cfg or IdentityConfig()
+    t0 = time.perf_counter()
+    res = classify_units(ua, cfg)
+    timing = {"rules_s": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    lexical = lexical_baseline(ua, W_E, cfg)
+    timing["lexical_s"] = time.perf_counter() - t0
+    for r in res.rows:
+        for base, m in lexical[r["tag"]].items():
+            for k in _JOIN:
+                r[f"{base}_{k}"] = m[k]
+    probes: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    scorers = ([("dense", probe_scorer())] if dense_probe else []) + [(f"sparse_k{k}", sparse_probe_scorer(k))
+                                                                      for k in sparse_ks if k <= ua.n_units]
+    for name, scorer in scorers:
+        m = evaluate_scorer(ua, scorer, cfg)
+        probes[name] = {"metrics": m, "flags": beyond_identity(m, lexical, cfg.fdr)}
+    timing["probes_s"] = time.perf_counter() - t0
+    summary = dict(res.summary)
+    summary.update(lexical_baseline=lexical, probes=probes, timing=timing)
+    summary["beyond_identity_tags"] = {name: sorted(t for t, f in p["flags"].items() if f["beyond_identity"])
+                                       for name, p in probes.items()}
+    return {"rows": res.rows, "summary": summary, "paper": res.paper}
+
+
+def neuron_identity_report(model, corpus, cfg: IdentityConfig | None = None, layers: Sequence[int] | None = None,
+                           split_seed: int = 0, **kwargs) -> dict[str, Any]:
+    """:func:`identity_report` for the MLP neurons of ``model`` on ``corpus`` (embedding baseline: ``model.W_E``)."""
+    t0 = time.perf_counter()
+    ua = neuron_activations(model, corpus, layers, split_seed)
+    rep = identity_report(ua, model.W_E.detach().cpu().numpy(), cfg, **kwargs)
+    rep["summary"]["timing"]["activations_s"] = time.perf_counter() - t0 - sum(rep["summary"]["timing"].values())
+    return rep
+
+
+def _brief(rep: dict[str, Any]) -> str:
+    s = rep["summary"]
+    lines = [f"{s['n_units']} units, {s['n_tokens_held_out']} held-out tokens in {s['n_stories_held_out']} stories; "
+             f"{s['n_candidates']} candidate rows"]
+    for tag, c in s["categories_per_tag"].items():
+        look = s["lexical_baseline"][tag]["lookup"]
+        emb = s["lexical_baseline"][tag].get("embedding", {})
+        paper = s["paper_specificity"]["per_tag"][tag]
+        lines.append(f"{tag:6s} pos {c['pos']:3d} token {c['token']:3d} untestable {c['untestable']:3d} none {c['none']:3d} | "
+                     f"lookup AUROC {look['auroc']:.3f} unseen {look['unseen_auroc']:.3f} | embedding unseen "
+                     f"{emb.get('unseen_auroc', math.nan):.3f} | paper-form units {paper['n_units']} "
+                     f"(best share {paper['best_share']:.2f} over {paper['best_n_types']} types)")
+    for name, p in s["probes"].items():
+        lines.append(f"probe {name}: beyond identity for {s['beyond_identity_tags'][name] or 'no tag'}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from tinyinterp.analysis.neuron_controls import untrained_copy
+    from tinyinterp.analysis.pos import load_corpus
+    from tinyinterp.atomic import write_json
+    from tinyinterp.checkpoint import load_model
+
+    ap = argparse.ArgumentParser(description="Neuron part-of-speech selectivity beyond token identity.")
+    ap.add_argument("checkpoint")
+    ap.add_argument("--text", nargs="+", required=True, help="story files (evaluation split)")
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--untrained", action="store_true", help="analyse an untrained copy (the null model)")
+    ap.add_argument("--n-boot", type=int, default=IdentityConfig.n_boot)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model = load_model(args.checkpoint)
+    corpus = load_corpus(args.text, model)
+    if args.untrained:
+        model = untrained_copy(model)
+    rep = neuron_identity_report(model, corpus, IdentityConfig(n_boot=args.n_boot))
+    rep["summary"]["source"] = {"checkpoint": args.checkpoint, "text": args.text, "untrained": args.untrained}
+    write_json(args.out, rep)
+    print(_brief(rep))
+
+
+if __name__ == "__main__":
+    main()
