@@ -109,8 +109,10 @@ def _ap(y: np.ndarray, s: np.ndarray) -> float:
     return float(average_precision_score(y, s)) if y.any() and not y.all() else math.nan
 
 
-def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | None = None) -> dict[str, dict[str, Any]]:
-    """Per tag: held-out AUROC/AP/AP lift, within-type ambiguous AUROC (story-bootstrap CI), unseen-type AUROC."""
+def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | None = None,
+                    unseen_ci: bool = True) -> dict[str, dict[str, Any]]:
+    """Per tag: held-out AUROC/AP/AP lift, within-type ambiguous AUROC (story-bootstrap CI), unseen-type AUROC
+    (with a word-type-bootstrap CI unless ``unseen_ci`` is False: baselines only need the estimate)."""
     cfg = cfg or IdentityConfig()
     sel, out = np.flatnonzero(ua.selection), np.flatnonzero(~ua.selection)
     fold = ua.type_fold(cfg.type_seed)
@@ -141,9 +143,13 @@ def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | N
             yy = tags_o[te_rows] == t
             n_types = np.unique(ua.words[out][te_rows][yy]).size
             ok = yy.sum() >= cfg.min_support and (~yy).sum() >= cfg.min_support and n_types >= cfg.unseen_min_types
-            b = cluster_bootstrap_auroc(scores[:, t], yy, ua.words[out][te_rows], cfg.n_boot, cfg.boot_seed) if ok else None
-            per_fold.append(float(b.estimate) if ok else math.nan)
-            ci_low.append(float(b.ci_low) if ok else math.nan)
+            if ok and unseen_ci:
+                b = cluster_bootstrap_auroc(scores[:, t], yy, ua.words[out][te_rows], cfg.n_boot, cfg.boot_seed)
+                est, lo = float(b.estimate), float(b.ci_low)
+            else:
+                est, lo = (float(weighted_auroc(scores[:, t], yy)) if ok else math.nan), math.nan
+            per_fold.append(est)
+            ci_low.append(lo)
         row["unseen_auroc_folds"], row["unseen_ci_low_folds"] = per_fold, ci_low
         row["unseen_auroc"] = float(np.nanmean(per_fold)) if np.isfinite(per_fold).any() else math.nan
         row["ambiguous_n_pos"], row["ambiguous_n_neg"] = s["n_pos"], s["n_neg"]
@@ -154,8 +160,8 @@ def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | N
 def lexical_baseline(ua: UnitActivations, W_E: np.ndarray | None = None,
                      cfg: IdentityConfig | None = None) -> dict[str, dict[str, Any]]:
     """``{tag: {"lookup": metrics, "embedding": metrics}}`` (embedding only when ``W_E`` is given)."""
-    look = evaluate_scorer(ua, lookup_scorer(), cfg)
-    emb = evaluate_scorer(ua, embedding_scorer(W_E), cfg) if W_E is not None else {}
+    look = evaluate_scorer(ua, lookup_scorer(), cfg, unseen_ci=False)
+    emb = evaluate_scorer(ua, embedding_scorer(W_E), cfg, unseen_ci=False) if W_E is not None else {}
     return {t: {"lookup": look[t], **({"embedding": emb[t]} if emb else {})} for t in ua.tag_names}
 
 
