@@ -21,11 +21,12 @@ import argparse
 import logging
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from tinyinterp.analysis.lexical_baselines import beyond_identity, evaluate_scorer, lexical_baseline, probe_scorer, sparse_probe_scorer
+from tinyinterp.analysis.unit_ablation import AblationConfig, ablation_table, neuron_units
 from tinyinterp.analysis.unit_activations import UnitActivations, neuron_activations
 from tinyinterp.analysis.unit_identity import IdentityConfig, classify_units
 
@@ -37,13 +38,16 @@ _JOIN = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
 
 
 def identity_report(ua: UnitActivations, W_E: np.ndarray | None = None, cfg: IdentityConfig | None = None,
-                    dense_probe: bool = True, sparse_ks: Sequence[int] = (1, 8, 64)) -> dict[str, Any]:
-    """Identity rules + lexical baselines (+ dense and k-sparse probes on the units); JSON-ready."""
+                    dense_probe: bool = True, sparse_ks: Sequence[int] = (1, 8, 64),
+                    checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Identity rules + lexical baselines (+ dense and k-sparse probes on the units); JSON-ready.
+    ``checkpoint(report)`` is called with the partial report after each stage (e.g. to save it)."""
     cfg = cfg or IdentityConfig()
     t0 = time.perf_counter()
     res = classify_units(ua, cfg)
     timing = {"rules_s": time.perf_counter() - t0}
     t0 = time.perf_counter()
+    log.info("identity: lexical baselines")
     lexical = lexical_baseline(ua, W_E, cfg)
     timing["lexical_s"] = time.perf_counter() - t0
     for r in res.rows:
@@ -51,27 +55,39 @@ def identity_report(ua: UnitActivations, W_E: np.ndarray | None = None, cfg: Ide
             for k in _JOIN:
                 r[f"{base}_{k}"] = m[k]
     probes: dict[str, Any] = {}
+    summary = dict(res.summary)
+    summary.update(lexical_baseline=lexical, probes=probes, timing=timing, beyond_identity_tags={})
+    rep = {"rows": res.rows, "summary": summary, "paper": res.paper}
+    if checkpoint is not None:
+        checkpoint(rep)
     t0 = time.perf_counter()
     scorers = ([("dense", probe_scorer())] if dense_probe else []) + [(f"sparse_k{k}", sparse_probe_scorer(k))
                                                                       for k in sparse_ks if k <= ua.n_units]
     for name, scorer in scorers:
+        log.info("identity: probe %s", name)
         m = evaluate_scorer(ua, scorer, cfg)
         probes[name] = {"metrics": m, "flags": beyond_identity(m, lexical, cfg.fdr)}
-    timing["probes_s"] = time.perf_counter() - t0
-    summary = dict(res.summary)
-    summary.update(lexical_baseline=lexical, probes=probes, timing=timing)
-    summary["beyond_identity_tags"] = {name: sorted(t for t, f in p["flags"].items() if f["beyond_identity"])
-                                       for name, p in probes.items()}
-    return {"rows": res.rows, "summary": summary, "paper": res.paper}
+        summary["beyond_identity_tags"][name] = sorted(t for t, f in probes[name]["flags"].items() if f["beyond_identity"])
+        timing["probes_s"] = time.perf_counter() - t0
+        if checkpoint is not None:
+            checkpoint(rep)
+    return rep
 
 
 def neuron_identity_report(model, corpus, cfg: IdentityConfig | None = None, layers: Sequence[int] | None = None,
-                           split_seed: int = 0, **kwargs) -> dict[str, Any]:
-    """:func:`identity_report` for the MLP neurons of ``model`` on ``corpus`` (embedding baseline: ``model.W_E``)."""
+                           split_seed: int = 0, ablation: AblationConfig | None = None, **kwargs) -> dict[str, Any]:
+    """:func:`identity_report` for the MLP neurons of ``model`` on ``corpus`` (embedding baseline: ``model.W_E``);
+    with ``ablation``, also :func:`~tinyinterp.analysis.unit_ablation.ablation_table` (key ``ablation``)."""
     t0 = time.perf_counter()
     ua = neuron_activations(model, corpus, layers, split_seed)
+    t_act = time.perf_counter() - t0
     rep = identity_report(ua, model.W_E.detach().cpu().numpy(), cfg, **kwargs)
-    rep["summary"]["timing"]["activations_s"] = time.perf_counter() - t0 - sum(rep["summary"]["timing"].values())
+    rep["summary"]["timing"]["activations_s"] = t_act
+    if ablation is not None:
+        t0 = time.perf_counter()
+        refs, norms, group = neuron_units(model, ua)
+        rep["ablation"] = ablation_table(model, corpus, ua, refs, norms, group, ablation)
+        rep["summary"]["timing"]["ablation_s"] = time.perf_counter() - t0
     return rep
 
 
@@ -89,6 +105,9 @@ def _brief(rep: dict[str, Any]) -> str:
                      f"(best share {paper['best_share']:.2f} over {paper['best_n_types']} types)")
     for name, p in s["probes"].items():
         lines.append(f"probe {name}: beyond identity for {s['beyond_identity_tags'][name] or 'no tag'}")
+    for a in rep.get("ablation", []):
+        lines.append(f"ablate {a['tag']:6s} top {len(a['units'])}: target {a['delta_target']:+.4f} off {a['delta_off_target']:+.4f} "
+                     f"ratio {a['ratio']:.2f} | matched random target mean {a['random_delta_target_mean']:+.4f} p {a['p_random']:.3f}")
     return "\n".join(lines)
 
 
@@ -104,13 +123,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--untrained", action="store_true", help="analyse an untrained copy (the null model)")
     ap.add_argument("--n-boot", type=int, default=IdentityConfig.n_boot)
+    ap.add_argument("--no-probes", action="store_true", help="skip the dense and k-sparse probes")
+    ap.add_argument("--ablation-random", type=int, default=0,
+                    help="run the per-tag ablation with this many matched random sets (0: no ablation)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = load_model(args.checkpoint)
     corpus = load_corpus(args.text, model)
     if args.untrained:
         model = untrained_copy(model)
-    rep = neuron_identity_report(model, corpus, IdentityConfig(n_boot=args.n_boot))
+    probes: dict[str, Any] = {"dense_probe": False, "sparse_ks": ()} if args.no_probes else {}
+    probes["checkpoint"] = lambda rep: write_json(args.out, rep)
+    abl = AblationConfig(n_random=args.ablation_random) if args.ablation_random else None
+    rep = neuron_identity_report(model, corpus, IdentityConfig(n_boot=args.n_boot), ablation=abl, **probes)
     rep["summary"]["source"] = {"checkpoint": args.checkpoint, "text": args.text, "untrained": args.untrained}
     write_json(args.out, rep)
     print(_brief(rep))

@@ -78,7 +78,7 @@ def embedding_scorer(W_E: np.ndarray, C: float = 1.0) -> Scorer:
     return score
 
 
-def probe_scorer(units: np.ndarray | None = None, C: float = 1.0, max_train: int = 40_000, seed: int = 0) -> Scorer:
+def probe_scorer(units: np.ndarray | None = None, C: float = 1.0, max_train: int = 20_000, seed: int = 0) -> Scorer:
     """Dense multinomial logistic probe on unit activations (``units``: a subset; None: all)."""
     def score(ua: UnitActivations, train: np.ndarray, test: np.ndarray) -> np.ndarray:
         cols = slice(None) if units is None else np.asarray(units)
@@ -87,7 +87,7 @@ def probe_scorer(units: np.ndarray | None = None, C: float = 1.0, max_train: int
     return score
 
 
-def sparse_probe_scorer(k: int, C: float = 1.0, max_train: int = 40_000, seed: int = 0) -> Scorer:
+def sparse_probe_scorer(k: int, C: float = 1.0, max_train: int = 20_000, seed: int = 0) -> Scorer:
     """Per tag: binary logistic probe on the ``k`` units with the largest ``|AUROC - 0.5|`` on the training rows."""
     def score(ua: UnitActivations, train: np.ndarray, test: np.ndarray) -> np.ndarray:
         tr = np.sort(np.random.default_rng(seed).permutation(train)[:max_train]) if len(train) > max_train else train
@@ -144,7 +144,7 @@ def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | N
             n_types = np.unique(ua.words[out][te_rows][yy]).size
             ok = yy.sum() >= cfg.min_support and (~yy).sum() >= cfg.min_support and n_types >= cfg.unseen_min_types
             if ok and unseen_ci:
-                b = cluster_bootstrap_auroc(scores[:, t], yy, ua.words[out][te_rows], cfg.n_boot, cfg.boot_seed)
+                b = cluster_bootstrap_auroc(scores[:, t], yy, ua.words[out][te_rows], cfg.n_boot_types, cfg.boot_seed)
                 est, lo = float(b.estimate), float(b.ci_low)
             else:
                 est, lo = (float(weighted_auroc(scores[:, t], yy)) if ok else math.nan), math.nan

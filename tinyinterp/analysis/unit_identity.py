@@ -77,6 +77,8 @@ class IdentityConfig:
     """Paper-form specificity: word types with that tag among the held-out top-k."""
     n_boot: int = 1000
     """Story-bootstrap resamples for CIs and Wald p-values."""
+    n_boot_types: int = 200
+    """Word-type-bootstrap resamples for unseen-type CIs (cost ~ n_boot_types x held-out tokens per test)."""
     fdr: float = 0.05
     """Benjamini–Hochberg level over every ambiguous-word test run."""
     type_seed: int = 0
@@ -91,7 +93,7 @@ class IdentityConfig:
         if not 0 < self.fdr < 1:
             raise ConfigError(f"IdentityConfig.fdr={self.fdr}: must be in (0, 1)")
         for name in ("min_support", "unseen_min_types", "ambiguous_min_count", "ambiguous_min_support",
-                     "ambiguous_min_stories", "top_k", "min_top_types", "paper_min_types", "n_boot"):
+                     "ambiguous_min_stories", "top_k", "min_top_types", "paper_min_types", "n_boot", "n_boot_types"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"IdentityConfig.{name}={getattr(self, name)}: must be >= 1")
 
@@ -222,7 +224,7 @@ def _pos_intervals(rows, X, unseen, story_o, weights, ua: UnitActivations, cfg: 
         y = ua.tags[~ua.selection] == tag_idx[r["tag"]]
         b = bootstrap_auroc(X[:, r["unit"]], y, story_o, weights)
         m = unseen[r["unseen_fold"]]["mask"]
-        bu = cluster_bootstrap_auroc(X[m, r["unit"]], y[m], words_o[m], cfg.n_boot, cfg.boot_seed)
+        bu = cluster_bootstrap_auroc(X[m, r["unit"]], y[m], words_o[m], cfg.n_boot_types, cfg.boot_seed)
         r.update(auroc_ci=[float(b.ci_low), float(b.ci_high)], unseen_ci=[float(bu.ci_low), float(bu.ci_high)])
         if not bu.ci_low > 0.5:
             r["category"], r["reasons"] = "token", ["unseen word types (word-type bootstrap CI reaches 0.5)"]
