@@ -2,7 +2,9 @@
 
 The generator writes made-up sentences ``DET|NUM [ADJ] NOUN VERB DET [ADJ] NOUN PUNCT`` (and
 ``PRON VERB ... PUNCT``) over an invented vocabulary. Ambiguous words ("play", "walk", ...)
-fill NOUN or VERB slots; "one" is NUM before a noun and PRON as a subject. Planted units
+fill NOUN or VERB slots; "one" is NUM before a noun and PRON as a subject. A sentence's first word
+is capitalised, which gives it another token id with another tag mix ("One" vs "one"): the
+identity controls must hold token ids fixed, not just lower-cased words. Planted units
 (columns of ``acts``) are functions of the labels, so their truth is known:
 
 ``NOUN_UNIT``   fires on every NOUN *token*, including "play" used as a noun, not "play" as a verb;
@@ -45,6 +47,7 @@ def _sentence(rng: np.random.Generator) -> list[tuple[str, str]]:
         return head + [(pick(AMBIG) if rng.random() < 0.1 else pick(NOUNS), "NOUN")]
 
     subj = [("one", "PRON")] if rng.random() < 0.1 else [(pick(PRONS), "PRON")] if rng.random() < 0.3 else noun_phrase()
+    subj[0] = (subj[0][0].capitalize(), subj[0][1])  # sentence start: another token id, same word type
     verb = [(pick(AMBIG) if rng.random() < 0.2 else pick(VERBS), "VERB")]
     return subj + verb + noun_phrase() + [(pick(PUNCTS), "PUNCT")]
 
@@ -65,7 +68,7 @@ def planted_units(n_stories: int = 300, seed: int = 0, noise: float = 0.3) -> Un
     n = len(words)
     acts = rng.normal(scale=noise, size=(n, N_UNITS)).astype(np.float32)
     acts[:, NOUN_UNIT] += tags_a == "NOUN"
-    acts[:, ONE_UNIT] += words_a == "one"
+    acts[:, ONE_UNIT] += np.char.lower(words_a) == "one"
     acts[:, LIST_UNIT] += np.isin(words_a, NOUNS)
     per_type = rng.normal(size=(len(IDENT_UNITS), len(vocab) + 1))
     acts[:, IDENT_UNITS] += per_type[:, tok].T

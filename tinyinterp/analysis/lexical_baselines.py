@@ -115,7 +115,7 @@ def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | N
     (with a word-type-bootstrap CI unless ``unseen_ci`` is False: baselines only need the estimate)."""
     cfg = cfg or IdentityConfig()
     sel, out = np.flatnonzero(ua.selection), np.flatnonzero(~ua.selection)
-    fold = ua.type_fold(cfg.type_seed)
+    fold = ua.id_fold(cfg.type_seed)
     held = scorer(ua, sel, out)  # [held-out token, tag]
     _, story_o = np.unique(ua.story[out], return_inverse=True)
     weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
@@ -141,10 +141,10 @@ def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | N
         per_fold, ci_low = [], []
         for scores, te_rows in unseen:
             yy = tags_o[te_rows] == t
-            n_types = np.unique(ua.words[out][te_rows][yy]).size
+            n_types = np.unique(ua.token_ids[out][te_rows][yy]).size
             ok = yy.sum() >= cfg.min_support and (~yy).sum() >= cfg.min_support and n_types >= cfg.unseen_min_types
             if ok and unseen_ci:
-                b = cluster_bootstrap_auroc(scores[:, t], yy, ua.words[out][te_rows], cfg.n_boot_types, cfg.boot_seed)
+                b = cluster_bootstrap_auroc(scores[:, t], yy, ua.token_ids[out][te_rows], cfg.n_boot_types, cfg.boot_seed)
                 est, lo = float(b.estimate), float(b.ci_low)
             else:
                 est, lo = (float(weighted_auroc(scores[:, t], yy)) if ok else math.nan), math.nan

@@ -11,9 +11,11 @@ works on this object only, so SAE features go through the same rules by building
 Two partitions are fixed here, before any activation is looked at:
 
 * **stories** into a selection and a held-out half (``TaggedCorpus.split_indices``);
-* **word types** into two folds by a seeded hash of the word (:meth:`UnitActivations.type_fold`):
-  a unit selected on the selection half's fold-``f`` types is tested on the held-out half's
-  other-fold types, i.e. on word types it was never chosen on.
+* **token ids** into two folds by a seeded hash of the id (:meth:`UnitActivations.id_fold`):
+  a unit selected on the selection half's fold-``f`` ids is tested on the held-out half's
+  other-fold ids, i.e. on tokens it was never chosen on and that a token-id lookup fit on the
+  selection fold has never seen. (Folding lower-cased word types instead leaks identity: "One"
+  and " one" are different ids, and a word's first token can start other words too.)
 """
 
 from __future__ import annotations
@@ -77,11 +79,16 @@ class UnitActivations:
     def n_tags(self) -> int:
         return len(self.tag_names)
 
-    def type_fold(self, seed: int = 0) -> Int[np.ndarray, " token"]:
-        """Fold (0/1) of each token's word type, from a seeded hash of the word (vocabulary-independent)."""
-        fold = np.array([hashlib.blake2b(f"{seed}:{w}".encode(), digest_size=2).digest()[0] & 1
-                         for w in self.word_names], dtype=np.int8)
-        return fold[self.words]
+    def id_fold(self, seed: int = 0) -> Int[np.ndarray, " token"]:
+        """Fold (0/1) of each token, from a seeded hash of its token id (corpus-independent)."""
+        ids, inv = np.unique(self.token_ids, return_inverse=True)
+        fold = np.array([hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=2).digest()[0] & 1 for i in ids],
+                        dtype=np.int8)
+        return fold[inv]
+
+    def identity(self) -> Int[np.ndarray, " token"]:
+        """Code of each token's (token id, word type) pair: the strata of the within-identity tests."""
+        return self.token_ids.astype(np.int64) * len(self.word_names) + self.words
 
     def tag_counts(self, mask: np.ndarray) -> Int[np.ndarray, "word tag"]:
         """How often each word type carries each tag among the tokens in ``mask``."""
@@ -94,22 +101,23 @@ class UnitActivations:
         return takes & (takes.sum(1, keepdims=True) >= 2)
 
     def ambiguous_sets(self, min_count: int = 2) -> list[dict]:
-        """Per tag, the held-out tokens of its ambiguous word types that hold both classes.
+        """Per tag, the held-out tokens of its ambiguous word types, in strata that hold both classes.
 
-        Each entry: ``rows`` (indices into the held-out tokens), ``y`` (has the tag), ``strata``
-        (word type: compare within it), support ``n_pos``/``n_neg``/``n_types``/``n_stories``.
+        A stratum is one (token id, word type) pair, so a token-id lookup scores exactly 0.5 inside
+        it. Each entry: ``rows`` (indices into the held-out tokens), ``y`` (has the tag),
+        ``strata``, support ``n_pos``/``n_neg``/``n_types`` (strata)/``n_stories``.
         """
         amb = self.ambiguous_types(min_count)  # [word, tag]
         out = ~self.selection
-        words, tags, story = self.words[out], self.tags[out], self.story[out]
+        words, tags, story, ident = self.words[out], self.tags[out], self.story[out], self.identity()[out]
         sets = []
         for t in range(self.n_tags):
             m = amb[words, t]
-            y, w = tags[m] == t, words[m]
+            y, w = tags[m] == t, ident[m]
             both = np.intersect1d(w[y], w[~y])  # strata holding a comparable pair
             keep = np.flatnonzero(m)[np.isin(w, both)]
             yk = tags[keep] == t
-            sets.append({"rows": keep, "y": yk, "strata": words[keep], "n_pos": int(yk.sum()),
+            sets.append({"rows": keep, "y": yk, "strata": ident[keep], "n_pos": int(yk.sum()),
                          "n_neg": int((~yk).sum()), "n_types": int(both.size),
                          "n_stories": int(np.unique(story[keep][yk]).size)})
         return sets

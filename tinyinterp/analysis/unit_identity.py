@@ -7,10 +7,11 @@ the selection half) one ``category``:
 
 ``pos``
     selective beyond identity. On the held-out half: AUROC >= ``auroc_threshold``; AUROC on
-    word types of the other type fold (never seen when selecting) >= ``unseen_auroc_threshold``
-    in every fold that selected it; the **within-type** AUROC on ambiguous words (word types that
+    tokens of the other token-id fold (ids never seen when selecting) >= ``unseen_auroc_threshold``
+    in every fold that selected it; the **within-identity** AUROC on ambiguous words (word types that
     carry this tag and another in the selection half: "play", "walk", "one" ...) has a story-
-    bootstrap CI above 0.5 and BH q < ``fdr`` (a lookup scores exactly 0.5 there); and at least
+    bootstrap CI above 0.5 and BH q < ``fdr``, comparing only tokens with the same token id and word
+    (a lookup scores exactly 0.5 there); and at least
     ``min_top_types`` word types with the tag among the unit's top-``top_k`` activations.
 ``token``
     replicated, but an identity test with enough support failed: its effect is carried by one
@@ -56,11 +57,11 @@ class IdentityConfig:
     auroc_threshold: float = 0.9
     """AUROC a row needs on the selection half (per type fold) to be a candidate, and held out to replicate."""
     unseen_auroc_threshold: float = 0.8
-    """Held-out AUROC on word types of the other type fold (unseen when selecting) needed for ``pos``."""
+    """Held-out AUROC on tokens of the other token-id fold (unseen when selecting) needed for ``pos``."""
     min_support: int = 20
     """Positives and negatives an AUROC needs (each half, each fold); else NaN."""
     unseen_min_types: int = 3
-    """Distinct unseen word types with the tag the unseen-type test needs (else untestable)."""
+    """Distinct unseen token ids with the tag the unseen test needs (else untestable)."""
     ambiguous_min_count: int = 2
     """A word type is ambiguous for a tag when it carries it and another tag this often (selection half)."""
     ambiguous_min_support: int = 20
@@ -78,11 +79,11 @@ class IdentityConfig:
     n_boot: int = 1000
     """Story-bootstrap resamples for CIs and Wald p-values."""
     n_boot_types: int = 200
-    """Word-type-bootstrap resamples for unseen-type CIs (cost ~ n_boot_types x held-out tokens per test)."""
+    """Token-id-bootstrap resamples for unseen-id CIs (cost ~ n_boot_types x held-out tokens per test)."""
     fdr: float = 0.05
     """Benjamini–Hochberg level over every ambiguous-word test run."""
     type_seed: int = 0
-    """Seed of the word-type folds."""
+    """Seed of the token-id folds."""
     boot_seed: int = 0
     """Seed of the story bootstrap."""
 
@@ -110,12 +111,13 @@ class IdentityResults:
 
 
 def _unseen(ua: UnitActivations, X: np.ndarray, out: np.ndarray, fold: np.ndarray, cfg: IdentityConfig):
-    """Per fold f: AUROC [unit, tag] on held-out tokens of the other fold's types (NaN without support)."""
+    """Per fold f: AUROC [unit, tag] on held-out tokens of the other fold's ids (NaN without support)."""
     res = []
     for f in (0, 1):
         m = fold[out] == 1 - f
         a, n_pos, _ = auroc_matrix(X[m], ua.tags[out][m], ua.n_tags, cfg.min_support)
-        n_types = (ua.tag_counts(np.flatnonzero(out)[m]) > 0).sum(0)  # [tag]
+        rows = np.flatnonzero(out)[m]
+        n_types = np.array([np.unique(ua.token_ids[rows][ua.tags[rows] == t]).size for t in range(ua.n_tags)])  # [tag]
         a[:, n_types < cfg.unseen_min_types] = np.nan
         res.append({"auroc": a, "mask": m, "n_pos": n_pos, "n_types": n_types})
     return res
@@ -127,9 +129,9 @@ def _category(replicated: bool, unseen_fail: bool, unseen_missing: bool, amb: di
         return None, ["held-out AUROC below threshold"]
     fails, missing = [], []
     if unseen_fail:
-        fails.append("unseen word types")
+        fails.append("unseen token ids")
     elif unseen_missing:
-        missing.append("unseen word types")
+        missing.append("unseen token ids")
     if not amb["supported"]:
         missing.append("ambiguous words")
     elif not amb["passed"]:
@@ -144,7 +146,7 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     cfg = cfg or IdentityConfig()
     thr, T = cfg.auroc_threshold, ua.n_tags
     sel, out = ua.selection, ~ua.selection
-    fold = ua.type_fold(cfg.type_seed)
+    fold = ua.id_fold(cfg.type_seed)
     sel_auc = np.stack([auroc_matrix(ua.acts[sel & (fold == f)], ua.tags[sel & (fold == f)], T, cfg.min_support)[0]
                         for f in (0, 1)])  # [fold, unit, tag]
     selected = np.nan_to_num(sel_auc, nan=0.0) >= thr
@@ -214,20 +216,20 @@ def _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua: UnitActivation
 
 def _pos_intervals(rows, X, unseen, story_o, weights, ua: UnitActivations, cfg: IdentityConfig) -> None:
     """CIs for the claims of ``pos`` rows: held-out AUROC (story bootstrap) and unseen-type AUROC
-    (word-type bootstrap: generalising to new types is a claim about types, so types are resampled).
+    (token-id bootstrap: generalising to new tokens is a claim about tokens, so ids are resampled).
     A ``pos`` row whose unseen-type CI reaches 0.5 becomes ``token``."""
     tag_idx = {n: i for i, n in enumerate(ua.tag_names)}
-    words_o = ua.words[~ua.selection]
+    ids_o = ua.token_ids[~ua.selection]
     for r in rows:
         if r["category"] != "pos":
             continue
         y = ua.tags[~ua.selection] == tag_idx[r["tag"]]
         b = bootstrap_auroc(X[:, r["unit"]], y, story_o, weights)
         m = unseen[r["unseen_fold"]]["mask"]
-        bu = cluster_bootstrap_auroc(X[m, r["unit"]], y[m], words_o[m], cfg.n_boot_types, cfg.boot_seed)
+        bu = cluster_bootstrap_auroc(X[m, r["unit"]], y[m], ids_o[m], cfg.n_boot_types, cfg.boot_seed)
         r.update(auroc_ci=[float(b.ci_low), float(b.ci_high)], unseen_ci=[float(bu.ci_low), float(bu.ci_high)])
         if not bu.ci_low > 0.5:
-            r["category"], r["reasons"] = "token", ["unseen word types (word-type bootstrap CI reaches 0.5)"]
+            r["category"], r["reasons"] = "token", ["unseen token ids (token-id bootstrap CI reaches 0.5)"]
 
 
 def paper_specificity(ua: UnitActivations, top_out: np.ndarray, spec_out: dict[str, np.ndarray],
