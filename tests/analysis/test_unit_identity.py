@@ -64,6 +64,9 @@ def test_summary_counts_and_paper_form(planted):
     assert paper["NOUN"]["n_units"] == 2  # the noun unit and the noun-list unit "only fire on nouns"
     assert paper["NUM"]["n_units"] == 0  # one word type is not ">= 10 word types"
     assert {p["name"] for p in res.paper if p["passes"]} == {"noun", "noun-list"}
+    # both "only fire on nouns"; only the slot-reading unit tells "play" the noun from "play" the verb
+    assert {p["name"] for p in res.paper if p.get("beyond_identity")} == {"noun"}
+    assert paper["NOUN"]["n_beyond_identity"] == 1
 
 
 def test_ambiguous_test_is_untestable_without_support():

@@ -102,7 +102,8 @@ def _brief(rep: dict[str, Any]) -> str:
         lines.append(f"{tag:6s} pos {c['pos']:3d} token {c['token']:3d} untestable {c['untestable']:3d} none {c['none']:3d} | "
                      f"lookup AUROC {look['auroc']:.3f} unseen {look['unseen_auroc']:.3f} | embedding unseen "
                      f"{emb.get('unseen_auroc', math.nan):.3f} | paper-form units {paper['n_units']} "
-                     f"(best share {paper['best_share']:.2f} over {paper['best_n_types']} types)")
+                     f"(best share {paper['best_share']:.2f} over {paper['best_n_types']} types), "
+                     f"beyond identity {paper['n_beyond_identity']}")
     for name, p in s["probes"].items():
         lines.append(f"probe {name}: beyond identity for {s['beyond_identity_tags'][name] or 'no tag'}")
     for a in rep.get("ablation", []):
@@ -124,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--untrained", action="store_true", help="analyse an untrained copy (the null model)")
     ap.add_argument("--n-boot", type=int, default=IdentityConfig.n_boot)
     ap.add_argument("--no-probes", action="store_true", help="skip the dense and k-sparse probes")
+    ap.add_argument("--sparse-k", type=int, nargs="*", default=[1, 8, 64], help="k of the k-sparse probes")
     ap.add_argument("--ablation-random", type=int, default=0,
                     help="run the per-tag ablation with this many matched random sets (0: no ablation)")
     args = ap.parse_args(argv)
@@ -132,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     corpus = load_corpus(args.text, model)
     if args.untrained:
         model = untrained_copy(model)
-    probes: dict[str, Any] = {"dense_probe": False, "sparse_ks": ()} if args.no_probes else {}
+    probes: dict[str, Any] = {"dense_probe": False, "sparse_ks": ()} if args.no_probes else {"sparse_ks": args.sparse_k}
     probes["checkpoint"] = lambda rep: write_json(args.out, rep)
     abl = AblationConfig(n_random=args.ablation_random) if args.ablation_random else None
     rep = neuron_identity_report(model, corpus, IdentityConfig(n_boot=args.n_boot), ablation=abl, **probes)

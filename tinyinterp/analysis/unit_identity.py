@@ -197,6 +197,7 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     _pos_intervals(rows, X, unseen, story_o, weights, ua, cfg)
     rows.sort(key=lambda r: (CATEGORIES.index(r["category"]) if r["category"] in CATEGORIES else 9, r["tag"], -r["auroc"]))
     paper = paper_specificity(ua, top, spec, cfg)
+    _paper_identity(paper, X, amb_sets, story_o, weights, ua, cfg)
     return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper)
 
 
@@ -247,14 +248,36 @@ def paper_specificity(ua: UnitActivations, top_out: np.ndarray, spec_out: dict[s
     return out
 
 
+def _paper_identity(paper, X, amb_sets, story_o, weights, ua: UnitActivations, cfg: IdentityConfig) -> None:
+    """For units passing the paper form: the within-identity ambiguous test on their tag (BH over them).
+
+    "Only fires on nouns" is a specificity claim; whether the unit tells "play" the noun from
+    "play" the verb is what says it reads the part of speech rather than a list of words."""
+    tested = []
+    for p in paper:
+        s = amb_sets[ua.tag_names.index(p["tag"])]
+        p["ambiguous_supported"] = bool(s["n_pos"] >= cfg.ambiguous_min_support and s["n_neg"] >= cfg.ambiguous_min_support
+                                        and s["n_stories"] >= cfg.ambiguous_min_stories)
+        if p["passes"] and p["ambiguous_supported"]:
+            b = bootstrap_auroc(X[s["rows"], p["unit"]], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
+            p.update(ambiguous_auroc=float(b.estimate), ambiguous_ci=[float(b.ci_low), float(b.ci_high)],
+                     ambiguous_p=float(b.p_value))
+            tested.append(p)
+    for p, q in zip(tested, bh_qvalues(np.array([p["ambiguous_p"] for p in tested]))):
+        p["ambiguous_q"] = float(q)
+        p["beyond_identity"] = bool(p["ambiguous_ci"][0] > 0.5 and q < cfg.fdr)
+
+
 def _summary(ua: UnitActivations, rows, paper, cfg: IdentityConfig) -> dict[str, Any]:
     per_tag = {t: {"pos": 0, "token": 0, "untestable": 0, "none": 0} for t in ua.tag_names}
     for r in rows:
         per_tag[r["tag"]][r["category"] or "none"] += 1
-    paper_tag = {t: {"n_units": 0, "best_share": 0.0, "best_unit": None, "best_n_types": 0} for t in ua.tag_names}
+    paper_tag = {t: {"n_units": 0, "n_beyond_identity": 0, "best_share": 0.0, "best_unit": None, "best_n_types": 0}
+                 for t in ua.tag_names}
     for p in paper:
         d = paper_tag[p["tag"]]
         d["n_units"] += int(p["passes"])
+        d["n_beyond_identity"] += int(p.get("beyond_identity", False))
         if (p["share"], p["n_types"]) > (d["best_share"], d["best_n_types"]):
             d.update(best_share=p["share"], best_unit=p["name"], best_n_types=p["n_types"])
     return {
