@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from tests.analysis.planted_units import NOUN_UNIT, embedding_table, planted_units
-from tinyinterp.analysis.lexical_baselines import (beyond_identity, embedding_scorer, evaluate_scorer, lexical_baseline,
+from tests.support.planted_units import NOUN_UNIT, embedding_table, planted_units
+from tinyinterp.analysis.neurons.baselines import (beyond_identity, embedding_scorer, evaluate_scorer, lexical_baseline,
                                                    lookup_scorer, probe_scorer, sparse_probe_scorer)
-from tinyinterp.analysis.unit_identity import IdentityConfig
+from tinyinterp.analysis.neurons.identity import IdentityConfig
 
 CFG = IdentityConfig(n_boot=200)
 

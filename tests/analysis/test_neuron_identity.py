@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from tests.analysis.planted_neurons import NOUN, PLANTED, make_corpus, planted_model, random_model, single_thread  # noqa: F401
-from tinyinterp.analysis.identity_report import identity_report, neuron_identity_report
-from tinyinterp.analysis.unit_activations import neuron_activations
-from tinyinterp.analysis.unit_identity import IdentityConfig
+from tests.support.planted_neurons import NOUN, PLANTED, make_corpus, planted_model, random_model, single_thread  # noqa: F401
+from tinyinterp.analysis.neurons.identity_report import identity_report, neuron_identity_report
+from tinyinterp.analysis.neurons.units import neuron_activations
+from tinyinterp.analysis.neurons.identity import IdentityConfig
 
 CFG = IdentityConfig(n_boot=200)
 
@@ -40,7 +40,7 @@ def test_planted_id_list_neuron_is_token_and_untrained_model_has_no_pos_row(corp
 
 
 def test_report_joins_the_lexical_baseline_onto_rows():
-    from tests.analysis.planted_units import embedding_table, planted_units
+    from tests.support.planted_units import embedding_table, planted_units
 
     ua = planted_units(n_stories=200)
     rep = identity_report(ua, embedding_table(ua), CFG, dense_probe=False, sparse_ks=(1,))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from tinyinterp.analysis.tail_ap import TailHistogram
+from tinyinterp.analysis.neurons.tail_ap import TailHistogram
 
 
 def _data(n=200_000, prevalence=0.005, seed=0):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tests.analysis.planted_neurons import PLANTED, make_corpus, planted_model, single_thread  # noqa: F401
-from tinyinterp.analysis.unit_ablation import AblationConfig, ablation_table, matched_random_sets, neuron_units
-from tinyinterp.analysis.unit_activations import neuron_activations
+from tests.support.planted_neurons import PLANTED, make_corpus, planted_model, single_thread  # noqa: F401
+from tinyinterp.analysis.neurons.matched_ablation import AblationConfig, ablation_table, matched_random_sets, neuron_units
+from tinyinterp.analysis.neurons.units import neuron_activations
 
 
 def test_matched_random_sets_stay_in_group_and_near_the_chosen_units():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from tests.analysis.planted_units import IDENT_UNITS, LIST_UNIT, NOISE_UNITS, NOUN_UNIT, ONE_UNIT, planted_units
-from tinyinterp.analysis.unit_identity import IdentityConfig, classify_units
-from tinyinterp.analysis.unit_metrics import auroc_matrix, specificity, top_tokens
+from tests.support.planted_units import IDENT_UNITS, LIST_UNIT, NOISE_UNITS, NOUN_UNIT, ONE_UNIT, planted_units
+from tinyinterp.analysis.neurons.identity import IdentityConfig, classify_units
+from tinyinterp.analysis.neurons.metrics import auroc_matrix, specificity, top_tokens
 from tinyinterp.errors import ConfigError
 
 CFG = IdentityConfig(n_boot=300)

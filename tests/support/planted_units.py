@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyinterp.analysis.unit_activations import UnitActivations, from_arrays
+from tinyinterp.analysis.neurons.units import UnitActivations, from_arrays
 
 NOUNS = [f"noun{i}" for i in range(40)]
 VERBS = [f"verb{i}" for i in range(40)]

@@ -9,7 +9,7 @@
 * :func:`average_precision` — exact AP (``sklearn.metrics.average_precision_score``) for chosen
   unit x tag rows, with the base rate so callers can report AP lift.
 
-Binned (streaming) estimates live in :mod:`~tinyinterp.analysis.tail_ap`.
+Binned (streaming) estimates live in :mod:`~tinyinterp.analysis.neurons.tail_ap`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A *unit* is anything with one activation per token: an MLP neuron today, a spars
 feature tomorrow. :class:`UnitActivations` holds ``acts[token, unit]`` for the analysed tokens
 of a corpus together with each token's tag, token id, word type and story, and which half of
 the stories it belongs to (select on one, report on the other). Everything in
-:mod:`~tinyinterp.analysis.unit_identity` and :mod:`~tinyinterp.analysis.lexical_baselines`
+:mod:`~tinyinterp.analysis.neurons.identity` and :mod:`~tinyinterp.analysis.neurons.baselines`
 works on this object only, so SAE features go through the same rules by building one (see
 :func:`from_arrays`); :func:`neuron_activations` builds it for MLP neurons.
 
@@ -148,11 +148,12 @@ def neuron_activations(model, corpus, layers: Sequence[int] | None = None, split
                        progress: bool = False) -> UnitActivations:
     """MLP neuron activations (``blocks.L.mlp.hook_post``) of every analysed token of ``corpus``.
 
-    Tokens as in :func:`~tinyinterp.analysis.activations.label_corpus` (BOS and whitespace left
+    Tokens as in :func:`~tinyinterp.analysis.corpus.labels.label_corpus` (BOS and whitespace left
     out; word-initial tokens only unless ``include_continuations``). Stories are split with
     ``corpus.split_indices(split_seed)``. Memory: ``4 * tokens * units`` bytes.
     """
-    from tinyinterp.analysis.activations import label_corpus, mlp_hook, stream_activations
+    from tinyinterp.analysis.corpus.labels import label_corpus
+    from tinyinterp.analysis.engine import mlp_hook, stream_activations
 
     layers = list(range(model.cfg.n_layers)) if layers is None else [int(x) for x in layers]
     if model.cfg.d_mlp is None or getattr(model.cfg, "attn_only", False):

@@ -1,9 +1,9 @@
 """One call that runs units through the identity rules, the lexical baselines and the probes.
 
-:func:`identity_report` takes any :class:`~tinyinterp.analysis.unit_activations.UnitActivations`
+:func:`identity_report` takes any :class:`~tinyinterp.analysis.neurons.units.UnitActivations`
 (neurons, SAE features) and returns a JSON-ready dict:
 
-* ``rows`` — candidate unit x tag rows (:func:`~tinyinterp.analysis.unit_identity.classify_units`),
+* ``rows`` — candidate unit x tag rows (:func:`~tinyinterp.analysis.neurons.identity.classify_units`),
   each with the tag's lookup and embedding numbers beside the unit's (``lookup_auroc``, ...);
 * ``summary`` — counts per category and tag, the paper-form specificity result,
   ``lexical_baseline`` per tag, and the dense / k-sparse probes on the units with their
@@ -12,7 +12,7 @@
 * ``paper`` — the per-unit paper-form test.
 
 :func:`neuron_identity_report` does it for a model's MLP neurons (``python -m
-tinyinterp.analysis.identity_report --help`` runs it from the shell).
+tinyinterp.analysis.neurons.identity_report --help`` runs it from the shell).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tinyinterp.analysis.lexical_baselines import beyond_identity, evaluate_scorer, lexical_baseline, probe_scorer, sparse_probe_scorer
-from tinyinterp.analysis.unit_ablation import AblationConfig, ablation_table, neuron_units
-from tinyinterp.analysis.unit_activations import UnitActivations, neuron_activations
-from tinyinterp.analysis.unit_identity import IdentityConfig, classify_units
+from tinyinterp.analysis.neurons.baselines import beyond_identity, evaluate_scorer, lexical_baseline, probe_scorer, sparse_probe_scorer
+from tinyinterp.analysis.neurons.matched_ablation import AblationConfig, ablation_table, neuron_units
+from tinyinterp.analysis.neurons.units import UnitActivations, neuron_activations
+from tinyinterp.analysis.neurons.identity import IdentityConfig, classify_units
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def identity_report(ua: UnitActivations, W_E: np.ndarray | None = None, cfg: Ide
 def neuron_identity_report(model, corpus, cfg: IdentityConfig | None = None, layers: Sequence[int] | None = None,
                            split_seed: int = 0, ablation: AblationConfig | None = None, **kwargs) -> dict[str, Any]:
     """:func:`identity_report` for the MLP neurons of ``model`` on ``corpus`` (embedding baseline: ``model.W_E``);
-    with ``ablation``, also :func:`~tinyinterp.analysis.unit_ablation.ablation_table` (key ``ablation``)."""
+    with ``ablation``, also :func:`~tinyinterp.analysis.neurons.matched_ablation.ablation_table` (key ``ablation``)."""
     t0 = time.perf_counter()
     ua = neuron_activations(model, corpus, layers, split_seed)
     t_act = time.perf_counter() - t0
@@ -113,8 +113,8 @@ def _brief(rep: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from tinyinterp.analysis.neuron_controls import untrained_copy
-    from tinyinterp.analysis.pos import load_corpus
+    from tinyinterp.analysis.neurons.controls import untrained_copy
+    from tinyinterp.analysis.corpus import load_corpus
     from tinyinterp.atomic import write_json
     from tinyinterp.checkpoint import load_model
 

@@ -29,8 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tinyinterp.analysis.stats import bootstrap_mean, story_sums, story_weights
-from tinyinterp.analysis.unit_activations import UnitActivations
-from tinyinterp.analysis.unit_metrics import auroc_matrix
+from tinyinterp.analysis.neurons.units import UnitActivations
+from tinyinterp.analysis.neurons.metrics import auroc_matrix
 from tinyinterp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class AblationConfig:
 
 def neuron_units(model, ua: UnitActivations) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
     """``(hook, index)`` per neuron unit of ``ua``, its output-weight norm, and its group (layer)."""
-    from tinyinterp.analysis.activations import mlp_hook
+    from tinyinterp.analysis.engine import mlp_hook
 
     layer, neuron = ua.unit_meta["layer"], ua.unit_meta["neuron"]
     refs = [(mlp_hook(int(x)), int(n)) for x, n in zip(layer, neuron)]
@@ -104,14 +104,14 @@ def _targets(corpus, stories: np.ndarray, n_pos: int, lengths: np.ndarray, tag: 
 def _token_losses(model, corpus, stories: np.ndarray, sets: list[list[tuple[str, int]]], means: dict[str, torch.Tensor],
                   batch_tokens: int, progress: bool = False):
     """Per-position next-token loss, clean and under each ablation set; plus the batches' story/row layout."""
-    from tinyinterp.analysis.activations import batch_tokens_array, plan_batches, story_lengths
+    from tinyinterp.analysis.engine import padded_tokens, plan_batches, story_lengths
 
     lengths = story_lengths(corpus, model.cfg.n_ctx)
     dev = model.cfg.device
     out = []
     for idx in tqdm(plan_batches(lengths, max(batch_tokens, model.cfg.n_ctx), stories), desc="ablation",
                     disable=not progress, leave=False):
-        tokens = batch_tokens_array(corpus, idx, lengths).to(dev)
+        tokens = padded_tokens(corpus, idx, lengths).to(dev)
         valid = (torch.arange(tokens.shape[1] - 1)[None, :] < torch.as_tensor(lengths[idx] - 1)[:, None]).numpy()
 
         def run(hooks) -> np.ndarray:
@@ -163,7 +163,7 @@ def ablation_table(model, corpus, ua: UnitActivations, units: Sequence[tuple[str
 
 
 def _tag_row(tag, ua, sets, flat, batches, corpus, model, auc, cfg) -> dict[str, Any]:
-    from tinyinterp.analysis.activations import story_lengths
+    from tinyinterp.analysis.engine import story_lengths
 
     lengths = story_lengths(corpus, model.cfg.n_ctx)
     first = next(i for i, s in enumerate(flat) if s is sets[0])

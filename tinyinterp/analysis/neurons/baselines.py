@@ -28,9 +28,9 @@ from typing import Any, Callable
 import numpy as np
 
 from tinyinterp.analysis.stats import bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_weights, weighted_auroc
-from tinyinterp.analysis.unit_activations import UnitActivations
-from tinyinterp.analysis.unit_identity import IdentityConfig
-from tinyinterp.analysis.unit_metrics import auroc_matrix
+from tinyinterp.analysis.neurons.units import UnitActivations
+from tinyinterp.analysis.neurons.identity import IdentityConfig
+from tinyinterp.analysis.neurons.metrics import auroc_matrix
 
 log = logging.getLogger(__name__)
 

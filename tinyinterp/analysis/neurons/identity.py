@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from tinyinterp.analysis.stats import bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_weights, weighted_auroc
-from tinyinterp.analysis.unit_activations import UnitActivations
-from tinyinterp.analysis.unit_metrics import auroc_matrix, average_precision, specificity, top_tokens
+from tinyinterp.analysis.neurons.units import UnitActivations
+from tinyinterp.analysis.neurons.metrics import auroc_matrix, average_precision, specificity, top_tokens
 from tinyinterp.errors import ConfigError
 
 log = logging.getLogger(__name__)
