@@ -32,7 +32,9 @@ from tinyinterp.analysis.neurons.identity import IdentityConfig, classify_units
 
 log = logging.getLogger(__name__)
 
-__all__ = ["identity_report", "neuron_identity_report"]
+__all__ = ["IDENTITY_JSON", "identity_report", "identity_tables", "load_identity", "neuron_identity_report"]
+
+IDENTITY_JSON = "neuron_identity.json"
 
 _JOIN = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
 
@@ -89,6 +91,39 @@ def neuron_identity_report(model, corpus, cfg: IdentityConfig | None = None, lay
         rep["ablation"] = ablation_table(model, corpus, ua, refs, norms, group, ablation)
         rep["summary"]["timing"]["ablation_s"] = time.perf_counter() - t0
     return rep
+
+
+def load_identity(folder) -> dict[str, Any] | None:
+    """The ``neuron_identity.json`` of an analysis folder, or None when the analysis has none."""
+    from pathlib import Path
+
+    from tinyinterp.analysis.results_io import read_result_json
+
+    return read_result_json(Path(folder) / IDENTITY_JSON, "tinyinterp analyze", default=None)
+
+
+def identity_tables(rep: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two display tables: per tag (categories, paper form, lexical baseline) and per candidate row."""
+    s = rep["summary"]
+    per_tag = []
+    for tag, c in s["categories_per_tag"].items():
+        lex = s["lexical_baseline"].get(tag, {})
+        paper = s["paper_specificity"]["per_tag"][tag]
+        per_tag.append({"tag": tag, **{k: c[k] for k in ("pos", "token", "untestable", "none")},
+                        "paper-form units": paper["n_units"], "paper-form beyond identity": paper.get("n_beyond_identity", 0),
+                        "lookup AUROC": lex.get("lookup", {}).get("auroc"),
+                        "embedding AUROC, unseen ids": lex.get("embedding", {}).get("unseen_auroc")})
+    rows = []
+    for r in rep["rows"]:
+        ci = [r.get("ambiguous_ci_low"), r.get("ambiguous_ci_high")]
+        rows.append({"unit": r["name"], "tag": r["tag"], "category": r["category"] or "none",
+                     "reasons": "; ".join(r["reasons"]), "AUROC": r["auroc"], "top-k precision": r["top_k_precision"],
+                     "AP lift": r["ap_lift"], "word types in top-k": r["n_top_types"], "AUROC unseen ids": r["unseen_auroc"],
+                     "ambiguous AUROC": r["ambiguous_auroc"],
+                     "ambiguous CI": "" if ci[0] is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]",
+                     "ambiguous n": f"{r['ambiguous_n_pos']}/{r['ambiguous_n_neg']}",
+                     "lookup AUROC": r.get("lookup_auroc"), "embedding AUROC unseen": r.get("embedding_unseen_auroc")})
+    return per_tag, rows
 
 
 def _brief(rep: dict[str, Any]) -> str:
