@@ -207,7 +207,7 @@ def _identity(model, corpus, cfg: AnalysisConfig, out: Path) -> dict[str, Any]:
     s = rep["summary"]
     keep = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
     return {"neuron_identity": {k: s[k] for k in ("categories_per_tag", "n_candidates", "n_pos_units", "n_token_units",
-                                                  "paper_specificity", "beyond_identity_tags", "timing")},
+                                                  "paper_specificity", "beyond_identity_tags")},
             "lexical_baseline": {t: {b: {k: m[k] for k in keep} for b, m in d.items()}
                                  for t, d in s["lexical_baseline"].items()}}
 
