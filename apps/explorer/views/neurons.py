@@ -6,6 +6,7 @@ import streamlit as st
 
 from apps.explorer import catalog, figures, links, readings, state
 from tinyinterp import plots
+from tinyinterp.analysis.neurons.identity_report import identity_tables, load_identity
 
 COLUMNS = ["layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value", "selective", "top_k_precision",
            "n_word_types_top_k", "ambiguous_auroc"]
@@ -50,6 +51,17 @@ if sparse:
                        "neurons for AUROC 0.9": str(v["k_for_0.9"] or "not reached"),
                        "all neurons": round(v["all_neurons_auroc"], 3)} for t, v in sparse.items()],
                      hide_index=True, key=f"neurons:sparse:{ckpt}")
+
+identity = load_identity(res.dir)
+if identity is not None:
+    with st.expander("Part of speech beyond token identity (pos / token / untestable)", expanded=True):
+        st.markdown("A **pos** neuron generalises to token ids it was not selected on and tells ambiguous words apart "
+                    "within one token id (\"play\" the noun vs the verb; story-bootstrap CI above 0.5); a **token** neuron "
+                    "fails one of these. The token-id lookup (no model) is the baseline every number must beat.")
+        per_tag, id_rows = identity_tables(identity)
+        st.dataframe(per_tag, hide_index=True, key=f"neurons:identity_tags:{ckpt}")
+        if id_rows:
+            st.dataframe(id_rows, hide_index=True, key=f"neurons:identity_rows:{ckpt}")
 
 f1, f2, f3, f4 = st.columns(4)
 tags = f1.multiselect("Part of speech", sorted(df["pos"].unique()), key="neurons:pos")
