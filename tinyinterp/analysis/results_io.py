@@ -6,8 +6,8 @@ are listed in its docstring. They all go through this module:
 * :func:`jsonable` — the one JSON sanitiser: NaN/inf become ``null``, numpy scalars and
   arrays become Python numbers and lists, tuples become lists, anything else that JSON
   cannot hold (paths, enums) becomes its ``str``;
-* :func:`write_result_json` / :func:`read_result_json` — atomic write of a sanitised object;
-  read with a one-line error naming the file and the fix;
+* :func:`write_result_json` / :func:`read_result_json` / :func:`read_result` — atomic write of a
+  sanitised object; read (and parse) with a one-line error naming the file and the fix;
 * :func:`folder_lock` — only one analysis writes a folder at a time (an advisory lock,
   ``.lock``), and a folder that a failed analysis created is removed again.
 """
@@ -20,12 +20,14 @@ import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import DataError, TinyInterpError
+
+T = TypeVar("T")
 
 
 def jsonable(obj: Any) -> Any:
@@ -67,6 +69,20 @@ def read_result_json(path: str | os.PathLike, writer: str, default: Any = ...) -
         raise DataError(f"{p}: not found; write it with {writer} or `tinyinterp analyze`") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{p}: invalid JSON ({exc}); re-run the analysis") from None
+
+
+def parse_result(data: Any, parse: Callable[[Any], T], path: str | os.PathLike, writer: str) -> T:
+    """``parse(data)``; JSON of the wrong shape (``parse`` raises KeyError, TypeError, ValueError or
+    AttributeError) is a :class:`DataError` naming ``path`` and ``writer``."""
+    try:
+        return parse(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: not what {writer} writes ({type(exc).__name__}: {exc}); re-run the analysis") from None
+
+
+def read_result(path: str | os.PathLike, writer: str, parse: Callable[[Any], T]) -> T:
+    """``parse`` of the JSON in ``path`` (:func:`read_result_json`, then :func:`parse_result`)."""
+    return parse_result(read_result_json(path, writer), parse, path, writer)
 
 
 @contextmanager

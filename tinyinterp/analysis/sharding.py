@@ -35,7 +35,6 @@ from safetensors.torch import load_file, save_file
 from tinyinterp.analysis.engine import eval_mode, run_pass
 from tinyinterp.analysis.heads.classify import HeadJob
 from tinyinterp.analysis.neurons.job import NeuronJob
-from tinyinterp.analysis.neurons.topk import TopKBuffer
 from tinyinterp.analysis.results_io import folder_lock, jsonable
 from tinyinterp.atomic import atomic_path, write_json
 from tinyinterp.errors import ConfigError, TinyInterpError
@@ -43,9 +42,6 @@ from tinyinterp.errors import ConfigError, TinyInterpError
 log = logging.getLogger(__name__)
 SHARD_FORMAT = 1
 SHARD_JSON, STATS = "shard.json", "stats.safetensors"
-_MAIN_FIELDS = ("obs", "exp", "flips", "tok_obs", "tok_exp", "tok_count", "cat_keys")
-_MAIN_SCALARS = ("n_rows", "inv_rows", "n_stories")
-_TAG_FIELDS = ("hist", "sum", "sumsq", "amb_hist")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -89,44 +85,6 @@ def corpus_fingerprint(corpus) -> str:
     return h.hexdigest()
 
 
-# ---------------------------------------------------------------------------- job state <-> tensors
-
-
-def _main_state(main, prefix: str) -> dict[str, torch.Tensor]:
-    out = {f"{prefix}.acc.{k}": v for k, v in main.acc.items()}
-    out.update({f"{prefix}.{k}": getattr(main, k) for k in _MAIN_FIELDS})
-    out.update({f"{prefix}.{k}": torch.tensor([float(getattr(main, k))], dtype=torch.float64) for k in _MAIN_SCALARS})
-    return out
-
-
-def _add_main(main, sd: dict[str, torch.Tensor], prefix: str) -> None:
-    for k in main.acc:
-        main.acc[k] += sd[f"{prefix}.acc.{k}"]
-    for k in _MAIN_FIELDS:
-        getattr(main, k).add_(sd[f"{prefix}.{k}"])
-    main.n_rows += float(sd[f"{prefix}.n_rows"][0])
-    main.inv_rows += float(sd[f"{prefix}.inv_rows"][0])
-    main.n_stories += int(sd[f"{prefix}.n_stories"][0])
-
-
-def _neuron_state(job, prefix: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for half, st in zip(("sel", "out"), job.stats):
-        out.update({f"{prefix}.{half}.{k}": getattr(st, k).cpu() for k in _TAG_FIELDS if getattr(st, k) is not None})
-    out.update({f"{prefix}.top.{k}": getattr(job.top, k).cpu() for k in ("values", "story", "pos")})
-    return out
-
-
-def _add_neurons(job, sd: dict[str, torch.Tensor], prefix: str) -> None:
-    for half, st in zip(("sel", "out"), job.stats):
-        for k in _TAG_FIELDS:
-            if getattr(st, k) is not None:
-                getattr(st, k).add_(sd[f"{prefix}.{half}.{k}"].to(getattr(st, k).device))
-    other = TopKBuffer(job.top.values.shape[0], job.top.k)
-    other.values, other.story, other.pos = (sd[f"{prefix}.top.{k}"] for k in ("values", "story", "pos"))
-    job.top = job.top.merge(other)
-
-
 # ----------------------------------------------------------------------------------- the two sides
 
 
@@ -139,17 +97,18 @@ class Jobs:
     control: NeuronJob | None  # on the untrained twin, when configured
     twin: Any | None
 
+    def parts(self) -> dict[str, Any]:
+        """Prefix in the statistics file -> the consumer whose ``state_dict()`` / ``merge_state()`` it holds."""
+        out = {"heads": self.heads.main, "neurons": self.neurons}
+        return out if self.control is None else {**out, "control": self.control}
+
     def state(self) -> dict[str, torch.Tensor]:
-        sd = {**_main_state(self.heads.main, "heads"), **_neuron_state(self.neurons, "neurons")}
-        if self.control is not None:
-            sd.update(_neuron_state(self.control, "control"))
-        return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+        return {f"{name}.{k}": v.detach().cpu().contiguous()
+                for name, part in self.parts().items() for k, v in part.state_dict().items()}
 
     def add(self, sd: dict[str, torch.Tensor]) -> None:
-        _add_main(self.heads.main, sd, "heads")
-        _add_neurons(self.neurons, sd, "neurons")
-        if self.control is not None:
-            _add_neurons(self.control, sd, "control")
+        for name, part in self.parts().items():
+            part.merge_state({k.partition(".")[2]: v for k, v in sd.items() if k.startswith(f"{name}.")})
 
 
 def build_jobs(model, corpus, hcfg, ncfg) -> Jobs:

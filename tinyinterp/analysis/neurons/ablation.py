@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import StopForward, length_mask, mlp_hook, padded_tokens, plan_batches, story_lengths
-from tinyinterp.analysis.results_io import read_result_json, write_result_json
+from tinyinterp.analysis.results_io import read_result, write_result_json
 from tinyinterp.errors import ConfigError, DataError
 
 ABLATION_JSON = "ablation.json"
@@ -81,11 +81,8 @@ class AblationResults:
     @classmethod
     def load(cls, out: str | os.PathLike) -> "AblationResults":
         """Read the ``ablation.json`` of a folder written by :meth:`save`."""
-        data = read_result_json(Path(out) / ABLATION_JSON, "AblationResults.save(folder)")
-        try:
-            return cls([AblationResult.from_dict(d) for d in data])
-        except (TypeError, KeyError, ValueError) as exc:
-            raise DataError(f"{Path(out) / ABLATION_JSON}: not a list of ablation checks ({exc}); re-run the analysis") from None
+        return read_result(Path(out) / ABLATION_JSON, "AblationResults.save(folder)",
+                           lambda data: cls([AblationResult.from_dict(d) for d in data]))
 
 
 Inputs = tuple[Tensor, Tensor, Tensor, Tensor]  # tokens, mask, measured positions, other positions; [batch, pos] each
