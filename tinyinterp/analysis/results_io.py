@@ -20,7 +20,7 @@ import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from tinyinterp.atomic import write_json
 from tinyinterp.errors import DataError, TinyInterpError
 
 T = TypeVar("T")
+R = TypeVar("R", bound="JsonResult")
 
 
 def jsonable(obj: Any) -> Any:
@@ -83,6 +84,35 @@ def parse_result(data: Any, parse: Callable[[Any], T], path: str | os.PathLike, 
 def read_result(path: str | os.PathLike, writer: str, parse: Callable[[Any], T]) -> T:
     """``parse`` of the JSON in ``path`` (:func:`read_result_json`, then :func:`parse_result`)."""
     return parse_result(read_result_json(path, writer), parse, path, writer)
+
+
+class JsonResult:
+    """A result kept in one JSON file of a folder: ``save(folder)`` writes ``FILE``, ``load(folder)`` reads it.
+
+    Subclasses name the file (``FILE``) and convert to and from its JSON (:meth:`to_json_obj`,
+    :meth:`from_json_obj`). Results with several files (heads, neurons) write each with
+    :func:`write_result_json` and read them with :func:`read_result_json` the same way.
+    """
+
+    FILE: ClassVar[str]
+
+    def to_json_obj(self) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_json_obj(cls: type[R], data: Any) -> R:
+        raise NotImplementedError
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write :attr:`FILE` (atomically) into the folder ``out``; returns the folder."""
+        out = Path(out)
+        write_result_json(out / self.FILE, self.to_json_obj())
+        return out
+
+    @classmethod
+    def load(cls: type[R], out: str | os.PathLike) -> R:
+        """Read :attr:`FILE` from a folder written by :meth:`save`."""
+        return read_result(Path(out) / cls.FILE, f"{cls.__name__}.save(folder)", cls.from_json_obj)
 
 
 @contextmanager

@@ -73,13 +73,12 @@ def load_corpus(
     from tinyinterp.data.readers import load_stories
 
     _check_max_stories(max_stories)
-    tokenizer, max_tokens = _tokenizer(model_or_tokenizer, max_tokens)
+    _tokenizer(model_or_tokenizer, max_tokens)  # a bad model is reported before any file is read
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
         raise DataError("load_corpus: no paths given; pass files, folders, globs or hf: names")
-    sources = [_check_source(x) for x in items]
-    texts = load_stories(sources, max_stories=max_stories)
-    return tag_corpus(texts, tokenizer, max_tokens, use_cache=use_cache, progress=progress)
+    texts = load_stories([_check_source(x) for x in items], max_stories=max_stories)
+    return corpus_from_texts(texts, model_or_tokenizer, max_tokens=max_tokens, use_cache=use_cache, progress=progress)
 
 
 def corpus_from_texts(

@@ -20,11 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -33,7 +31,7 @@ from tqdm.auto import tqdm
 from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
 from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG, TaggedCorpus
 from tinyinterp.analysis.engine import EMBED_LAYER, mlp_hook, resid_hook, stream_activations
-from tinyinterp.analysis.results_io import read_result, write_result_json
+from tinyinterp.analysis.results_io import JsonResult
 from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -83,8 +81,11 @@ class ProbeConfig:
 
 
 @dataclass
-class ProbeResults:
-    """One row per site (see :meth:`to_frame`) and a summary with the baselines."""
+class ProbeResults(JsonResult):
+    """One row per site (see :meth:`to_frame`) and a summary with the baselines; ``save(folder)`` writes
+    ``probes.json`` (``{"probes": rows, "summary": ...}``), ``load(folder)`` reads it."""
+
+    FILE: ClassVar[str] = PROBES_JSON
 
     rows: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
@@ -106,16 +107,12 @@ class ProbeResults:
     def from_json(cls, text: str) -> "ProbeResults":
         return cls.from_dict(json.loads(text))
 
-    def save(self, out: str | os.PathLike) -> Path:
-        """Write ``probes.json`` (``{"probes": rows, "summary": ...}``) into the folder ``out``; returns the folder."""
-        out = Path(out)
-        write_result_json(out / PROBES_JSON, self.to_dict())
-        return out
+    def to_json_obj(self) -> dict[str, Any]:
+        return self.to_dict()
 
     @classmethod
-    def load(cls, out: str | os.PathLike) -> "ProbeResults":
-        """Read the ``probes.json`` of a folder written by :meth:`save`."""
-        return read_result(Path(out) / PROBES_JSON, "ProbeResults.save(folder)", cls.from_dict)
+    def from_json_obj(cls, data: Any) -> "ProbeResults":
+        return cls.from_dict(data)
 
 
 def _sites(model, cfg: ProbeConfig) -> list[tuple[str, int, str]]:

@@ -13,11 +13,9 @@ single neuron (either sign), the last point uses every neuron (the dense ceiling
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -25,7 +23,7 @@ from tinyinterp.analysis.corpus.labels import label_corpus
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import mlp_hook
 from tinyinterp.analysis.probes.dense import ProbeConfig, collect_features
-from tinyinterp.analysis.results_io import read_result, write_result_json
+from tinyinterp.analysis.results_io import JsonResult
 from tinyinterp.errors import ConfigError, DataError
 
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -33,10 +31,11 @@ SPARSE_JSON = "sparse_probes.json"
 
 
 @dataclass
-class SparseProbeResults:
+class SparseProbeResults(JsonResult):
     """Per tag: ``{"curve": [{"k", "auroc", "units", "best_single_auroc_train"}...], "k_for_0.9": k or None,
     "n_train", "n_test", "n_pos_test"}``; reads like a dict by tag. ``save(folder)`` writes ``sparse_probes.json``."""
 
+    FILE: ClassVar[str] = SPARSE_JSON
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __getitem__(self, tag: str) -> dict[str, Any]:
@@ -59,16 +58,12 @@ class SparseProbeResults:
         return {tag: {"k_for_0.9": v["k_for_0.9"], "k1_auroc": v["curve"][0]["auroc"],
                       "all_neurons_auroc": v["curve"][-1]["auroc"]} for tag, v in self.curves.items()}
 
-    def save(self, out: str | os.PathLike) -> Path:
-        """Write ``sparse_probes.json`` (the curves by tag) into the folder ``out``; returns the folder."""
-        out = Path(out)
-        write_result_json(out / SPARSE_JSON, self.curves)
-        return out
+    def to_json_obj(self) -> dict[str, dict[str, Any]]:
+        return self.curves
 
     @classmethod
-    def load(cls, out: str | os.PathLike) -> "SparseProbeResults":
-        """Read the ``sparse_probes.json`` of a folder written by :meth:`save`."""
-        return read_result(Path(out) / SPARSE_JSON, "SparseProbeResults.save(folder)", lambda d: cls(dict(d)))
+    def from_json_obj(cls, data: Any) -> "SparseProbeResults":
+        return cls(dict(data))
 
 
 def unit_aurocs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
