@@ -15,7 +15,9 @@ examples, ablations, probes and the report, exactly as an unsharded ``analyze`` 
 Every shard tags the whole corpus and repeats the calibration passes (a fixed number of
 stories, independent of the corpus size), so that all shards bin and score identically;
 the merge step does so once more. A shard folder holds ``shard.json`` (provenance and
-fingerprints) and ``stats.safetensors``.
+fingerprints) and ``stats.safetensors``: each consumer's ``state_dict()`` under its prefix
+(``heads.``, ``neurons.``, ``control.``); the merge hands each prefix back to the same consumer's
+``merge_state()``, so this module never reads another class's attributes.
 """
 
 from __future__ import annotations
