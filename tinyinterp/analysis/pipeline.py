@@ -25,18 +25,17 @@ from typing import Any, Callable, Sequence
 
 from tinyinterp.analysis.corpus.loading import load_corpus
 from tinyinterp.analysis.corpus.store import TaggedCorpus
-from tinyinterp.analysis.engine import eval_mode, run_pass
-from tinyinterp.analysis.heads.classify import HeadConfig, HeadJob, classify_heads
+from tinyinterp.analysis.engine import eval_mode
+from tinyinterp.analysis.heads.classify import HeadConfig, classify_heads
 from tinyinterp.analysis.heads.results import HeadResults
 from tinyinterp.analysis.neurons.ablation import AblationResults, ablation_effect
 from tinyinterp.analysis.neurons.config import NeuronConfig
-from tinyinterp.analysis.neurons.job import NeuronJob
 from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.neurons.selection import find_pos_neurons
 from tinyinterp.analysis.probes.dense import ProbeConfig, ProbeResults, probe_layers
 from tinyinterp.analysis.probes.sparse import sparse_probe_curve
 from tinyinterp.analysis.results_io import folder_lock, jsonable
-from tinyinterp.analysis.sharding import merged_stats, read_shards
+from tinyinterp.analysis.sharding import build_jobs, merged_stats, read_shards
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import TinyInterpError
 
@@ -79,15 +78,13 @@ def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = No
     the corpus (selection half, then held-out half; ``min`` of the two ``batch_tokens``) feeds
     the head statistics and the neuron statistics together, so the model's forward runs once
     instead of twice. Results match the separate calls (up to float summation order). The
-    untrained control, when configured, is a second model and runs its own pass.
+    untrained control, when configured, is a second model and runs its own pass. The same
+    jobs run one shard of the stories in ``analyze --shard`` (:mod:`~tinyinterp.analysis.sharding`).
     """
-    hcfg, ncfg = heads or HeadConfig(), neurons or NeuronConfig()
     with eval_mode(model):
-        hjob = HeadJob(model, corpus, hcfg)
-        njob = NeuronJob(model, corpus, ncfg)
-        run_pass(model, corpus, [hjob.main, njob], njob.groups, min(hcfg.batch_tokens, ncfg.batch_tokens),
-                 progress, "heads + neurons")
-        return hjob.finish(), njob.finish()
+        jobs = build_jobs(model, corpus, heads or HeadConfig(), neurons or NeuronConfig())
+        jobs.stream(progress=progress)
+        return jobs.finish()
 
 
 @dataclass

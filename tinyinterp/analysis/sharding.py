@@ -36,7 +36,9 @@ from safetensors.torch import load_file, save_file
 
 from tinyinterp.analysis.engine import eval_mode, run_pass
 from tinyinterp.analysis.heads.classify import HeadJob
+from tinyinterp.analysis.heads.results import HeadResults
 from tinyinterp.analysis.neurons.job import NeuronJob
+from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.results_io import folder_lock, jsonable
 from tinyinterp.atomic import atomic_path, write_json
 from tinyinterp.errors import ConfigError, TinyInterpError
@@ -112,6 +114,25 @@ class Jobs:
         for name, part in self.parts().items():
             part.merge_state({k.partition(".")[2]: v for k, v in sd.items() if k.startswith(f"{name}.")})
 
+    def stream(self, shard: tuple[int, int] = (0, 1), progress: bool = False, desc: str = "heads + neurons") -> int:
+        """Run the shared pass over shard ``(i, n)`` of the stories (default: all of them), then the
+        untrained control's pass over the same share of its stories. Returns the model's tokens."""
+        i, n = shard
+        model, corpus = self.heads.model, self.heads.corpus
+        bt = min(self.heads.cfg.batch_tokens, self.neurons.cfg.batch_tokens)
+        tokens = run_pass(model, corpus, [self.heads.main, self.neurons], shard_groups(self.neurons.groups, i, n), bt,
+                          progress, desc)
+        if self.control is not None:
+            run_pass(self.twin, self.control.corpus, [self.control], shard_groups(self.control.groups, i, n), bt,
+                     progress, f"{desc}: untrained control")
+        return tokens
+
+    def finish(self) -> tuple[HeadResults, NeuronResults]:
+        """Scores, labels and tests from the accumulated (or added) statistics."""
+        if self.control is not None:
+            self.neurons.control_result = self.control.finish()
+        return self.heads.finish(), self.neurons.finish()
+
 
 def build_jobs(model, corpus, hcfg, ncfg) -> Jobs:
     """Calibrate every consumer (deterministic: every shard and the merge get the same bins and profiles)."""
@@ -127,15 +148,10 @@ def run_shard(model, corpus, out: str | os.PathLike, hcfg, ncfg, shard: tuple[in
     out = Path(out)
     with folder_lock(out), eval_mode(model):
         jobs = build_jobs(model, corpus, hcfg, ncfg)
-        bt = min(hcfg.batch_tokens, ncfg.batch_tokens)
-        groups = shard_groups(jobs.neurons.groups, i, n)
-        tokens = run_pass(model, corpus, [jobs.heads.main, jobs.neurons], groups, bt, progress, f"shard {i}/{n}")
-        if jobs.control is not None:
-            run_pass(jobs.twin, jobs.control.corpus, [jobs.control], shard_groups(jobs.control.groups, i, n), bt,
-                     progress, f"shard {i}/{n}: untrained control")
+        tokens = jobs.stream(shard, progress, f"shard {i}/{n}")
         meta = {
             "format": SHARD_FORMAT, "shard": i, "n_shards": n, "tokens": tokens,
-            "stories": int(sum(len(g) for g in groups)),
+            "stories": int(sum(len(g) for g in shard_groups(jobs.neurons.groups, i, n))),
             "model_sha256": model_fingerprint(model), "corpus_sha256": corpus_fingerprint(corpus),
             "corpus_stories": len(corpus), "config": _configs_json(hcfg, ncfg), **provenance,
         }
@@ -184,7 +200,7 @@ def read_shards(dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     return metas
 
 
-def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Callable[..., tuple[Any, Any]]:
+def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Callable[..., tuple[HeadResults, NeuronResults]]:
     """A drop-in for :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` that adds the shards'
     statistics instead of running the pass (checks the model and corpus are the shards' own)."""
     first = metas[0]
@@ -203,9 +219,7 @@ def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Call
             want = jobs.state()  # the tensors every shard must hold, with their shapes and dtypes
             for m in metas:
                 jobs.add(_read_stats(Path(m["dir"]) / STATS, want))
-            if jobs.control is not None:
-                jobs.neurons.control_result = jobs.control.finish()
-            return jobs.heads.finish(), jobs.neurons.finish()
+            return jobs.finish()
 
     return finish
 
