@@ -26,6 +26,7 @@ import numpy as np
 
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import DataError, TinyInterpError
+from tinyinterp.output_folder import make_folder
 
 T = TypeVar("T")
 R = TypeVar("R", bound="JsonResult")
@@ -117,15 +118,10 @@ class JsonResult:
 
 @contextmanager
 def folder_lock(out: Path) -> Iterator[None]:
-    """Refuse to run when another analysis is writing ``out``; a folder this call created is
-    removed again when the analysis fails before writing anything into it."""
-    if out.exists() and not out.is_dir():
-        raise TinyInterpError(f"{out}: is a file, not a folder; pass --out a folder (new or from an earlier analysis)")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TinyInterpError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
+    """Create ``out`` (:func:`tinyinterp.output_folder.make_folder`) and refuse to run when another
+    analysis is writing it; a folder this call created is removed again when the analysis fails
+    before writing anything into it."""
+    created = make_folder(out, "analysis")  # one-line errors for a file in the way, permissions, mkdir
     fh = open(out / ".lock", "w")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
