@@ -138,7 +138,7 @@ def worker(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     corpus = corpus_from_store(texts, store, int(model.cfg.n_ctx))
     load_s = time.perf_counter() - t
-    import tinyinterp.analysis.engine as engine
+    import tinyinterp.analysis.sharding as engine  # Jobs.stream calls the run_pass it imported
 
     pass_s, run_pass = [0.0], engine.run_pass
 

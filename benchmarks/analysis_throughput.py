@@ -69,7 +69,8 @@ class PassRss:
     The pass streams the selection half, then the held-out half, each sorted by length, so
     the two halves run the same mix of batch shapes: with flat memory the held-out half peaks
     no higher than the selection half (``drift`` = its peak / the selection half's peak ≈ 1).
-    Installed by wrapping ``tinyinterp.analysis.engine``'s ``PassBatch`` and ``run_hooked``.
+    Installed by wrapping ``tinyinterp.analysis.engine``'s ``PassBatch`` and ``run_hooked`` (which the
+    calibration passes share), counting only batches inside the pipeline's ``run_pass``.
     """
 
     def __init__(self):
@@ -77,9 +78,11 @@ class PassRss:
 
     def __enter__(self) -> "PassRss":
         import tinyinterp.analysis.engine as stream
+        import tinyinterp.analysis.pipeline as pipeline
 
-        self._stream, self._saved = stream, (stream.PassBatch, stream.run_hooked)
-        rec, group = self, {"g": 0}
+        self._stream, self._pipeline = stream, pipeline
+        self._saved = (stream.PassBatch, stream.run_hooked, pipeline.run_pass)
+        rec, group, active = self, {"g": 0}, {"on": False}
 
         import dataclasses
 
@@ -90,13 +93,21 @@ class PassRss:
 
         def run_hooked(*a, **k):
             self._saved[1](*a, **k)
-            rec.by_group.setdefault(group["g"], []).append(rss_mb())
+            if active["on"]:
+                rec.by_group.setdefault(group["g"], []).append(rss_mb())
 
-        stream.PassBatch, stream.run_hooked = Recorded, run_hooked
+        def run_pass(*a, **k):
+            active["on"] = True
+            try:
+                return self._saved[2](*a, **k)
+            finally:
+                active["on"] = False
+
+        stream.PassBatch, stream.run_hooked, pipeline.run_pass = Recorded, run_hooked, run_pass
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stream.PassBatch, self._stream.run_hooked = self._saved
+        self._stream.PassBatch, self._stream.run_hooked, self._pipeline.run_pass = self._saved
 
     def summary(self) -> dict:
         peaks = {g: max(v) for g, v in sorted(self.by_group.items())}
@@ -198,14 +209,14 @@ def child(args: argparse.Namespace) -> dict:
     from tinyinterp.analysis.neurons import untrained_copy
     from tinyinterp.analysis.neurons import NeuronConfig, find_pos_neurons
     from tinyinterp.analysis.pipeline import heads_and_neurons
-    from tinyinterp.analysis.corpus import load_corpus
+    from tinyinterp.analysis.corpus import corpus_from_texts
 
     _, files = story_source(args.data)
     model, _ = get_model(files)
     rss = {"after_model": peak_rss_mb()}
     texts = read_stories(files, args.n_stories)
     t = time.perf_counter()
-    corpus = load_corpus(texts, model, progress=False)
+    corpus = corpus_from_texts(texts, model, progress=False)
     load_s = time.perf_counter() - t
     del texts
     rss["after_load"] = peak_rss_mb()
@@ -303,10 +314,10 @@ def main() -> None:
     big = max(sizes)
     print(f"text: {kind}; model: {model_desc}; sizes: {sizes}", flush=True)
 
-    from tinyinterp.analysis.corpus import load_corpus
+    from tinyinterp.analysis.corpus import corpus_from_texts
 
     t = time.perf_counter()
-    corpus = load_corpus(read_stories(files, sizes[big]["stories"]), model, progress=False)
+    corpus = corpus_from_texts(read_stories(files, sizes[big]["stories"]), model, progress=False)
     tagging = {"tagging_s": time.perf_counter() - t, "tagged_stories": len(corpus),
                "tagged_fresh": corpus.meta["n_tagged"], "from_cache": corpus.meta["n_cached"],
                "spacy_model": corpus.spacy_model, "alignment_coverage": corpus.coverage}

@@ -60,7 +60,7 @@ def fresh_tagging_rate(n_stories: int, data: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TINYINTERP_CACHE"] = tmp
         from tinyinterp.analysis.corpus import label_corpus
-        from tinyinterp.analysis.corpus import load_corpus, tag_corpus
+        from tinyinterp.analysis.corpus import corpus_from_texts, tag_corpus
         from tinyinterp.analysis.corpus.tagging import load_spacy
 
         _, files = bench.story_source(data)
@@ -68,7 +68,7 @@ def fresh_tagging_rate(n_stories: int, data: str) -> dict:
         texts = bench.read_stories(files, n_stories + 50)[50:]  # not the stories the benchmark tagged first
         load_spacy()  # model load not timed
         t = time.perf_counter()
-        corpus = load_corpus(texts, model, progress=False)
+        corpus = corpus_from_texts(texts, model, progress=False)
         dt = time.perf_counter() - t
         lean = tag_corpus(iter(texts), model.tokenizer, model.cfg.n_ctx, keep_text=False, progress=False)  # cache hits
         labels = label_corpus(corpus)

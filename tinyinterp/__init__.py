@@ -19,11 +19,18 @@ from tinyinterp.evaluate import EvalResult, evaluate_checkpoint  # noqa: E402
 from tinyinterp.training import TrainConfig, train  # noqa: E402
 
 
-def generate_text(model, prompt: str, max_new_tokens: int = 60, temperature: float = 0.0, seed: int = 0) -> str:
-    """Continue ``prompt`` with a loaded ``HookedTransformer`` (greedy by default)."""
+def generate_text(model, prompt: str, max_new_tokens: int = 60, temperature: float = 0.0, seed: int = 0,
+                  tokenizer=None) -> str:
+    """Continue ``prompt`` (greedy by default) with a loaded ``HookedTransformer``, or with the fast
+    model of :func:`load_fast_model` (then pass the tokenizer it returned)."""
     from tinyinterp.generate import generate
 
-    return generate(model, model.tokenizer, prompt, model.cfg.n_ctx, max_new_tokens, temperature, seed=seed,
+    if isinstance(model.cfg, dict):  # the fast TinyTransformer
+        if tokenizer is None:
+            raise ConfigError("generate_text with the fast model needs tokenizer=, the second value of load_fast_model")
+        return generate(model, tokenizer, prompt, model.cfg["n_ctx"], max_new_tokens, temperature, seed=seed,
+                        device=next(model.parameters()).device)
+    return generate(model, tokenizer or model.tokenizer, prompt, model.cfg.n_ctx, max_new_tokens, temperature, seed=seed,
                     device=model.cfg.device)
 
 
@@ -32,6 +39,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 # Analysis names load lazily, so `import tinyinterp` does not import spaCy or scikit-learn.
 _LAZY = {
     "load_corpus": "tinyinterp.analysis.corpus.loading",
+    "corpus_from_texts": "tinyinterp.analysis.corpus.loading",
     "classify_heads": "tinyinterp.analysis.heads.classify",
     "HeadConfig": "tinyinterp.analysis.heads.classify",
     "HeadResults": "tinyinterp.analysis.heads.results",
@@ -48,6 +56,11 @@ _LAZY = {
     "ProbeConfig": "tinyinterp.analysis.probes.dense",
     "ProbeResults": "tinyinterp.analysis.probes.dense",
     "sparse_probe_curve": "tinyinterp.analysis.probes.sparse",
+    "SparseProbeResults": "tinyinterp.analysis.probes.sparse",
+    "AblationResults": "tinyinterp.analysis.neurons.ablation",
+    "label_corpus": "tinyinterp.analysis.corpus.labels",
+    "token_activations": "tinyinterp.analysis.probes.dense",
+    "run_text": "tinyinterp.analysis.engine",
     "analyze": "tinyinterp.analysis.pipeline",
     "AnalysisConfig": "tinyinterp.analysis.pipeline",
     "check_complete": "tinyinterp.analysis.results_io",
@@ -66,6 +79,11 @@ _LAZY = {
     "plot_neuron_selectivity": "tinyinterp.plots",
     "plot_text_activations": "tinyinterp.plots",
     "plot_probe_accuracy": "tinyinterp.plots",
+    "LABEL_COLORS": "tinyinterp.plots",
+    # for the explorer (apps/explorer uses only names exported here)
+    "cache_dir": "tinyinterp.cache",
+    "write_text": "tinyinterp.atomic",
+    "hooked_config_from_hf": "tinyinterp.models.hf_import",
 }
 
 

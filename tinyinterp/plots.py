@@ -23,11 +23,11 @@ def _frame(x: Any) -> pd.DataFrame:
 
 
 def _run_hook(model, text: str, name: str) -> tuple[list[str], torch.Tensor]:
-    """Token strings of ``text`` (BOS first, cut to the context) and one hook's activation."""
-    tokens = model.to_tokens(text)[:, : model.cfg.n_ctx]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=name)
-    return [model.tokenizer.decode([t]) for t in tokens[0].tolist()], cache[name][0].cpu()
+    """Token strings of ``text`` (BOS first, cut to the context) and one hook's activation (no batch dimension)."""
+    from tinyinterp.analysis.engine import run_text
+
+    strs, acts = run_text(model, text, [name])
+    return strs, acts[name]
 
 
 def _tokens_and_pattern(model, text: str, layer: int, head: int) -> tuple[list[str], np.ndarray]:

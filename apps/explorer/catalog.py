@@ -140,12 +140,11 @@ def read_card(path: Path) -> dict[str, Any]:
     """Shape, size, data and evaluation of a checkpoint from its JSON files (the model is not loaded)."""
     cfg = _read_json(path / "config.json")
     if "model_type" in cfg:  # a Hugging Face folder: its shape in HookedTransformer's names
-        from tinyinterp.errors import TinyInterpError
-        from tinyinterp.models.hf_import import hooked_config_from_hf
+        import tinyinterp
 
         try:
-            cfg = hooked_config_from_hf(cfg, path)
-        except TinyInterpError:
+            cfg = tinyinterp.hooked_config_from_hf(cfg, path)
+        except tinyinterp.TinyInterpError:
             cfg = {}
     info = _read_json(path / "training.json")
     shape = {k: cfg.get(k) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab", "act_fn")}

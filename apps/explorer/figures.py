@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tinyinterp.plots import LABEL_COLORS
+from tinyinterp import LABEL_COLORS
 
 LABELS = tuple(LABEL_COLORS)
 

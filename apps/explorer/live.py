@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-
-SKIP_TAGS = ("BOS", "SPACE")
 
 
 def tag_stories(model, stories: list[str], use_cache: bool = True):
-    """A ``TaggedCorpus`` of story texts for ``model`` (cut to its context).
+    """A ``TaggedCorpus`` of story texts for ``model`` (cut to its context)."""
+    import tinyinterp
 
-    Calls ``tag_corpus`` directly: ``tinyinterp.load_corpus`` first asks whether each text is
-    a file path, which raises ``OSError`` (file name too long) for a long one-line story.
-    """
-    from tinyinterp.analysis.corpus import tag_corpus
-
-    return tag_corpus(stories, model.tokenizer, int(model.cfg.n_ctx), use_cache=use_cache, progress=False)
+    return tinyinterp.corpus_from_texts(stories, model, use_cache=use_cache, progress=False)
 
 
 def tag_text(model, text: str) -> tuple[list[str], list[str]]:
@@ -28,12 +21,11 @@ def tag_text(model, text: str) -> tuple[list[str], list[str]]:
 
 def attention_pattern(model, text: str, layer: int, head: int) -> tuple[list[str], np.ndarray]:
     """Token strings and the [query, key] attention pattern of one head on ``text``."""
-    tokens = model.to_tokens(text)[:, : model.cfg.n_ctx]
+    import tinyinterp
+
     name = f"blocks.{layer}.attn.hook_pattern"
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=name)
-    strs = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
-    return strs, cache[name][0, head].cpu().numpy()
+    strs, acts = tinyinterp.run_text(model, text, [name])
+    return strs, acts[name][head].numpy()
 
 
 def layer_activations(model, corpus, layer: int, max_stories: int = 60) -> tuple[np.ndarray, list[str]]:
@@ -42,15 +34,9 @@ def layer_activations(model, corpus, layer: int, max_stories: int = 60) -> tuple
     Like the neuron analysis, only word-initial tokens count (no BOS, whitespace or word
     continuations); returns the activations (float32) and each token's UPOS tag.
     """
-    name = f"blocks.{layer}.mlp.hook_post"
-    acts, tags = [], []
-    for story in corpus.stories[:max_stories]:
-        ids = torch.as_tensor(np.asarray(story.tokens[: model.cfg.n_ctx]), dtype=torch.long)[None]
-        with torch.no_grad():
-            _, cache = model.run_with_cache(ids, names_filter=name)
-        post = cache[name][0].cpu().numpy()
-        keep = [i for i in range(ids.shape[1]) if story.upos[i] not in SKIP_TAGS and not story.continuation[i]]
-        acts.append(post[keep])
-        tags.extend(story.upos[i] for i in keep)
-    d_mlp = int(model.cfg.d_mlp)
-    return (np.concatenate(acts).astype(np.float32) if acts else np.zeros((0, d_mlp), np.float32)), tags
+    import tinyinterp
+
+    name, labels = f"blocks.{layer}.mlp.hook_post", tinyinterp.label_corpus(corpus)
+    feats, tag_ids, _ = tinyinterp.token_activations(model, corpus, [name], np.arange(min(max_stories, len(corpus))),
+                                                     labels=labels)
+    return feats[name].reshape(-1, int(model.cfg.d_mlp)), [labels.tags[t] for t in tag_ids.tolist()]

@@ -53,9 +53,9 @@ class Results:
 
 
 def cache_root(ckpt: Path) -> Path:
-    from tinyinterp.cache import cache_dir
+    import tinyinterp
 
-    d = cache_dir("explorer") / f"{ckpt.name}-{content_key(ckpt)}"
+    d = tinyinterp.cache_dir("explorer") / f"{ckpt.name}-{content_key(ckpt)}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -121,14 +121,13 @@ def generate_stories(ckpt: Path, n: int = N_STORIES, max_new_tokens: int = STORY
                      progress: Progress = _quiet) -> list[str]:
     """``n`` stories written by the model itself (temperature 0.8, seeds 0..n-1, varied prompts)."""
     import tinyinterp
-    from tinyinterp.generate import generate
 
     model, tok = tinyinterp.load_fast_model(ckpt)
     stories = []
     for i in range(n):
         progress(f"Writing story {i + 1} of {n} with the model", i / n)
-        text = clean_story(generate(model, tok, PROMPTS[i % len(PROMPTS)], model.cfg["n_ctx"], max_new_tokens, 0.8,
-                                    seed=i))
+        text = clean_story(tinyinterp.generate_text(model, PROMPTS[i % len(PROMPTS)], max_new_tokens, 0.8, seed=i,
+                                                    tokenizer=tok))
         if text:
             stories.append(text)
     progress(f"Wrote {len(stories)} stories", 1.0)
@@ -138,13 +137,12 @@ def generate_stories(ckpt: Path, n: int = N_STORIES, max_new_tokens: int = STORY
 def ensure_corpus(ckpt: Path, progress: Progress = _quiet, n: int = N_STORIES) -> list[str]:
     """The analysis corpus as a list of stories (generated and cached on first use when absent)."""
     import tinyinterp
-    from tinyinterp.atomic import write_text
 
     f = corpus_file(ckpt)
     if f is None:
         stories = generate_stories(ckpt, n, progress=progress)
         f = cache_root(ckpt) / "corpus.txt"
-        write_text(f, "".join(s + "\n<|endoftext|>\n" for s in stories))
+        tinyinterp.write_text(f, "".join(s + "\n<|endoftext|>\n" for s in stories))
     return tinyinterp.load_stories(str(f))
 
 

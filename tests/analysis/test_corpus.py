@@ -10,7 +10,7 @@ import pytest
 from tests.support.planted_heads import make_tokenizer
 from tests.support.stories import sentence_stories
 from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, StoryStore, TaggedCorpus
-from tinyinterp.analysis.corpus import load_corpus, tag_corpus, tokenizer_fingerprint
+from tinyinterp.analysis.corpus import corpus_from_texts, load_corpus, tag_corpus, tokenizer_fingerprint
 from tinyinterp.analysis.corpus.alignment import align_story
 from tinyinterp.analysis.corpus.tagging import load_spacy
 from tinyinterp.errors import DataError
@@ -114,14 +114,14 @@ def test_truncation_and_coverage(tok):
     assert corpus.spacy_model.startswith("en_core_web_sm")
 
 
-def test_load_corpus_files_texts_and_model(tok, tmp_path):
+def test_load_corpus_files_and_corpus_from_texts(tok, tmp_path):
     texts = sentence_stories(4, seed=2)
     f = tmp_path / "stories.txt"
     f.write_text("\n<|endoftext|>\n".join(texts) + "\n")
     from_file = load_corpus([f], tok, progress=False)
     assert len(from_file) == 4 and from_file.stories[0].text == texts[0]
     assert len(load_corpus(str(f), tok, max_stories=2, progress=False)) == 2
-    from_texts = load_corpus(texts, tok, max_stories=3, progress=False)
+    from_texts = corpus_from_texts(texts, tok, max_stories=3, progress=False)
     assert isinstance(from_texts, TaggedCorpus) and len(from_texts) == 3
 
     from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -129,7 +129,7 @@ def test_load_corpus_files_texts_and_model(tok, tmp_path):
     cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=10, d_vocab=len(tok),
                                   attn_only=True, act_fn="gelu_new")
     model = HookedTransformer(cfg, tokenizer=tok)
-    with_model = load_corpus(texts, model, progress=False)
+    with_model = corpus_from_texts(iter(texts), model, progress=False)
     assert max(len(s) for s in with_model.stories) == 10  # the model's n_ctx, BOS included
     # HookedTransformer swaps in a BOS-adding copy of the tokenizer; it tokenises identically
     assert tokenizer_fingerprint(model.tokenizer) == tokenizer_fingerprint(tok)
@@ -138,8 +138,10 @@ def test_load_corpus_files_texts_and_model(tok, tmp_path):
 def test_bad_input(tok):
     with pytest.raises(DataError, match="empty"):
         tag_corpus(["", "   \n"], tok, 32, progress=False)
-    with pytest.raises(DataError, match="empty"):
+    with pytest.raises(DataError, match="no paths"):
         load_corpus([], tok)
+    with pytest.raises(DataError, match="empty"):
+        corpus_from_texts([], tok)
     with pytest.raises(DataError, match="strings"):
         tag_corpus([3], tok, 32, progress=False)
     with pytest.raises(DataError, match="max_tokens"):
@@ -169,3 +171,14 @@ def test_streamed_without_text_matches_the_list_path(tok):
         tag_corpus(iter(["", "  "]), tok, 48, progress=False)
     with pytest.raises(DataError, match="must be strings"):
         tag_corpus(iter(["a story.", 3]), tok, 48, progress=False)
+
+
+def test_a_story_passed_as_a_path_says_what_to_call(tok, tmp_path):
+    story = "Once upon a time, a cat sat in the sun. " * 10  # one line, longer than a file name
+    for bad in ([story], story, ["Tom had a ball.\nHe threw it."]):
+        with pytest.raises(DataError, match="corpus_from_texts"):
+            load_corpus(bad, tok, progress=False)
+    with pytest.raises(DataError, match="not found|no such|does not exist|No such"):
+        load_corpus([str(tmp_path / "missing.txt")], tok, progress=False)
+    with pytest.raises(DataError, match="load_corpus"):
+        corpus_from_texts(str(tmp_path / "stories.txt"), tok, progress=False)

@@ -9,7 +9,7 @@ import torch
 from tests.support.planted_neurons import SUFFIX, make_corpus, random_model
 from tests.support.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
 from tinyinterp.analysis.corpus import label_corpus
-from tinyinterp.analysis.engine import mlp_hook, plan_batches, resid_hook, stream_activations
+from tinyinterp.analysis.engine import mlp_hook, plan_batches, resid_hook, run_pass, run_text, stream_activations
 from tinyinterp.analysis.neurons import TopKBuffer
 from tinyinterp.errors import ConfigError, DataError
 
@@ -99,9 +99,50 @@ def test_topk_buffer_matches_global_topk_and_merges():
     whole.update(acts, story, pos)
     ref_v, ref_i = acts.T.topk(7, dim=1)
     merged = a.merge(b)
-    for buf in (whole, merged, TopKBuffer.from_dict(merged.to_dict())):
+    in_place = TopKBuffer.from_state_dict(a.state_dict())
+    in_place.merge_state(b.state_dict())  # what a sharded run does
+    for buf in (whole, merged, in_place, TopKBuffer.from_state_dict(merged.state_dict())):
         torch.testing.assert_close(buf.values, ref_v)
         assert torch.equal(buf.story * 50 + buf.pos, ref_i)
     small = TopKBuffer(2, 5)
     small.update(acts[:3, :2], story[:3], pos[:3])  # fewer tokens than k: rest stays empty
     assert (small.story[:, 3:] == -1).all() and torch.isinf(small.values[:, 3:]).all()
+
+
+def test_run_text_matches_run_with_cache(corpus, model, monkeypatch):
+    class Tok:  # the planted vocabulary has no text: ids as words
+        def __init__(self):
+            self.padding_side = "right"
+
+        def decode(self, ids):
+            return f"w{ids[0]}"
+
+    monkeypatch.setattr(model, "tokenizer", Tok())
+    monkeypatch.setattr(model, "to_tokens", lambda text: torch.as_tensor([[0, *map(int, text.split())]]))
+    strs, acts = run_text(model, "3 4 5 41", [mlp_hook(0), "blocks.0.attn.hook_pattern"])
+    _, ref = model.run_with_cache(torch.as_tensor([[0, 3, 4, 5, 41]]))
+    assert strs == ["w0", "w3", "w4", "w5", "w41"]
+    torch.testing.assert_close(acts[mlp_hook(0)], ref[mlp_hook(0)][0])
+    torch.testing.assert_close(acts["blocks.0.attn.hook_pattern"], ref["blocks.0.attn.hook_pattern"][0])
+    with pytest.raises(ConfigError, match="unknown hook"):
+        run_text(model, "3", ["blocks.9.mlp.hook_post"])
+
+
+def test_run_pass_feeds_every_consumer_each_story_once(corpus, model):
+    class Count:
+        hook_names = [mlp_hook(0)]
+
+        def __init__(self):
+            self.seen, self.tokens = [], 0
+
+        def batch_hooks(self, batch):
+            def hook(act, hook):
+                self.seen += batch.stories.tolist()
+                self.tokens += int(batch.mask.sum())
+            return [(mlp_hook(0), hook)]
+
+    a, b = Count(), Count()
+    halves = corpus.split_indices(0)
+    total = run_pass(model, corpus, [a, b], halves, batch_tokens=64)
+    assert sorted(a.seen) == sorted(b.seen) == list(range(len(corpus)))
+    assert a.tokens == b.tokens == total == int(np.minimum(corpus.lengths(), model.cfg.n_ctx).sum())

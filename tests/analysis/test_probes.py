@@ -45,9 +45,8 @@ def test_random_embeddings_are_less_selective(planted, corpus):
 
 
 def test_probe_results_round_trip(planted, tmp_path):
-    path = planted.save(tmp_path)
-    assert path.name == "probes.json"
-    data = json.loads(path.read_text())
+    assert planted.save(tmp_path) == tmp_path
+    data = json.loads((tmp_path / "probes.json").read_text())
     assert {"site", "layer", "accuracy", "control_accuracy", "selectivity"} <= set(data["probes"][0])
     back = ProbeResults.load(tmp_path)
     assert back.rows == planted.rows and back.to_frame().equals(planted.to_frame())

@@ -37,7 +37,7 @@ def explorer_root(tmp_path_factory, tiny_ckpt, stories) -> Path:
     texts = stories[:40]
     from apps.explorer.live import tag_stories
 
-    corpus = tag_stories(model, texts)  # not load_corpus(texts): it may take a long story for a file name
+    corpus = tag_stories(model, texts)  # the explorer's own path: tinyinterp.corpus_from_texts
     cfg = AnalysisConfig(max_stories=None, run_probes=False, report=False, ablation_random=4,
                          neurons=NeuronConfig(control_max_stories=20))
     tinyinterp.analyze(model, corpus, ckpt / "analysis", cfg, model_name="tiny-1l", progress=False)

@@ -99,27 +99,19 @@ def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     (and of the untrained control's), and sends its statistics to rank 0, which adds them
     (as ``analyze merge`` does) and returns the results; the other ranks return ``(None, None)``.
     """
-    from tinyinterp.analysis import engine
+    from tinyinterp.analysis.engine import eval_mode
     from tinyinterp.analysis.sharding import build_jobs
 
     def run(model, corpus, hcfg, ncfg, progress: bool = False):
-        tag = f"rank {info.rank}/{info.world}"
-        with engine.eval_mode(model):
+        with eval_mode(model):
             jobs = build_jobs(model, corpus, hcfg, ncfg)
-            bt = min(hcfg.batch_tokens, ncfg.batch_tokens)
-            show = progress and info.is_main
-            groups = [rank_share(g, info) for g in jobs.neurons.groups]
-            tokens = engine.run_pass(model, corpus, [jobs.heads.main, jobs.neurons], groups, bt, show, f"heads + neurons ({tag})")
-            if jobs.control is not None:
-                engine.run_pass(jobs.twin, jobs.control.corpus, [jobs.control], [rank_share(g, info) for g in jobs.control.groups],
-                         bt, show, f"untrained control ({tag})")
-            log.info("%s: streamed %d stories, %d tokens", tag, sum(len(g) for g in groups), tokens)
+            tokens = jobs.stream((info.rank, info.world), progress and info.is_main,
+                                 f"heads + neurons (rank {info.rank}/{info.world})")
+            log.info("rank %d/%d: streamed %d tokens", info.rank, info.world, tokens)
             fold_states(jobs.state(), info, jobs.add)
             if not info.is_main:
                 return None, None
-            if jobs.control is not None:
-                jobs.neurons.control_result = jobs.control.finish()
-            return jobs.heads.finish(), jobs.neurons.finish()
+            return jobs.finish()
 
     return run
 

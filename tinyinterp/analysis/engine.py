@@ -95,15 +95,19 @@ def plan_batches(lengths: np.ndarray, batch_tokens: int, indices: Sequence[int] 
     return batches
 
 
+def pad_ids(seqs: Sequence[np.ndarray]) -> Int[Tensor, "batch pos"]:
+    """Id arrays as one int64 tensor, right-padded with 0 to the longest."""
+    tokens = torch.zeros((len(seqs), max(len(s) for s in seqs)), dtype=torch.long)
+    for row, s in enumerate(seqs):  # one copy per story
+        tokens[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return tokens
+
+
 def padded_tokens(corpus: TaggedCorpus, stories: np.ndarray, lengths: np.ndarray) -> Int[Tensor, "batch pos"]:
     """Token ids of ``stories`` (each cut to ``lengths[i]``), right-padded with 0 to the longest."""
-    n_pos = int(lengths[stories].max())
     if isinstance(corpus.stories, StoryStore):
-        return torch.from_numpy(corpus.stories.padded("tokens", stories, n_pos, fill=0))
-    tokens = torch.zeros((len(stories), n_pos), dtype=torch.long)
-    for row, i in enumerate(np.asarray(stories).tolist()):  # one copy per story
-        tokens[row, : lengths[i]] = torch.as_tensor(corpus.story_tokens(int(i), int(lengths[i])))
-    return tokens
+        return torch.from_numpy(corpus.stories.padded("tokens", stories, int(lengths[stories].max()), fill=0))
+    return pad_ids([corpus.story_tokens(int(i), int(lengths[i])) for i in np.asarray(stories).tolist()])
 
 
 def length_mask(lengths: np.ndarray, n_pos: int) -> Bool[Tensor, "batch pos"]:

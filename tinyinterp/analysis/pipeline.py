@@ -1,9 +1,10 @@
 """``analyze()``: the whole analysis of one model on one corpus, written to a folder.
 
-Stages (each with a progress bar): tag the corpus with spaCy → classify heads and find
-POS-selective neurons (held-out, FDR, untrained control), sharing one forward pass
+Stages (:data:`STAGES`, each with a progress bar): tag the corpus with spaCy → classify heads
+and find POS-selective neurons (held-out, FDR, untrained control), sharing one forward pass
 (:func:`heads_and_neurons`) → causal ablation check for the top neurons of NOUN/VERB/ADJ →
-layer-wise probes → ``report.html``. Output folder::
+layer-wise and k-sparse probes → ``report.html``. Each result class writes its own files
+(``save(folder)``); the output folder::
 
     heads.json  heads.csv  heads_meta.json
     neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json  neuron_identity.json
@@ -27,22 +28,22 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tinyinterp.analysis.corpus.loading import load_corpus
 from tinyinterp.analysis.corpus.store import TaggedCorpus
-from tinyinterp.analysis.engine import eval_mode, run_pass
-from tinyinterp.analysis.heads.classify import HeadConfig, HeadJob, classify_heads
+from tinyinterp.analysis.engine import eval_mode
+from tinyinterp.analysis.heads.classify import HeadConfig, classify_heads
 from tinyinterp.analysis.heads.results import HeadResults
 from tinyinterp.analysis.neurons.ablation import AblationResults, ablation_effect
 from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.identity import IdentityConfig
-from tinyinterp.analysis.neurons.job import NeuronJob
 from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.neurons.selection import find_pos_neurons
-from tinyinterp.analysis.probes.dense import ProbeConfig, probe_layers
+from tinyinterp.analysis.probes.dense import ProbeConfig, ProbeResults, probe_layers
+from tinyinterp.analysis.probes.sparse import sparse_probe_curve
 from tinyinterp.analysis.results_io import folder_lock, jsonable, staged_results, write_result_json
-from tinyinterp.analysis.sharding import merged_stats, read_shards
+from tinyinterp.analysis.sharding import build_jobs, merged_stats, read_shards
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import TinyInterpError
 
@@ -92,33 +93,135 @@ def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = No
     the corpus (selection half, then held-out half; ``min`` of the two ``batch_tokens``) feeds
     the head statistics and the neuron statistics together, so the model's forward runs once
     instead of twice. Results match the separate calls (up to float summation order). The
-    untrained control, when configured, is a second model and runs its own pass.
+    untrained control, when configured, is a second model and runs its own pass. The same
+    jobs run one shard of the stories in ``analyze --shard`` (:mod:`~tinyinterp.analysis.sharding`).
     """
-    hcfg, ncfg = heads or HeadConfig(), neurons or NeuronConfig()
     with eval_mode(model):
-        hjob = HeadJob(model, corpus, hcfg)
-        njob = NeuronJob(model, corpus, ncfg)
-        run_pass(model, corpus, [hjob.main, njob], njob.groups, min(hcfg.batch_tokens, ncfg.batch_tokens),
-                 progress, "heads + neurons")
-        return hjob.finish(), njob.finish()
+        jobs = build_jobs(model, corpus, heads or HeadConfig(), neurons or NeuronConfig())
+        jobs.stream(progress=progress)
+        return jobs.finish()
 
 
-def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.PathLike,
+@dataclass
+class AnalysisRun:
+    """What the stages of one :func:`analyze` share: inputs, the results so far, the summary."""
+
+    model: Any
+    corpus: TaggedCorpus
+    cfg: AnalysisConfig
+    out: Path
+    progress: bool
+    summary: dict[str, Any]
+    stats: Callable[..., tuple[HeadResults, NeuronResults]] = heads_and_neurons  # or the shards' merged sums
+    heads: HeadResults | None = None
+    neurons: NeuronResults | None = None
+    probes: ProbeResults | None = None
+
+
+def _heads_and_neurons(run: AnalysisRun) -> None:
+    """One shared forward pass for both analyses (or the shards' sums); saved by the next two stages."""
+    run.heads, run.neurons = run.stats(run.model, run.corpus, run.cfg.heads, run.cfg.neurons, run.progress)
+
+
+def _heads(run: AnalysisRun) -> None:
+    run.heads = run.heads if run.heads is not None else classify_heads(run.model, run.corpus, run.cfg.heads)
+    run.heads.save(run.out)
+    labels = [r.label for r in run.heads.records]
+    run.summary["heads"] = {lab: labels.count(lab) for lab in ("local", "semantic", "sink", "mixed")}
+
+
+def _neurons(run: AnalysisRun) -> None:
+    run.neurons = run.neurons if run.neurons is not None else find_pos_neurons(run.model, run.corpus, run.cfg.neurons)
+    run.neurons.save(run.out)
+    run.summary["neurons"] = _neuron_summary(run.neurons)
+
+
+def _identity(run: AnalysisRun) -> None:
+    """``neuron_identity.json`` and the summary's ``neuron_identity`` / ``lexical_baseline`` entries."""
+    from tinyinterp.analysis.neurons.identity_report import neuron_identity_report
+
+    cfg = run.cfg
+    with eval_mode(run.model):
+        rep = neuron_identity_report(run.model, run.corpus, cfg.identity, layers=cfg.neurons.layers,
+                                     split_seed=cfg.neurons.split_seed, dense_probe=False, sparse_ks=cfg.identity_sparse_ks)
+    write_result_json(run.out / "neuron_identity.json", rep)
+    s = rep["summary"]
+    keep = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
+    run.summary["neuron_identity"] = {k: s[k] for k in ("categories_per_tag", "n_candidates", "n_pos_units",
+                                                        "n_token_units", "paper_specificity", "beyond_identity_tags")}
+    run.summary["lexical_baseline"] = {t: {b: {k: m[k] for k in keep} for b, m in d.items()}
+                                       for t, d in s["lexical_baseline"].items()}
+
+
+def _ablation(run: AnalysisRun) -> None:
+    """Mean-ablate the top neurons of each tag on the held-out half, against random sets."""
+    cfg = run.cfg
+    _, held_out = run.corpus.split(cfg.neurons.split_seed)
+    checks = []
+    for tag in cfg.ablation_tags:
+        top = run.neurons.top_neurons(tag, n=cfg.ablation_neurons)
+        if not top:
+            continue
+        try:
+            checks.append(ablation_effect(run.model, held_out, top, tag, n_random=cfg.ablation_random,
+                                          progress=run.progress))
+        except TinyInterpError as exc:
+            log.warning("ablation for %s skipped: %s", tag, exc)
+    results = AblationResults(checks)
+    results.save(run.out)
+    run.summary["ablation"] = results.to_list()
+
+
+def _probes(run: AnalysisRun) -> None:
+    """Dense probes at every site, then the k-sparse probe curves from the MLP neurons."""
+    model, cfg = run.model, run.cfg
+    run.probes = probe_layers(model, run.corpus, cfg.probes)
+    run.probes.save(run.out)
+    if not cfg.sparse_probe_tags or model.cfg.d_mlp is None or model.cfg.attn_only:
+        return
+    try:
+        sparse = sparse_probe_curve(model, run.corpus, cfg.sparse_probe_tags, max_tokens=cfg.probes.max_tokens,
+                                    split_seed=cfg.probes.split_seed)
+    except TinyInterpError as exc:
+        log.warning("sparse probes skipped: %s", exc)
+    else:
+        sparse.save(run.out)
+        run.summary["sparse_probes"] = sparse.headline()
+
+
+# (timing key, whether the config runs it, the stage), in order; each stage reads and extends the run
+STAGES: list[tuple[str, Callable[[AnalysisConfig], bool], Callable[[AnalysisRun], None]]] = [
+    ("heads_and_neurons_s", lambda c: c.run_heads and c.run_neurons, _heads_and_neurons),
+    ("heads_s", lambda c: c.run_heads, _heads),
+    ("neurons_s", lambda c: c.run_neurons, _neurons),
+    ("neuron_identity_s", lambda c: c.run_neurons and c.run_identity, _identity),
+    ("ablation_s", lambda c: c.run_neurons and bool(c.ablation_tags), _ablation),
+    ("probes_s", lambda c: c.run_probes, _probes),
+]
+
+
+def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
             config: AnalysisConfig | None = None, model_name: str = "model", progress: bool = True,
             shards: Sequence[str | os.PathLike] | None = None, dist=None) -> dict[str, Any]:
-    """Run every analysis stage of ``model`` on ``corpus`` and write the results to ``out``.
+    """Run every analysis stage (:data:`STAGES`) of ``model`` on ``corpus`` and write the results to ``out``.
 
+    ``corpus``: a :class:`TaggedCorpus` (e.g. from :func:`tinyinterp.corpus_from_texts`), or paths read
+    with :func:`tinyinterp.load_corpus` (at most ``config.max_stories``). ``config`` is not modified.
     ``shards``: folders written by ``analyze --shard i/n`` (:mod:`tinyinterp.analysis.sharding`) for
     this model and corpus; their statistics are added instead of running the heads + neurons pass.
     ``dist``: a :class:`~tinyinterp.training.distributed.DistInfo` when started by torchrun; every
     rank calls ``analyze`` alike, rank 0 writes ``out`` and returns the summary (the others ``{}``).
+    Returns the summary written to ``summary.json``.
     """
     cfg = config or AnalysisConfig()
     cfg = dataclasses.replace(cfg, heads=dataclasses.replace(cfg.heads, progress=progress),  # the caller's stay as given
                               neurons=dataclasses.replace(cfg.neurons, progress=progress),
                               probes=dataclasses.replace(cfg.probes, progress=progress))
     out = Path(out)
-    timings: dict[str, float] = {}
+    if shards and not (cfg.run_heads and cfg.run_neurons):
+        raise TinyInterpError("merging shards needs both the head and the neuron analysis (drop --no-heads/--no-neurons)")
+    if shards:  # the identity rules need every token's activations, which shards do not keep
+        cfg = dataclasses.replace(cfg, run_identity=False)
     ranks = dist is not None and dist.enabled
     if ranks:
         from tinyinterp.analysis.distributed import distributed_stats, rank_corpus
@@ -135,79 +238,36 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
             corpus = rank_corpus(model, corpus, cfg.max_stories, dist, progress)
         elif not isinstance(corpus, TaggedCorpus):
             corpus = load_corpus(corpus, model, max_stories=cfg.max_stories, progress=progress)
-        timings["tagging_s"] = time.perf_counter() - t
+        timings = {"tagging_s": time.perf_counter() - t}
         summary: dict[str, Any] = {
             "model": model_name, "n_layers": model.cfg.n_layers, "n_heads": model.cfg.n_heads, "d_mlp": model.cfg.d_mlp,
             "corpus": {"stories": len(corpus), "tokens": corpus.n_tokens, "spacy_model": corpus.spacy_model,
                        "alignment_coverage": corpus.coverage},
         }
-        heads = neurons = probes = None
-        stats = heads_and_neurons
+        run = AnalysisRun(model, corpus, cfg, stage, progress, summary)  # stages write into the staging folder
         if shards:
-            if not (cfg.run_heads and cfg.run_neurons):
-                raise TinyInterpError("merging shards needs both the head and the neuron analysis (drop --no-heads/--no-neurons)")
             metas = read_shards(shards)
             summary["shards"] = [m["dir"] for m in metas]
-            stats = merged_stats(model, corpus, metas, cfg.heads, cfg.neurons)
+            run.stats = merged_stats(model, corpus, metas, cfg.heads, cfg.neurons)
         if ranks:
             summary["ranks"] = dist.world
-            stats = distributed_stats(dist)
-        if cfg.run_heads and cfg.run_neurons:  # one shared forward pass for both (or the shards' sums)
-            t = time.perf_counter()
-            heads, neurons = stats(model, corpus, cfg.heads, cfg.neurons, progress)
-            timings["heads_and_neurons_s"] = time.perf_counter() - t
-        if cfg.run_heads:
-            t = time.perf_counter()
-            heads = heads if heads is not None else classify_heads(model, corpus, cfg.heads)
-            heads.save(stage)
-            timings["heads_s"] = time.perf_counter() - t
-            labels = [r.label for r in heads.records]
-            summary["heads"] = {lab: labels.count(lab) for lab in ("local", "semantic", "sink", "mixed")}
-        if cfg.run_neurons:
-            t = time.perf_counter()
-            neurons = neurons if neurons is not None else find_pos_neurons(model, corpus, cfg.neurons)
-            neurons.save(stage)
-            timings["neurons_s"] = time.perf_counter() - t
-            summary["neurons"] = _neuron_summary(neurons)
-            if cfg.run_identity and not shards:
+            run.stats = distributed_stats(dist)
+        for key, wanted, stage in STAGES:
+            if wanted(cfg):
                 t = time.perf_counter()
-                summary.update(_identity(model, corpus, cfg, stage))
-                timings["neuron_identity_s"] = time.perf_counter() - t
-            if cfg.ablation_tags:
-                t = time.perf_counter()
-                ablations = _ablations(model, corpus, neurons, cfg, progress)
-                ablations.save(stage)
-                summary["ablation"] = ablations.to_list()
-                timings["ablation_s"] = time.perf_counter() - t
-        if cfg.run_probes:
-            t = time.perf_counter()
-            probes = probe_layers(model, corpus, cfg.probes)
-            probes.save(stage)
-            if cfg.sparse_probe_tags and model.cfg.d_mlp is not None and not model.cfg.attn_only:
-                from tinyinterp.analysis.probes.sparse import sparse_probe_curve
-
-                try:
-                    sparse = sparse_probe_curve(model, corpus, cfg.sparse_probe_tags, max_tokens=cfg.probes.max_tokens,
-                                                split_seed=cfg.probes.split_seed)
-                except TinyInterpError as exc:
-                    log.warning("sparse probes skipped: %s", exc)
-                else:
-                    write_json(stage / "sparse_probes.json", sparse)
-                    summary["sparse_probes"] = {tag: {"k_for_0.9": v["k_for_0.9"], "k1_auroc": v["curve"][0]["auroc"],
-                                                      "all_neurons_auroc": v["curve"][-1]["auroc"]}
-                                                for tag, v in sparse.items()}
-            timings["probes_s"] = time.perf_counter() - t
+                stage(run)
+                timings[key] = time.perf_counter() - t
         summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
-        summary["config"] = _config_json(cfg)
+        summary["config"] = jsonable(asdict(cfg))
         write_json(stage / "summary.json", summary)
         if cfg.report:
             from tinyinterp.report import write_report
 
-            write_report(stage, model=model, heads=heads, neurons=neurons, probes=probes, summary=summary)
+            write_report(stage, model=model, heads=run.heads, neurons=run.neurons, probes=run.probes, summary=summary)
     return summary
 
 
-def _neuron_summary(neurons) -> dict[str, Any]:
+def _neuron_summary(neurons: NeuronResults) -> dict[str, Any]:
     df = neurons.to_frame()
     s = dict(neurons.summary)
     if not df.empty:
@@ -218,39 +278,3 @@ def _neuron_summary(neurons) -> dict[str, Any]:
         cdf = neurons.control.to_frame()
         s["untrained_selective"] = int(cdf["selective"].sum()) if not cdf.empty else 0
     return s
-
-
-def _identity(model, corpus, cfg: AnalysisConfig, out: Path) -> dict[str, Any]:
-    """``neuron_identity.json`` and the summary's ``neuron_identity`` / ``lexical_baseline`` entries."""
-    from tinyinterp.analysis.neurons.identity_report import neuron_identity_report
-
-    with eval_mode(model):
-        rep = neuron_identity_report(model, corpus, cfg.identity, layers=cfg.neurons.layers,
-                                     split_seed=cfg.neurons.split_seed, dense_probe=False, sparse_ks=cfg.identity_sparse_ks)
-    write_result_json(out / "neuron_identity.json", rep)
-    s = rep["summary"]
-    keep = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
-    return {"neuron_identity": {k: s[k] for k in ("categories_per_tag", "n_candidates", "n_pos_units", "n_token_units",
-                                                  "paper_specificity", "beyond_identity_tags")},
-            "lexical_baseline": {t: {b: {k: m[k] for k in keep} for b, m in d.items()}
-                                 for t, d in s["lexical_baseline"].items()}}
-
-
-def _ablations(model, corpus, neurons, cfg: AnalysisConfig, progress: bool) -> AblationResults:
-    _, held_out = corpus.split(cfg.neurons.split_seed)
-    out = []
-    for tag in cfg.ablation_tags:
-        top = neurons.top_neurons(tag, n=cfg.ablation_neurons)
-        if not top:
-            continue
-        try:
-            res = ablation_effect(model, held_out, top, tag, n_random=cfg.ablation_random, progress=progress)
-        except TinyInterpError as exc:
-            log.warning("ablation for %s skipped: %s", tag, exc)
-            continue
-        out.append(res)
-    return AblationResults(out)
-
-
-def _config_json(cfg: AnalysisConfig) -> dict[str, Any]:
-    return jsonable(asdict(cfg))

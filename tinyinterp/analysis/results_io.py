@@ -6,8 +6,8 @@ are listed in its docstring. They all go through this module:
 * :func:`jsonable` — the one JSON sanitiser: NaN/inf become ``null``, numpy scalars and
   arrays become Python numbers and lists, tuples become lists, anything else that JSON
   cannot hold (paths, enums) becomes its ``str``;
-* :func:`write_result_json` / :func:`read_result_json` — atomic write of a sanitised object;
-  read with a one-line error naming the file and the fix;
+* :func:`write_result_json` / :func:`read_result_json` / :func:`read_result` — atomic write of a
+  sanitised object; read (and parse) with a one-line error naming the file and the fix;
 * :func:`folder_lock` — only one analysis writes a folder at a time (an advisory lock,
   ``.lock``), and a folder that a failed analysis created is removed again;
 * :func:`staged_results` / :func:`check_complete` — results folders readers see whole or not at
@@ -34,12 +34,16 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import numpy as np
 
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import DataError, TinyInterpError
+from tinyinterp.output_folder import make_folder
+
+T = TypeVar("T")
+R = TypeVar("R", bound="JsonResult")
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +89,55 @@ def read_result_json(path: str | os.PathLike, writer: str, default: Any = ...) -
         raise DataError(f"{p}: invalid JSON ({exc}); re-run the analysis") from None
 
 
+def parse_result(data: Any, parse: Callable[[Any], T], path: str | os.PathLike, writer: str) -> T:
+    """``parse(data)``; JSON of the wrong shape (``parse`` raises KeyError, TypeError, ValueError or
+    AttributeError) is a :class:`DataError` naming ``path`` and ``writer``."""
+    try:
+        return parse(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: not what {writer} writes ({type(exc).__name__}: {exc}); re-run the analysis") from None
+
+
+def read_result(path: str | os.PathLike, writer: str, parse: Callable[[Any], T]) -> T:
+    """``parse`` of the JSON in ``path`` (:func:`read_result_json`, then :func:`parse_result`)."""
+    return parse_result(read_result_json(path, writer), parse, path, writer)
+
+
+class JsonResult:
+    """A result kept in one JSON file of a folder: ``save(folder)`` writes ``FILE``, ``load(folder)`` reads it.
+
+    Subclasses name the file (``FILE``) and convert to and from its JSON (:meth:`to_json_obj`,
+    :meth:`from_json_obj`). Results with several files (heads, neurons) write each with
+    :func:`write_result_json` and read them with :func:`read_result_json` the same way.
+    """
+
+    FILE: ClassVar[str]
+
+    def to_json_obj(self) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_json_obj(cls: type[R], data: Any) -> R:
+        raise NotImplementedError
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write :attr:`FILE` (atomically) into the folder ``out``; returns the folder."""
+        out = Path(out)
+        write_result_json(out / self.FILE, self.to_json_obj())
+        return out
+
+    @classmethod
+    def load(cls: type[R], out: str | os.PathLike) -> R:
+        """Read :attr:`FILE` from a folder written by :meth:`save`."""
+        return read_result(Path(out) / cls.FILE, f"{cls.__name__}.save(folder)", cls.from_json_obj)
+
+
 @contextmanager
 def folder_lock(out: Path) -> Iterator[None]:
-    """Refuse to run when another analysis is writing ``out``; a folder this call created is
-    removed again when the analysis fails before writing anything into it."""
-    if out.exists() and not out.is_dir():
-        raise TinyInterpError(f"{out}: is a file, not a folder; pass --out a folder (new or from an earlier analysis)")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TinyInterpError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
+    """Create ``out`` (:func:`tinyinterp.output_folder.make_folder`) and refuse to run when another
+    analysis is writing it; a folder this call created is removed again when the analysis fails
+    before writing anything into it."""
+    created = make_folder(out, "analysis")  # one-line errors for a file in the way, permissions, mkdir
     fh = open(out / ".lock", "w")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

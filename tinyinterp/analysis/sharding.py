@@ -15,7 +15,9 @@ examples, ablations, probes and the report, exactly as an unsharded ``analyze`` 
 Every shard tags the whole corpus and repeats the calibration passes (a fixed number of
 stories, independent of the corpus size), so that all shards bin and score identically;
 the merge step does so once more. A shard folder holds ``shard.json`` (provenance and
-fingerprints) and ``stats.safetensors``.
+fingerprints) and ``stats.safetensors``: each consumer's ``state_dict()`` under its prefix
+(``heads.``, ``neurons.``, ``control.``); the merge hands each prefix back to the same consumer's
+``merge_state()``, so this module never reads another class's attributes.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from safetensors.torch import load_file, save_file
 
 from tinyinterp.analysis.engine import eval_mode, run_pass
 from tinyinterp.analysis.heads.classify import HeadJob
+from tinyinterp.analysis.heads.results import HeadResults
 from tinyinterp.analysis.neurons.job import NeuronJob
-from tinyinterp.analysis.neurons.topk import TopKBuffer
+from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.results_io import check_complete, folder_lock, jsonable, staged_results
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import ConfigError, TinyInterpError
@@ -43,9 +46,6 @@ from tinyinterp.errors import ConfigError, TinyInterpError
 log = logging.getLogger(__name__)
 SHARD_FORMAT = 1
 SHARD_JSON, STATS = "shard.json", "stats.safetensors"
-_MAIN_FIELDS = ("obs", "exp", "flips", "tok_obs", "tok_exp", "tok_count", "cat_keys")
-_MAIN_SCALARS = ("n_rows", "inv_rows", "n_stories")
-_TAG_FIELDS = ("hist", "sum", "sumsq", "amb_hist")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -89,44 +89,6 @@ def corpus_fingerprint(corpus) -> str:
     return h.hexdigest()
 
 
-# ---------------------------------------------------------------------------- job state <-> tensors
-
-
-def _main_state(main, prefix: str) -> dict[str, torch.Tensor]:
-    out = {f"{prefix}.acc.{k}": v for k, v in main.acc.items()}
-    out.update({f"{prefix}.{k}": getattr(main, k) for k in _MAIN_FIELDS})
-    out.update({f"{prefix}.{k}": torch.tensor([float(getattr(main, k))], dtype=torch.float64) for k in _MAIN_SCALARS})
-    return out
-
-
-def _add_main(main, sd: dict[str, torch.Tensor], prefix: str) -> None:
-    for k in main.acc:
-        main.acc[k] += sd[f"{prefix}.acc.{k}"]
-    for k in _MAIN_FIELDS:
-        getattr(main, k).add_(sd[f"{prefix}.{k}"])
-    main.n_rows += float(sd[f"{prefix}.n_rows"][0])
-    main.inv_rows += float(sd[f"{prefix}.inv_rows"][0])
-    main.n_stories += int(sd[f"{prefix}.n_stories"][0])
-
-
-def _neuron_state(job, prefix: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for half, st in zip(("sel", "out"), job.stats):
-        out.update({f"{prefix}.{half}.{k}": getattr(st, k).cpu() for k in _TAG_FIELDS if getattr(st, k) is not None})
-    out.update({f"{prefix}.top.{k}": getattr(job.top, k).cpu() for k in ("values", "story", "pos")})
-    return out
-
-
-def _add_neurons(job, sd: dict[str, torch.Tensor], prefix: str) -> None:
-    for half, st in zip(("sel", "out"), job.stats):
-        for k in _TAG_FIELDS:
-            if getattr(st, k) is not None:
-                getattr(st, k).add_(sd[f"{prefix}.{half}.{k}"].to(getattr(st, k).device))
-    other = TopKBuffer(job.top.values.shape[0], job.top.k)
-    other.values, other.story, other.pos = (sd[f"{prefix}.top.{k}"] for k in ("values", "story", "pos"))
-    job.top = job.top.merge(other)
-
-
 # ----------------------------------------------------------------------------------- the two sides
 
 
@@ -139,17 +101,37 @@ class Jobs:
     control: NeuronJob | None  # on the untrained twin, when configured
     twin: Any | None
 
+    def parts(self) -> dict[str, Any]:
+        """Prefix in the statistics file -> the consumer whose ``state_dict()`` / ``merge_state()`` it holds."""
+        out = {"heads": self.heads.main, "neurons": self.neurons}
+        return out if self.control is None else {**out, "control": self.control}
+
     def state(self) -> dict[str, torch.Tensor]:
-        sd = {**_main_state(self.heads.main, "heads"), **_neuron_state(self.neurons, "neurons")}
-        if self.control is not None:
-            sd.update(_neuron_state(self.control, "control"))
-        return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+        return {f"{name}.{k}": v.detach().cpu().contiguous()
+                for name, part in self.parts().items() for k, v in part.state_dict().items()}
 
     def add(self, sd: dict[str, torch.Tensor]) -> None:
-        _add_main(self.heads.main, sd, "heads")
-        _add_neurons(self.neurons, sd, "neurons")
+        for name, part in self.parts().items():
+            part.merge_state({k.partition(".")[2]: v for k, v in sd.items() if k.startswith(f"{name}.")})
+
+    def stream(self, shard: tuple[int, int] = (0, 1), progress: bool = False, desc: str = "heads + neurons") -> int:
+        """Run the shared pass over shard ``(i, n)`` of the stories (default: all of them), then the
+        untrained control's pass over the same share of its stories. Returns the model's tokens."""
+        i, n = shard
+        model, corpus = self.heads.model, self.heads.corpus
+        bt = min(self.heads.cfg.batch_tokens, self.neurons.cfg.batch_tokens)
+        tokens = run_pass(model, corpus, [self.heads.main, self.neurons], shard_groups(self.neurons.groups, i, n), bt,
+                          progress, desc)
         if self.control is not None:
-            _add_neurons(self.control, sd, "control")
+            run_pass(self.twin, self.control.corpus, [self.control], shard_groups(self.control.groups, i, n), bt,
+                     progress, f"{desc}: untrained control")
+        return tokens
+
+    def finish(self) -> tuple[HeadResults, NeuronResults]:
+        """Scores, labels and tests from the accumulated (or added) statistics."""
+        if self.control is not None:
+            self.neurons.control_result = self.control.finish()
+        return self.heads.finish(), self.neurons.finish()
 
 
 def build_jobs(model, corpus, hcfg, ncfg) -> Jobs:
@@ -166,15 +148,10 @@ def run_shard(model, corpus, out: str | os.PathLike, hcfg, ncfg, shard: tuple[in
     out = Path(out)
     with folder_lock(out), eval_mode(model):
         jobs = build_jobs(model, corpus, hcfg, ncfg)
-        bt = min(hcfg.batch_tokens, ncfg.batch_tokens)
-        groups = shard_groups(jobs.neurons.groups, i, n)
-        tokens = run_pass(model, corpus, [jobs.heads.main, jobs.neurons], groups, bt, progress, f"shard {i}/{n}")
-        if jobs.control is not None:
-            run_pass(jobs.twin, jobs.control.corpus, [jobs.control], shard_groups(jobs.control.groups, i, n), bt,
-                     progress, f"shard {i}/{n}: untrained control")
+        tokens = jobs.stream(shard, progress, f"shard {i}/{n}")
         meta = {
             "format": SHARD_FORMAT, "shard": i, "n_shards": n, "tokens": tokens,
-            "stories": int(sum(len(g) for g in groups)),
+            "stories": int(sum(len(g) for g in shard_groups(jobs.neurons.groups, i, n))),
             "model_sha256": model_fingerprint(model), "corpus_sha256": corpus_fingerprint(corpus),
             "corpus_stories": len(corpus), "config": _configs_json(hcfg, ncfg), **provenance,
         }
@@ -229,7 +206,7 @@ def read_shards(dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     return metas
 
 
-def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Callable[..., tuple[Any, Any]]:
+def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Callable[..., tuple[HeadResults, NeuronResults]]:
     """A drop-in for :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` that adds the shards'
     statistics instead of running the pass (checks the model and corpus are the shards' own)."""
     first = metas[0]
@@ -248,9 +225,7 @@ def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Call
             want = jobs.state()  # the tensors every shard must hold, with their shapes and dtypes
             for m in metas:
                 jobs.add(_read_stats(Path(m["dir"]) / STATS, want))
-            if jobs.control is not None:
-                jobs.neurons.control_result = jobs.control.finish()
-            return jobs.heads.finish(), jobs.neurons.finish()
+            return jobs.finish()
 
     return finish
 

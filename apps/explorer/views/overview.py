@@ -80,7 +80,7 @@ with n:
         st.info("No neuron analysis in this analysis.")
 
 if res.probes is not None:
-    from tinyinterp.plots import plot_probe_accuracy
+    from tinyinterp import plot_probe_accuracy
 
     st.subheader("Linear probes for part of speech")
     state.show("overview.probes", plot_probe_accuracy(res.probes))

@@ -4,14 +4,14 @@
   :class:`StoryStore` and :class:`TaggedCorpus` (halves, subsets).
 * :mod:`~tinyinterp.analysis.corpus.alignment` — spaCy words to model tokens by character offsets.
 * :mod:`~tinyinterp.analysis.corpus.tagging` — :func:`tag_corpus` (spaCy, tag cache).
-* :mod:`~tinyinterp.analysis.corpus.loading` — :func:`load_corpus` (files or texts, for a model).
+* :mod:`~tinyinterp.analysis.corpus.loading` — :func:`load_corpus` (files) and :func:`corpus_from_texts` (texts).
 * :mod:`~tinyinterp.analysis.corpus.labels` — :func:`label_corpus`: tags and words as integer ids.
 """
 
 from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
-from tinyinterp.analysis.corpus.loading import load_corpus
+from tinyinterp.analysis.corpus.loading import corpus_from_texts, load_corpus
 from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG, StoryStore, TaggedCorpus, TaggedStory
 from tinyinterp.analysis.corpus.tagging import tag_corpus, tokenizer_fingerprint
 
-__all__ = ["BOS_TAG", "SPACE_TAG", "CorpusLabels", "StoryStore", "TaggedCorpus", "TaggedStory", "label_corpus",
-           "load_corpus", "tag_corpus", "tokenizer_fingerprint"]
+__all__ = ["BOS_TAG", "SPACE_TAG", "CorpusLabels", "StoryStore", "TaggedCorpus", "TaggedStory", "corpus_from_texts",
+           "label_corpus", "load_corpus", "tag_corpus", "tokenizer_fingerprint"]

@@ -53,6 +53,19 @@ class CorpusLabels:
         words[rows, cols] = self.flat_words[src]
         return torch.from_numpy(tags), torch.from_numpy(words)
 
+    def analysed(self, stories: np.ndarray, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The analysed tokens of a batch (``mask`` ``[batch, pos]``: False on padding): their row and
+        position (CPU int64), tag id and word id."""
+        tags, words = self.padded(stories, mask.shape[1])  # [batch, pos]
+        b, p = ((tags >= 0) & mask.cpu()).nonzero(as_tuple=True)
+        return b, p, tags[b, p], words[b, p]
+
+    def sample_stories(self, indices: np.ndarray, n_tokens: int, seed: int) -> np.ndarray:
+        """Whole stories of ``indices`` in a seeded random order, until they hold ``n_tokens`` analysed tokens."""
+        order = np.random.default_rng(seed).permutation(indices)
+        counts = np.array([(self.tag_ids[i] >= 0).sum() for i in order])
+        return order[: int(np.searchsorted(np.cumsum(counts), n_tokens)) + 1]
+
     def ambiguous(self, min_count: int = 1) -> np.ndarray:
         """bool [n_words, n_tags]: word takes this tag (>= min_count times) and at least one other."""
         takes = self.tag_counts >= min_count

@@ -1,37 +1,60 @@
-"""``load_corpus``: read stories from files (or take texts) and tag them for a model."""
+"""The two ways to a tagged corpus: stories read from files, or story texts you already hold.
+
+* ``load_corpus(paths, model)`` reads files, folders, globs or ``hf:`` names with
+  :func:`tinyinterp.load_stories` (normalised as for training) and tags them;
+* ``corpus_from_texts(texts, model)`` tags the given texts as they are.
+
+Nothing guesses whether a string is a path or a story: a story passed to ``load_corpus``
+is an error that names ``corpus_from_texts``.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.corpus.tagging import tag_corpus
 from tinyinterp.errors import DataError
 
+_PATH_MAX = 255  # longer than any file name: a story, not a path
 
-def _looks_like_sources(items: list) -> bool:
-    """True when every item names a file/folder/glob/``hf:`` source rather than being story text."""
-    def one(x) -> bool:
-        if isinstance(x, os.PathLike):
-            return True
-        if not isinstance(x, str) or "\n" in x or len(x) > 4096:
-            return False
-        if x.startswith("hf:"):
-            return True
-        import glob
 
-        try:
-            return Path(x).expanduser().exists() or (any(ch in x for ch in "*?[") and bool(glob.glob(x)))
-        except OSError:  # e.g. a one-line story longer than a file name may be
-            return False
+def _tokenizer(model_or_tokenizer, max_tokens: int | None):
+    """The tokenizer and the default ``max_tokens`` (the model's ``n_ctx``) of a model, tokenizer or tokenizer folder."""
+    obj = model_or_tokenizer
+    if hasattr(obj, "cfg") and hasattr(obj, "tokenizer"):
+        if obj.tokenizer is None:
+            raise DataError("the model has no tokenizer; load it with tinyinterp.load_model(path) or pass a tokenizer")
+        return obj.tokenizer, max_tokens if max_tokens is not None else int(obj.cfg.n_ctx)
+    if isinstance(obj, (str, os.PathLike)):
+        from tinyinterp.data.tokenizer import load_tokenizer
 
-    return bool(items) and all(one(x) for x in items)
+        return load_tokenizer(obj), max_tokens
+    if hasattr(obj, "get_vocab"):
+        return obj, max_tokens
+    raise DataError(f"model_or_tokenizer is a {type(obj).__name__}; pass a HookedTransformer, a tokenizer or a tokenizer folder")
+
+
+def _check_max_stories(max_stories: int | None) -> None:
+    if max_stories is not None and max_stories < 1:
+        raise DataError(f"max_stories={max_stories}: must be at least 1")
+
+
+def _check_source(x) -> str:
+    """``x`` as a source string; a story text (a line break, or longer than a file name) is an error."""
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    if not isinstance(x, str):
+        raise DataError(f"load_corpus: a source is a {type(x).__name__}; pass file paths, folders, globs or hf: names")
+    if "\n" in x or len(x) > _PATH_MAX:
+        raise DataError(f"load_corpus reads stories from files, and {x[:40]!r}... is story text, not a path; "
+                        "tag texts with tinyinterp.corpus_from_texts(texts, model)")
+    return x
 
 
 def load_corpus(
-    sources_or_texts: str | os.PathLike | Sequence[str | os.PathLike],
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
     model_or_tokenizer,
     max_stories: int | None = None,
     *,
@@ -39,41 +62,45 @@ def load_corpus(
     use_cache: bool = True,
     progress: bool = True,
 ) -> TaggedCorpus:
-    """Read (or take) stories and tag them for a model: ``tinyinterp.load_corpus(files, model)``.
+    """Read stories from ``paths`` and tag them for a model: ``tinyinterp.load_corpus(["val.txt"], model)``.
 
-    ``sources_or_texts``: a path, folder, glob or ``hf:`` name (or a list of them), read with
-    :func:`tinyinterp.load_stories` (normalised as for training); or a list of story texts,
-    used as given. A list counts as sources only when every item is a path-like object or
-    an existing path/glob/``hf:`` name. ``model_or_tokenizer``: a ``HookedTransformer``
-    with a tokenizer (``max_tokens`` then defaults to its ``n_ctx``), a tokenizer, or a
-    tokenizer folder (``max_tokens`` then defaults to no limit).
+    ``paths``: a file, folder, glob or ``hf:`` name, or a list of them, read with
+    :func:`tinyinterp.load_stories` (a missing file is an error naming it). Story texts go to
+    :func:`corpus_from_texts`. ``model_or_tokenizer``: a ``HookedTransformer`` with a tokenizer
+    (``max_tokens`` then defaults to its ``n_ctx``), a tokenizer, or a tokenizer folder
+    (``max_tokens`` then defaults to no limit).
     """
     from tinyinterp.data.readers import load_stories
 
-    if max_stories is not None and max_stories < 1:
-        raise DataError(f"max_stories={max_stories}: must be at least 1")
-    obj = model_or_tokenizer
-    if hasattr(obj, "cfg") and hasattr(obj, "tokenizer"):
-        if obj.tokenizer is None:
-            raise DataError("the model has no tokenizer; load it with tinyinterp.load_model(path) or pass a tokenizer")
-        tokenizer = obj.tokenizer
-        max_tokens = max_tokens if max_tokens is not None else int(obj.cfg.n_ctx)
-    elif isinstance(obj, (str, os.PathLike)):
-        from tinyinterp.data.tokenizer import load_tokenizer
+    _check_max_stories(max_stories)
+    _tokenizer(model_or_tokenizer, max_tokens)  # a bad model is reported before any file is read
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise DataError("load_corpus: no paths given; pass files, folders, globs or hf: names")
+    texts = load_stories([_check_source(x) for x in items], max_stories=max_stories)
+    return corpus_from_texts(texts, model_or_tokenizer, max_tokens=max_tokens, use_cache=use_cache, progress=progress)
 
-        tokenizer = load_tokenizer(obj)
-    elif hasattr(obj, "get_vocab"):
-        tokenizer = obj
-    else:
-        raise DataError(f"model_or_tokenizer is a {type(obj).__name__}; pass a HookedTransformer, a tokenizer or a tokenizer folder")
-    if isinstance(sources_or_texts, (str, os.PathLike)):
-        texts = load_stories(str(sources_or_texts), max_stories=max_stories)
-    else:
-        items = list(sources_or_texts)
-        if not items:
-            raise DataError("the corpus is empty: no sources or stories given")
-        if _looks_like_sources(items):
-            texts = load_stories([str(x) for x in items], max_stories=max_stories)
-        else:
-            texts = items[:max_stories] if max_stories is not None else items
+
+def corpus_from_texts(
+    texts: Iterable[str],
+    model_or_tokenizer,
+    max_stories: int | None = None,
+    *,
+    max_tokens: int | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> TaggedCorpus:
+    """Tag story ``texts`` (used as given, blank ones skipped) for a model; see :func:`load_corpus` for
+    ``model_or_tokenizer`` and ``max_tokens``. ``texts`` may be an iterator (consumed a chunk at a time)."""
+    from itertools import islice
+
+    _check_max_stories(max_stories)
+    if isinstance(texts, (str, os.PathLike)):
+        raise DataError("corpus_from_texts takes a list of story texts, not one string; "
+                        "to read a file use tinyinterp.load_corpus(path, model)")
+    tokenizer, max_tokens = _tokenizer(model_or_tokenizer, max_tokens)
+    if isinstance(texts, Sequence) and not texts:
+        raise DataError("the corpus is empty: no stories given")
+    texts = texts[:max_stories] if isinstance(texts, Sequence) and max_stories else (
+        islice(texts, max_stories) if max_stories else texts)
     return tag_corpus(texts, tokenizer, max_tokens, use_cache=use_cache, progress=progress)

@@ -21,35 +21,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tinyinterp.analysis.corpus.store import StoryStore
-from tinyinterp.analysis.engine import pattern_hook, run_hooked
+from tinyinterp.analysis.engine import explicit_mask, length_mask, pad_ids, pattern_hook, plan_batches, run_hooked
 
 LN2 = math.log(2.0)
-
-
-def length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
-    """Indices grouped longest-first so that ``len(batch) * longest <= batch_tokens`` (one story at least)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[cur[0]] > batch_tokens:
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return out
-
-
-def _pad(seqs: list[np.ndarray], device) -> tuple[Tensor, Tensor]:
-    """Right-pad id arrays with 0; returns tokens int64 [B, n] and validity mask int64 [B, n]."""
-    n = max(len(s) for s in seqs)
-    tokens = torch.zeros(len(seqs), n, dtype=torch.long)
-    mask = torch.zeros(len(seqs), n, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        tokens[b, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[b, : len(s)] = 1
-    return tokens.to(device), mask.to(device)
 
 
 def _rowmask(mask: Tensor) -> Tensor:
@@ -65,7 +39,8 @@ def _run_patterns(model, tokens: Tensor, mask: Tensor, fn: Callable[[int, Tensor
         fn(hook.layer(), pattern.float())
 
     names = [pattern_hook(layer) for layer in range(model.cfg.n_layers)]
-    run_hooked(model, tokens, [(lambda name: name.endswith("attn.hook_pattern"), hook)], names, attention_mask=mask)
+    run_hooked(model, tokens, [(lambda name: name.endswith("attn.hook_pattern"), hook)], names,
+               attention_mask=explicit_mask(model, mask))
 
 
 def row_sum(pat: Tensor, w: Tensor) -> Tensor:
@@ -108,10 +83,12 @@ def calibrate(model, stories: StoryStore, lengths: np.ndarray, batch_tokens: int
     real = [stories.tokens(i, int(n)) for i, n in enumerate(lengths.tolist())]
     shuffled = [shuffle_story(t, rng) for t in real]
     bar = _progress(2 * int(lengths.sum()), "heads: calibration", progress)
-    for idx in length_batches(lengths.tolist(), max(1, batch_tokens // 2)):
+    for idx in plan_batches(lengths, max(1, batch_tokens // 2)):  # each story runs twice: real and shuffled
         B = len(idx)
-        tokens, mask = _pad([real[i] for i in idx] + [shuffled[i] for i in idx], dev)
+        seqs = [real[i] for i in idx] + [shuffled[i] for i in idx]
+        tokens = pad_ids(seqs).to(dev)
         n = tokens.shape[1]
+        mask = length_mask(np.array([len(t) for t in seqs]), n).to(dev)
         rm = _rowmask(mask[:B])  # [B, n]
         q = torch.arange(n, device=dev)
         diff = q[:, None] - q[None, :]  # read as [q, d]: key index q - d, valid where d <= q

@@ -130,7 +130,7 @@ class HeadConfig:
 def _check_corpus(model, corpus: TaggedCorpus) -> tuple[StoryStore, np.ndarray, np.ndarray]:
     """The packed stories, the indices of those to analyse (a token after BOS) and every story's length cut to ``n_ctx``."""
     if not isinstance(corpus, TaggedCorpus):
-        raise DataError(f"corpus is a {type(corpus).__name__}; build one with tinyinterp.load_corpus(files, model)")
+        raise DataError(f"corpus is a {type(corpus).__name__}; build one with tinyinterp.load_corpus(paths, model) or tinyinterp.corpus_from_texts(texts, model)")
     n_ctx, d_vocab = model.cfg.n_ctx, model.cfg.d_vocab
     tok = getattr(model, "tokenizer", None)
     want = corpus.meta.get("tokenizer_sha256")
@@ -247,38 +247,13 @@ def _results(model, corpus: TaggedCorpus, cfg: HeadConfig, cal, st, det: dict[st
     records = []
     for layer in range(L):
         for head in range(H):
-            cats: dict[str, dict[str, float | None]] = {}
-            for c, name in enumerate(CATEGORIES):
-                o, e = st.obs[layer, head, c], st.exp[layer, head, c]
-                cats[name] = {"mass": o / rows, "expected": e / rows, "excess": (o - e) / rows, "lift": _ratio(o, e),
-                              "p": float(p_values[layer, head, c]) if st.cat_keys[c] > 0 else None}
-            ranked = [dict(category=k, **v) for k, v in cats.items()
-                      if v["lift"] is not None and v["lift"] > 1.0 and v["expected"] >= cfg.min_category_expected]
-            ranked.sort(key=lambda d: -(d["excess"] if cfg.rank_categories_by == "excess" else d["lift"]))
-            tok_ok = np.nonzero(st.tok_count >= cfg.min_token_count)[0]
-            excess = (st.tok_obs[layer, head, tok_ok] - st.tok_exp[layer, head, tok_ok]) / rows
-            top_tok = [{"token": _decode(tokenizer, int(tok_ok[i])), "id": int(tok_ok[i]),
-                        "count": int(st.tok_count[tok_ok[i]]), "mass": st.tok_obs[layer, head, tok_ok[i]] / rows,
-                        "expected": st.tok_exp[layer, head, tok_ok[i]] / rows, "excess": float(excess[i]),
-                        "lift": _ratio(st.tok_obs[layer, head, tok_ok[i]], st.tok_exp[layer, head, tok_ok[i]])}
-                       for i in np.argsort(-excess)[: cfg.top_k] if excess[i] > 1e-6]
-            # undefined when the rows are uniform up to float32 rounding of the pattern (~1e-7 of sum A^2)
             r2 = 1.0 - ss_res[layer, head] / ss_tot[layer, head] if ss_tot[layer, head] > 1e-6 * st.sq[layer, head] else None
-            top = ranked[0] if ranked else None
-            rec = HeadRecord(
-                layer=layer, head=head, label="mixed", reason="",
-                positional_r2=None if r2 is None else float(r2),
-                content_js=float(cal.js[layer, head]) if cal.n_rows else None,
-                mean_distance=st.dist[layer, head] / rows, near_mass=st.near[layer, head] / rows,
-                prev_token=st.prev[layer, head] / rows, entropy=st.entropy[layer, head] / rows,
-                entropy_norm=st.entropy_norm[layer, head] / rows, bos_mass=st.bos[layer, head] / rows,
-                tl_previous_token=_det(det, "previous_token_head", layer, head),
-                tl_duplicate_token=_det(det, "duplicate_token_head", layer, head),
-                tl_induction=_det(det, "induction_head", layer, head),
-                top_category=top["category"] if top else None, top_category_lift=top["lift"] if top else None,
-                top_category_p=top["p"] if top else None, top_categories=ranked[: cfg.top_k], top_tokens=top_tok,
-                categories=cats, offset_profile=cal.profile[layer, head, :max_off].tolist(),
-            )
+            rec = _record(layer, head, st, cfg, p_values[layer, head], r2, tokenizer)
+            rec.content_js = float(cal.js[layer, head]) if cal.n_rows else None
+            rec.offset_profile = cal.profile[layer, head, :max_off].tolist()
+            rec.tl_previous_token = _det(det, "previous_token_head", layer, head)
+            rec.tl_duplicate_token = _det(det, "duplicate_token_head", layer, head)
+            rec.tl_induction = _det(det, "induction_head", layer, head)
             rec.label, rec.reason = label_head(rec, cfg)
             records.append(_as_python(rec))
     meta = {
@@ -294,6 +269,38 @@ def _results(model, corpus: TaggedCorpus, cfg: HeadConfig, cal, st, det: dict[st
     }
     log.info("heads: %s", ", ".join(f"{k} {v}" for k, v in meta["labels"].items()))
     return HeadResults(records, config=asdict(cfg), meta=meta)
+
+
+def _record(layer: int, head: int, st, cfg: HeadConfig, p_values: np.ndarray, r2: float | None, tokenizer) -> HeadRecord:
+    """One head's scores and evidence from the main-pass sums (calibration and detector scores are filled
+    in by the caller). ``r2`` is undefined (None) when the rows are uniform up to float32 rounding of the
+    pattern (~1e-7 of sum A^2)."""
+    rows = st.n_rows
+    cats: dict[str, dict[str, float | None]] = {}
+    for c, name in enumerate(CATEGORIES):
+        o, e = st.obs[layer, head, c], st.exp[layer, head, c]
+        cats[name] = {"mass": o / rows, "expected": e / rows, "excess": (o - e) / rows, "lift": _ratio(o, e),
+                      "p": float(p_values[c]) if st.cat_keys[c] > 0 else None}
+    ranked = [dict(category=k, **v) for k, v in cats.items()
+              if v["lift"] is not None and v["lift"] > 1.0 and v["expected"] >= cfg.min_category_expected]
+    ranked.sort(key=lambda d: -(d["excess"] if cfg.rank_categories_by == "excess" else d["lift"]))
+    tok_ok = np.nonzero(st.tok_count >= cfg.min_token_count)[0]
+    t_obs, t_exp = st.tok_obs[layer, head, tok_ok], st.tok_exp[layer, head, tok_ok]
+    excess = (t_obs - t_exp) / rows
+    top_tok = [{"token": _decode(tokenizer, int(tok_ok[i])), "id": int(tok_ok[i]), "count": int(st.tok_count[tok_ok[i]]),
+                "mass": t_obs[i] / rows, "expected": t_exp[i] / rows, "excess": float(excess[i]),
+                "lift": _ratio(t_obs[i], t_exp[i])}
+               for i in np.argsort(-excess)[: cfg.top_k] if excess[i] > 1e-6]
+    top = ranked[0] if ranked else None
+    return HeadRecord(
+        layer=layer, head=head, label="mixed", reason="", positional_r2=None if r2 is None else float(r2),
+        content_js=None, mean_distance=st.dist[layer, head] / rows, near_mass=st.near[layer, head] / rows,
+        prev_token=st.prev[layer, head] / rows, entropy=st.entropy[layer, head] / rows,
+        entropy_norm=st.entropy_norm[layer, head] / rows, bos_mass=st.bos[layer, head] / rows,
+        tl_previous_token=None, tl_duplicate_token=None, tl_induction=None,
+        top_category=top["category"] if top else None, top_category_lift=top["lift"] if top else None,
+        top_category_p=top["p"] if top else None, top_categories=ranked[: cfg.top_k], top_tokens=top_tok,
+        categories=cats)
 
 
 def _det(det: dict[str, np.ndarray], name: str, layer: int, head: int) -> float | None:

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from tinyinterp.analysis.results_io import jsonable
+from tinyinterp.analysis.results_io import jsonable, read_result, read_result_json, write_result_json
 from tinyinterp.errors import DataError
 
+HEADS_JSON, HEADS_META_JSON = "heads.json", "heads_meta.json"
 LABELS = ("local", "semantic", "sink", "mixed")
 SCALAR_SCORES = ("positional_r2", "content_js", "mean_distance", "near_mass", "prev_token", "entropy",
                  "entropy_norm", "bos_mass", "tl_previous_token", "tl_duplicate_token", "tl_induction")
@@ -144,30 +145,22 @@ class HeadResults:
         return cls([HeadRecord.from_dict(h) for h in obj["heads"]], obj.get("config") or {}, obj.get("meta") or {})
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``heads.json``, ``heads.csv`` and ``heads_meta.json`` (each atomically) into ``out_dir``."""
-        from tinyinterp.atomic import atomic_path, write_json
+        """Write ``heads.json``, ``heads.csv`` and ``heads_meta.json`` (each atomically) into ``out_dir``; returns it."""
+        from tinyinterp.atomic import atomic_path
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "heads.json", [r.to_dict() for r in self.records])
-        write_json(out / "heads_meta.json", {"config": jsonable(self.config), "meta": jsonable(self.meta)})
+        write_result_json(out / HEADS_JSON, [r.to_dict() for r in self.records])
+        write_result_json(out / HEADS_META_JSON, {"config": self.config, "meta": self.meta})
         with atomic_path(out / "heads.csv") as tmp:
             self.to_frame().to_csv(tmp, index=False)
         return out
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "HeadResults":
-        """Read a folder written by :meth:`save`."""
-        p = Path(out_dir) / "heads.json"
-        if not p.is_file():
-            raise DataError(f"{p}: not found; write it with HeadResults.save(dir) or `tinyinterp analyze`")
-        try:
-            heads = json.loads(p.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise DataError(f"{p}: invalid JSON ({exc})") from None
-        meta_p = p.with_name("heads_meta.json")
-        extra = json.loads(meta_p.read_text(encoding="utf-8")) if meta_p.is_file() else {}
-        res = cls.from_json(heads)
+        """Read a folder written by :meth:`save` (``heads_meta.json`` is optional)."""
+        res = read_result(Path(out_dir) / HEADS_JSON, "HeadResults.save(folder)", cls.from_json)
+        extra = read_result_json(Path(out_dir) / HEADS_META_JSON, "HeadResults.save(folder)", default={})
         res.config, res.meta = extra.get("config") or {}, extra.get("meta") or {}
         return res
 

@@ -117,6 +117,23 @@ def story_signs(stories: np.ndarray, n_perm: int, seed: int) -> np.ndarray:
     return bits.astype(np.float32) * 2.0 - 1.0
 
 
+@dataclass
+class _BatchTensors:
+    """What every layer's reduction of one batch shares (built once per batch by :meth:`MainPass._prepare`)."""
+
+    n: int  # padded length
+    rm: Tensor  # float [B, q]: real query rows other than BOS
+    rm64: Tensor  # rm in float64
+    km: Tensor  # float [B, k]: keys other than BOS and padding
+    keycats: Tensor  # float [B, k, C_key]: multi-hot key categories
+    flat_tok: Tensor  # int64 [B * k] on the CPU: key token ids
+    near: Tensor  # float64 [q, k]: offsets 0..near_offsets
+    dist: Tensor  # float64 [q, k]: q - k (0 above the diagonal)
+    invlog: Tensor  # float64 [q]: 1 / log2(q + 1) (0 at q = 0)
+    rel_flat: Tensor  # float [B, q * k, 2]: SAME_TOKEN and INDUCTION pairs
+    eps: Tensor  # float [P, B]: the sign flips of each story
+
+
 class MainPass:
     """A :class:`~tinyinterp.analysis.engine.PassConsumer` that accumulates :class:`MainStats`.
 
@@ -139,9 +156,20 @@ class MainPass:
         self.n_stories = 0
 
     def batch_hooks(self, batch) -> list:
-        dev, stories = self.dev, self.stories
+        """One hook on every layer's pattern: the batch's per-token tensors are built once here
+        (:meth:`_prepare`), each layer's pattern is reduced into the sums by :meth:`_reduce`."""
+        b = self._prepare(batch)
+
+        def hook(pattern: Tensor, hook) -> None:
+            self._reduce(b, hook.layer(), pattern.float())
+
+        return [(lambda name: name.endswith("attn.hook_pattern"), hook)]
+
+    def _prepare(self, batch) -> "_BatchTensors":
+        """Masks, distance tables, key categories and signs of one batch; adds its per-key counts."""
+        dev = self.dev
         tokens, idx = batch.tokens, batch.stories
-        B, n = tokens.shape
+        n = tokens.shape[1]
         CK = len(KEY_CATEGORIES)
         rm = batch.mask.float()
         rm[:, 0] = 0.0  # [B, q]: real query rows other than BOS
@@ -150,62 +178,80 @@ class MainPass:
         q = torch.arange(n, device=dev)
         off = q[:, None] - q[None, :]  # [q, k]
         before = (off > 0).float()  # k < q
-        near = ((off >= 0) & (off <= self.near_offsets)).double()
-        dist = off.clamp(min=0).double()
-        invlog = torch.where(q >= 1, 1.0 / torch.log2((q + 1).double()), torch.zeros((), device=dev, dtype=torch.float64))
-        rm64 = rm.double()
-        keycats = torch.as_tensor(_key_categories(stories, idx, n, self.tables), device=dev)  # [B, k, C_key]
+        keycats = torch.as_tensor(_key_categories(self.stories, idx, n, self.tables), device=dev)  # [B, k, C_key]
         valid = before * rm[:, :, None] * km[:, None, :]  # [B, q, k]
         prev_tok = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)  # token before each key
         prev_tok[:, 1] = -1  # the token before key 1 is BOS: not an earlier occurrence
         rel = torch.stack([(tokens[:, :, None] == tokens[:, None, :]).float() * valid,  # SAME_TOKEN
                            (tokens[:, :, None] == prev_tok[:, None, :]).float() * valid], 1)  # INDUCTION; [B, 2, q, k]
-        eps = torch.as_tensor(story_signs(idx, self.n_perm, self.seed), device=dev)  # [P, B]
         visible = rm[:, :, None] * (off >= 0).float()  # [B, q, k]
         self.cat_keys[:CK] += einsum(visible.sum(1) * km, keycats, "b k, b k c -> c").double().cpu()
         self.cat_keys[CK:] += rel.sum((0, 2, 3)).double().cpu()
         flat_tok = rearrange(tokens, "b k -> (b k)").cpu()
         self.tok_count.index_add_(0, flat_tok, rearrange(km, "b k -> (b k)").double().cpu())
+        rm64 = rm.double()
         self.n_rows += float(rm.sum())
         self.inv_rows += float((rm64 / (q + 1).double()).sum())
-        rel_flat = rearrange(rel, "b r q k -> b (q k) r")
+        return _BatchTensors(
+            n=n, rm=rm, rm64=rm64, km=km, keycats=keycats, flat_tok=flat_tok,
+            near=((off >= 0) & (off <= self.near_offsets)).double(), dist=off.clamp(min=0).double(),
+            invlog=torch.where(q >= 1, 1.0 / torch.log2((q + 1).double()), torch.zeros((), device=dev, dtype=torch.float64)),
+            rel_flat=rearrange(rel, "b r q k -> b (q k) r"),
+            eps=torch.as_tensor(story_signs(idx, self.n_perm, self.seed), device=dev))  # [P, B]
 
-        def fn(layer: int, pat: Tensor) -> None:
-            pred = predicted_pattern(self.prof_t[layer], n)  # [H, q, k]
-            # per-row reductions in float32, everything summed over rows in float64 (R^2 cancels sums)
-            col_obs = _col_mass(pat, rm)  # [B, H, k] mass each key receives from the valid rows
-            A = row_sum(pat, rm).double()  # [H, q, k] attention summed over the valid rows
-            pred64 = pred.double()
-            ent = torch.special.entr(pat).sum(-1).double() * rm64[:, None, :] / LN2  # [B, H, q] bits
-            sums = {
-                "bos": A[..., 0].sum(-1),
-                "prev": A.diagonal(offset=-1, dim1=1, dim2=2).sum(-1),
-                "near": einsum(A, near, "h q k, q k -> h"),
-                "dist": einsum(A, dist, "h q k, q k -> h"),
-                "entropy": ent.sum((0, 2)),
-                "entropy_norm": einsum(ent, invlog, "b h q, q -> h"),
-                "sq": einsum(torch.linalg.vector_norm(pat, dim=-1).double().square(), rm64, "b h q, b q -> h"),
-                "cross": einsum(A, pred64, "h q k, h q k -> h"),
-                "pred_sq": einsum(rm64, pred64.square().sum(-1), "b q, h q -> h"),
-            }
-            for k, v in sums.items():
-                self.acc[k][layer] += v.cpu()
-            col_obs = col_obs * km[:, None, :]
-            col_exp = einsum(rm, pred, "b q, h q k -> b h k") * km[:, None, :]
-            o = torch.cat([einsum(col_obs, keycats, "b h k, b k c -> b h c"),
-                           torch.bmm(rearrange(pat, "b h q k -> b h (q k)"), rel_flat)], -1)  # [B, H, C]
-            e = torch.cat([einsum(col_exp, keycats, "b h k, b k c -> b h c"),
-                           einsum(rearrange(pred, "h q k -> h (q k)"), rel_flat, "h x, b x r -> b h r")], -1)
-            self.obs[layer] += o.sum(0).double().cpu()
-            self.exp[layer] += e.sum(0).double().cpu()
-            self.flips[:, layer] += einsum(eps, o - e, "p b, b h c -> p h c").double().cpu()
-            self.tok_obs[layer].index_add_(1, flat_tok, rearrange(col_obs, "b h k -> h (b k)").double().cpu())
-            self.tok_exp[layer].index_add_(1, flat_tok, rearrange(col_exp, "b h k -> h (b k)").double().cpu())
+    def _reduce(self, b: "_BatchTensors", layer: int, pat: Tensor) -> None:
+        """Fold one layer's pattern ``[B, H, q, k]`` into the sums (per-row reductions in float32, everything
+        summed over rows in float64: the R² cancels sums)."""
+        rm, rm64, km = b.rm, b.rm64, b.km
+        pred = predicted_pattern(self.prof_t[layer], b.n)  # [H, q, k]
+        col_obs = _col_mass(pat, rm)  # [B, H, k] mass each key receives from the valid rows
+        A = row_sum(pat, rm).double()  # [H, q, k] attention summed over the valid rows
+        pred64 = pred.double()
+        ent = torch.special.entr(pat).sum(-1).double() * rm64[:, None, :] / LN2  # [B, H, q] bits
+        sums = {
+            "bos": A[..., 0].sum(-1),
+            "prev": A.diagonal(offset=-1, dim1=1, dim2=2).sum(-1),
+            "near": einsum(A, b.near, "h q k, q k -> h"),
+            "dist": einsum(A, b.dist, "h q k, q k -> h"),
+            "entropy": ent.sum((0, 2)),
+            "entropy_norm": einsum(ent, b.invlog, "b h q, q -> h"),
+            "sq": einsum(torch.linalg.vector_norm(pat, dim=-1).double().square(), rm64, "b h q, b q -> h"),
+            "cross": einsum(A, pred64, "h q k, h q k -> h"),
+            "pred_sq": einsum(rm64, pred64.square().sum(-1), "b q, h q -> h"),
+        }
+        for k, v in sums.items():
+            self.acc[k][layer] += v.cpu()
+        col_obs = col_obs * km[:, None, :]
+        col_exp = einsum(rm, pred, "b q, h q k -> b h k") * km[:, None, :]
+        o = torch.cat([einsum(col_obs, b.keycats, "b h k, b k c -> b h c"),
+                       torch.bmm(rearrange(pat, "b h q k -> b h (q k)"), b.rel_flat)], -1)  # [B, H, C]
+        e = torch.cat([einsum(col_exp, b.keycats, "b h k, b k c -> b h c"),
+                       einsum(rearrange(pred, "h q k -> h (q k)"), b.rel_flat, "h x, b x r -> b h r")], -1)
+        self.obs[layer] += o.sum(0).double().cpu()
+        self.exp[layer] += e.sum(0).double().cpu()
+        self.flips[:, layer] += einsum(b.eps, o - e, "p b, b h c -> p h c").double().cpu()
+        self.tok_obs[layer].index_add_(1, b.flat_tok, rearrange(col_obs, "b h k -> h (b k)").double().cpu())
+        self.tok_exp[layer].index_add_(1, b.flat_tok, rearrange(col_exp, "b h k -> h (b k)").double().cpu())
 
-        def hook(pattern: Tensor, hook) -> None:
-            fn(hook.layer(), pattern.float())
+    SUMS = ("obs", "exp", "flips", "tok_obs", "tok_exp", "tok_count", "cat_keys")  # besides ``acc`` and the counts
+    COUNTS = ("n_rows", "inv_rows", "n_stories")
 
-        return [(lambda name: name.endswith("attn.hook_pattern"), hook)]
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every accumulated sum (float64 tensors; the counts as one-element tensors)."""
+        out = {f"acc.{k}": v for k, v in self.acc.items()}
+        out.update({k: getattr(self, k) for k in self.SUMS})
+        out.update({k: torch.tensor([float(getattr(self, k))], dtype=torch.float64) for k in self.COUNTS})
+        return out
+
+    def merge_state(self, state: dict[str, Tensor]) -> None:
+        """Add the :meth:`state_dict` of the same pass (same calibration) over other stories."""
+        for k in self.acc:
+            self.acc[k] += state[f"acc.{k}"]
+        for k in self.SUMS:
+            getattr(self, k).add_(state[k])
+        self.n_rows += float(state["n_rows"][0])
+        self.inv_rows += float(state["inv_rows"][0])
+        self.n_stories += int(state["n_stories"][0])
 
     def stats(self) -> "MainStats":
         np_acc = {k: v.numpy() for k, v in self.acc.items()}

@@ -8,10 +8,8 @@ layer composition (a permutation-style p-value). :class:`AblationResult` is one 
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +19,7 @@ from tqdm.auto import tqdm
 
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import StopForward, length_mask, mlp_hook, padded_tokens, plan_batches, story_lengths
-from tinyinterp.analysis.results_io import read_result_json, write_result_json
+from tinyinterp.analysis.results_io import JsonResult
 from tinyinterp.errors import ConfigError, DataError
 
 ABLATION_JSON = "ablation.json"
@@ -58,8 +56,10 @@ class AblationResult:
 
 
 @dataclass
-class AblationResults:
-    """The ablation checks of one analysis (one per tag); ``save(folder)`` writes ``ablation.json``."""
+class AblationResults(JsonResult):
+    """The ablation checks of one analysis (one per tag); ``save(folder)`` writes ``ablation.json`` (a list)."""
+
+    FILE: ClassVar[str] = ABLATION_JSON
 
     checks: list[AblationResult] = field(default_factory=list)
 
@@ -72,20 +72,12 @@ class AblationResults:
     def to_list(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.checks]
 
-    def save(self, out: str | os.PathLike) -> Path:
-        """Write ``ablation.json`` (a list of checks) into the folder ``out``; returns the folder."""
-        out = Path(out)
-        write_result_json(out / ABLATION_JSON, self.to_list())
-        return out
+    def to_json_obj(self) -> list[dict[str, Any]]:
+        return self.to_list()
 
     @classmethod
-    def load(cls, out: str | os.PathLike) -> "AblationResults":
-        """Read the ``ablation.json`` of a folder written by :meth:`save`."""
-        data = read_result_json(Path(out) / ABLATION_JSON, "AblationResults.save(folder)")
-        try:
-            return cls([AblationResult.from_dict(d) for d in data])
-        except (TypeError, KeyError, ValueError) as exc:
-            raise DataError(f"{Path(out) / ABLATION_JSON}: not a list of ablation checks ({exc}); re-run the analysis") from None
+    def from_json_obj(cls, data: Any) -> "AblationResults":
+        return cls([AblationResult.from_dict(d) for d in data])
 
 
 Inputs = tuple[Tensor, Tensor, Tensor, Tensor]  # tokens, mask, measured positions, other positions; [batch, pos] each

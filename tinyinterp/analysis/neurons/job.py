@@ -32,26 +32,14 @@ from tinyinterp.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
-def _gather(batch, labels: CorpusLabels, hooks: list[str]):
-    """Flatten a batch to its analysed tokens: acts [tok, unit], tags, words, story, pos."""
-    n_pos = batch.mask.shape[1]
-    tags, words = labels.padded(batch.stories, n_pos)  # [batch, pos]
-    keep = (tags >= 0) & batch.mask.cpu()
-    b, p = keep.nonzero(as_tuple=True)
-    dev = batch.acts[hooks[0]].device
-    acts = torch.cat([batch.acts[h][b.to(dev), p.to(dev)] for h in hooks], dim=1)  # [tok, layer*d_mlp]
-    story = torch.as_tensor(batch.stories)[b]
-    return acts, tags[b, p].to(dev), words[b, p].to(dev), story, p
-
-
 def _calibrate(model, corpus, labels, indices, hooks, cfg: NeuronConfig) -> torch.Tensor:
     """Activations of up to ``calib_tokens`` analysed tokens from random stories of ``indices``."""
-    order = np.random.default_rng(cfg.split_seed + 1).permutation(indices)
-    counts = np.array([(labels.tag_ids[i] >= 0).sum() for i in order])
-    take = order[: int(np.searchsorted(np.cumsum(counts), cfg.calib_tokens)) + 1]
+    take = labels.sample_stories(indices, cfg.calib_tokens, cfg.split_seed + 1)
     sample, n = None, 0
     for bt in stream_activations(model, corpus, hooks, cfg.batch_tokens, indices=take, desc="calibrate"):
-        acts = _gather(bt, labels, hooks)[0][: cfg.calib_tokens - n]
+        b, p, _, _ = labels.analysed(bt.stories, bt.mask)
+        dev = bt.acts[hooks[0]].device
+        acts = torch.cat([bt.acts[h][b.to(dev), p.to(dev)] for h in hooks], dim=1)[: cfg.calib_tokens - n]  # [tok, unit]
         if sample is None:  # filled in place: no list of parts and concatenated copy
             sample = torch.empty((cfg.calib_tokens, acts.shape[1]), dtype=torch.float32, device=acts.device)
         sample[n:n + len(acts)] = acts
@@ -104,8 +92,7 @@ class NeuronJob:
 
     def batch_hooks(self, batch) -> list:
         """One hook per analysed MLP layer; the last one folds the batch's analysed tokens in."""
-        tags, words = self.labels.padded(batch.stories, batch.tokens.shape[1])  # [batch, pos]
-        b, p = ((tags >= 0) & batch.mask.cpu()).nonzero(as_tuple=True)
+        b, p, tags, words = self.labels.analysed(batch.stories, batch.mask)
         dev = batch.tokens.device
         bd, pd = b.to(dev), p.to(dev)
         parts: dict[str, torch.Tensor] = {}
@@ -117,12 +104,24 @@ class NeuronJob:
                 return
             acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
             x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
-            self.stats[batch.group].update_units(x, tags[b, p].to(dev), words[b, p].to(dev))
+            self.stats[batch.group].update_units(x, tags.to(dev), words.to(dev))
             if batch.group == 1:
                 self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
             parts.clear()
 
         return [(h, hook) for h in names]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What the pass accumulated: both halves' :class:`TagStats` (``sel.*``, ``out.*``) and the top-k (``top.*``)."""
+        out = {f"{half}.{k}": v for half, st in zip(("sel", "out"), self.stats) for k, v in st.state_dict().items()}
+        out.update({f"top.{k}": v for k, v in self.top.state_dict().items()})
+        return out
+
+    def merge_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Add the :meth:`state_dict` of the same job run over other stories (a shard)."""
+        for half, st in zip(("sel", "out"), self.stats):
+            st.merge_state({k.partition(".")[2]: v for k, v in state.items() if k.startswith(f"{half}.")})
+        self.top.merge_state({k.partition(".")[2]: v for k, v in state.items() if k.startswith("top.")})
 
     def control_job(self) -> "NeuronJob | None":
         """The untrained control: this job's analysis (no control of its own, no examples) of a randomly

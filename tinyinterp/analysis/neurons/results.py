@@ -16,9 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from tinyinterp.analysis.results_io import jsonable
-from tinyinterp.atomic import write_json, write_text
-from tinyinterp.errors import DataError
+from tinyinterp.analysis.results_io import jsonable, parse_result, read_result_json, write_result_json
+from tinyinterp.atomic import write_text
 
 NEURONS_JSON, NEURONS_CSV, SUMMARY_JSON, EXAMPLES_JSON = (
     "neurons.json", "neurons.csv", "neurons_summary.json", "neuron_examples.json")
@@ -71,32 +70,28 @@ class NeuronResults:
         return cls.from_dict(json.loads(text))
 
     def save(self, out: str | os.PathLike) -> Path:
-        """Write neurons.json (list of rows), neurons.csv, neurons_summary.json, neuron_examples.json."""
+        """Write neurons.json (list of rows), neurons.csv, neurons_summary.json, neuron_examples.json; returns ``out``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / NEURONS_JSON, jsonable(self.rows))
+        write_result_json(out / NEURONS_JSON, self.rows)
         write_text(out / NEURONS_CSV, self.to_frame().to_csv(index=False))
         summary = dict(self.summary)
         if self.control is not None:
-            summary["control"] = jsonable(self.control.to_dict())
-        write_json(out / SUMMARY_JSON, jsonable(summary))
-        write_json(out / EXAMPLES_JSON, jsonable(self.examples))
+            summary["control"] = self.control.to_dict()
+        write_result_json(out / SUMMARY_JSON, summary)
+        write_result_json(out / EXAMPLES_JSON, self.examples)
         return out
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NeuronResults":
-        path = Path(path)
-        try:
-            rows = json.loads((path / NEURONS_JSON).read_text())
-            summary = json.loads((path / SUMMARY_JSON).read_text())
-            ex_path = path / EXAMPLES_JSON
-            examples = json.loads(ex_path.read_text()) if ex_path.exists() else {}
-        except FileNotFoundError as exc:
-            raise DataError(f"{exc.filename}: missing; pass a folder written by NeuronResults.save") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: unreadable neuron results ({exc}); re-run the analysis") from None
+        """Read a folder written by :meth:`save` (``neuron_examples.json`` is optional)."""
+        path, writer = Path(path), "NeuronResults.save(folder)"
+        rows = read_result_json(path / NEURONS_JSON, writer)
+        summary = parse_result(read_result_json(path / SUMMARY_JSON, writer), dict, path / SUMMARY_JSON, writer)
+        examples = read_result_json(path / EXAMPLES_JSON, writer, default={})
         control = summary.pop("control", None)
-        return cls.from_dict({"rows": rows, "summary": summary, "examples": examples, "control": control})
+        return parse_result({"rows": rows, "summary": summary, "examples": examples, "control": control}, cls.from_dict,
+                            path, writer)
 
 
 _FLOAT_COLS = {"auroc", "auroc_select", "auroc_err", "ap", "cohens_d", "mean_diff", "mean_pos", "mean_neg",

@@ -196,6 +196,18 @@ class TagStats:
         unit = torch.arange(c1 - c0, device=x.device, dtype=torch.int32)[:, None] * (nt * nb)
         _count(self.amb_hist[c0:c1], idx[:, pair_tok] + unit + delta)
 
+    STATE = ("hist", "sum", "sumsq", "amb_hist")  # the sums a shard contributes (amb_hist: with ambiguous words)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The accumulated counts and moments (CPU tensors); bins and shift are set up from the calibration."""
+        return {k: getattr(self, k).cpu() for k in self.STATE if getattr(self, k) is not None}
+
+    def merge_state(self, state: dict[str, Tensor]) -> None:
+        """Add the :meth:`state_dict` of a :class:`TagStats` over other tokens, with the same bins."""
+        for k in self.STATE:
+            if getattr(self, k) is not None:
+                getattr(self, k).add_(state[k].to(getattr(self, k).device))
+
     @property
     def support(self) -> np.ndarray:
         """int64 [n_tags]: analysed tokens per tag."""

@@ -58,13 +58,18 @@ class TopKBuffer:
         out._absorb(other.values.to(out.values.device), other.story.to(out.values.device), other.pos.to(out.values.device))
         return out
 
-    def to_dict(self) -> dict:
-        return {"k": self.k, "values": self.values.cpu().tolist(), "story": self.story.cpu().tolist(),
-                "pos": self.pos.cpu().tolist()}
+    def state_dict(self) -> dict[str, Tensor]:
+        """Values, story indices and positions (CPU tensors ``[unit, k]``)."""
+        return {"values": self.values.cpu(), "story": self.story.cpu(), "pos": self.pos.cpu()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TopKBuffer":
-        values = torch.tensor(d["values"], dtype=torch.float32)
-        buf = cls(values.shape[0], int(d["k"]))
-        buf.values, buf.story, buf.pos = values, torch.tensor(d["story"]), torch.tensor(d["pos"])
+    def from_state_dict(cls, state: dict[str, Tensor]) -> "TopKBuffer":
+        values = state["values"].float()
+        buf = cls(values.shape[0], values.shape[1])
+        buf.values, buf.story, buf.pos = values, state["story"].long(), state["pos"].long()
         return buf
+
+    def merge_state(self, state: dict[str, Tensor]) -> None:
+        """Fold in the :meth:`state_dict` of a buffer over other stories (in place; see :meth:`merge`)."""
+        merged = self.merge(TopKBuffer.from_state_dict(state))
+        self.k, self.values, self.story, self.pos = merged.k, merged.values, merged.story, merged.pos

@@ -6,7 +6,8 @@
   probe needs to read a tag.
 """
 
-from tinyinterp.analysis.probes.dense import ProbeConfig, ProbeResults, collect_features, probe_layers
-from tinyinterp.analysis.probes.sparse import sparse_probe_curve
+from tinyinterp.analysis.probes.dense import ProbeConfig, ProbeResults, collect_features, probe_layers, token_activations
+from tinyinterp.analysis.probes.sparse import SparseProbeResults, sparse_probe_curve
 
-__all__ = ["ProbeConfig", "ProbeResults", "collect_features", "probe_layers", "sparse_probe_curve"]
+__all__ = ["ProbeConfig", "ProbeResults", "collect_features", "probe_layers", "SparseProbeResults", "sparse_probe_curve",
+           "token_activations"]

@@ -20,11 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -33,7 +31,7 @@ from tqdm.auto import tqdm
 from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
 from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG, TaggedCorpus
 from tinyinterp.analysis.engine import EMBED_LAYER, mlp_hook, resid_hook, stream_activations
-from tinyinterp.atomic import write_json
+from tinyinterp.analysis.results_io import JsonResult
 from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -83,8 +81,11 @@ class ProbeConfig:
 
 
 @dataclass
-class ProbeResults:
-    """One row per site (see :meth:`to_frame`) and a summary with the baselines."""
+class ProbeResults(JsonResult):
+    """One row per site (see :meth:`to_frame`) and a summary with the baselines; ``save(folder)`` writes
+    ``probes.json`` (``{"probes": rows, "summary": ...}``), ``load(folder)`` reads it."""
+
+    FILE: ClassVar[str] = PROBES_JSON
 
     rows: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
@@ -106,23 +107,12 @@ class ProbeResults:
     def from_json(cls, text: str) -> "ProbeResults":
         return cls.from_dict(json.loads(text))
 
-    def save(self, out: str | os.PathLike) -> Path:
-        """Write ``probes.json``; returns its path."""
-        out = Path(out)
-        write_json(out / PROBES_JSON, self.to_dict())
-        return out / PROBES_JSON
+    def to_json_obj(self) -> dict[str, Any]:
+        return self.to_dict()
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ProbeResults":
-        """Read ``probes.json`` (or the folder holding it)."""
-        p = Path(path)
-        p = p / PROBES_JSON if p.is_dir() else p
-        try:
-            return cls.from_json(p.read_text())
-        except FileNotFoundError:
-            raise DataError(f"{p}: missing; pass a file or folder written by ProbeResults.save") from None
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise DataError(f"{p}: not a probes.json ({exc}); re-run the analysis") from None
+    def from_json_obj(cls, data: Any) -> "ProbeResults":
+        return cls.from_dict(data)
 
 
 def _sites(model, cfg: ProbeConfig) -> list[tuple[str, int, str]]:
@@ -140,23 +130,38 @@ def _sites(model, cfg: ProbeConfig) -> list[tuple[str, int, str]]:
     return out
 
 
-def collect_features(model, corpus: TaggedCorpus, labels: CorpusLabels, indices: np.ndarray, hooks: list[str],
-             cfg: ProbeConfig, desc: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Features per hook [tok, d], tag ids [tok] and word ids [tok] of up to ``max_tokens`` tokens."""
-    order = np.random.default_rng(cfg.split_seed + 7).permutation(indices)
-    counts = np.array([(labels.tag_ids[i] >= 0).sum() for i in order])
-    take = order[: int(np.searchsorted(np.cumsum(counts), cfg.max_tokens)) + 1]
+def token_activations(model, corpus: TaggedCorpus, hooks: list[str], stories: np.ndarray | None = None, *,
+                      labels: CorpusLabels | None = None, batch_tokens: int = 8192, progress: bool = False,
+                      desc: str = "activations") -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Activations at ``hooks`` of the analysed tokens of ``stories`` (default: all), as the neuron analysis
+    and the probes see them: no BOS, whitespace or word-continuation tokens (see :func:`label_corpus`).
+
+    Returns float32 features per hook ``[tok, d]``, and per token its tag id and word id (indices into
+    ``labels.tags`` / ``labels.words``; ``labels`` defaults to ``label_corpus(corpus)``). Tokens come in
+    batch order (stories sorted by length).
+    """
+    labels = labels if labels is not None else label_corpus(corpus)
     feats: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
     tags, words = [], []
-    for bt in stream_activations(model, corpus, hooks, cfg.batch_tokens, take, cfg.progress, desc):
-        t, w = labels.padded(bt.stories, bt.mask.shape[1])  # [batch, pos]
-        b, p = ((t >= 0) & bt.mask.cpu()).nonzero(as_tuple=True)
+    for bt in stream_activations(model, corpus, hooks, batch_tokens, stories, progress, desc):
+        b, p, t, w = labels.analysed(bt.stories, bt.mask)
         for h in hooks:
             feats[h].append(bt.acts[h][b.to(bt.acts[h].device), p.to(bt.acts[h].device)].float().cpu().numpy())
-        tags.append(t[b, p].numpy())
-        words.append(w[b, p].numpy())
+        tags.append(t.numpy())
+        words.append(w.numpy())
+    if not tags:
+        return {h: np.zeros((0, 0), np.float32) for h in hooks}, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return {h: np.concatenate(v) for h, v in feats.items()}, np.concatenate(tags), np.concatenate(words)
+
+
+def collect_features(model, corpus: TaggedCorpus, labels: CorpusLabels, indices: np.ndarray, hooks: list[str],
+                     cfg: ProbeConfig, desc: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """:func:`token_activations` of up to ``max_tokens`` tokens of ``indices``, whole stories in a seeded random order."""
+    take = labels.sample_stories(indices, cfg.max_tokens, cfg.split_seed + 7)
+    feats, tags, words = token_activations(model, corpus, hooks, take, labels=labels, batch_tokens=cfg.batch_tokens,
+                                           progress=cfg.progress, desc=desc)
     n = cfg.max_tokens
-    return ({h: np.concatenate(v)[:n] for h, v in feats.items()}, np.concatenate(tags)[:n], np.concatenate(words)[:n])
+    return {h: v[:n] for h, v in feats.items()}, tags[:n], words[:n]
 
 
 def _fit_score(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, cfg: ProbeConfig):

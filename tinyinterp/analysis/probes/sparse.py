@@ -7,13 +7,15 @@ stories it ranks every MLP neuron (all layers) by how well it separates tag vs. 
 its own (``|AUROC - 0.5|``), then fits a binary logistic regression on the top ``k`` neurons
 for each ``k``; the curve reports the held-out AUROC on the other half. ``k = 1`` is the best
 single neuron (either sign), the last point uses every neuron (the dense ceiling);
-``k_for_0.9`` is the smallest ``k`` reaching 0.9 held out.
+``k_for_0.9`` is the smallest ``k`` reaching 0.9 held out. The curves come back as
+:class:`SparseProbeResults` (saved as ``sparse_probes.json``).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -21,9 +23,47 @@ from tinyinterp.analysis.corpus.labels import label_corpus
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import mlp_hook
 from tinyinterp.analysis.probes.dense import ProbeConfig, collect_features
+from tinyinterp.analysis.results_io import JsonResult
 from tinyinterp.errors import ConfigError, DataError
 
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128)
+SPARSE_JSON = "sparse_probes.json"
+
+
+@dataclass
+class SparseProbeResults(JsonResult):
+    """Per tag: ``{"curve": [{"k", "auroc", "units", "best_single_auroc_train"}...], "k_for_0.9": k or None,
+    "n_train", "n_test", "n_pos_test"}``; reads like a dict by tag. ``save(folder)`` writes ``sparse_probes.json``."""
+
+    FILE: ClassVar[str] = SPARSE_JSON
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __getitem__(self, tag: str) -> dict[str, Any]:
+        return self.curves[tag]
+
+    def __contains__(self, tag: object) -> bool:
+        return tag in self.curves
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.curves)
+
+    def __len__(self) -> int:
+        return len(self.curves)
+
+    def items(self):
+        return self.curves.items()
+
+    def headline(self) -> dict[str, dict[str, Any]]:
+        """Per tag: the smallest k reaching AUROC 0.9, the best single neuron's and every neuron's AUROC."""
+        return {tag: {"k_for_0.9": v["k_for_0.9"], "k1_auroc": v["curve"][0]["auroc"],
+                      "all_neurons_auroc": v["curve"][-1]["auroc"]} for tag, v in self.curves.items()}
+
+    def to_json_obj(self) -> dict[str, dict[str, Any]]:
+        return self.curves
+
+    @classmethod
+    def from_json_obj(cls, data: Any) -> "SparseProbeResults":
+        return cls(dict(data))
 
 
 def unit_aurocs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -71,11 +111,11 @@ def sparse_curve(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.
 
 def sparse_probe_curve(model, corpus: TaggedCorpus, tags: Sequence[str] = ("NOUN", "VERB", "ADJ"),
                        ks: Sequence[int] = DEFAULT_KS, max_tokens: int = 8000, split_seed: int = 0,
-                       batch_tokens: int = 4096) -> dict[str, dict]:
+                       batch_tokens: int = 4096) -> SparseProbeResults:
     """k-sparse probe curves for ``tags`` from the MLP neurons of every layer (see the module docstring).
 
-    Returns ``{tag: {"curve": [{"k", "auroc", "units"}...], "k_for_0.9": k or None, "n_train", "n_test"}}``;
-    unit ``u`` is neuron ``u % d_mlp`` of layer ``u // d_mlp``.
+    Returns a :class:`SparseProbeResults` (one curve per tag that occurs in the corpus); unit ``u`` is
+    neuron ``u % d_mlp`` of layer ``u // d_mlp``.
     """
     if model.cfg.d_mlp is None or model.cfg.attn_only:
         raise ConfigError("model has no MLP layers; sparse probes read MLP neurons")
@@ -95,4 +135,4 @@ def sparse_probe_curve(model, corpus: TaggedCorpus, tags: Sequence[str] = ("NOUN
         reach = [r["k"] for r in curve if r["auroc"] >= 0.9]
         out[tag] = {"curve": curve, "k_for_0.9": reach[0] if reach else None,
                     "n_train": len(t_tr), "n_test": len(t_te), "n_pos_test": int((t_te == t).sum())}
-    return out
+    return SparseProbeResults(out)
