@@ -19,7 +19,7 @@ def analysis_worker(rank: int, world: int, port: int, ckpt: str, stories: str, o
     from tinyinterp.analysis.distributed import all_reduce_sum, barrier, distributed_stats, init_distributed, shutdown
     from tinyinterp.analysis.heads import HeadConfig
     from tinyinterp.analysis.neurons import NeuronConfig
-    from tinyinterp.analysis.corpus.loading import load_corpus
+    from tinyinterp.analysis.corpus.loading import corpus_from_texts
     from tinyinterp.analysis.corpus.prepass import chunked, combine_counts, count_stories, own_stories
     from tinyinterp.analysis.corpus.tag_store import corpus_from_store
     from tinyinterp.analysis.corpus.tagging import tag_into_store
@@ -38,7 +38,7 @@ def analysis_worker(rank: int, world: int, port: int, ckpt: str, stories: str, o
         chunks = (corpus_from_store(c, store, int(model.cfg.n_ctx), keep_text=False) for c in chunked(mine, 7))
         counts = combine_counts(count_stories(chunks), info)
         summed = all_reduce_sum({"x": torch.tensor([rank + 1.0, 2.0])}, info)["x"]
-        corpus = load_corpus(texts, model, progress=False)
+        corpus = corpus_from_texts(texts, model, progress=False)
         heads, neurons = distributed_stats(info)(model, corpus, HeadConfig(), NeuronConfig())
         if info.is_main:
             heads.save(out_dir / "dist")

@@ -39,12 +39,12 @@ def test_two_gloo_ranks_equal_one_process(two_ranks, tiny_ckpt, tmp_path):
     from tinyinterp.analysis.heads import HeadConfig
     from tinyinterp.analysis.neurons import NeuronConfig
     from tinyinterp.analysis.pipeline import heads_and_neurons
-    from tinyinterp.analysis.corpus.loading import load_corpus
+    from tinyinterp.analysis.corpus.loading import corpus_from_texts
     from tinyinterp.checkpoint import load_model
     from tinyinterp.data.readers import iter_stories
 
     model = load_model(tiny_ckpt)
-    corpus = load_corpus(list(islice(iter_stories([str(STORIES)]), N_STORIES)), model, progress=False)
+    corpus = corpus_from_texts(list(islice(iter_stories([str(STORIES)]), N_STORIES)), model, progress=False)
     heads, neurons = heads_and_neurons(model, corpus, HeadConfig(), NeuronConfig())
     heads.save(tmp_path)
     neurons.save(tmp_path)
@@ -59,7 +59,7 @@ def test_prepass_counts_over_ranks_equal_the_whole_corpus_labels(two_ranks, tiny
     from itertools import islice
 
     from tinyinterp.analysis.corpus.labels import label_corpus
-    from tinyinterp.analysis.corpus.loading import load_corpus
+    from tinyinterp.analysis.corpus.loading import corpus_from_texts
     from tinyinterp.analysis.corpus.prepass import CorpusCounts
     from tinyinterp.checkpoint import load_model
     from tinyinterp.data.readers import iter_stories
@@ -68,7 +68,7 @@ def test_prepass_counts_over_ranks_equal_the_whole_corpus_labels(two_ranks, tiny
     assert got["summed"] == [3.0, 4.0] and got["parts"] == 2  # one part per rank: each tagged only its share
     counts = CorpusCounts.from_json(got["counts"])
     model = load_model(tiny_ckpt)
-    corpus = load_corpus(list(islice(iter_stories([str(STORIES)]), N_STORIES)), model, progress=False)
+    corpus = corpus_from_texts(list(islice(iter_stories([str(STORIES)]), N_STORIES)), model, progress=False)
     labels = label_corpus(corpus)
     assert counts.n_stories == len(corpus) and counts.n_tokens == corpus.n_tokens
     assert counts.tags == labels.tags and counts.words == labels.words

@@ -120,8 +120,7 @@ def rank_corpus(model, corpus, max_stories: int | None, info: DistInfo, progress
     """The tagged corpus under torchrun: each rank tags its share into the tag store, then reads the whole corpus.
 
     ``corpus``: a :class:`~tinyinterp.analysis.corpus.store.TaggedCorpus` (returned as is), sources or texts
-    (as :func:`~tinyinterp.analysis.corpus.loading.load_corpus` takes them)."""
-    from tinyinterp.analysis.corpus.loading import _looks_like_sources
+    (as :func:`~tinyinterp.analysis.corpus.loading.load_corpus` takes them: files, folders, globs, ``hf:`` names)."""
     from tinyinterp.analysis.corpus.store import TaggedCorpus
     from tinyinterp.analysis.corpus.tag_store import corpus_from_store
     from tinyinterp.analysis.corpus.tagging import tag_into_store
@@ -130,8 +129,7 @@ def rank_corpus(model, corpus, max_stories: int | None, info: DistInfo, progress
     if isinstance(corpus, TaggedCorpus):
         return corpus
     items = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus)
-    texts = (load_stories([str(x) for x in items], max_stories=max_stories) if _looks_like_sources(items)
-             else items[:max_stories] if max_stories else items)
+    texts = load_stories([os.fspath(x) for x in items], max_stories=max_stories)
     store = tag_into_store(texts[info.rank::info.world], model.tokenizer, progress=progress and info.is_main)
     barrier(info)  # every rank's share is in the store
     return corpus_from_store(texts, store, int(model.cfg.n_ctx))

@@ -232,7 +232,7 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
         if not dist.is_main:  # stream this rank's share; rank 0 finishes and writes
             distributed_stats(dist)(model, rank_corpus(model, corpus, cfg.max_stories, dist), cfg.heads, cfg.neurons)
             return {}
-    with folder_lock(out), staged_results(out, {"model": model_name}) as stage:
+    with folder_lock(out), staged_results(out, {"model": model_name}) as staging:
         t = time.perf_counter()
         if ranks:
             corpus = rank_corpus(model, corpus, cfg.max_stories, dist, progress)
@@ -244,7 +244,7 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
             "corpus": {"stories": len(corpus), "tokens": corpus.n_tokens, "spacy_model": corpus.spacy_model,
                        "alignment_coverage": corpus.coverage},
         }
-        run = AnalysisRun(model, corpus, cfg, stage, progress, summary)  # stages write into the staging folder
+        run = AnalysisRun(model, corpus, cfg, staging, progress, summary)  # stages write into the staging folder
         if shards:
             metas = read_shards(shards)
             summary["shards"] = [m["dir"] for m in metas]
@@ -259,11 +259,11 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
                 timings[key] = time.perf_counter() - t
         summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
         summary["config"] = jsonable(asdict(cfg))
-        write_json(stage / "summary.json", summary)
+        write_json(staging / "summary.json", summary)
         if cfg.report:
             from tinyinterp.report import write_report
 
-            write_report(stage, model=model, heads=run.heads, neurons=run.neurons, probes=run.probes, summary=summary)
+            write_report(staging, model=model, heads=run.heads, neurons=run.neurons, probes=run.probes, summary=summary)
     return summary
 
 
