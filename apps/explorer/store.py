@@ -287,12 +287,12 @@ def shared_stories(ckpts: list[Path], progress: Progress = _quiet) -> Path:
     models are evaluated on the same text."""
     import hashlib
 
-    from tinyinterp.atomic import write_text
+    import tinyinterp
 
     stories = [s for c in dict.fromkeys(ckpts) for s in ensure_corpus(c, progress)]
     text = "".join(s + "\n<|endoftext|>\n" for s in stories)
     f = cache_root(ckpts[0]).parent / "shared" / f"stories-{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
     if not f.is_file():
         f.parent.mkdir(parents=True, exist_ok=True)
-        write_text(f, text)
+        tinyinterp.write_text(f, text)
     return f

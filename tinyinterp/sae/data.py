@@ -18,7 +18,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from tinyinterp.data.readers import resolve_sources
-from tinyinterp.errors import DataError
+from tinyinterp.errors import ConfigError, DataError
 from tinyinterp.evaluate import corpus_stream
 
 
@@ -65,3 +65,11 @@ def given_windows(tokens: Tensor, context_size: int, d_vocab: int) -> TokenWindo
     digest = hashlib.sha256(tokens.numpy().tobytes()).hexdigest()
     return TokenWindows(tokens, [{"path": "<tokens given in memory>", "kind": "tokens", "sha256": digest,
                                   "bytes": tokens.numel() * 8}], 0)
+
+
+def hook_dim(model, hook: str) -> int:
+    """Width of ``hook``'s activations on ``model`` (one-line error for a hook the model lacks)."""
+    if hook not in model.hook_dict:
+        raise ConfigError(f"hook {hook!r}: {model.cfg.model_name} has no such hook (it has {model.cfg.n_layers} "
+                          f"layer(s): blocks.0 … blocks.{model.cfg.n_layers - 1})")
+    return model.cfg.d_mlp if ".mlp.hook_" in hook else model.cfg.d_model

@@ -52,7 +52,7 @@ def _check_weights(path: Path, cfg: dict) -> None:
 
 def check_sae_fits(cfg: dict, model, where: str, hook: str | None = None) -> str:
     """Raise unless the SAE config ``cfg`` fits ``model`` (and ``hook``); return the hook name."""
-    from tinyinterp.sae.train import hook_dim
+    from tinyinterp.sae.data import hook_dim
 
     meta = cfg.get("metadata") or {}
     sae_hook = meta.get("hook_name") or cfg.get("hook_name")

@@ -30,7 +30,7 @@ from torch import Tensor
 from tinyinterp.atomic import replace_dir
 from tinyinterp.errors import ConfigError
 from tinyinterp.sae.config import SAETrainConfig
-from tinyinterp.sae.data import given_windows, token_windows
+from tinyinterp.sae.data import given_windows, hook_dim, token_windows
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +75,6 @@ def _load(checkpoint) -> tuple[Any, dict]:
                 "weights_sha256": sha256_file(weights) if weights.exists() else None}
         return model, info
     return checkpoint, {"checkpoint": None, "model_name": checkpoint.cfg.model_name, "weights_sha256": None}
-
-
-def hook_dim(model, hook: str) -> int:
-    """Width of ``hook``'s activations on ``model`` (one-line error for a hook the model lacks)."""
-    if hook not in model.hook_dict:
-        raise ConfigError(f"hook {hook!r}: {model.cfg.model_name} has no such hook (it has {model.cfg.n_layers} "
-                          f"layer(s): blocks.0 … blocks.{model.cfg.n_layers - 1})")
-    return model.cfg.d_mlp if ".mlp.hook_" in hook else model.cfg.d_model
 
 
 def train_sae(checkpoint, config: SAETrainConfig | None = None, out: str | os.PathLike | None = None,
