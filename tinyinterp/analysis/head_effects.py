@@ -1,0 +1,442 @@
+"""What each attention head helps produce: output effects grouped by the *next* token's category.
+
+>>> fx = head_effects(model, corpus)                       # doctest: +SKIP
+>>> fx.table("dla").query("group in ['FUNCTION', 'CONTENT', 'NAME']")   # doctest: +SKIP
+
+Every quantity is a per-story sum, so confidence intervals come from a bootstrap over stories
+(:mod:`tinyinterp.analysis.stats`); tokens of one story are never treated as independent.
+
+Groups (:data:`NEXT_GROUPS`) describe the token being predicted at position ``p`` (the token at
+``p + 1``): each UPOS class, ``NAME`` (PROPN or a spaCy PERSON entity), ``FUNCTION``
+(DET/ADP/AUX/PRON/CCONJ/SCONJ/PART), ``CONTENT`` (NOUN/PROPN/VERB/ADJ), and ``ALL`` (every
+predicted token). Category groups count only **word-initial** next tokens (the second piece of
+"Lu|cy" is predicted from the first, not from the head's notion of a name); ``ALL`` counts every
+token.
+
+* **Direct logit attribution** (``dla``, :class:`EffectsPass`): head output ``z @ W_O`` centred
+  over ``d_model`` (what the final LayerNorm does to it), divided by the final LayerNorm's scale
+  taken from the same forward (``ln_final.hook_scale``), times the LayerNorm weight, dotted with
+  ``W_U[:, next] - mean_v W_U[:, v]``. Centring ``W_U`` over the vocabulary makes the number the
+  head's push on the correct token *relative to the average token*, which is what changes the
+  softmax (a push on every logit alike changes nothing); uncentred numbers are not reported.
+  The LayerNorm bias and ``b_U`` do not depend on the head and drop out.
+* **Attention conditioned on the next token** (``attn_next``): attention mass a head puts on keys
+  of category ``c`` at query rows whose next token is in ``c`` minus the mass at rows whose next
+  token is not (per head, per key category). E.g. does a name-attending head attend to earlier
+  names more where a name comes next?
+* **Category lift** (``lift``): attention mass on keys of each category ÷ the mass the head's own
+  offset profile predicts for them (per story, so the lift gets a story-bootstrap CI and a Wald
+  p-value, corrected with Benjamini–Hochberg across every head × category in
+  :mod:`tinyinterp.analysis.head_axes`).
+* **Ablation** (:func:`ablation_effects`, a separate and costlier step: two forwards per head):
+  mean-ablate (``z`` := its corpus mean at that position's head) and resample-ablate (``z`` := the
+  same head's ``z`` at the same position of another story of the batch) each head's ``hook_z``
+  and record the change in next-token loss (nats) per group. This is the total effect: it
+  includes what later layers do with the head's output.
+* **OV copying** (:func:`ov_copying`): for ``M = W_E W_V W_O W_U`` restricted to the token ids
+  seen in the corpus, the eigenvalue score ``Σ Re λ / Σ |λ|`` of Elhage et al. (2021) (1: the
+  head copies what it attends to) and the diagonal rank: share of tokens whose own logit is
+  among the top 5 of its row of ``M``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from einops import einsum, rearrange
+from jaxtyping import Float
+from torch import Tensor
+
+from tinyinterp.analysis.corpus import StoryStore, TaggedCorpus
+from tinyinterp.analysis.head_scores import KEY_CATEGORIES, UPOS_CATEGORIES, predicted_pattern
+from tinyinterp.analysis.stats import BootstrapResult, bootstrap_mean, story_sums, story_weights
+from tinyinterp.analysis.stream import PassBatch, eval_mode, plan_pass, run_pass
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NEXT_GROUPS", "FUNCTION", "CONTENT", "EffectsPass", "HeadEffects", "ablation_effects", "head_effects",
+           "ov_copying", "EffectsConfig"]
+
+FUNCTION = ("DET", "ADP", "AUX", "PRON", "CCONJ", "SCONJ", "PART")
+CONTENT = ("NOUN", "PROPN", "VERB", "ADJ")
+NEXT_GROUPS = (*UPOS_CATEGORIES, "NAME", "FUNCTION", "CONTENT", "ALL")
+_G = {g: i for i, g in enumerate(NEXT_GROUPS)}
+
+
+@dataclass
+class EffectsConfig:
+    """Settings of :func:`head_effects`."""
+
+    n_boot: int = 2000  # story-bootstrap resamples for every CI (Wald p-values do not need 1/p resamples)
+    ablation: bool = True  # run the mean- and resample-ablation step (2 forwards per head per batch)
+    ablation_stories: int | None = 200  # stories for the ablations (None: all); picked at random with ``seed``
+    copying_min_count: int = 5  # a token id enters the OV copying score when it occurs this often in the corpus
+    batch_tokens: int = 4096
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from tinyinterp.errors import ConfigError
+
+        for name in ("n_boot", "batch_tokens", "copying_min_count"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"EffectsConfig.{name}={v!r}: must be an integer >= 1")
+        if self.ablation_stories is not None and (not isinstance(self.ablation_stories, int) or self.ablation_stories < 2):
+            raise ConfigError(f"EffectsConfig.ablation_stories={self.ablation_stories!r}: must be >= 2 or None (all)")
+
+
+def _tables(store: StoryStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Code tables: UPOS code -> group index (-1 none), is-PROPN, is-PERSON (last entry: padding)."""
+    upos, ent = store.vocab["upos"], store.vocab["ent"]
+    grp = np.array([_G.get(u, -1) if u in UPOS_CATEGORIES else -1 for u in upos] + [-1], dtype=np.int64)
+    propn = np.array([u == "PROPN" for u in upos] + [False])
+    person = np.array([e == "PERSON" for e in ent] + [False])
+    return grp, propn, person
+
+
+def next_groups(store: StoryStore, idx: np.ndarray, n: int, lengths: np.ndarray, tables) -> np.ndarray:
+    """float32 ``[B, n, G]``: multi-hot group of the token predicted at each position (the next token).
+
+    Category groups count word-initial next tokens only; ``ALL`` every position with a next token.
+    """
+    grp_t, propn_t, person_t = tables
+    upos = store.padded("upos", idx, n + 1)[:, 1:]  # code of the next token's word; -1 past the end
+    ent = store.padded("ent", idx, n + 1)[:, 1:]
+    cont = store.padded("cont", idx, n + 1, fill=1)[:, 1:].astype(bool)
+    B = len(idx)
+    out = np.zeros((B, n, len(NEXT_GROUPS)), dtype=np.float32)
+    has_next = np.arange(n)[None, :] < (np.asarray(lengths)[:, None] - 1)
+    g = grp_t[upos]
+    start = has_next & ~cont
+    b, p = np.nonzero(start & (g >= 0))
+    out[b, p, g[b, p]] = 1.0
+    out[..., _G["NAME"]] = start & (propn_t[upos] | person_t[ent])
+    out[..., _G["FUNCTION"]] = out[..., [_G[u] for u in FUNCTION]].max(-1)
+    out[..., _G["CONTENT"]] = out[..., [_G[u] for u in CONTENT]].max(-1)
+    out[..., _G["ALL"]] = has_next
+    return out
+
+
+def _key_cats(store: StoryStore, idx: np.ndarray, n: int, tables) -> np.ndarray:
+    """float32 ``[B, n, len(KEY_CATEGORIES)]`` multi-hot category of each key token (zero at BOS/padding)."""
+    grp_t, propn_t, person_t = tables
+    upos = store.padded("upos", idx, n)
+    ent = store.padded("ent", idx, n)
+    out = np.zeros((len(idx), n, len(KEY_CATEGORIES)), dtype=np.float32)
+    key_index = {c: i for i, c in enumerate(KEY_CATEGORIES)}
+    kg = np.array([key_index.get(NEXT_GROUPS[g], -1) if g >= 0 else -1 for g in grp_t], dtype=np.int64)[upos]
+    b, p = np.nonzero(kg >= 0)
+    out[b, p, kg[b, p]] = 1.0
+    out[..., key_index["NAME"]] = propn_t[upos] | person_t[ent]
+    out[:, 0] = 0.0
+    return out
+
+
+def unembed_directions(model) -> Float[Tensor, "d_model d_vocab"]:
+    """``w_ln ⊙ W_U`` centred over the vocabulary and over ``d_model`` (see the module docstring)."""
+    W_U = model.W_U.detach().float()
+    ln = getattr(model, "ln_final", None)
+    w = getattr(ln, "w", None)
+    U = W_U * w.detach().float()[:, None] if w is not None else W_U
+    U = U - U.mean(1, keepdim=True)  # relative to the average token
+    if ln is not None and model.cfg.normalization_type in ("LN", "LNPre"):
+        U = U - U.mean(0, keepdim=True)  # LayerNorm centres the residual: only the centred head output counts
+    return U
+
+
+class EffectsPass:
+    """A :class:`~tinyinterp.analysis.stream.PassConsumer`: per-story sums of direct logit attribution
+    by next-token group, attention conditioned on the next token, category lift against ``profile``
+    (``[L, H, n_ctx]`` offset profile, or None to skip), and the mean ``z`` of every head."""
+
+    def __init__(self, model, store: StoryStore, n_stories: int, profile: np.ndarray | None = None):
+        cfg = model.cfg
+        L, H, G, C = cfg.n_layers, cfg.n_heads, len(NEXT_GROUPS), len(KEY_CATEGORIES)
+        self.model, self.store, self.L, self.H = model, store, L, H
+        self.tables = _tables(store)
+        self.U = unembed_directions(model).to(cfg.device)
+        self.W_O = model.W_O.detach().float()  # [L, H, d_head, d_model]
+        self.has_scale = "ln_final.hook_scale" in model.hook_dict and cfg.normalization_type in ("LN", "LNPre")
+        self.hook_names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)] + [f"blocks.{l}.attn.hook_z" for l in range(L)]
+        self.hook_names += ["ln_final.hook_scale"] if self.has_scale else []
+        self.profile = None if profile is None else torch.as_tensor(profile, dtype=torch.float32, device=cfg.device)
+        z = lambda *s: np.zeros(s)  # noqa: E731
+        self.dla = z(n_stories, L * H, G)  # sum of direct logit attribution over tokens whose next is in group g
+        self.n_next = z(n_stories, G)  # tokens per group
+        self.att_in, self.att_out = z(n_stories, L * H, C), z(n_stories, L * H, C)  # mass on key cat c, rows next in/not in c
+        self.rows_in, self.rows_out = z(n_stories, C), z(n_stories, C)
+        self.obs, self.exp = z(n_stories, L * H, C), z(n_stories, L * H, C)  # lift: observed / profile-predicted mass
+        self.z_sum = torch.zeros(L, H, cfg.d_head, dtype=torch.float64)
+        self.z_n = 0.0
+
+    def batch_hooks(self, batch: PassBatch) -> list:
+        B, n = batch.tokens.shape
+        dev = batch.tokens.device
+        idx = batch.stories
+        nxt = torch.as_tensor(next_groups(self.store, idx, n, batch.lengths, self.tables), device=dev)  # [B, n, G]
+        keyc = torch.as_tensor(_key_cats(self.store, idx, n, self.tables), device=dev)  # [B, k, C]
+        next_ids = torch.cat([batch.tokens[:, 1:], torch.zeros_like(batch.tokens[:, :1])], 1)  # [B, n]
+        u = self.U[:, next_ids]  # [d_model, B, n]
+        rm = batch.mask.float().clone()
+        rm[:, 0] = 0.0  # query rows other than BOS
+        valid = batch.mask.float()
+        next_key = nxt[..., [_G[c] if c in _G else _G["NAME"] for c in KEY_CATEGORIES]] * rm[..., None]  # [B, q, C]
+        self.n_next[idx] += nxt.sum(1).double().cpu().numpy()
+        self.rows_in[idx] += next_key.sum(1).double().cpu().numpy()
+        self.rows_out[idx] += (rm.sum(1)[:, None] - next_key.sum(1)).double().cpu().numpy()
+        self.z_n += float(valid.sum())
+        zs: dict[int, Tensor] = {}
+        H = self.H
+
+        def on_pattern(pattern: Tensor, hook) -> None:
+            layer, pat = hook.layer(), pattern.float()
+            mass = torch.matmul(pat, keyc[:, None])  # [B, H, q, C] mass each row puts on key category c
+            tot = einsum(mass, rm, "b h q c, b q -> b h c")
+            ins = einsum(mass, next_key, "b h q c, b q c -> b h c")
+            sl = slice(layer * H, (layer + 1) * H)
+            self.att_in[idx, sl] += ins.double().cpu().numpy()
+            self.att_out[idx, sl] += (tot - ins).double().cpu().numpy()
+            self.obs[idx, sl] += tot.double().cpu().numpy()
+            if self.profile is not None:
+                pred = predicted_pattern(self.profile[layer], n)  # [H, q, k]
+                col = einsum(rm, pred, "b q, h q k -> b h k")
+                self.exp[idx, sl] += einsum(col, keyc, "b h k, b k c -> b h c").double().cpu().numpy()
+
+        def on_z(z: Tensor, hook) -> None:
+            layer = hook.layer()
+            zs[layer] = z.float()
+            self.z_sum[layer] += einsum(z.float(), valid, "b p h e, b p -> h e").double().cpu()
+            if not self.has_scale and layer == self.L - 1:
+                self._dla(zs, torch.ones(B, n, 1, device=dev), u, nxt, idx)
+
+        def on_scale(scale: Tensor, hook) -> None:
+            self._dla(zs, scale.float(), u, nxt, idx)
+
+        hooks = [(lambda name: name.endswith("attn.hook_pattern"), on_pattern),
+                 (lambda name: name.endswith("attn.hook_z"), on_z)]
+        return hooks + ([("ln_final.hook_scale", on_scale)] if self.has_scale else [])
+
+    def _dla(self, zs: dict[int, Tensor], scale: Tensor, u: Tensor, nxt: Tensor, idx: np.ndarray) -> None:
+        """Direct logit attribution of every head to the next token, summed per story and group."""
+        for layer, z in zs.items():
+            y = einsum(u, self.W_O[layer].to(z.device), "d b p, h e d -> b p h e")  # W_O[h] @ u per position
+            dla = (y * z).sum(-1) / scale  # [B, n, H] (scale: [B, n, 1])
+            g = einsum(dla, nxt, "b p h, b p g -> b h g")
+            self.dla[idx, layer * self.H:(layer + 1) * self.H] += g.double().cpu().numpy()
+        zs.clear()
+
+    def mean_z(self) -> Tensor:
+        """``[L, H, d_head]`` mean of each head's ``z`` over the tokens seen (for mean-ablation)."""
+        return (self.z_sum / max(self.z_n, 1.0)).float()
+
+
+def _next_loss(logits: Tensor, next_ids: Tensor) -> Tensor:
+    """``[B, n]`` next-token loss (nats) from ``[B, n, V]`` logits (the last column is meaningless)."""
+    return -torch.log_softmax(logits.float(), -1).gather(-1, next_ids[..., None])[..., 0]
+
+
+def ablation_effects(model, corpus: TaggedCorpus, indices: np.ndarray, mean_z: Tensor, batch_tokens: int = 4096,
+                     progress: bool = False) -> dict[str, np.ndarray]:
+    """Change in next-token loss when each head's ``hook_z`` is mean- or resample-ablated.
+
+    Returns per-story sums ``{"mean": [S, L*H, G], "resample": [S, L*H, G], "n": [S, G]}`` over the
+    stories of ``indices`` (``S = len(corpus)``; other rows stay zero). Each batch runs once clean
+    (keeping every layer's ``resid_pre`` and ``z``), then for each head and mode once from that
+    head's layer on (``start_at_layer``), so an ablation in layer ``l`` costs ``L - l`` blocks
+    plus the unembedding. Resample: the head's ``z`` at the same position of the next story in the
+    batch (batches are sorted by length), the corpus mean where that story is shorter.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = model.cfg
+    L, H, G, S = cfg.n_layers, cfg.n_heads, len(NEXT_GROUPS), len(corpus)
+    store = corpus.packed()
+    tables = _tables(store)
+    lengths = np.minimum(corpus.lengths(), cfg.n_ctx)
+    out = {m: np.zeros((S, L * H, G)) for m in ("mean", "resample")}
+    out["n"] = np.zeros((S, G))
+    plan = plan_pass(lengths, [np.asarray(indices)], batch_tokens, cfg.n_ctx)
+    mz = mean_z.to(cfg.device)
+    bar = tqdm(total=len(plan) * L * H * 2, desc="heads: ablations", disable=not progress, leave=False)
+    with eval_mode(model), torch.inference_mode():
+        for _, idx in plan:
+            n = int(lengths[idx].max())
+            tokens = torch.from_numpy(store.padded("tokens", idx, n, fill=0)).to(cfg.device)
+            mask = torch.arange(n, device=cfg.device)[None, :] < torch.as_tensor(lengths[idx], device=cfg.device)[:, None]
+            nxt = torch.as_tensor(next_groups(store, idx, n, lengths[idx], tables), device=cfg.device)
+            next_ids = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], 1)
+            names = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [f"blocks.{l}.attn.hook_z" for l in range(L)]
+            logits, cache = model.run_with_cache(tokens, names_filter=lambda nm: nm in names)
+            clean = _next_loss(logits, next_ids)
+            out["n"][idx] += nxt.sum(1).double().cpu().numpy()
+            donor_ok = torch.roll(mask, -1, 0)  # the donor story (next in the batch) has a token at this position
+            for l in range(L):
+                z_clean = cache[f"blocks.{l}.attn.hook_z"]  # [B, n, H, e]
+                donor = torch.where(donor_ok[..., None, None], torch.roll(z_clean, -1, 0), mz[l][None, None])
+                for h in range(H):
+                    for mode, src in (("mean", mz[l, h].expand(len(idx), n, -1)), ("resample", donor[:, :, h])):
+                        def patch(z: Tensor, hook, h=h, src=src) -> Tensor:
+                            z[:, :, h] = src
+                            return z
+
+                        ab = model.run_with_hooks(cache[f"blocks.{l}.hook_resid_pre"], start_at_layer=l,
+                                                  fwd_hooks=[(f"blocks.{l}.attn.hook_z", patch)])
+                        delta = _next_loss(ab, next_ids) - clean  # [B, n]
+                        out[mode][idx, l * H + h] += einsum(delta, nxt, "b p, b p g -> b g").double().cpu().numpy()
+                        bar.update(1)
+    bar.close()
+    return out
+
+
+def ov_copying(model, token_ids: np.ndarray, top_k: int = 5) -> dict[str, np.ndarray]:
+    """OV copying scores ``[L, H]`` of every head on the vocabulary ``token_ids`` (see the module docstring).
+
+    ``eigen``: ``Σ Re λ / Σ |λ|`` of ``W_E W_V W_O W_U`` (computed on the ``d_head``-sized factor,
+    which has the same non-zero eigenvalues); ``diag_top``: share of tokens whose own logit is in
+    the top ``top_k`` of their row; ``diag_chance``: that share for a random column, ``top_k / n``.
+    """
+    ids = torch.as_tensor(np.asarray(token_ids, dtype=np.int64))
+    W_E = model.W_E.detach().float()[ids]  # [n, d]
+    W_U = model.W_U.detach().float()[:, ids]  # [d, n]
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    eig, diag = np.zeros((L, H)), np.zeros((L, H))
+    for l in range(L):
+        for h in range(H):
+            A = W_E @ model.W_V[l, h].detach().float()  # [n, e]
+            Bm = model.W_O[l, h].detach().float() @ W_U  # [e, n]
+            lam = torch.linalg.eigvals(Bm @ A)  # [e, e]: the non-zero eigenvalues of A @ Bm
+            eig[l, h] = float(lam.real.sum() / lam.abs().sum().clamp(min=1e-30))
+            M = A @ Bm  # [n, n]
+            own = M.diagonal()
+            ties = (M == own[:, None]).sum(1) - 1  # mid-rank: a head that writes nothing is at chance, not on top
+            rank = (M > own[:, None]).sum(1) + ties / 2
+            diag[l, h] = float((rank < top_k).float().mean())
+    return {"eigen": eig, "diag_top": diag, "diag_chance": np.full((L, H), min(1.0, top_k / max(len(ids), 1)))}
+
+
+@dataclass
+class HeadEffects:
+    """Per-story sums behind every output-effect number, and their story-bootstrap summaries.
+
+    Arrays are indexed ``[story, layer * n_heads + head, group]`` over the stories in ``stories``
+    (``ablation`` over ``ablation_stories``); groups are :data:`NEXT_GROUPS`, attention categories
+    :data:`~tinyinterp.analysis.head_scores.KEY_CATEGORIES`.
+    """
+
+    n_layers: int
+    n_heads: int
+    dla: np.ndarray  # [S, LH, G]
+    n_next: np.ndarray  # [S, G]
+    att_in: np.ndarray  # [S, LH, C]
+    att_out: np.ndarray
+    rows_in: np.ndarray  # [S, C]
+    rows_out: np.ndarray
+    obs: np.ndarray  # [S, LH, C]
+    exp: np.ndarray
+    copying: dict[str, np.ndarray] = field(default_factory=dict)  # [L, H] each
+    ablation: dict[str, np.ndarray] = field(default_factory=dict)  # "mean"/"resample": [S', LH, G]; "n": [S', G]
+    n_boot: int = 2000
+    seed: int = 0
+    meta: dict = field(default_factory=dict)
+
+    def weights(self, n_stories: int) -> np.ndarray:
+        return story_weights(n_stories, self.n_boot, self.seed)
+
+    def per_token(self, kind: str) -> BootstrapResult:
+        """Mean effect per predicted token of each group, ``[LH, G]``: ``kind`` = ``dla``,
+        ``mean`` or ``resample`` (ablation: loss change in nats; positive = the head helped)."""
+        if kind == "dla":
+            sums, n = self.dla, self.n_next
+        else:
+            sums, n = self.ablation[kind], self.ablation["n"]
+        S = sums.shape[0]
+        flat = rearrange(sums, "s x g -> s (x g)")
+        cnt = np.repeat(n[:, None, :], sums.shape[1], 1).reshape(S, -1)
+        with warnings.catch_warnings():  # groups absent from the corpus (e.g. SYM) are NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = bootstrap_mean(flat, cnt, self.weights(S))
+        shape = sums.shape[1:]
+        return BootstrapResult(r.estimate.reshape(shape), r.ci_low.reshape(shape), r.ci_high.reshape(shape),
+                               r.p_value.reshape(shape), r.n_boot, r.null)
+
+    def attn_next(self) -> BootstrapResult:
+        """``[LH, C]``: mass on key category c at rows whose next token is in c minus rows where it is not."""
+        S = self.att_in.shape[0]
+        w = self.weights(S).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est = self.att_in.sum(0) / self.rows_in.sum(0) - self.att_out.sum(0) / self.rows_out.sum(0)
+            reps = (einsum(w, self.att_in, "r s, s x c -> r x c") / (w @ self.rows_in)[:, None]
+                    - einsum(w, self.att_out, "r s, s x c -> r x c") / (w @ self.rows_out)[:, None])
+        from tinyinterp.analysis.stats import percentile_ci, wald_pvalue
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = percentile_ci(reps)
+            return BootstrapResult(est, lo, hi, wald_pvalue(est, reps, 0.0), self.n_boot, 0.0)
+
+    def lift(self) -> BootstrapResult:
+        """``[LH, C]`` observed ÷ profile-predicted attention mass per key category; p against 1."""
+        S = self.obs.shape[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = bootstrap_mean(rearrange(self.obs, "s x c -> s (x c)"), rearrange(self.exp, "s x c -> s (x c)"),
+                               self.weights(S), null=1.0)
+        shape = self.obs.shape[1:]
+        return BootstrapResult(r.estimate.reshape(shape), r.ci_low.reshape(shape), r.ci_high.reshape(shape),
+                               r.p_value.reshape(shape), r.n_boot, r.null)
+
+    def table(self, kind: str = "dla") -> pd.DataFrame:
+        """Long table ``layer, head, group, estimate, ci_low, ci_high, p_value`` for ``dla``/``mean``/``resample``."""
+        r = self.per_token(kind)
+        rows = []
+        for x in range(r.estimate.shape[0]):
+            for g, name in enumerate(NEXT_GROUPS):
+                rows.append({"layer": x // self.n_heads, "head": x % self.n_heads, "group": name, **r.row((x, g))})
+        return pd.DataFrame(rows)
+
+
+def head_effects(model, corpus: TaggedCorpus, config: EffectsConfig | None = None, profile: np.ndarray | None = None,
+                 extra_consumers: list | None = None, groups: list[np.ndarray] | None = None) -> HeadEffects:
+    """Output effects of every head of ``model`` on ``corpus`` (see the module docstring).
+
+    ``profile``: ``[L, H, n_ctx]`` offset profiles for the lift (e.g. from
+    :func:`~tinyinterp.analysis.head_scores.calibrate`); None skips the lift. ``extra_consumers``
+    share the streaming pass (e.g. the head classifier's ``MainPass``), over ``groups`` of stories.
+    """
+    import time
+
+    cfg = config if config is not None else EffectsConfig()
+    store = corpus.packed()
+    with eval_mode(model):
+        fx = EffectsPass(model, store, len(corpus), profile)
+        t0 = time.perf_counter()
+        run_pass(model, corpus, [*(extra_consumers or []), fx], groups, cfg.batch_tokens, cfg.progress, "heads: effects")
+        t_pass = time.perf_counter() - t0
+        toks = store.flat("tokens", np.arange(len(corpus)), model.cfg.n_ctx)
+        ids, counts = np.unique(toks, return_counts=True)
+        copying = ov_copying(model, ids[counts >= cfg.copying_min_count])
+        abl, t_abl = {}, 0.0
+        if cfg.ablation:
+            rng = np.random.default_rng(cfg.seed)
+            keep = np.nonzero(np.minimum(corpus.lengths(), model.cfg.n_ctx) >= 2)[0]
+            n_ab = len(keep) if cfg.ablation_stories is None else min(cfg.ablation_stories, len(keep))
+            sel = np.sort(rng.choice(keep, n_ab, replace=False))
+            t0 = time.perf_counter()
+            full = ablation_effects(model, corpus, sel, fx.mean_z(), cfg.batch_tokens, cfg.progress)
+            t_abl = time.perf_counter() - t0
+            abl = {k: v[sel] for k, v in full.items()}
+    used = np.nonzero(fx.n_next[:, _G["ALL"]] > 0)[0]
+    meta = {"pass_s": t_pass, "ablation_s": t_abl, "n_stories": int(len(used)),
+            "ablation_stories": int(abl["n"].shape[0]) if abl else 0, "copying_vocab": int((counts >= cfg.copying_min_count).sum()),
+            "groups": list(NEXT_GROUPS), "attn_categories": list(KEY_CATEGORIES),
+            "dla_centering": "W_U centred over the vocabulary (effect relative to the average token)"}
+    pick = lambda a: a[used]  # noqa: E731
+    return HeadEffects(model.cfg.n_layers, model.cfg.n_heads, pick(fx.dla), pick(fx.n_next), pick(fx.att_in),
+                       pick(fx.att_out), pick(fx.rows_in), pick(fx.rows_out), pick(fx.obs), pick(fx.exp), copying, abl,
+                       cfg.n_boot, cfg.seed, meta)
