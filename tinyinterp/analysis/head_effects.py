@@ -174,6 +174,10 @@ class EffectsPass:
         self.obs, self.exp = z(n_stories, L * H, C), z(n_stories, L * H, C)  # lift: observed / profile-predicted mass
         self.z_sum = torch.zeros(L, H, cfg.d_head, dtype=torch.float64)
         self.z_n = 0.0
+        N = cfg.n_ctx  # position-only surrogate: per-(q, k) sums of A and A^2 over stories, stories per row
+        self.cell_s1 = torch.zeros(L, H, N, N, dtype=torch.float64)
+        self.cell_s2 = torch.zeros(L, H, N, N, dtype=torch.float64)
+        self.row_n = torch.zeros(N, dtype=torch.float64)
 
     def batch_hooks(self, batch: PassBatch) -> list:
         B, n = batch.tokens.shape
@@ -191,6 +195,7 @@ class EffectsPass:
         self.rows_in[idx] += next_key.sum(1).double().cpu().numpy()
         self.rows_out[idx] += (rm.sum(1)[:, None] - next_key.sum(1)).double().cpu().numpy()
         self.z_n += float(valid.sum())
+        self.row_n[:n] += rm.sum(0).double().cpu()
         zs: dict[int, Tensor] = {}
         H = self.H
 
@@ -203,6 +208,9 @@ class EffectsPass:
             self.att_in[idx, sl] += ins.double().cpu().numpy()
             self.att_out[idx, sl] += (tot - ins).double().cpu().numpy()
             self.obs[idx, sl] += tot.double().cpu().numpy()
+            pm = pat * rm[:, None, :, None]  # padding rows of the batch's shorter stories do not count
+            self.cell_s1[layer, :, :n, :n] += pm.sum(0).double().cpu()
+            self.cell_s2[layer, :, :n, :n] += pm.square().sum(0).double().cpu()
             if self.profile is not None:
                 pred = predicted_pattern(self.profile[layer], n)  # [H, q, k]
                 col = einsum(rm, pred, "b q, h q k -> b h k")
@@ -230,6 +238,26 @@ class EffectsPass:
             g = einsum(dla, nxt, "b p h, b p g -> b h g")
             self.dla[idx, layer * self.H:(layer + 1) * self.H] += g.double().cpu().numpy()
         zs.clear()
+
+    def position_r2(self) -> np.ndarray:
+        """``[L, H]`` held-out R² of the position-only surrogate (NaN where rows are uniform).
+
+        The surrogate predicts ``A[q, k]`` of a story by the head's mean pattern at ``(q, k)`` over
+        the *other* stories (leave one out), so a head whose pattern depends on positions only
+        scores 1 whatever its shape, and a head driven by content scores about 0. Baseline: the
+        uniform row ``1 / (q + 1)``; rows seen in fewer than 2 stories are skipped.
+        """
+        n = self.row_n  # [N] stories with query row q
+        ok = (n >= 2).double()
+        s1, s2 = self.cell_s1, self.cell_s2
+        within = (s2 - s1.square() / n.clamp(min=1)[:, None]).sum(-1)  # [L, H, q]: sum over stories of (A - mean)^2
+        loo = within * (n / (n - 1).clamp(min=1)).square()  # leave-one-out residuals of a mean
+        q = torch.arange(len(n), dtype=torch.float64)
+        tot = s2.sum(-1) - n / (q + 1)  # sum (A - 1/(q+1))^2 over the row's keys (rows sum to 1)
+        res, den = (loo * ok).sum(-1), (tot * ok).sum(-1)
+        r2 = torch.where(den > 1e-6 * (s2.sum((-1, -2)) + 1e-30), 1.0 - res / den.clamp(min=1e-30),
+                         torch.full_like(den, float("nan")))
+        return r2.numpy()
 
     def mean_z(self) -> Tensor:
         """``[L, H, d_head]`` mean of each head's ``z`` over the tokens seen (for mean-ablation)."""
@@ -339,6 +367,7 @@ class HeadEffects:
     rows_out: np.ndarray
     obs: np.ndarray  # [S, LH, C]
     exp: np.ndarray
+    position_r2: np.ndarray | None = None  # [L, H] held-out R² of the position-only surrogate (EffectsPass.position_r2)
     copying: dict[str, np.ndarray] = field(default_factory=dict)  # [L, H] each
     ablation: dict[str, np.ndarray] = field(default_factory=dict)  # "mean"/"resample": [S', LH, G]; "n": [S', G]
     n_boot: int = 2000
@@ -438,5 +467,5 @@ def head_effects(model, corpus: TaggedCorpus, config: EffectsConfig | None = Non
             "dla_centering": "W_U centred over the vocabulary (effect relative to the average token)"}
     pick = lambda a: a[used]  # noqa: E731
     return HeadEffects(model.cfg.n_layers, model.cfg.n_heads, pick(fx.dla), pick(fx.n_next), pick(fx.att_in),
-                       pick(fx.att_out), pick(fx.rows_in), pick(fx.rows_out), pick(fx.obs), pick(fx.exp), copying, abl,
+                       pick(fx.att_out), pick(fx.rows_in), pick(fx.rows_out), pick(fx.obs), pick(fx.exp), fx.position_r2(), copying, abl,
                        cfg.n_boot, cfg.seed, meta)
