@@ -208,9 +208,10 @@ class EffectsPass:
             self.att_in[idx, sl] += ins.double().cpu().numpy()
             self.att_out[idx, sl] += (tot - ins).double().cpu().numpy()
             self.obs[idx, sl] += tot.double().cpu().numpy()
-            pm = pat * rm[:, None, :, None]  # padding rows of the batch's shorter stories do not count
-            self.cell_s1[layer, :, :n, :n] += pm.sum(0).double().cpu()
-            self.cell_s2[layer, :, :n, :n] += pm.square().sum(0).double().cpu()
+            # the pattern without the first key (a sink), renormalised; padding rows do not count
+            rest = pat[..., 1:] / (1.0 - pat[..., :1]).clamp(min=1e-6) * rm[:, None, :, None]  # [B, H, q, k-1]
+            self.cell_s1[layer, :, :n, : n - 1] += rest.sum(0).double().cpu()
+            self.cell_s2[layer, :, :n, : n - 1] += rest.square().sum(0).double().cpu()
             if self.profile is not None:
                 pred = predicted_pattern(self.profile[layer], n)  # [H, q, k]
                 col = einsum(rm, pred, "b q, h q k -> b h k")
@@ -244,8 +245,10 @@ class EffectsPass:
 
         The surrogate predicts ``A[q, k]`` of a story by the head's mean pattern at ``(q, k)`` over
         the *other* stories (leave one out), so a head whose pattern depends on positions only
-        scores 1 whatever its shape, and a head driven by content scores about 0. Baseline: the
-        uniform row ``1 / (q + 1)``; rows seen in fewer than 2 stories are skipped.
+        scores 1 whatever its shape, and a head driven by content scores about 0. It is computed on
+        the attention *not* spent on the first token (each row renormalised over keys ``1..q``):
+        a sink is measured by ``bos_mass``, and the axis says how the head spends the rest.
+        Baseline: the uniform row ``1 / q``; rows seen in fewer than 2 stories are skipped.
         """
         n = self.row_n  # [N] stories with query row q
         ok = (n >= 2).double()
@@ -253,7 +256,7 @@ class EffectsPass:
         within = (s2 - s1.square() / n.clamp(min=1)[:, None]).sum(-1)  # [L, H, q]: sum over stories of (A - mean)^2
         loo = within * (n / (n - 1).clamp(min=1)).square()  # leave-one-out residuals of a mean
         q = torch.arange(len(n), dtype=torch.float64)
-        tot = s2.sum(-1) - n / (q + 1)  # sum (A - 1/(q+1))^2 over the row's keys (rows sum to 1)
+        tot = s2.sum(-1) - n / q.clamp(min=1)  # sum (A - 1/q)^2 over the row's keys 1..q (rows sum to 1)
         res, den = (loo * ok).sum(-1), (tot * ok).sum(-1)
         r2 = torch.where(den > 1e-6 * (s2.sum((-1, -2)) + 1e-30), 1.0 - res / den.clamp(min=1e-30),
                          torch.full_like(den, float("nan")))
@@ -368,6 +371,7 @@ class HeadEffects:
     obs: np.ndarray  # [S, LH, C]
     exp: np.ndarray
     position_r2: np.ndarray | None = None  # [L, H] held-out R² of the position-only surrogate (EffectsPass.position_r2)
+    mean_z: np.ndarray | None = None  # [L, H, d_head] mean of each head's z over the stories (mean-ablation value)
     copying: dict[str, np.ndarray] = field(default_factory=dict)  # [L, H] each
     ablation: dict[str, np.ndarray] = field(default_factory=dict)  # "mean"/"resample": [S', LH, G]; "n": [S', G]
     n_boot: int = 2000
@@ -467,5 +471,6 @@ def head_effects(model, corpus: TaggedCorpus, config: EffectsConfig | None = Non
             "dla_centering": "W_U centred over the vocabulary (effect relative to the average token)"}
     pick = lambda a: a[used]  # noqa: E731
     return HeadEffects(model.cfg.n_layers, model.cfg.n_heads, pick(fx.dla), pick(fx.n_next), pick(fx.att_in),
-                       pick(fx.att_out), pick(fx.rows_in), pick(fx.rows_out), pick(fx.obs), pick(fx.exp), fx.position_r2(), copying, abl,
+                       pick(fx.att_out), pick(fx.rows_in), pick(fx.rows_out), pick(fx.obs), pick(fx.exp), fx.position_r2(), fx.mean_z().numpy(),
+                       copying, abl,
                        cfg.n_boot, cfg.seed, meta)
