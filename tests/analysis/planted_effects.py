@@ -21,6 +21,27 @@ import numpy as np
 import torch
 
 
+def make_cast_stories(n: int = 60, seed: int = 0) -> list[str]:
+    """Like ``planted_heads.make_stories`` but each story keeps one cast of two names throughout,
+    so copying a name seen earlier in the story predicts the next name (the copier has a causal use)."""
+    from tests.analysis.planted_heads import ADJS, NAMES, NOUNS, TEMPLATES, VERBS
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        n1, n2 = rng.choice(NAMES, 2, replace=False)
+        sents = []
+        for _ in range(int(rng.integers(3, 6))):
+            a, b = (n1, n2) if rng.random() < 0.5 else (n2, n1)
+            o1, o2 = rng.choice(NOUNS, 2, replace=False)
+            a1, a2 = rng.choice(ADJS, 2, replace=False)
+            t = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
+            sents.append(t.format(name=a, name2=b, noun=o1, noun2=o2, adj=a1, adj2=a2,
+                                  verb=VERBS[int(rng.integers(len(VERBS)))]))
+        out.append(" ".join(sents))
+    return out
+
+
 def name_token_ids(corpus) -> list[int]:
     """Token ids that are always the first token of a NAME word (PROPN / PERSON) wherever they occur (>= 2 times)."""
     seen: dict[int, list[bool]] = {}

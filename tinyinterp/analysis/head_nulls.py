@@ -104,7 +104,7 @@ def untrained_like(model, seed: int):
     """A random-init ``HookedTransformer`` of ``model``'s shape with its tokenizer."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    d = model.cfg.to_dict()
+    d = dict(model.cfg.to_dict())  # to_dict() can be the config's own __dict__: never edit it
     d["seed"] = seed
     for k in ("device", "n_params", "n_devices", "dtype"):
         d.pop(k, None)
