@@ -17,7 +17,8 @@ from tests.analysis.planted_effects import effects_model, make_cast_stories, nam
 from tests.analysis.planted_heads import make_tokenizer
 from tinyinterp.analysis.head_axes import AxisThresholds, label_agreement_halves, label_heads, score_heads
 from tinyinterp.analysis.head_claims import effect_rows, paper_claim, per_layer
-from tinyinterp.analysis.head_effects import NEXT_GROUPS, EffectsConfig, ablation_effects, next_groups, ov_copying
+from tinyinterp.analysis.head_ablation import ablation_effects, ov_copying
+from tinyinterp.analysis.head_effects import NEXT_GROUPS, EffectsConfig, next_groups
 from tinyinterp.analysis.head_nulls import SurrogateSpec, derive_thresholds, null_heads, surrogate_model
 from tinyinterp.analysis.pos import tag_corpus
 from tinyinterp.analysis.stats import bootstrap_contrast, story_weights
@@ -185,3 +186,32 @@ def test_bootstrap_contrast_matches_direct_difference():
     assert r.ci_low < r.estimate < r.ci_high and r.p_value < 1e-3
     same = bootstrap_contrast(sa, ca, sa, ca, w)
     assert same.estimate == 0 and np.allclose([same.ci_low, same.ci_high], 0)
+
+
+def test_dla_matches_transformer_lens_cache(setup):
+    """Per-head DLA equals TransformerLens' ``stack_head_results(apply_ln=True)`` dotted with the
+    (LayerNorm-weighted, vocabulary-centred) unembedding of the next token, on a random 2-layer LN model."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from tinyinterp.analysis.head_effects import EffectsPass
+    from tinyinterp.analysis.stream import run_pass
+
+    tok, corpus, _ = setup
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=N_CTX,
+                                  d_vocab=len(tok), act_fn="gelu_new", normalization_type="LN", seed=1,
+                                  initializer_range=0.3)
+    model = HookedTransformer(cfg, tokenizer=tok)
+    model.eval()
+    with torch.no_grad():
+        model.ln_final.w.uniform_(0.5, 1.5)  # a non-trivial LayerNorm weight must be applied
+    sub = corpus.subset(np.arange(3))
+    fx = EffectsPass(model, sub.packed(), len(sub))
+    run_pass(model, sub, [fx])
+    for i in range(3):
+        toks = torch.as_tensor(sub.story_tokens(i))[None]
+        _, cache = model.run_with_cache(toks)
+        stack = cache.stack_head_results(layer=-1, apply_ln=True)[:, 0]  # [L*H, pos, d]
+        U = model.W_U * model.ln_final.w[:, None]
+        U = U - U.mean(1, keepdim=True)
+        want = torch.einsum("xpd,dp->x", stack[:, :-1], U[:, toks[0, 1:]]).detach().numpy()
+        assert np.allclose(fx.dla[i, :, G["ALL"]], want, rtol=1e-3, atol=1e-3), (fx.dla[i, :, G["ALL"]], want)

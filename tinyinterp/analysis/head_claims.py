@@ -172,7 +172,8 @@ def analyse_heads(model, corpus, thresholds=None, ablation_stories: int | None =
     import torch
 
     from tinyinterp.analysis.head_axes import default_thresholds, label_agreement_halves, label_heads, score_heads
-    from tinyinterp.analysis.head_effects import EffectsConfig, ablation_effects
+    from tinyinterp.analysis.head_ablation import ablation_effects
+    from tinyinterp.analysis.head_effects import EffectsConfig
 
     thr = thresholds if thresholds is not None else default_thresholds()
     t0 = time.perf_counter()
