@@ -54,6 +54,8 @@ _LAZY = {
     "plot_neuron_selectivity": "tinyinterp.plots",
     "plot_text_activations": "tinyinterp.plots",
     "plot_probe_accuracy": "tinyinterp.plots",
+    "plot_head_effects": "tinyinterp.plots",
+    "plot_head_axes": "tinyinterp.plots",
 }
 
 

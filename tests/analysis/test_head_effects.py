@@ -215,3 +215,19 @@ def test_dla_matches_transformer_lens_cache(setup):
         U = U - U.mean(1, keepdim=True)
         want = torch.einsum("xpd,dp->x", stack[:, :-1], U[:, toks[0, 1:]]).detach().numpy()
         assert np.allclose(fx.dla[i, :, G["ALL"]], want, rtol=1e-3, atol=1e-3), (fx.dla[i, :, G["ALL"]], want)
+
+
+def test_plot_head_effects_and_axes(scores, thresholds):
+    import tinyinterp
+
+    rows = label_heads(scores, thresholds)
+    for r, e in zip(rows, effect_rows(scores.effects)):
+        r["effects"] = e["effects"]
+    fig = tinyinterp.plot_head_effects(rows, 0, 0)
+    bar = fig.data[0]
+    assert list(bar.x)[:3] == ["FUNCTION", "CONTENT", "NAME"] and bar.y[list(bar.x).index("DET")] > 0.5
+    assert len(tinyinterp.plot_head_effects(rows, layer=0, kind="mean").data) == 4  # per-layer view: one line per head
+    with pytest.raises(ValueError):
+        tinyinterp.plot_head_effects(rows, 0, 9)
+    ax = tinyinterp.plot_head_axes(rows)
+    assert {t.name for t in ax.data} == {"local", "semantic", "sink", "mixed"}
