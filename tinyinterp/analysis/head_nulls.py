@@ -149,6 +149,7 @@ def derive_thresholds(rows: list[dict], quantile: float = 0.99) -> dict:
     return {"positional_min_r2": q("positional_r2", "positional_null"),
             "content_min_js": q("content_js", "content_null"),
             "min_lift": q("max_lift", "content_null"),
+            "previous_token_null_q99": q("tl_previous_token", "positional_null"),  # reported beside the fixed 0.4
             "quantile": quantile,
             "n_positional_null": sum(r["positional_null"] for r in rows),
             "n_content_null": sum(r["content_null"] for r in rows)}
