@@ -69,14 +69,14 @@ class PassRss:
     The pass streams the selection half, then the held-out half, each sorted by length, so
     the two halves run the same mix of batch shapes: with flat memory the held-out half peaks
     no higher than the selection half (``drift`` = its peak / the selection half's peak ≈ 1).
-    Installed by wrapping ``tinyinterp.analysis.stream``'s ``PassBatch`` and ``run_hooked``.
+    Installed by wrapping ``tinyinterp.analysis.engine``'s ``PassBatch`` and ``run_hooked``.
     """
 
     def __init__(self):
         self.by_group: dict[int, list[float]] = {}
 
     def __enter__(self) -> "PassRss":
-        import tinyinterp.analysis.stream as stream
+        import tinyinterp.analysis.engine as stream
 
         self._stream, self._saved = stream, (stream.PassBatch, stream.run_hooked)
         rec, group = self, {"g": 0}
@@ -133,7 +133,7 @@ def read_stories(files: list[str], n: int | None) -> list[str]:
 
         return load_stories(files, max_stories=n)
     sys.path.insert(0, str(REPO))
-    from tests.fixtures.stories import make_stories
+    from tests.support.stories import make_stories
 
     return make_stories(n or 20_000)
 
@@ -193,12 +193,12 @@ def child(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tinyinterp.analysis.activations import plan_batches
+    from tinyinterp.analysis.engine import plan_batches
     from tinyinterp.analysis.heads import HeadConfig, classify_heads
-    from tinyinterp.analysis.neuron_controls import untrained_copy
+    from tinyinterp.analysis.neurons import untrained_copy
     from tinyinterp.analysis.neurons import NeuronConfig, find_pos_neurons
     from tinyinterp.analysis.pipeline import heads_and_neurons
-    from tinyinterp.analysis.pos import load_corpus
+    from tinyinterp.analysis.corpus import load_corpus
 
     _, files = story_source(args.data)
     model, _ = get_model(files)
@@ -303,7 +303,7 @@ def main() -> None:
     big = max(sizes)
     print(f"text: {kind}; model: {model_desc}; sizes: {sizes}", flush=True)
 
-    from tinyinterp.analysis.pos import load_corpus
+    from tinyinterp.analysis.corpus import load_corpus
 
     t = time.perf_counter()
     corpus = load_corpus(read_stories(files, sizes[big]["stories"]), model, progress=False)

@@ -50,7 +50,7 @@ print(json.dumps({"s": time.time() - t0, "ok": ok}))
 
 def build_micro(tmp: Path) -> Path:
     """A micro checkpoint with analysis/, for machines without the bundled models."""
-    from tests.fixtures.stories import make_stories, write_txt
+    from tests.support.stories import make_stories, write_txt
 
     import tinyinterp
     from tinyinterp.analysis.pipeline import AnalysisConfig

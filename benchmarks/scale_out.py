@@ -47,8 +47,9 @@ def fresh_tagging_rate(n_stories: int, data: str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TINYINTERP_CACHE"] = tmp
-        from tinyinterp.analysis.activations import label_corpus
-        from tinyinterp.analysis.pos import load_corpus, load_spacy, tag_corpus
+        from tinyinterp.analysis.corpus import label_corpus
+        from tinyinterp.analysis.corpus import load_corpus, tag_corpus
+        from tinyinterp.analysis.corpus.tagging import load_spacy
 
         _, files = bench.story_source(data)
         model, _ = bench.get_model(files)

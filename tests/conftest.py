@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fixtures.stories import make_stories, write_txt
+from tests.support.stories import make_stories, write_txt
 
 REPO = Path(__file__).resolve().parents[1]
 

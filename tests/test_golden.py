@@ -38,3 +38,20 @@ def test_loads_in_plain_hooked_transformer(ckpt):
     assert model.to_str_tokens("Once upon a time")[0] == "<|endoftext|>"
     loss = model("Once upon a time, there was a little girl named Lily.", return_type="loss")
     assert float(loss) < 4.0  # a trained model, not a random one (random ≈ ln 4096 ≈ 8.3)
+
+
+@pytest.mark.golden
+@pytest.mark.slow
+def test_analysis_output_unchanged():
+    """`analyze` of ts-1l on its own stories writes the pinned JSON (tests/golden/make_analysis_golden.py)."""
+    import gzip
+
+    from tests.golden.make_analysis_golden import GOLDEN as ANALYSIS_GOLDEN
+    from tests.golden.make_analysis_golden import compute as compute_analysis
+    from tests.support.compare import assert_close
+
+    want = json.loads(gzip.decompress(ANALYSIS_GOLDEN.read_bytes()))
+    got = json.loads(json.dumps(compute_analysis(), sort_keys=True))  # tuples -> lists, as stored
+    assert got.keys() == want.keys()
+    for name in want:
+        assert_close(got[name], want[name], name)

@@ -48,7 +48,7 @@ def test_prepare_is_deterministic_and_noop(tmp_path, tokenizer_dir, corpus_files
 
 
 def test_eval_files_never_enter_training(tmp_path, tokenizer_dir, corpus_files, stories):
-    from tests.fixtures.stories import write_txt
+    from tests.support.stories import write_txt
 
     both = tmp_path / "both.txt"
     write_txt(both, stories[:50])
@@ -61,7 +61,7 @@ def test_eval_files_never_enter_training(tmp_path, tokenizer_dir, corpus_files, 
 
 
 def test_hash_split_is_order_independent(tmp_path, tokenizer_dir, stories):
-    from tests.fixtures.stories import write_txt
+    from tests.support.stories import write_txt
 
     write_txt(tmp_path / "a.txt", stories)
     write_txt(tmp_path / "b.txt", stories[::-1])

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     import tinyinterp
-    from tinyinterp.analysis.head_results import HeadResults
+    from tinyinterp.analysis.heads import HeadResults
     from tinyinterp.analysis.neurons import NeuronResults
     from tinyinterp.analysis.probes import ProbeResults
     from tinyinterp.report import write_report

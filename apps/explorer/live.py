@@ -14,7 +14,7 @@ def tag_stories(model, stories: list[str], use_cache: bool = True):
     Calls ``tag_corpus`` directly: ``tinyinterp.load_corpus`` first asks whether each text is
     a file path, which raises ``OSError`` (file name too long) for a long one-line story.
     """
-    from tinyinterp.analysis.pos import tag_corpus
+    from tinyinterp.analysis.corpus import tag_corpus
 
     return tag_corpus(stories, model.tokenizer, int(model.cfg.n_ctx), use_cache=use_cache, progress=False)
 

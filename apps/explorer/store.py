@@ -80,9 +80,7 @@ def find_analysis(ckpt: Path) -> tuple[Path, bool] | None:
 
 def load_results(folder: Path, precomputed: bool) -> Results:
     """Read every result file that exists in ``folder`` (missing parts stay None / empty)."""
-    from tinyinterp.analysis.head_results import HeadResults
-    from tinyinterp.analysis.neurons import NeuronResults
-    from tinyinterp.analysis.probes import ProbeResults
+    from tinyinterp import HeadResults, NeuronResults, ProbeResults
 
     res = Results(folder, precomputed)
     if (folder / "heads.json").is_file():
@@ -149,9 +147,7 @@ def ensure_corpus(ckpt: Path, progress: Progress = _quiet, n: int = N_STORIES) -
 # --- on-demand analysis -------------------------------------------------------------------------
 
 def _analysis_config(light: bool):
-    from tinyinterp.analysis.heads import HeadConfig
-    from tinyinterp.analysis.neurons import NeuronConfig
-    from tinyinterp.analysis.pipeline import AnalysisConfig
+    from tinyinterp import AnalysisConfig, HeadConfig, NeuronConfig
 
     if light:  # snapshots: labels and selectivity only
         return AnalysisConfig(max_stories=None, run_probes=False, report=False, ablation_tags=(),
@@ -237,7 +233,7 @@ def dynamics_tables(steps_dirs: list[tuple[int, Path]]):
     """(heads, neurons) frames over training: one row per step × head, one per step × POS tag."""
     import pandas as pd
 
-    from tinyinterp.analysis.head_results import HeadResults
+    from tinyinterp import HeadResults
 
     head_rows, pos_rows = [], []
     for step, d in steps_dirs:

@@ -35,7 +35,7 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
 
 
 def test_analyze_refuses_concurrent_writer(tiny_ckpt, tmp_path, capsys):
-    from tinyinterp.analysis.pipeline import folder_lock
+    from tinyinterp.analysis.results_io import folder_lock
 
     out = tmp_path / "busy"
     with folder_lock(out):

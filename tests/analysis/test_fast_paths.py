@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.analysis.planted_neurons import make_corpus, planted_model
-from tests.analysis.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
-from tinyinterp.analysis.activations import label_corpus, mlp_hook, run_hooked
+from tests.support.planted_neurons import make_corpus, planted_model
+from tests.support.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
+from tinyinterp.analysis.corpus import label_corpus
+from tinyinterp.analysis.engine import mlp_hook, run_hooked
 from tinyinterp.analysis.corpus import StoryStore, TaggedCorpus
-from tinyinterp.analysis.head_scores import story_signs
+from tinyinterp.analysis.heads.scores import story_signs
 from tinyinterp.analysis.heads import HeadConfig, classify_heads
-from tinyinterp.analysis.neuron_stats import Binner, TagStats, quantile_edges, run_tests
+from tinyinterp.analysis.neurons.stats import Binner, TagStats, quantile_edges, run_tests
 from tinyinterp.analysis.neurons import NeuronConfig, find_pos_neurons
 from tinyinterp.analysis.pipeline import heads_and_neurons
 

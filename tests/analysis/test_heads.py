@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.analysis.planted_heads import make_stories, make_tokenizer, noun_token_ids, planted_model
-from tinyinterp.analysis.corpus import TaggedCorpus
+from tests.support.planted_heads import make_tokenizer, noun_token_ids, planted_model
+from tests.support.stories import sentence_stories
+from tinyinterp.analysis.corpus import TaggedCorpus, tag_corpus
 from tinyinterp.analysis.heads import LABELS, HeadConfig, HeadResults, classify_heads, label_head
-from tinyinterp.analysis.pos import tag_corpus
 from tinyinterp.errors import ConfigError, DataError
 
 N_CTX = 64
@@ -20,7 +20,7 @@ N_CTX = 64
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    stories = make_stories(40)
+    stories = sentence_stories(40)
     tok = make_tokenizer(tmp_path_factory.mktemp("heads"), stories)
     corpus = tag_corpus(stories, tok, N_CTX, use_cache=False, progress=False)
     nouns = noun_token_ids(corpus)

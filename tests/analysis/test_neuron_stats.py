@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from tinyinterp.analysis.neuron_stats import TagStats, quantile_edges, run_tests
+from tinyinterp.analysis.neurons.stats import TagStats, quantile_edges, run_tests
 from tinyinterp.analysis.stats import bh_qvalues
 
 

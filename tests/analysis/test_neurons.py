@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.analysis.planted_neurons import PLANTED, SUCCESSORS, make_corpus, planted_model, random_model
-from tests.analysis.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
-from tinyinterp.analysis.neuron_controls import ablation_effect, max_activating_examples, untrained_copy
+from tests.support.planted_neurons import PLANTED, SUCCESSORS, make_corpus, planted_model, random_model
+from tests.support.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
+from tinyinterp.analysis.neurons import ablation_effect, max_activating_examples, untrained_copy
 from tinyinterp.analysis.neurons import NeuronConfig, NeuronResults, find_pos_neurons
 from tinyinterp.errors import ConfigError, DataError
 
@@ -157,7 +157,7 @@ def test_save_load_json_csv_round_trip(res, tmp_path):
 def test_candidate_rows_multi_layer_and_continuations():
     from transformer_lens import HookedTransformer
 
-    from tests.analysis.planted_neurons import tiny_config
+    from tests.support.planted_neurons import tiny_config
 
     corpus = make_corpus(80, seed=4)
     cfg = tiny_config(d_mlp=16)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.analysis.planted_neurons import make_corpus, random_model, tag_encoding_model
-from tests.analysis.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
+from tests.support.planted_neurons import make_corpus, random_model, tag_encoding_model
+from tests.support.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
 from tinyinterp.analysis.probes import ProbeConfig, ProbeResults, probe_layers
 from tinyinterp.errors import ConfigError, DataError
 

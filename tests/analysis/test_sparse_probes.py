@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tinyinterp.analysis.sparse_probes import sparse_curve, unit_aurocs
+from tinyinterp.analysis.probes.sparse import sparse_curve, unit_aurocs
 
 
 def _data(n: int, seed: int):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from apps.explorer import catalog, readings, store
-from tinyinterp.analysis.head_results import HeadRecord
+from tinyinterp.analysis.heads import HeadRecord
 
 
 def test_list_checkpoints_orders_command_line_first(explorer_root, tmp_path):

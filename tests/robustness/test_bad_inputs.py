@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.fixtures.stories import make_stories
+from tests.support.stories import make_stories
 from tests.robustness.bad_input_helpers import cli, copy_ckpt, edit_config, error_line, tree
 from tinyinterp.checkpoint import load_model, write_manifest
 from tinyinterp.errors import CheckpointError

@@ -367,7 +367,7 @@ def test_full_disk_at_first_save(capsys, tmp_path, corpus_files, monkeypatch):
 
 
 def test_second_analysis_on_same_folder_refused(capsys, tmp_path, tiny_ckpt, corpus_files):
-    from tinyinterp.analysis.pipeline import folder_lock
+    from tinyinterp.analysis.results_io import folder_lock
 
     out = tmp_path / "analysis"
     _write(out / "heads.json", "[]")  # the first analysis' partial results

@@ -14,22 +14,27 @@ Only one analysis may write a folder at a time (an advisory lock, ``.lock``).
 
 from __future__ import annotations
 
-import fcntl
-import json
+import dataclasses
 import logging
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-from tinyinterp.analysis.corpus import TaggedCorpus
-from tinyinterp.analysis.heads import HeadConfig, HeadResults, classify_heads
-from tinyinterp.analysis.neuron_controls import ablation_effect
-from tinyinterp.analysis.neurons import NeuronConfig, NeuronResults, find_pos_neurons
-from tinyinterp.analysis.pos import load_corpus
-from tinyinterp.analysis.probes import ProbeConfig, probe_layers
+from tinyinterp.analysis.corpus.loading import load_corpus
+from tinyinterp.analysis.corpus.store import TaggedCorpus
+from tinyinterp.analysis.engine import eval_mode, run_pass
+from tinyinterp.analysis.heads.classify import HeadConfig, HeadJob, classify_heads
+from tinyinterp.analysis.heads.results import HeadResults
+from tinyinterp.analysis.neurons.ablation import AblationResults, ablation_effect
+from tinyinterp.analysis.neurons.config import NeuronConfig
+from tinyinterp.analysis.neurons.job import NeuronJob
+from tinyinterp.analysis.neurons.results import NeuronResults
+from tinyinterp.analysis.neurons.selection import find_pos_neurons
+from tinyinterp.analysis.probes.dense import ProbeConfig, probe_layers
+from tinyinterp.analysis.results_io import folder_lock, jsonable
+from tinyinterp.analysis.sharding import merged_stats, read_shards
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import TinyInterpError
 
@@ -57,7 +62,7 @@ class AnalysisConfig:
     """Write report.html."""
     sparse_probe_tags: tuple[str, ...] = ABLATION_TAGS
     """Tags whose k-sparse probe curve (how many MLP neurons reach AUROC 0.9) is measured with the probes
-    (:mod:`tinyinterp.analysis.sparse_probes`; empty: skip)."""
+    (:mod:`tinyinterp.analysis.probes.sparse`; empty: skip)."""
 
     def __post_init__(self):
         if self.max_stories is not None and self.max_stories <= 0:
@@ -74,10 +79,6 @@ def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = No
     instead of twice. Results match the separate calls (up to float summation order). The
     untrained control, when configured, is a second model and runs its own pass.
     """
-    from tinyinterp.analysis.heads import HeadJob
-    from tinyinterp.analysis.neuron_pass import NeuronJob
-    from tinyinterp.analysis.stream import eval_mode, run_pass
-
     hcfg, ncfg = heads or HeadConfig(), neurons or NeuronConfig()
     with eval_mode(model):
         hjob = HeadJob(model, corpus, hcfg)
@@ -87,44 +88,18 @@ def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = No
         return hjob.finish(), njob.finish()
 
 
-@contextmanager
-def folder_lock(out: Path) -> Iterator[None]:
-    """Refuse to run when another analysis is writing ``out``; a folder this call created is
-    removed again when the analysis fails before writing anything into it."""
-    if out.exists() and not out.is_dir():
-        raise TinyInterpError(f"{out}: is a file, not a folder; pass --out a folder (new or from an earlier analysis)")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TinyInterpError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
-    fh = open(out / ".lock", "w")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise TinyInterpError(f"{out}: another analysis is writing this folder; wait for it or choose another --out") from None
-    try:
-        yield
-    except BaseException:
-        if created and [p.name for p in out.iterdir()] == [".lock"]:  # e.g. a bad corpus: leave no empty folder
-            (out / ".lock").unlink()
-            out.rmdir()
-        raise
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
-
-
 def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.PathLike,
             config: AnalysisConfig | None = None, model_name: str = "model", progress: bool = True,
             shards: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
     """Run every analysis stage of ``model`` on ``corpus`` and write the results to ``out``.
 
-    ``shards``: folders written by ``analyze --shard i/n`` (:mod:`tinyinterp.analysis.shards`) for
+    ``shards``: folders written by ``analyze --shard i/n`` (:mod:`tinyinterp.analysis.sharding`) for
     this model and corpus; their statistics are added instead of running the heads + neurons pass.
     """
     cfg = config or AnalysisConfig()
+    cfg = dataclasses.replace(cfg, heads=dataclasses.replace(cfg.heads, progress=progress),  # the caller's stay as given
+                              neurons=dataclasses.replace(cfg.neurons, progress=progress),
+                              probes=dataclasses.replace(cfg.probes, progress=progress))
     out = Path(out)
     timings: dict[str, float] = {}
     with folder_lock(out):
@@ -138,11 +113,8 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
                        "alignment_coverage": corpus.coverage},
         }
         heads = neurons = probes = None
-        cfg.heads.progress = cfg.neurons.progress = progress
         stats = heads_and_neurons
         if shards:
-            from tinyinterp.analysis.shards import merged_stats, read_shards
-
             if not (cfg.run_heads and cfg.run_neurons):
                 raise TinyInterpError("merging shards needs both the head and the neuron analysis (drop --no-heads/--no-neurons)")
             metas = read_shards(shards)
@@ -167,16 +139,16 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
             summary["neurons"] = _neuron_summary(neurons)
             if cfg.ablation_tags:
                 t = time.perf_counter()
-                summary["ablation"] = _ablations(model, corpus, neurons, cfg, progress)
-                write_json(out / "ablation.json", summary["ablation"])
+                ablations = _ablations(model, corpus, neurons, cfg, progress)
+                ablations.save(out)
+                summary["ablation"] = ablations.to_list()
                 timings["ablation_s"] = time.perf_counter() - t
         if cfg.run_probes:
             t = time.perf_counter()
-            cfg.probes.progress = progress
             probes = probe_layers(model, corpus, cfg.probes)
             probes.save(out)
             if cfg.sparse_probe_tags and model.cfg.d_mlp is not None and not model.cfg.attn_only:
-                from tinyinterp.analysis.sparse_probes import sparse_probe_curve
+                from tinyinterp.analysis.probes.sparse import sparse_probe_curve
 
                 try:
                     sparse = sparse_probe_curve(model, corpus, cfg.sparse_probe_tags, max_tokens=cfg.probes.max_tokens,
@@ -212,7 +184,7 @@ def _neuron_summary(neurons) -> dict[str, Any]:
     return s
 
 
-def _ablations(model, corpus, neurons, cfg: AnalysisConfig, progress: bool) -> list[dict[str, Any]]:
+def _ablations(model, corpus, neurons, cfg: AnalysisConfig, progress: bool) -> AblationResults:
     _, held_out = corpus.split(cfg.neurons.split_seed)
     out = []
     for tag in cfg.ablation_tags:
@@ -224,9 +196,9 @@ def _ablations(model, corpus, neurons, cfg: AnalysisConfig, progress: bool) -> l
         except TinyInterpError as exc:
             log.warning("ablation for %s skipped: %s", tag, exc)
             continue
-        out.append(res.to_dict())
-    return out
+        out.append(res)
+    return AblationResults(out)
 
 
 def _config_json(cfg: AnalysisConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(cfg), default=str))
+    return jsonable(asdict(cfg))

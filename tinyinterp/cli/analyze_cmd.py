@@ -2,7 +2,7 @@
 
 ``--shard i/n`` streams one n-th of the stories and writes mergeable statistics;
 ``tinyinterp analyze merge SHARD... --out DIR`` adds them and writes the full analysis
-(see :mod:`tinyinterp.analysis.shards`).
+(see :mod:`tinyinterp.analysis.sharding`).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def run(args) -> int:
     cfg = _config(options)
     corpus = _sources(args.corpus)
     if args.shard is not None:
-        from tinyinterp.analysis.shards import parse_shard
+        from tinyinterp.analysis.sharding import parse_shard
 
         shard = parse_shard(args.shard)
         if args.no_heads or args.no_neurons:
@@ -114,8 +114,8 @@ def run(args) -> int:
 def _run_shard(args, model, corpus, cfg, shard: tuple[int, int], options: dict) -> int:
     from itertools import islice
 
-    from tinyinterp.analysis.pos import tag_corpus
-    from tinyinterp.analysis.shards import run_shard
+    from tinyinterp.analysis.corpus import tag_corpus
+    from tinyinterp.analysis.sharding import run_shard
     from tinyinterp.data.readers import iter_stories
 
     def stories():  # streamed: a shard never holds the texts, only token ids and tags (keep_text=False)
@@ -137,7 +137,7 @@ def _run_shard(args, model, corpus, cfg, shard: tuple[int, int], options: dict) 
 
 def run_merge(args) -> int:
     from tinyinterp.analysis.pipeline import analyze
-    from tinyinterp.analysis.shards import read_shards
+    from tinyinterp.analysis.sharding import read_shards
     from tinyinterp.checkpoint import load_model
 
     metas = read_shards(args.shards)

@@ -7,15 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from tests.analysis.planted_heads import make_stories, make_tokenizer
+from tests.support.planted_heads import make_tokenizer
+from tests.support.stories import sentence_stories
 from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, StoryStore, TaggedCorpus
-from tinyinterp.analysis.pos import align_story, load_corpus, load_spacy, tag_corpus, tokenizer_fingerprint
+from tinyinterp.analysis.corpus import load_corpus, tag_corpus, tokenizer_fingerprint
+from tinyinterp.analysis.corpus.alignment import align_story
+from tinyinterp.analysis.corpus.tagging import load_spacy
 from tinyinterp.errors import DataError
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return make_tokenizer(tmp_path_factory.mktemp("pos"), make_stories(40))
+    return make_tokenizer(tmp_path_factory.mktemp("pos"), sentence_stories(40))
 
 
 @pytest.fixture(autouse=True)
@@ -72,15 +75,15 @@ def test_coverage_counts_swallowed_words(tok):
     assert [t.text for t in doc] == ["Hi", "!", '"']
     rec = align_story(text, doc, [1, 2], [(0, 2), (2, 4)], bos_id=0)  # one token covers both '!' and '"'
     assert rec["widx"] == [-1, 0, 1]
-    from tinyinterp.analysis.pos import _story_from_record
+    from tinyinterp.analysis.corpus.alignment import story_from_record
 
-    story, covered, total, _ = _story_from_record(text, rec, None)
+    story, covered, total, _ = story_from_record(text, rec, None)
     assert (covered, total) == (3, 4)  # '"' (1 of 4 characters) starts inside another token's span
     assert story.upos[0] == BOS_TAG and story.word[1:] == ["Hi", "!"] and story.upos[2] == "PUNCT"
 
 
 def test_cache_hit_identical(tok, tmp_path):
-    texts = make_stories(6, seed=3)
+    texts = sentence_stories(6, seed=3)
     first = tag_corpus(texts, tok, 64, progress=False)
     assert first.meta["n_tagged"] == 6 and first.meta["n_cached"] == 0
     files = list((tmp_path / "cache" / "pos").rglob("*.json"))
@@ -99,7 +102,7 @@ def test_cache_hit_identical(tok, tmp_path):
 
 
 def test_truncation_and_coverage(tok):
-    texts = make_stories(5, seed=1)
+    texts = sentence_stories(5, seed=1)
     corpus = tag_corpus(texts, tok, 12, progress=False)
     assert isinstance(corpus.stories, StoryStore)  # packed arrays, not per-token Python lists
     assert all(len(s) <= 12 for s in corpus.stories)
@@ -112,7 +115,7 @@ def test_truncation_and_coverage(tok):
 
 
 def test_load_corpus_files_texts_and_model(tok, tmp_path):
-    texts = make_stories(4, seed=2)
+    texts = sentence_stories(4, seed=2)
     f = tmp_path / "stories.txt"
     f.write_text("\n<|endoftext|>\n".join(texts) + "\n")
     from_file = load_corpus([f], tok, progress=False)
@@ -146,7 +149,7 @@ def test_bad_input(tok):
 
 
 def test_streamed_without_text_matches_the_list_path(tok):
-    texts = make_stories(30, seed=4) + ["   "]
+    texts = sentence_stories(30, seed=4) + ["   "]
     pulled = []
 
     def stream():

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.analysis.planted_neurons import SUFFIX, make_corpus, random_model
-from tests.analysis.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
-from tinyinterp.analysis.activations import (TopKBuffer, label_corpus, mlp_hook, plan_batches, resid_hook,
-                                             stream_activations)
+from tests.support.planted_neurons import SUFFIX, make_corpus, random_model
+from tests.support.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
+from tinyinterp.analysis.corpus import label_corpus
+from tinyinterp.analysis.engine import mlp_hook, plan_batches, resid_hook, stream_activations
+from tinyinterp.analysis.neurons import TopKBuffer
 from tinyinterp.errors import ConfigError, DataError
 
 

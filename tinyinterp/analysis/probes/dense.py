@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tinyinterp.analysis.activations import (EMBED_LAYER, CorpusLabels, label_corpus, mlp_hook, resid_hook,
-                                             stream_activations)
-from tinyinterp.analysis.corpus import BOS_TAG, SPACE_TAG, TaggedCorpus
+from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
+from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG, TaggedCorpus
+from tinyinterp.analysis.engine import EMBED_LAYER, mlp_hook, resid_hook, stream_activations
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import ConfigError, DataError
 
@@ -140,7 +140,7 @@ def _sites(model, cfg: ProbeConfig) -> list[tuple[str, int, str]]:
     return out
 
 
-def _collect(model, corpus: TaggedCorpus, labels: CorpusLabels, indices: np.ndarray, hooks: list[str],
+def collect_features(model, corpus: TaggedCorpus, labels: CorpusLabels, indices: np.ndarray, hooks: list[str],
              cfg: ProbeConfig, desc: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Features per hook [tok, d], tag ids [tok] and word ids [tok] of up to ``max_tokens`` tokens."""
     order = np.random.default_rng(cfg.split_seed + 7).permutation(indices)
@@ -191,8 +191,8 @@ def probe_layers(model, corpus: TaggedCorpus, config: ProbeConfig | None = None)
     sites = _sites(model, cfg)
     hooks = [h for _, _, h in sites]
     halves = corpus.split_indices(cfg.split_seed)
-    x_tr, y_tr, w_tr = _collect(model, corpus, labels, halves[0], hooks, cfg, "probes: train half")
-    x_te, y_te, w_te = _collect(model, corpus, labels, halves[1], hooks, cfg, "probes: test half")
+    x_tr, y_tr, w_tr = collect_features(model, corpus, labels, halves[0], hooks, cfg, "probes: train half")
+    x_te, y_te, w_te = collect_features(model, corpus, labels, halves[1], hooks, cfg, "probes: test half")
     if len(y_tr) == 0 or len(y_te) == 0:
         raise DataError("a corpus half has no analysable tokens; use more stories")
 

@@ -17,8 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
-from tinyinterp.analysis.activations import label_corpus, mlp_hook
-from tinyinterp.analysis.corpus import TaggedCorpus
+from tinyinterp.analysis.corpus.labels import label_corpus
+from tinyinterp.analysis.corpus.store import TaggedCorpus
+from tinyinterp.analysis.engine import mlp_hook
+from tinyinterp.analysis.probes.dense import ProbeConfig, collect_features
 from tinyinterp.errors import ConfigError, DataError
 
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -75,16 +77,14 @@ def sparse_probe_curve(model, corpus: TaggedCorpus, tags: Sequence[str] = ("NOUN
     Returns ``{tag: {"curve": [{"k", "auroc", "units"}...], "k_for_0.9": k or None, "n_train", "n_test"}}``;
     unit ``u`` is neuron ``u % d_mlp`` of layer ``u // d_mlp``.
     """
-    from tinyinterp.analysis.probes import ProbeConfig, _collect
-
     if model.cfg.d_mlp is None or model.cfg.attn_only:
         raise ConfigError("model has no MLP layers; sparse probes read MLP neurons")
     labels = label_corpus(corpus)
     cfg = ProbeConfig(max_tokens=max_tokens, split_seed=split_seed, batch_tokens=batch_tokens, progress=False)
     hooks = [mlp_hook(x) for x in range(model.cfg.n_layers)]
     halves = corpus.split_indices(split_seed)
-    f_tr, t_tr, _ = _collect(model, corpus, labels, halves[0], hooks, cfg, "sparse probes: train half")
-    f_te, t_te, _ = _collect(model, corpus, labels, halves[1], hooks, cfg, "sparse probes: test half")
+    f_tr, t_tr, _ = collect_features(model, corpus, labels, halves[0], hooks, cfg, "sparse probes: train half")
+    f_te, t_te, _ = collect_features(model, corpus, labels, halves[1], hooks, cfg, "sparse probes: test half")
     x_tr, x_te = np.concatenate([f_tr[h] for h in hooks], 1), np.concatenate([f_te[h] for h in hooks], 1)
     out = {}
     for tag in tags:

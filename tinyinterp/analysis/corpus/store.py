@@ -3,9 +3,9 @@
 :class:`TaggedStory` is the unit every analysis consumes: model token ids (BOS first),
 the character span of each token in the text, and per token the spaCy annotation of the
 word the token starts in (UPOS, fine tag, entity type), plus whether the token continues
-a word begun by an earlier token. Tags come from :mod:`tinyinterp.analysis.pos`.
+a word begun by an earlier token. Tags come from :mod:`tinyinterp.analysis.corpus.tagging`.
 
-Memory. :func:`~tinyinterp.analysis.pos.tag_corpus` returns a corpus backed by a
+Memory. :func:`~tinyinterp.analysis.corpus.tagging.tag_corpus` returns a corpus backed by a
 :class:`StoryStore`: every field of every story lives in one flat numpy array (token ids,
 offsets, continuation flags) or as small integer codes into shared vocabularies (UPOS, fine
 tag, entity type, word), each in the narrowest unsigned dtype that holds it: about 12 bytes

@@ -1,38 +1,33 @@
-"""Streaming attention statistics for head classification (used by :mod:`tinyinterp.analysis.heads`).
+"""The main streaming pass of the head analysis: per-head sums over every story.
 
-Every pass runs the model over length-sorted, right-padded batches with one forward hook
+:class:`MainPass` is a :class:`~tinyinterp.analysis.engine.PassConsumer`: one forward hook
 on ``blocks.*.attn.hook_pattern`` (the forward stops right after the last layer's pattern)
-and reduces each layer's ``[batch, head, query, key]`` pattern to fixed-size per-head sums
-inside the hook, so at most one layer's pattern is alive and memory does not grow with the
-corpus. The reductions are matrix products and in-place accumulations (einsum over a 4-D
-pattern is several times slower on CPU); sums over rows are kept in float64.
-Query row 0 (the BOS query, which can only attend to itself) is excluded everywhere.
+reduces each layer's ``[batch, head, query, key]`` pattern to fixed-size per-head sums inside
+the hook, so at most one layer's pattern is alive and memory does not grow with the corpus.
+The reductions are matrix products and in-place accumulations (einsum over a 4-D pattern is
+several times slower on CPU); sums over rows are kept in float64. Query row 0 (the BOS
+query, which can only attend to itself) is excluded everywhere.
 
-* :func:`calibrate` — on a subset: the mean attention-by-offset profile of every head and
-  the Jensen–Shannon divergence between each row on the real story and on the same story
-  with its tokens shuffled (BOS kept in place); both versions run in the same batch.
-* :class:`MainPass` (a :class:`~tinyinterp.analysis.stream.PassConsumer`; :func:`main_pass`
-  runs it alone) — on all stories: locality scores, the sufficient statistics of the
-  positional R², observed and profile-predicted attention mass per key category, per-token
-  mass, and the running sums of a sign-flip randomisation test (one random ±1 per story
-  and permutation, a fixed function of the story index (:func:`story_signs`), so the null
-  distribution is accumulated online and does not depend on the batching).
+It accumulates locality scores, the sufficient statistics of the positional R², observed
+and profile-predicted attention mass per key category (the profile comes from
+:func:`~tinyinterp.analysis.heads.calibration.calibrate`), per-token mass, and the running
+sums of a sign-flip randomisation test (one random ±1 per story and permutation, a fixed
+function of the story index (:func:`story_signs`), so the null distribution is accumulated
+online and does not depend on the batching).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from einops import einsum, rearrange
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from tinyinterp.analysis.activations import run_hooked
-from tinyinterp.analysis.corpus import StoryStore, TaggedStory
+from tinyinterp.analysis.corpus.store import StoryStore
+from tinyinterp.analysis.engine import pattern_hook
+from tinyinterp.analysis.heads.calibration import LN2, row_sum
 
 UPOS_CATEGORIES = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON",
                    "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X", "SPACE")
@@ -40,121 +35,11 @@ KEY_CATEGORIES = (*UPOS_CATEGORIES, "NAME")  # NAME: PROPN or a PERSON entity
 REL_CATEGORIES = ("SAME_TOKEN", "INDUCTION")  # depend on the query: same id as the query; follows an earlier copy of it
 CATEGORIES = (*KEY_CATEGORIES, *REL_CATEGORIES)
 _CAT_INDEX = {c: i for i, c in enumerate(UPOS_CATEGORIES)}
-_LN2 = math.log(2.0)
-
-
-def length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
-    """Indices grouped longest-first so that ``len(batch) * longest <= batch_tokens`` (one story at least)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[cur[0]] > batch_tokens:
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return out
-
-
-def _pad(seqs: list[np.ndarray], device) -> tuple[Tensor, Tensor]:
-    """Right-pad id arrays with 0; returns tokens int64 [B, n] and validity mask int64 [B, n]."""
-    n = max(len(s) for s in seqs)
-    tokens = torch.zeros(len(seqs), n, dtype=torch.long)
-    mask = torch.zeros(len(seqs), n, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        tokens[b, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[b, : len(s)] = 1
-    return tokens.to(device), mask.to(device)
-
-
-def _rowmask(mask: Tensor) -> Tensor:
-    """float [B, n]: 1 for real query rows other than BOS."""
-    rm = mask.float().clone()
-    rm[:, 0] = 0.0
-    return rm
-
-
-def _run_patterns(model, tokens: Tensor, mask: Tensor, fn: Callable[[int, Tensor], None]) -> None:
-    """Forward ``tokens`` calling ``fn(layer, pattern[B, H, q, k])`` for each layer; no logits."""
-    def hook(pattern: Tensor, hook) -> None:
-        fn(hook.layer(), pattern.float())
-
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
-    run_hooked(model, tokens, [(lambda name: name.endswith("attn.hook_pattern"), hook)], names, attention_mask=mask)
 
 
 def _col_mass(pat: Tensor, w: Tensor) -> Tensor:
     """[B, H, k]: attention each key receives from the rows weighted by ``w`` [B, q] (a matrix product)."""
     return torch.matmul(w[:, None, None, :], pat)[:, :, 0]  # [B, H, 1, q] @ [B, H, q, k]
-
-
-def _row_sum(pat: Tensor, w: Tensor) -> Tensor:
-    """[H, q, k]: ``sum_b w[b, q] * pat[b, h, q, k]``, accumulated in place (far faster than einsum on CPU)."""
-    out = pat[0] * w[0][None, :, None]
-    for b in range(1, pat.shape[0]):
-        out.addcmul_(pat[b], w[b][None, :, None])
-    return out
-
-
-def _progress(total_tokens: int, desc: str, enabled: bool) -> tqdm:
-    return tqdm(total=total_tokens, desc=desc, unit="tok", unit_scale=True, disable=not enabled)
-
-
-def shuffle_story(tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The same tokens in a random order, BOS (position 0) kept in place."""
-    out = tokens.copy()
-    out[1:] = tokens[1:][rng.permutation(len(tokens) - 1)]
-    return out
-
-
-@dataclass
-class Calibration:
-    profile: np.ndarray  # [L, H, n_ctx] mean attention at offset d = q - k over query rows with q >= d
-    profile_rows: np.ndarray  # [n_ctx] number of query rows that see offset d
-    js: np.ndarray  # [L, H] mean JS divergence (bits) real vs shuffled tokens, per query row
-    n_stories: int
-    n_rows: int
-
-
-def calibrate(model, stories: StoryStore, lengths: np.ndarray, batch_tokens: int, seed: int, progress: bool) -> Calibration:
-    """Offset profile and content dependence (JS, real vs shuffled) on ``stories`` (cut to ``lengths``)."""
-    L, H, N = model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_ctx
-    dev = model.cfg.device
-    prof = torch.zeros(L, H, N, dtype=torch.float64)
-    prof_rows = torch.zeros(N, dtype=torch.float64)
-    js = torch.zeros(L, H, dtype=torch.float64)
-    n_rows = 0.0
-    rng = np.random.default_rng(seed + 1)
-    real = [stories.tokens(i, int(n)) for i, n in enumerate(lengths.tolist())]
-    shuffled = [shuffle_story(t, rng) for t in real]
-    bar = _progress(2 * int(lengths.sum()), "heads: calibration", progress)
-    for idx in length_batches(lengths.tolist(), max(1, batch_tokens // 2)):
-        B = len(idx)
-        tokens, mask = _pad([real[i] for i in idx] + [shuffled[i] for i in idx], dev)
-        n = tokens.shape[1]
-        rm = _rowmask(mask[:B])  # [B, n]
-        q = torch.arange(n, device=dev)
-        diff = q[:, None] - q[None, :]  # read as [q, d]: key index q - d, valid where d <= q
-        gather_idx = diff.clamp(min=0)  # [q, d]
-        dvalid = (diff >= 0).float()  # [q, d]
-        prof_rows[:n] += einsum(rm, dvalid, "b q, q d -> d").double().cpu()
-        n_rows += float(rm.sum())
-
-        def fn(layer: int, pat: Tensor) -> None:
-            real, shuf = pat[:B], pat[B:]  # [B, H, q, k]; rows are masked after reducing over keys
-            col = _row_sum(real, rm)  # [H, q, k] summed over the valid rows
-            prof[layer, :, :n] += (col.gather(2, gather_idx.expand(H, n, n)) * dvalid).sum(1).double().cpu()
-            ent = torch.special.entr
-            row_js = (ent(0.5 * (real + shuf)) - 0.5 * ent(real) - 0.5 * ent(shuf)).sum(-1)  # [B, H, q]
-            js[layer] += (einsum(row_js, rm, "b h q, b q -> h") / _LN2).double().cpu()
-
-        _run_patterns(model, tokens, mask, fn)
-        bar.update(int(mask.sum()))
-    bar.close()
-    profile = prof / prof_rows.clamp(min=1.0)
-    return Calibration(profile.numpy(), prof_rows.numpy(), (js / max(n_rows, 1.0)).numpy(), len(stories), int(n_rows))
 
 
 def predicted_pattern(profile: Tensor, n: int) -> Tensor:
@@ -233,7 +118,7 @@ def story_signs(stories: np.ndarray, n_perm: int, seed: int) -> np.ndarray:
 
 
 class MainPass:
-    """A :class:`~tinyinterp.analysis.stream.PassConsumer` that accumulates :class:`MainStats`.
+    """A :class:`~tinyinterp.analysis.engine.PassConsumer` that accumulates :class:`MainStats`.
 
     ``stories`` is the corpus's packed store, indexed by the story indices of the batches.
     """
@@ -241,7 +126,7 @@ class MainPass:
     def __init__(self, model, stories: StoryStore, profile: np.ndarray, n_perm: int, near_offsets: int, seed: int):
         L, H, V = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_vocab
         C = len(CATEGORIES)
-        self.hook_names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
+        self.hook_names = [pattern_hook(layer) for layer in range(L)]
         self.stories, self.n_perm, self.near_offsets, self.seed = stories, n_perm, near_offsets, seed
         self.dev = model.cfg.device
         self.prof_t = torch.as_tensor(profile, dtype=torch.float32, device=self.dev)
@@ -289,9 +174,9 @@ class MainPass:
             pred = predicted_pattern(self.prof_t[layer], n)  # [H, q, k]
             # per-row reductions in float32, everything summed over rows in float64 (R^2 cancels sums)
             col_obs = _col_mass(pat, rm)  # [B, H, k] mass each key receives from the valid rows
-            A = _row_sum(pat, rm).double()  # [H, q, k] attention summed over the valid rows
+            A = row_sum(pat, rm).double()  # [H, q, k] attention summed over the valid rows
             pred64 = pred.double()
-            ent = torch.special.entr(pat).sum(-1).double() * rm64[:, None, :] / _LN2  # [B, H, q] bits
+            ent = torch.special.entr(pat).sum(-1).double() * rm64[:, None, :] / LN2  # [B, H, q] bits
             sums = {
                 "bos": A[..., 0].sum(-1),
                 "prev": A.diagonal(offset=-1, dim1=1, dim2=2).sum(-1),
@@ -327,47 +212,3 @@ class MainPass:
         return MainStats(self.n_stories, self.n_rows, self.inv_rows, obs=self.obs.numpy(), exp=self.exp.numpy(),
                          flips=self.flips.numpy(), cat_keys=self.cat_keys.numpy(), tok_obs=self.tok_obs.numpy(),
                          tok_exp=self.tok_exp.numpy(), tok_count=self.tok_count.numpy(), **np_acc)
-
-
-def main_pass(model, corpus, profile: np.ndarray, batch_tokens: int, n_perm: int, near_offsets: int, seed: int,
-              progress: bool, indices: np.ndarray | None = None) -> MainStats:
-    """All per-head sums over the stories of ``corpus`` (or ``indices``); ``profile``: the calibrated offset profile."""
-    from tinyinterp.analysis.stream import run_pass
-
-    mp = MainPass(model, corpus.packed(), profile, n_perm, near_offsets, seed)
-    run_pass(model, corpus, [mp], None if indices is None else [indices], batch_tokens, progress, "heads: scoring")
-    return mp.stats()
-
-
-def detector_scores(model, stories: list[TaggedStory], exclude_bos: bool, exclude_current_token: bool) -> dict[str, np.ndarray]:
-    """TransformerLens ``detect_head`` scores ([L, H] each), averaged over ``stories``.
-
-    ``detect_head`` re-tokenises the text, so each story is cut to fewer than ``n_ctx``
-    tokens (its limit) and skipped if re-tokenising does not give the same length. It is
-    given a fresh copy of the cache for every head type, because its ``exclude_*``
-    options zero entries of the cache it is handed in some TransformerLens versions.
-    """
-    from transformer_lens import ActivationCache
-    from transformer_lens.head_detector import detect_head
-
-    names = ("previous_token_head", "duplicate_token_head", "induction_head")
-    sums = {k: np.zeros((model.cfg.n_layers, model.cfg.n_heads)) for k in names}
-    used = 0
-    for s in stories:
-        m = min(len(s), model.cfg.n_ctx - 1)
-        if m < 2:
-            continue
-        text = s.text[: int(s.offsets[m - 1, 1])]
-        toks = model.to_tokens(text)
-        if toks.shape[-1] != m:
-            continue
-        with torch.inference_mode():
-            _, cache = model.run_with_cache(toks, remove_batch_dim=True,
-                                            names_filter=lambda name: name.endswith("attn.hook_pattern"))
-        for k in names:
-            copy = ActivationCache({key: v.clone() for key, v in cache.items()}, model)
-            sums[k] += detect_head(model, text, k, cache=copy, exclude_bos=exclude_bos,
-                                   exclude_current_token=exclude_current_token).cpu().numpy()
-        used += 1
-    return {k: v / used for k, v in sums.items()} if used else {}
-

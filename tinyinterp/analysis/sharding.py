@@ -3,8 +3,8 @@
 ``tinyinterp analyze CKPT --corpus F --out S0 --shard 0/2`` (and ``1/2`` elsewhere) runs
 the single forward pass of :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` over
 the stories whose index ``i`` has ``i % n == shard`` and writes what it accumulated: every
-head sum (:class:`~tinyinterp.analysis.head_scores.MainPass`), the neuron histograms and
-moments of both halves (:class:`~tinyinterp.analysis.neuron_stats.TagStats`), the top-k
+head sum (:class:`~tinyinterp.analysis.heads.scores.MainPass`), the neuron histograms and
+moments of both halves (:class:`~tinyinterp.analysis.neurons.stats.TagStats`), the top-k
 buffer, and the same for the untrained control. These are sums (and a top-k) over disjoint
 stories, so adding them gives the statistics of the whole corpus, up to float summation
 order. ``tinyinterp analyze merge S0 S1 --out DIR`` checks that the shards belong together
@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -32,6 +32,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tinyinterp.analysis.engine import eval_mode, run_pass
+from tinyinterp.analysis.heads.classify import HeadJob
+from tinyinterp.analysis.neurons.job import NeuronJob
+from tinyinterp.analysis.neurons.topk import TopKBuffer
+from tinyinterp.analysis.results_io import folder_lock, jsonable
 from tinyinterp.atomic import atomic_path, write_json
 from tinyinterp.errors import ConfigError, TinyInterpError
 
@@ -113,8 +118,6 @@ def _neuron_state(job, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def _add_neurons(job, sd: dict[str, torch.Tensor], prefix: str) -> None:
-    from tinyinterp.analysis.activations import TopKBuffer
-
     for half, st in zip(("sel", "out"), job.stats):
         for k in _TAG_FIELDS:
             if getattr(st, k) is not None:
@@ -131,9 +134,9 @@ def _add_neurons(job, sd: dict[str, torch.Tensor], prefix: str) -> None:
 class Jobs:
     """The streaming consumers of one analysis: heads, neurons and the untrained control's neurons."""
 
-    heads: Any  # HeadJob
-    neurons: Any  # NeuronJob
-    control: Any | None  # NeuronJob on the untrained twin, when configured
+    heads: HeadJob
+    neurons: NeuronJob
+    control: NeuronJob | None  # on the untrained twin, when configured
     twin: Any | None
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -151,29 +154,14 @@ class Jobs:
 
 def build_jobs(model, corpus, hcfg, ncfg) -> Jobs:
     """Calibrate every consumer (deterministic: every shard and the merge get the same bins and profiles)."""
-    import dataclasses
-
-    from tinyinterp.analysis.heads import HeadJob
-    from tinyinterp.analysis.neuron_controls import untrained_copy
-    from tinyinterp.analysis.neuron_pass import NeuronJob
-
     hjob, njob = HeadJob(model, corpus, hcfg), NeuronJob(model, corpus, ncfg)
-    control = twin = None
-    if ncfg.untrained_control:
-        twin = untrained_copy(model, ncfg.control_seed).eval()
-        ctrl_cfg = dataclasses.replace(ncfg, untrained_control=False, n_examples=0)
-        ctrl_corpus = njob.control_corpus()
-        control = NeuronJob(twin, ctrl_corpus, ctrl_cfg, label="untrained control",
-                            labels=njob.labels if ctrl_corpus is corpus else None)
-    return Jobs(hjob, njob, control, twin)
+    control = njob.control_job()
+    return Jobs(hjob, njob, control, None if control is None else control.model)
 
 
 def run_shard(model, corpus, out: str | os.PathLike, hcfg, ncfg, shard: tuple[int, int], provenance: dict[str, Any],
               progress: bool = True) -> dict[str, Any]:
     """Stream shard ``shard = (i, n)`` of ``corpus`` and write its statistics to ``out``."""
-    from tinyinterp.analysis.pipeline import folder_lock
-    from tinyinterp.analysis.stream import eval_mode, run_pass
-
     i, n = shard
     out = Path(out)
     with folder_lock(out), eval_mode(model):
@@ -249,8 +237,6 @@ def merged_stats(model, corpus, metas: list[dict[str, Any]], hcfg, ncfg) -> Call
         raise TinyInterpError(f"{first['dir']}: the analysis configuration differs from the shards'; merge with the shards' options")
 
     def finish(model, corpus, hcfg, ncfg, progress=False):
-        from tinyinterp.analysis.stream import eval_mode
-
         with eval_mode(model):
             jobs = build_jobs(model, corpus, hcfg, ncfg)
             want = jobs.state()  # the tensors every shard must hold, with their shapes and dtypes
@@ -297,8 +283,6 @@ def _read_stats(path: Path, want: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def _configs_json(hcfg, ncfg) -> dict[str, Any]:
-    from dataclasses import asdict
-
     drop = {"progress"}
-    return json.loads(json.dumps({"heads": {k: v for k, v in asdict(hcfg).items() if k not in drop},
-                                  "neurons": {k: v for k, v in asdict(ncfg).items() if k not in drop}}, default=str))
+    return jsonable({"heads": {k: v for k, v in asdict(hcfg).items() if k not in drop},
+                     "neurons": {k: v for k, v in asdict(ncfg).items() if k not in drop}})

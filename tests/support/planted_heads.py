@@ -1,6 +1,6 @@
-"""Fixtures for the head tests: home-made stories, a tiny tokenizer, and a model with planted heads.
+"""Fixtures for the head tests: a tiny tokenizer and a model with planted heads.
 
-The stories are generated from templates written for these tests (no TinyStories text).
+The stories come from :func:`tests.support.stories.sentence_stories` (no TinyStories text).
 The planted model is an attention-only ``HookedTransformer`` without LayerNorm whose
 residual stream holds a one-hot position (dims ``0..n_ctx-1``) plus two token features:
 "is one of the chosen nouns" (dim ``n_ctx``) and "is BOS" (dim ``n_ctx + 1``). Heads:
@@ -17,37 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-NAMES = ["Lily", "Tom", "Mia", "Ben", "Sam", "Anna"]
-NOUNS = ["ball", "cat", "dog", "tree", "box", "cake", "hat", "bird", "car", "cup"]
-ADJS = ["big", "red", "small", "happy", "soft", "blue", "little", "funny"]
-VERBS = ["saw", "found", "liked", "took", "held", "wanted"]
-TEMPLATES = [
-    "{name} {verb} a {adj} {noun}.",
-    "The {noun} was very {adj}.",
-    "{name} and {name2} played with the {noun} in the park.",
-    "One day, {name} {verb} the {noun} near the {noun2}.",
-    "\"Look at my {adj} {noun}!\" said {name}.",
-    "{name} was {adj} because the {noun} was {adj2}.",
-]
-
-
-def make_stories(n: int = 40, seed: int = 0) -> list[str]:
-    """``n`` short stories of 3-5 template sentences each."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        sents = []
-        for _ in range(int(rng.integers(3, 6))):
-            t = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-            n1, n2 = rng.choice(NAMES, 2, replace=False)
-            o1, o2 = rng.choice(NOUNS, 2, replace=False)
-            a1, a2 = rng.choice(ADJS, 2, replace=False)
-            sents.append(t.format(name=n1, name2=n2, noun=o1, noun2=o2, adj=a1, adj2=a2,
-                                  verb=VERBS[int(rng.integers(len(VERBS)))]))
-        out.append(" ".join(sents))
-    return out
-
 
 def make_tokenizer(folder: Path, stories: list[str]):
     from tinyinterp.data.tokenizer import load_tokenizer, train_bpe

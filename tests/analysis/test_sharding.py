@@ -1,34 +1,18 @@
 """`analyze --shard i/n` + `analyze merge` equals one unsharded `analyze` (CLI, tiny checkpoint)."""
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tinyinterp.analysis.shards import parse_shard, shard_groups
+from tests.support.compare import assert_close
+from tinyinterp.analysis.sharding import parse_shard, shard_groups
 from tinyinterp.cli.main import main
 from tinyinterp.errors import ConfigError
 
 STORIES = Path(__file__).resolve().parents[1] / "golden" / "stories.txt"
 OPTS = ["--max-stories", "40", "--no-probes", "--no-report"]
-
-
-def _close(a, b, path=""):
-    """Recursive equality: floats to rel 1e-4 (float32 batch sums: batch composition and padding differ), everything else exactly."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-4, abs=1e-6), (path, a, b)
-    else:
-        assert a == b, (path, a, b)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +36,7 @@ def test_two_shards_merge_to_the_unsharded_result(runs):
         if name == "neurons_summary.json":
             for d in (full, merged):
                 d.get("config", {}).pop("progress", None)
-        _close(full, merged, name)
+        assert_close(full, merged, name)
     heads = json.loads((runs / "merged" / "heads.json").read_text())
     assert len({h["label"] for h in heads}) >= 1 and all("positional_r2" in h for h in heads)
     summary = json.loads((runs / "merged" / "summary.json").read_text())

@@ -1,4 +1,4 @@
-"""Results of :func:`tinyinterp.analysis.heads.classify_heads`: one record per head, JSON/CSV round trip.
+"""Results of :func:`~tinyinterp.analysis.heads.classify.classify_heads`: one record per head, JSON/CSV round trip.
 
 ``HeadResults.save(dir)`` writes ``heads.json`` (a list of per-head objects, each with
 ``layer``, ``head``, ``label``, every score, the evidence and the head's offset profile),
@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyinterp.analysis.results_io import jsonable
 from tinyinterp.errors import DataError
 
 LABELS = ("local", "semantic", "sink", "mixed")
@@ -53,7 +53,7 @@ class HeadRecord:
     offset_profile: list[float] = field(default_factory=list)  # mean attention at offset 0, 1, 2, ...
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "HeadRecord":
@@ -62,24 +62,6 @@ class HeadRecord:
         if missing:
             raise DataError(f"head record lacks {', '.join(sorted(missing))}")
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf become None, numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 @dataclass
@@ -148,8 +130,8 @@ class HeadResults:
 
     def to_json(self) -> str:
         """The whole result as a JSON string (``{"heads": [...], "config": ..., "meta": ...}``)."""
-        return json.dumps({"heads": [r.to_dict() for r in self.records], "config": _clean(self.config),
-                           "meta": _clean(self.meta)})
+        return json.dumps({"heads": [r.to_dict() for r in self.records], "config": jsonable(self.config),
+                           "meta": jsonable(self.meta)})
 
     @classmethod
     def from_json(cls, data: str | dict | list) -> "HeadResults":
@@ -168,7 +150,7 @@ class HeadResults:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "heads.json", [r.to_dict() for r in self.records])
-        write_json(out / "heads_meta.json", {"config": _clean(self.config), "meta": _clean(self.meta)})
+        write_json(out / "heads_meta.json", {"config": jsonable(self.config), "meta": jsonable(self.meta)})
         with atomic_path(out / "heads.csv") as tmp:
             self.to_frame().to_csv(tmp, index=False)
         return out

@@ -46,7 +46,7 @@ window, and a global-attention head may be local. Windowed layers are reported i
 
 Memory: each layer's pattern is reduced to fixed-size per-head sums inside a forward hook
 (``run_with_hooks`` on ``hook_pattern`` only; the forward stops after the last layer's
-pattern), so memory does not grow with the corpus (see :mod:`tinyinterp.analysis.head_scores`).
+pattern), so memory does not grow with the corpus (see :mod:`tinyinterp.analysis.heads.scores`).
 :class:`HeadJob` splits the function into calibration, a streaming pass and the final
 scoring, so :func:`tinyinterp.analysis.pipeline.heads_and_neurons` can share the pass with
 the neuron analysis.
@@ -59,15 +59,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tinyinterp.analysis.corpus import StoryStore, TaggedCorpus
-from tinyinterp.analysis.head_results import LABELS, HeadRecord, HeadResults
-from tinyinterp.analysis.head_scores import CATEGORIES, KEY_CATEGORIES, MainPass, calibrate, detector_scores
-from tinyinterp.analysis.stream import eval_mode, run_pass
+from tinyinterp.analysis.corpus.store import StoryStore, TaggedCorpus
+from tinyinterp.analysis.corpus.tagging import tokenizer_fingerprint
+from tinyinterp.analysis.engine import eval_mode, run_pass
+from tinyinterp.analysis.heads.calibration import calibrate
+from tinyinterp.analysis.heads.detectors import detector_scores
+from tinyinterp.analysis.heads.results import LABELS, HeadRecord, HeadResults
+from tinyinterp.analysis.heads.scores import CATEGORIES, KEY_CATEGORIES, MainPass
+from tinyinterp.analysis.results_io import jsonable
 from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HeadConfig", "classify_heads", "HeadResults", "HeadRecord", "LABELS", "CATEGORIES"]
 
 
 @dataclass
@@ -132,8 +135,6 @@ def _check_corpus(model, corpus: TaggedCorpus) -> tuple[StoryStore, np.ndarray, 
     tok = getattr(model, "tokenizer", None)
     want = corpus.meta.get("tokenizer_sha256")
     if tok is not None and want:
-        from tinyinterp.analysis.pos import tokenizer_fingerprint
-
         if tokenizer_fingerprint(tok) != want:
             raise DataError("the corpus was tokenised with a different tokenizer than the model's; rebuild it with load_corpus(files, model)")
     store = corpus.packed()
@@ -222,7 +223,7 @@ def classify_heads(model, corpus: TaggedCorpus, config: HeadConfig | None = None
     """Score and label every attention head of ``model`` on ``corpus`` (see the module docstring).
 
     ``model``: a ``HookedTransformer`` (e.g. from :func:`tinyinterp.load_model`);
-    ``corpus``: from :func:`tinyinterp.analysis.pos.load_corpus` with the model's tokenizer.
+    ``corpus``: from :func:`tinyinterp.analysis.corpus.load_corpus` with the model's tokenizer.
     """
     cfg = config if config is not None else HeadConfig()
     with eval_mode(model):
@@ -301,6 +302,4 @@ def _det(det: dict[str, np.ndarray], name: str, layer: int, head: int) -> float 
 
 def _as_python(rec: HeadRecord) -> HeadRecord:
     """Replace numpy scalars by Python floats so records compare equal after a JSON round trip."""
-    from tinyinterp.analysis.head_results import _clean
-
-    return HeadRecord.from_dict(_clean(rec.__dict__))
+    return HeadRecord.from_dict(jsonable(rec.__dict__))

@@ -1,0 +1,14 @@
+"""Attention heads: local, semantic, sink or mixed, with scores and evidence.
+
+* :mod:`~tinyinterp.analysis.heads.calibration` — offset profiles and content dependence on a subset;
+* :mod:`~tinyinterp.analysis.heads.scores` — the streaming pass: per-head sums over every story;
+* :mod:`~tinyinterp.analysis.heads.detectors` — TransformerLens's head detectors (a cross-check);
+* :mod:`~tinyinterp.analysis.heads.classify` — :class:`HeadConfig`, the label rule, :func:`classify_heads`;
+* :mod:`~tinyinterp.analysis.heads.results` — :class:`HeadRecord`, :class:`HeadResults` (save/load).
+"""
+
+from tinyinterp.analysis.heads.classify import HeadConfig, HeadJob, classify_heads, label_head
+from tinyinterp.analysis.heads.results import LABELS, HeadRecord, HeadResults
+from tinyinterp.analysis.heads.scores import CATEGORIES
+
+__all__ = ["CATEGORIES", "LABELS", "HeadConfig", "HeadJob", "HeadRecord", "HeadResults", "classify_heads", "label_head"]
