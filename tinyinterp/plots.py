@@ -172,7 +172,7 @@ def plot_head_effects(heads: list[dict], layer: int | None = None, head: int | N
     """Output effect by next-token group with 95% story-bootstrap CIs.
 
     ``heads``: the per-head rows of the head analysis (``heads_axes.json`` or
-    :func:`tinyinterp.analysis.head_claims.analyse_heads` ``["heads"]``); ``kind``: ``dla`` (direct
+    :func:`tinyinterp.analysis.heads.claims.analyse_heads` ``["heads"]``); ``kind``: ``dla`` (direct
     logit attribution to the correct next token) or ``mean`` / ``resample`` (loss increase when the
     head is ablated). One head (``layer`` and ``head``) as bars; otherwise one line per head of
     ``layer`` (every head when ``layer`` is None), the per-layer view.

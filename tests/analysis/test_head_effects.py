@@ -1,6 +1,6 @@
 """Head output effects, the two label axes and the paper claim: planted-truth tests.
 
-The planted model (:mod:`tests.analysis.planted_effects`) has a positional head wired to boost
+The planted model (:mod:`tests.support.planted_effects`) has a positional head wired to boost
 " the" / " a", a content head that copies names, a sink and an empty head; the thresholds used
 here are derived in the test from null heads on the same stories (untrained model of the same
 shape, position-only and content-only surrogates), exactly as ``head_nulls`` derives the shipped
@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.analysis.planted_effects import effects_model, make_cast_stories, name_token_ids, pre_det_token_ids
-from tests.analysis.planted_heads import make_tokenizer
-from tinyinterp.analysis.head_axes import AxisThresholds, label_agreement_halves, label_heads, score_heads
-from tinyinterp.analysis.head_claims import effect_rows, paper_claim, per_layer
-from tinyinterp.analysis.head_ablation import ablation_effects, ov_copying
-from tinyinterp.analysis.head_effects import NEXT_GROUPS, EffectsConfig, next_groups
-from tinyinterp.analysis.head_nulls import SurrogateSpec, derive_thresholds, null_heads, surrogate_model
-from tinyinterp.analysis.pos import tag_corpus
+from tests.support.planted_effects import effects_model, make_cast_stories, name_token_ids, pre_det_token_ids
+from tests.support.planted_heads import make_tokenizer
+from tinyinterp.analysis.heads.axes import AxisThresholds, label_agreement_halves, label_heads, score_heads
+from tinyinterp.analysis.heads.claims import effect_rows, paper_claim, per_layer
+from tinyinterp.analysis.heads.ablation import ablation_effects
+from tinyinterp.analysis.heads.copying import ov_copying
+from tinyinterp.analysis.heads.effects import NEXT_GROUPS, EffectsConfig, next_groups
+from tinyinterp.analysis.heads.nulls import SurrogateSpec, derive_thresholds, null_heads, surrogate_model
+from tinyinterp.analysis.corpus import tag_corpus
 from tinyinterp.analysis.stats import bootstrap_contrast, story_weights
 
 N_CTX = 64
@@ -42,7 +43,7 @@ def setup(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scores(setup):
     _, corpus, model = setup
-    sc = score_heads(model, corpus, effects_config=EffectsConfig(ablation=False, n_boot=500, progress=False))
+    sc = score_heads(model, corpus, effects_config=EffectsConfig(n_boot=500, progress=False))
     keep = np.arange(len(corpus))
     full = ablation_effects(model, corpus, keep, torch.as_tensor(sc.effects.mean_z))
     sc.effects.ablation = {k: v[keep] for k, v in full.items()}
@@ -59,7 +60,7 @@ def thresholds(setup):
 def test_next_groups_mark_the_predicted_token(setup):
     _, corpus, _ = setup
     store = corpus.packed()
-    from tinyinterp.analysis.head_effects import _tables
+    from tinyinterp.analysis.heads.effects import _tables
 
     s = corpus.stories[0]
     g = next_groups(store, np.array([0]), len(s), np.array([len(s)]), _tables(store))[0]
@@ -103,7 +104,7 @@ def test_ov_copying(setup, scores):
 
 
 def test_attention_conditioned_on_next_token(scores):
-    from tinyinterp.analysis.head_scores import KEY_CATEGORIES
+    from tinyinterp.analysis.heads.scores import KEY_CATEGORIES
 
     an = scores.effects.attn_next()
     c = KEY_CATEGORIES.index("NAME")
@@ -117,7 +118,7 @@ def test_position_axis_is_one_for_any_positional_shape(setup):
     specs = [SurrogateSpec("prev", "prev", 0.0), SurrogateSpec("win", "window32", 0.0), SurrogateSpec("dec", "decay64", 0.0),
              SurrogateSpec("content", None, 2.0), SurrogateSpec("mixed", "prev_soft", 2.0)]
     sur = surrogate_model(tok, model.cfg.d_vocab, N_CTX, specs)
-    sc = score_heads(sur, corpus, effects_config=EffectsConfig(ablation=False, n_boot=200, progress=False))
+    sc = score_heads(sur, corpus, effects_config=EffectsConfig(n_boot=200, progress=False))
     r2 = sc.effects.position_r2[0]
     assert np.all(r2[:3] > 0.99), r2  # windows and slow decays too (the offset-profile R² fails them)
     assert r2[3] < 0.5 and 0.05 < r2[4] < 0.99, r2
@@ -140,7 +141,7 @@ def test_mixed_surrogate_gets_both_attributes(setup, thresholds):
     tok, corpus, model = setup
     specs = [SurrogateSpec("mixed", "prev_soft", 1.0), SurrogateSpec("pos", "prev", 0.0)]
     sur = surrogate_model(tok, model.cfg.d_vocab, N_CTX, specs, seed=3)
-    sc = score_heads(sur, corpus, effects_config=EffectsConfig(ablation=False, n_boot=300, progress=False))
+    sc = score_heads(sur, corpus, effects_config=EffectsConfig(n_boot=300, progress=False))
     labels = [r["label"] for r in label_heads(sc, thresholds)]
     assert labels == ["local+semantic", "local"], labels
 
@@ -193,8 +194,8 @@ def test_dla_matches_transformer_lens_cache(setup):
     (LayerNorm-weighted, vocabulary-centred) unembedding of the next token, on a random 2-layer LN model."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from tinyinterp.analysis.head_effects import EffectsPass
-    from tinyinterp.analysis.stream import run_pass
+    from tinyinterp.analysis.heads.effects import EffectsPass
+    from tinyinterp.analysis.engine import run_pass
 
     tok, corpus, _ = setup
     cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=N_CTX,

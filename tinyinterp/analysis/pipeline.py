@@ -5,7 +5,7 @@ POS-selective neurons (held-out, FDR, untrained control), sharing one forward pa
 (:func:`heads_and_neurons`) → causal ablation check for the top neurons of NOUN/VERB/ADJ →
 layer-wise probes → ``report.html``. Output folder::
 
-    heads.json  heads.csv  heads_meta.json
+    heads.json  heads.csv  heads_meta.json  heads_axes.json
     neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json
     probes.json  sparse_probes.json  ablation.json  summary.json  report.html
 
@@ -58,6 +58,14 @@ class AnalysisConfig:
     """Top neurons per tag ablated together."""
     ablation_random: int = 20
     """Random equal-size neuron sets per tag for the comparison (the smallest p-value is 1 / (n + 1))."""
+    head_effects: bool = True
+    """Head output effects, the two label axes against their nulls, the paper claim and the halves check
+    (:func:`tinyinterp.analysis.heads.claims.analyse_heads`): ``heads_axes.json`` and ``summary.json``
+    keys ``paper_claim``, ``label_agreement_halves``, ``head_axes``."""
+    head_ablation_stories: int = 100
+    """Stories for the mean/resample ablation of every head (two forwards per head; 0: skip)."""
+    head_halves: bool = True
+    """Also label the heads on two disjoint halves of the stories (``label_agreement_halves``)."""
     report: bool = True
     """Write report.html."""
     sparse_probe_tags: tuple[str, ...] = ABLATION_TAGS
@@ -131,6 +139,12 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
             timings["heads_s"] = time.perf_counter() - t
             labels = [r.label for r in heads.records]
             summary["heads"] = {lab: labels.count(lab) for lab in ("local", "semantic", "sink", "mixed")}
+            if cfg.head_effects:
+                t = time.perf_counter()
+                keys, cost = _head_axes(model, corpus, cfg, out, progress)
+                summary.update(keys)
+                timings.update({f"head_effects_{k}": v for k, v in cost.items() if k.endswith("_s")})
+                timings["head_effects_s"] = time.perf_counter() - t
         if cfg.run_neurons:
             t = time.perf_counter()
             neurons = neurons if neurons is not None else find_pos_neurons(model, corpus, cfg.neurons)
@@ -169,6 +183,23 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
 
             write_report(out, model=model, heads=heads, neurons=neurons, probes=probes, summary=summary)
     return summary
+
+
+def _head_axes(model, corpus, cfg: AnalysisConfig, out: Path, progress: bool) -> tuple[dict[str, Any], dict[str, float]]:
+    """Output effects, axis labels, paper claim and halves: writes ``heads_axes.json``; returns the summary
+    keys and the costs (seconds, kept with the timings)."""
+    from tinyinterp.analysis.heads.claims import analyse_heads
+
+    res = analyse_heads(model, corpus, ablation_stories=cfg.head_ablation_stories, halves=cfg.head_halves,
+                        progress=progress)
+    write_json(out / "heads_axes.json", jsonable(res["heads"]))
+    s = res["summary"]
+    keys = {"paper_claim": s["paper_claim"],
+            "head_axes": {k: s[k] for k in ("labels", "per_layer", "thresholds", "n_stories", "n_boot")}}
+    keys["head_axes"]["ablation_stories"] = s["cost"]["ablation_stories"]
+    if "label_agreement_halves" in s:
+        keys["label_agreement_halves"] = s["label_agreement_halves"]
+    return jsonable(keys), s["cost"]
 
 
 def _neuron_summary(neurons) -> dict[str, Any]:

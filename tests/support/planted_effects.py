@@ -1,7 +1,7 @@
 """A planted model whose heads have known attention *and* known output effects (head-effect tests).
 
-Attention-only ``HookedTransformer`` without LayerNorm, built on the stories of
-:mod:`tests.analysis.planted_heads`. Residual dims: one-hot position ``0..n_ctx-1``, then
+Attention-only ``HookedTransformer`` without LayerNorm, built on the template stories of
+:mod:`tests.support.stories`. Residual dims: one-hot position ``0..n_ctx-1``, then
 "is a name" (``n_ctx``), "is BOS" (``n_ctx + 1``), two determiner dims (below) and, per
 name token ``k``, an identity dim (``n_ctx + 4 + k``) and an output dim (``n_ctx + 4 + K + k``).
 
@@ -24,7 +24,8 @@ import torch
 def make_cast_stories(n: int = 60, seed: int = 0) -> list[str]:
     """Like ``planted_heads.make_stories`` but each story keeps one cast of two names throughout,
     so copying a name seen earlier in the story predicts the next name (the copier has a causal use)."""
-    from tests.analysis.planted_heads import ADJS, NAMES, NOUNS, TEMPLATES, VERBS
+    from tests.support.stories import S_ADJS as ADJS, S_NAMES as NAMES, S_NOUNS as NOUNS, S_TEMPLATES as TEMPLATES, \
+        S_VERBS as VERBS
 
     rng = np.random.default_rng(seed)
     out = []

@@ -27,13 +27,13 @@ token.
 * **Category lift** (``lift``): attention mass on keys of each category ÷ the mass the head's own
   offset profile predicts for them (per story, so the lift gets a story-bootstrap CI and a Wald
   p-value, corrected with Benjamini–Hochberg across every head × category in
-  :mod:`tinyinterp.analysis.head_axes`).
-* **Ablation** (:func:`~tinyinterp.analysis.head_ablation.ablation_effects`, a separate and costlier step: two forwards per head):
+  :mod:`tinyinterp.analysis.heads.axes`).
+* **Ablation** (:func:`~tinyinterp.analysis.heads.ablation.ablation_effects`, run by :func:`~tinyinterp.analysis.heads.claims.analyse_heads`; a separate and costlier step: two forwards per head):
   mean-ablate (``z`` := its corpus mean at that position's head) and resample-ablate (``z`` := the
   same head's ``z`` at the same position of another story of the batch) each head's ``hook_z``
   and record the change in next-token loss (nats) per group. This is the total effect: it
   includes what later layers do with the head's output.
-* **OV copying** (:func:`~tinyinterp.analysis.head_ablation.ov_copying`): for ``M = W_E W_V W_O W_U`` restricted to the token ids
+* **OV copying** (:func:`~tinyinterp.analysis.heads.copying.ov_copying`): for ``M = W_E W_V W_O W_U`` restricted to the token ids
   seen in the corpus, the eigenvalue score ``Σ Re λ / Σ |λ|`` of Elhage et al. (2021) (1: the
   head copies what it attends to) and the diagonal rank: share of tokens whose own logit is
   among the top 5 of its row of ``M``.
@@ -52,10 +52,11 @@ from einops import einsum, rearrange
 from jaxtyping import Float
 from torch import Tensor
 
-from tinyinterp.analysis.corpus import StoryStore, TaggedCorpus
-from tinyinterp.analysis.head_scores import KEY_CATEGORIES, UPOS_CATEGORIES, predicted_pattern
+from tinyinterp.analysis.corpus.store import StoryStore, TaggedCorpus
+from tinyinterp.analysis.heads.scores import KEY_CATEGORIES, UPOS_CATEGORIES, predicted_pattern
 from tinyinterp.analysis.stats import BootstrapResult, bootstrap_mean, story_weights
-from tinyinterp.analysis.stream import PassBatch, eval_mode, run_pass
+from tinyinterp.analysis.engine import PassBatch, eval_mode, run_pass
+from tinyinterp.analysis.heads.copying import ov_copying
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ class EffectsConfig:
     """Settings of :func:`head_effects`."""
 
     n_boot: int = 2000  # story-bootstrap resamples for every CI (Wald p-values do not need 1/p resamples)
-    ablation: bool = True  # run the mean- and resample-ablation step (2 forwards per head per batch)
-    ablation_stories: int | None = 200  # stories for the ablations (None: all); picked at random with ``seed``
     copying_min_count: int = 5  # a token id enters the OV copying score when it occurs this often in the corpus
     batch_tokens: int = 4096
     seed: int = 0
@@ -86,8 +85,6 @@ class EffectsConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"EffectsConfig.{name}={v!r}: must be an integer >= 1")
-        if self.ablation_stories is not None and (not isinstance(self.ablation_stories, int) or self.ablation_stories < 2):
-            raise ConfigError(f"EffectsConfig.ablation_stories={self.ablation_stories!r}: must be >= 2 or None (all)")
 
 
 def _tables(store: StoryStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,7 +147,7 @@ def unembed_directions(model) -> Float[Tensor, "d_model d_vocab"]:
 
 
 class EffectsPass:
-    """A :class:`~tinyinterp.analysis.stream.PassConsumer`: per-story sums of direct logit attribution
+    """A :class:`~tinyinterp.analysis.engine.PassConsumer`: per-story sums of direct logit attribution
     by next-token group, attention conditioned on the next token, category lift against ``profile``
     (``[L, H, n_ctx]`` offset profile, or None to skip), and the mean ``z`` of every head."""
 
@@ -272,7 +269,7 @@ class HeadEffects:
 
     Arrays are indexed ``[story, layer * n_heads + head, group]`` over the stories in ``stories``
     (``ablation`` over ``ablation_stories``); groups are :data:`NEXT_GROUPS`, attention categories
-    :data:`~tinyinterp.analysis.head_scores.KEY_CATEGORIES`.
+    :data:`~tinyinterp.analysis.heads.scores.KEY_CATEGORIES`.
     """
 
     n_layers: int
@@ -354,7 +351,7 @@ def head_effects(model, corpus: TaggedCorpus, config: EffectsConfig | None = Non
     """Output effects of every head of ``model`` on ``corpus`` (see the module docstring).
 
     ``profile``: ``[L, H, n_ctx]`` offset profiles for the lift (e.g. from
-    :func:`~tinyinterp.analysis.head_scores.calibrate`); None skips the lift. ``extra_consumers``
+    :func:`~tinyinterp.analysis.heads.scores.calibrate`); None skips the lift. ``extra_consumers``
     share the streaming pass (e.g. the head classifier's ``MainPass``), over ``groups`` of stories.
     """
     import time
@@ -368,28 +365,13 @@ def head_effects(model, corpus: TaggedCorpus, config: EffectsConfig | None = Non
         t_pass = time.perf_counter() - t0
         toks = store.flat("tokens", np.arange(len(corpus)), model.cfg.n_ctx)
         ids, counts = np.unique(toks, return_counts=True)
-        from tinyinterp.analysis.head_ablation import ov_copying
-
         copying = ov_copying(model, ids[counts >= cfg.copying_min_count])
-        abl, t_abl = {}, 0.0
-        if cfg.ablation:
-            rng = np.random.default_rng(cfg.seed)
-            keep = np.nonzero(np.minimum(corpus.lengths(), model.cfg.n_ctx) >= 2)[0]
-            n_ab = len(keep) if cfg.ablation_stories is None else min(cfg.ablation_stories, len(keep))
-            sel = np.sort(rng.choice(keep, n_ab, replace=False))
-            t0 = time.perf_counter()
-            from tinyinterp.analysis.head_ablation import ablation_effects
-
-            full = ablation_effects(model, corpus, sel, fx.mean_z(), cfg.batch_tokens, cfg.progress)
-            t_abl = time.perf_counter() - t0
-            abl = {k: v[sel] for k, v in full.items()}
     used = np.nonzero(fx.n_next[:, _G["ALL"]] > 0)[0]
-    meta = {"pass_s": t_pass, "ablation_s": t_abl, "n_stories": int(len(used)),
-            "ablation_stories": int(abl["n"].shape[0]) if abl else 0, "copying_vocab": int((counts >= cfg.copying_min_count).sum()),
+    meta = {"pass_s": t_pass, "n_stories": int(len(used)), "copying_vocab": int((counts >= cfg.copying_min_count).sum()),
             "groups": list(NEXT_GROUPS), "attn_categories": list(KEY_CATEGORIES),
             "dla_centering": "W_U centred over the vocabulary (effect relative to the average token)"}
     pick = lambda a: a[used]  # noqa: E731
     return HeadEffects(model.cfg.n_layers, model.cfg.n_heads, pick(fx.dla), pick(fx.n_next), pick(fx.att_in),
                        pick(fx.att_out), pick(fx.rows_in), pick(fx.rows_out), pick(fx.obs), pick(fx.exp), fx.position_r2(), fx.mean_z().numpy(),
-                       copying, abl,
+                       copying, {},
                        cfg.n_boot, cfg.seed, meta)

@@ -1,8 +1,8 @@
-"""Null heads for the two label axes: where the thresholds of :mod:`tinyinterp.analysis.head_axes` come from.
+"""Null heads for the two label axes: where the thresholds of :mod:`tinyinterp.analysis.heads.axes` come from.
 
 A threshold on an axis is the 99th percentile of that axis over null heads that by construction
 lack what the axis measures, computed once on the evaluation text and written to
-``docs/head_thresholds.json`` (``python -m tinyinterp.analysis.head_nulls --corpus FILES --out
+``docs/head_thresholds.json`` (``python -m tinyinterp.analysis.heads.nulls --corpus FILES --out
 docs/head_thresholds.json``). None of the null heads is a head of a bundled model:
 
 * **untrained** — a model of the same shape as the one analysed, random initialisation
@@ -119,9 +119,9 @@ def null_heads(model, corpus, specs: list[SurrogateSpec] | None = None, untraine
 
     Each row: ``source`` (``untrained`` / ``surrogate``), ``name``, ``positional_null`` and
     ``content_null`` (whether the head counts as a null for that axis), and the axis values of
-    :func:`tinyinterp.analysis.head_axes.axis_values`.
+    :func:`tinyinterp.analysis.heads.axes.axis_values`.
     """
-    from tinyinterp.analysis.head_axes import axis_values, score_heads
+    from tinyinterp.analysis.heads.axes import axis_values, score_heads
 
     specs = specs if specs is not None else default_specs()
     rows = []
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         del shape
     rows = [r for r in rows if r["source"] == "untrained" or r["shape_of"] == args.shape_of[0]]
     out = {"thresholds": derive_thresholds(rows), "rows": rows, "corpus": [str(c) for c in args.corpus],
-           "max_stories": args.max_stories, "command": "python -m tinyinterp.analysis.head_nulls " + " ".join(sys.argv[1:] if argv is None else argv)}
+           "max_stories": args.max_stories, "command": "python -m tinyinterp.analysis.heads.nulls " + " ".join(sys.argv[1:] if argv is None else argv)}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(out, indent=1))
     print(json.dumps(out["thresholds"], indent=1))

@@ -3,7 +3,7 @@
 Eldan & Li (2023): local heads (attend by distance) help generate function words ("the", "a");
 semantic heads (attend by content) help generate entities ("Lucy", "banana"). :func:`paper_claim`
 tests both halves on a model: for the heads labelled ``local`` and those labelled ``semantic``
-(:mod:`head_axes`; ``local+semantic`` heads belong to neither set and are reported apart) it
+(:mod:`~tinyinterp.analysis.heads.axes`; ``local+semantic`` heads belong to neither set and are reported apart) it
 measures, per head and per predicted token,
 
 * the mean direct logit attribution (and, when run, the mean- and resample-ablation loss change)
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyinterp.analysis.head_effects import NEXT_GROUPS, HeadEffects
+from tinyinterp.analysis.heads.effects import NEXT_GROUPS, HeadEffects
 from tinyinterp.analysis.stats import bootstrap_contrast, bootstrap_mean, bootstrap_ratio, story_weights
 
 __all__ = ["paper_claim", "per_layer", "effect_rows"]
@@ -133,7 +133,7 @@ def effect_rows(fx: HeadEffects, groups: tuple[str, ...] = ("FUNCTION", "CONTENT
     kinds = ["dla"] + [k for k in ("mean", "resample") if k in fx.ablation]
     res = {k: fx.per_token(k) for k in kinds}
     an = fx.attn_next()
-    from tinyinterp.analysis.head_scores import KEY_CATEGORIES
+    from tinyinterp.analysis.heads.scores import KEY_CATEGORIES
 
     cats = [c for c in ("NAME", "NOUN", "VERB", "ADJ", "DET", "PRON") if c in KEY_CATEGORIES]
     out = []
@@ -153,7 +153,7 @@ def _bare_forward_s(model, corpus) -> float:
 
     import torch
 
-    from tinyinterp.analysis.stream import plan_pass
+    from tinyinterp.analysis.engine import plan_pass
 
     lengths = np.minimum(corpus.lengths(), model.cfg.n_ctx)
     store = corpus.packed()
@@ -171,13 +171,13 @@ def analyse_heads(model, corpus, thresholds=None, ablation_stories: int | None =
 
     import torch
 
-    from tinyinterp.analysis.head_axes import default_thresholds, label_agreement_halves, label_heads, score_heads
-    from tinyinterp.analysis.head_ablation import ablation_effects
-    from tinyinterp.analysis.head_effects import EffectsConfig
+    from tinyinterp.analysis.heads.axes import default_thresholds, label_agreement_halves, label_heads, score_heads
+    from tinyinterp.analysis.heads.ablation import ablation_effects
+    from tinyinterp.analysis.heads.effects import EffectsConfig
 
     thr = thresholds if thresholds is not None else default_thresholds()
     t0 = time.perf_counter()
-    sc = score_heads(model, corpus, effects_config=EffectsConfig(ablation=False, n_boot=n_boot, progress=progress),
+    sc = score_heads(model, corpus, effects_config=EffectsConfig(n_boot=n_boot, progress=progress),
                      progress=progress)
     t_score = time.perf_counter() - t0
     fx = sc.effects
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     from tinyinterp import load_corpus, load_model
+    from tinyinterp.analysis.results_io import jsonable
     from tinyinterp.atomic import atomic_path
 
     logging.basicConfig(level=logging.INFO)
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, obj in (("heads_axes.json", res["heads"]), ("heads_summary.json", res["summary"])):
         with atomic_path(out / name) as tmp:
-            tmp.write_text(json.dumps(obj, indent=1, default=float))
+            tmp.write_text(json.dumps(jsonable(obj), indent=1))
     print(json.dumps({k: res["summary"][k] for k in ("labels", "cost")}, indent=1))
     print(res["summary"]["paper_claim"]["statement"])
     if "label_agreement_halves" in res["summary"]:

@@ -1,8 +1,7 @@
-"""Interventions and weight-based scores of heads: mean/resample ablation by next-token group, OV copying.
+"""Mean- and resample-ablation of every head, loss change by next-token group (the costly step: two forwards per head).
 
-See :mod:`tinyinterp.analysis.head_effects` for the groups and for how these numbers are summarised
-(story bootstrap); these two functions are the costly (ablation: two forwards per head) and the
-weights-only (copying) parts.
+See :mod:`tinyinterp.analysis.heads.effects` for the groups and for how these numbers are summarised
+(story bootstrap).
 """
 
 from __future__ import annotations
@@ -12,11 +11,11 @@ import torch
 from einops import einsum
 from torch import Tensor
 
-from tinyinterp.analysis.corpus import TaggedCorpus
-from tinyinterp.analysis.head_effects import NEXT_GROUPS, _tables, next_groups
-from tinyinterp.analysis.stream import eval_mode, plan_pass
+from tinyinterp.analysis.corpus.store import TaggedCorpus
+from tinyinterp.analysis.heads.effects import NEXT_GROUPS, _tables, next_groups
+from tinyinterp.analysis.engine import eval_mode, plan_pass
 
-__all__ = ["ablation_effects", "ov_copying"]
+__all__ = ["ablation_effects"]
 
 
 def _next_loss(logits: Tensor, next_ids: Tensor) -> Tensor:
@@ -75,29 +74,3 @@ def ablation_effects(model, corpus: TaggedCorpus, indices: np.ndarray, mean_z: T
                         bar.update(1)
     bar.close()
     return out
-
-
-def ov_copying(model, token_ids: np.ndarray, top_k: int = 5) -> dict[str, np.ndarray]:
-    """OV copying scores ``[L, H]`` of every head on the vocabulary ``token_ids`` (see the module docstring).
-
-    ``eigen``: ``Σ Re λ / Σ |λ|`` of ``W_E W_V W_O W_U`` (computed on the ``d_head``-sized factor,
-    which has the same non-zero eigenvalues); ``diag_top``: share of tokens whose own logit is in
-    the top ``top_k`` of their row; ``diag_chance``: that share for a random column, ``top_k / n``.
-    """
-    ids = torch.as_tensor(np.asarray(token_ids, dtype=np.int64))
-    W_E = model.W_E.detach().float()[ids]  # [n, d]
-    W_U = model.W_U.detach().float()[:, ids]  # [d, n]
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    eig, diag = np.zeros((L, H)), np.zeros((L, H))
-    for l in range(L):
-        for h in range(H):
-            A = W_E @ model.W_V[l, h].detach().float()  # [n, e]
-            Bm = model.W_O[l, h].detach().float() @ W_U  # [e, n]
-            lam = torch.linalg.eigvals(Bm @ A)  # [e, e]: the non-zero eigenvalues of A @ Bm
-            eig[l, h] = float(lam.real.sum() / lam.abs().sum().clamp(min=1e-30))
-            M = A @ Bm  # [n, n]
-            own = M.diagonal()
-            ties = (M == own[:, None]).sum(1) - 1  # mid-rank: a head that writes nothing is at chance, not on top
-            rank = (M > own[:, None]).sum(1) + ties / 2
-            diag[l, h] = float((rank < top_k).float().mean())
-    return {"eigen": eig, "diag_top": diag, "diag_chance": np.full((L, H), min(1.0, top_k / max(len(ids), 1)))}

@@ -10,7 +10,7 @@ ones that pass, in a fixed order (``local``, ``semantic``, ``sink``), or ``mixed
 * **positional axis** — ``positional_r2``: R² of the head's attention rows predicted by its own
   mean attention-by-offset profile (over the uniform row). Passes when it reaches
   :attr:`AxisThresholds.positional_min_r2` (the 99th percentile of R² over null heads that have
-  no positional component: untrained models and content-only surrogates, :mod:`head_nulls`), or
+  no positional component: untrained models and content-only surrogates, :mod:`~tinyinterp.analysis.heads.nulls`), or
   when TransformerLens' previous-token score reaches ``previous_token_min`` = 0.4 (the issue's
   criterion; the nulls' 99th percentile is reported beside it).
 * **content axis** — ``content_js``: mean Jensen–Shannon divergence (bits) between a row on the
@@ -34,10 +34,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tinyinterp.analysis.corpus import TaggedCorpus
-from tinyinterp.analysis.head_effects import EffectsConfig, HeadEffects, head_effects
-from tinyinterp.analysis.head_results import HeadResults
-from tinyinterp.analysis.head_scores import KEY_CATEGORIES
+from tinyinterp.analysis.corpus.store import TaggedCorpus
+from tinyinterp.analysis.heads.effects import EffectsConfig, HeadEffects, head_effects
+from tinyinterp.analysis.heads.results import HeadResults
+from tinyinterp.analysis.heads.scores import KEY_CATEGORIES
 from tinyinterp.analysis.stats import bh_qvalues
 
 __all__ = ["AxisThresholds", "HeadScores", "score_heads", "axis_values", "label_heads", "label_agreement_halves"]
@@ -49,7 +49,7 @@ ATTRIBUTES = ("local", "semantic", "sink")
 class AxisThresholds:
     """Thresholds of the label rule; every number was fixed before the bundled models were labelled.
 
-    Derived by ``python -m tinyinterp.analysis.head_nulls`` on the evaluation stories (null heads
+    Derived by ``python -m tinyinterp.analysis.heads.nulls`` on the evaluation stories (null heads
     only; output in ``docs/head_thresholds.json``, method in ``docs/analysis.md``).
     """
 
@@ -89,11 +89,11 @@ class HeadScores:
 def score_heads(model, corpus: TaggedCorpus, head_config=None, effects_config: EffectsConfig | None = None,
                 progress: bool = False) -> HeadScores:
     """Attention scores and output effects of every head in one streaming pass (ablations after it, if enabled)."""
-    from tinyinterp.analysis.heads import HeadConfig, HeadJob
-    from tinyinterp.analysis.stream import eval_mode
+    from tinyinterp.analysis.heads.classify import HeadConfig, HeadJob
+    from tinyinterp.analysis.engine import eval_mode
 
     hcfg = head_config if head_config is not None else HeadConfig(progress=progress)
-    ecfg = effects_config if effects_config is not None else EffectsConfig(ablation=False, progress=progress)
+    ecfg = effects_config if effects_config is not None else EffectsConfig(progress=progress)
     with eval_mode(model):
         job = HeadJob(model, corpus, hcfg)
         fx = head_effects(model, corpus, ecfg, profile=job.cal.profile, extra_consumers=[job.main], groups=job.groups)
@@ -135,7 +135,7 @@ def label_heads(scores: HeadScores, thresholds: AxisThresholds | None = None) ->
     if any(np.isnan(v) for v in (thr.positional_min_r2, thr.content_min_js, thr.min_lift)):
         from tinyinterp.errors import ConfigError
 
-        raise ConfigError("AxisThresholds has NaN thresholds; derive them with python -m tinyinterp.analysis.head_nulls")
+        raise ConfigError("AxisThresholds has NaN thresholds; derive them with python -m tinyinterp.analysis.heads.nulls")
     p1, q, lift = _lift_tests(scores.effects, thr.min_category_expected)
     out = []
     for x, (v, rec) in enumerate(zip(axis_values(scores, thr.min_category_expected), scores.heads.records)):
