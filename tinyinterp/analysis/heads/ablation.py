@@ -13,7 +13,7 @@ from torch import Tensor
 
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.heads.effects import NEXT_GROUPS, _tables, next_groups
-from tinyinterp.analysis.engine import eval_mode, plan_pass
+from tinyinterp.analysis.engine import eval_mode, iter_batches, plan_batches
 
 __all__ = ["ablation_effects"]
 
@@ -40,18 +40,16 @@ def ablation_effects(model, corpus: TaggedCorpus, indices: np.ndarray, mean_z: T
     L, H, G, S = cfg.n_layers, cfg.n_heads, len(NEXT_GROUPS), len(corpus)
     store = corpus.packed()
     tables = _tables(store)
-    lengths = np.minimum(corpus.lengths(), cfg.n_ctx)
     out = {m: np.zeros((S, L * H, G)) for m in ("mean", "resample")}
     out["n"] = np.zeros((S, G))
-    plan = plan_pass(lengths, [np.asarray(indices)], batch_tokens, cfg.n_ctx)
     mz = mean_z.to(cfg.device)
-    bar = tqdm(total=len(plan) * L * H * 2, desc="heads: ablations", disable=not progress, leave=False)
+    n_batches = len(plan_batches(np.minimum(corpus.lengths(), cfg.n_ctx), max(batch_tokens, cfg.n_ctx), indices))
+    bar = tqdm(total=n_batches * L * H * 2, desc="heads: ablations", disable=not progress, leave=False)
     with eval_mode(model), torch.inference_mode():
-        for _, idx in plan:
-            n = int(lengths[idx].max())
-            tokens = torch.from_numpy(store.padded("tokens", idx, n, fill=0)).to(cfg.device)
-            mask = torch.arange(n, device=cfg.device)[None, :] < torch.as_tensor(lengths[idx], device=cfg.device)[:, None]
-            nxt = torch.as_tensor(next_groups(store, idx, n, lengths[idx], tables), device=cfg.device)
+        for batch in iter_batches(model, corpus, [np.asarray(indices)], batch_tokens):
+            idx, tokens, mask = batch.stories, batch.tokens, batch.mask
+            n = tokens.shape[1]
+            nxt = torch.as_tensor(next_groups(store, idx, n, batch.lengths, tables), device=cfg.device)
             next_ids = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], 1)
             names = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [f"blocks.{l}.attn.hook_z" for l in range(L)]
             logits, cache = model.run_with_cache(tokens, names_filter=lambda nm: nm in names)

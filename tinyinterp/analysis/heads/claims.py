@@ -153,14 +153,12 @@ def _bare_forward_s(model, corpus) -> float:
 
     import torch
 
-    from tinyinterp.analysis.engine import plan_pass
+    from tinyinterp.analysis.engine import iter_batches
 
-    lengths = np.minimum(corpus.lengths(), model.cfg.n_ctx)
-    store = corpus.packed()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for _, idx in plan_pass(lengths, [np.arange(len(corpus))], 4096, model.cfg.n_ctx):
-            model(torch.from_numpy(store.padded("tokens", idx, int(lengths[idx].max()), fill=0)))
+        for batch in iter_batches(model, corpus):
+            model(batch.tokens)
     return time.perf_counter() - t0
 
 
