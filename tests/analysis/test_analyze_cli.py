@@ -28,6 +28,13 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["corpus"]["stories"] == 30 and sum(summary["heads"].values()) == 4
     assert "k-sparse probes" in html and summary["sparse_probes"]
+    # issue 12: output effects, two-axis labels, paper claim, halves
+    axes = json.loads((out / "heads_axes.json").read_text())
+    assert len(axes) == 4 and {"dla", "mean", "resample"} <= set(axes[0]["effects"])
+    assert {"estimate", "ci_low", "ci_high"} <= set(axes[0]["effects"]["dla"]["FUNCTION"])
+    assert summary["paper_claim"]["statement"] and summary["paper_claim"]["holds"] in (True, False, None)
+    assert summary["label_agreement_halves"]["n_heads"] == 4
+    assert "What each head produces" in html
     sparse = json.loads((out / "sparse_probes.json").read_text())
     for tag, v in sparse.items():  # k grows to every neuron; each point is a held-out AUROC
         ks = [r["k"] for r in v["curve"]]
