@@ -53,7 +53,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tinyinterp.analysis.corpus.store import StoryStore, TaggedCorpus
-from tinyinterp.analysis.heads.scores import KEY_CATEGORIES, UPOS_CATEGORIES, predicted_pattern
+from tinyinterp.analysis.heads.scores import (KEY_CATEGORIES, UPOS_CATEGORIES, _category_tables, _key_categories,
+                                              predicted_pattern)
 from tinyinterp.analysis.stats import BootstrapResult, bootstrap_mean, story_weights
 from tinyinterp.analysis.engine import PassBatch, eval_mode, run_pass
 from tinyinterp.analysis.heads.copying import ov_copying
@@ -119,21 +120,6 @@ def next_groups(store: StoryStore, idx: np.ndarray, n: int, lengths: np.ndarray,
     return out
 
 
-def _key_cats(store: StoryStore, idx: np.ndarray, n: int, tables) -> np.ndarray:
-    """float32 ``[B, n, len(KEY_CATEGORIES)]`` multi-hot category of each key token (zero at BOS/padding)."""
-    grp_t, propn_t, person_t = tables
-    upos = store.padded("upos", idx, n)
-    ent = store.padded("ent", idx, n)
-    out = np.zeros((len(idx), n, len(KEY_CATEGORIES)), dtype=np.float32)
-    key_index = {c: i for i, c in enumerate(KEY_CATEGORIES)}
-    kg = np.array([key_index.get(NEXT_GROUPS[g], -1) if g >= 0 else -1 for g in grp_t], dtype=np.int64)[upos]
-    b, p = np.nonzero(kg >= 0)
-    out[b, p, kg[b, p]] = 1.0
-    out[..., key_index["NAME"]] = propn_t[upos] | person_t[ent]
-    out[:, 0] = 0.0
-    return out
-
-
 def unembed_directions(model) -> Float[Tensor, "d_model d_vocab"]:
     """``w_ln ⊙ W_U`` centred over the vocabulary and over ``d_model`` (see the module docstring)."""
     W_U = model.W_U.detach().float()
@@ -156,6 +142,7 @@ class EffectsPass:
         L, H, G, C = cfg.n_layers, cfg.n_heads, len(NEXT_GROUPS), len(KEY_CATEGORIES)
         self.model, self.store, self.L, self.H = model, store, L, H
         self.tables = _tables(store)
+        self.key_tables = _category_tables(store)
         self.U = unembed_directions(model).to(cfg.device)
         self.W_O = model.W_O.detach().float()  # [L, H, d_head, d_model]
         self.has_scale = "ln_final.hook_scale" in model.hook_dict and cfg.normalization_type in ("LN", "LNPre")
@@ -180,7 +167,7 @@ class EffectsPass:
         dev = batch.tokens.device
         idx = batch.stories
         nxt = torch.as_tensor(next_groups(self.store, idx, n, batch.lengths, self.tables), device=dev)  # [B, n, G]
-        keyc = torch.as_tensor(_key_cats(self.store, idx, n, self.tables), device=dev)  # [B, k, C]
+        keyc = torch.as_tensor(_key_categories(self.store, idx, n, self.key_tables), device=dev)  # [B, k, C]
         next_ids = torch.cat([batch.tokens[:, 1:], torch.zeros_like(batch.tokens[:, :1])], 1)  # [B, n]
         u = self.U[:, next_ids]  # [d_model, B, n]
         rm = batch.mask.float().clone()
