@@ -6,7 +6,7 @@ Model: ``checkpoints/ts-1l`` when it exists, else a random-init model of the sam
 (preset ``cpu-1l``, vocab 4096) with a byte-level BPE trained on the benchmark stories
 (cached under ``$TINYINTERP_CACHE/bench``). Text: genuine TinyStories read at run time from
 ``../shared/data/tinystories/*.txt`` (or ``--data``), else template stories from
-``tests/fixtures/stories.py``. Stories are taken in order until each size (tokens the model
+``tests/support/stories.py``. Stories are taken in order until each size (tokens the model
 sees: BOS included, cut at ``n_ctx``) is reached.
 
 Steps. (1) The parent tags the largest corpus with spaCy once (``tagging_s``: cold when the
@@ -149,7 +149,7 @@ def get_model(files: list[str]):
     from transformer_lens import HookedTransformer
 
     from tinyinterp.cache import cache_dir
-    from tinyinterp.checkpoint import hooked_config
+    from tinyinterp.models.hooked import hooked_config
     from tinyinterp.data.tokenizer import load_tokenizer, train_bpe
     from tinyinterp.models import preset_config
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer
 
-from tinyinterp.checkpoint import hooked_config, load_model, save_checkpoint
+from tinyinterp.checkpoint import load_model, save_checkpoint
+from tinyinterp.models.hooked import hooked_config
 from tinyinterp.models import TinyTransformer, from_hooked_state_dict, preset_config, to_hooked_state_dict
 
 TOL = 1e-4

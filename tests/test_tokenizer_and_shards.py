@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tinyinterp.data.batches import WindowSampler, eval_windows
-from tinyinterp.data.shards import PreparedData, prepare_data
+from tinyinterp.data.token_shards import PreparedData, prepare_data
 from tinyinterp.data.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_sha256
 
 

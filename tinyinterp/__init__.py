@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 
-__version__ = "0.1.0"
-
+from tinyinterp._version import __version__  # noqa: E402
 from tinyinterp.checkpoint import load_fast_model, load_model, save_checkpoint  # noqa: E402
 from tinyinterp.data.readers import load_stories  # noqa: E402
 from tinyinterp.errors import CheckpointError, ConfigError, DataError, TinyInterpError  # noqa: E402

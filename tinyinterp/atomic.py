@@ -65,9 +65,12 @@ def atomic_files(folder: str | os.PathLike) -> Iterator[Callable[[str], Path]]:
             p.rmdir()
 
 
+TEMP_SUFFIX = ".tinyinterp.tmp"
+
+
 def _temp_beside(folder: Path, name: str) -> Path:
     """An empty temporary file in ``folder`` (same filesystem as the target, so a rename is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMP_SUFFIX, dir=folder)
     os.close(fd)
     return Path(tmp)
 
@@ -76,13 +79,24 @@ def _seal(tmp: Path) -> None:
     """fsync a written temporary file and give it the usual permissions (mkstemp creates 0600)."""
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~umask())
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read without changing it for longer than an instant)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (hidden, ending in ``.tinyinterp.tmp``).
+
+    Only call this while holding the folder's lock: a live writer's temporary files look the same."""
+    stale = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

@@ -9,17 +9,18 @@ A checkpoint is a directory::
     manifest.json      sha256 of every file above, verified on load
     README.md          generated model card
 
-Loading is strict: unknown config fields, missing or extra weights, shape or dtype
-mismatches, NaN/inf weights, a truncated safetensors file, a tokenizer whose size does not
-match ``d_vocab`` – each raises :class:`~tinyinterp.errors.CheckpointError` with one line
-naming the file and the fix. Weights are only ever read with safetensors; nothing is
-unpickled.
+Loading is strict and bounded: only regular files inside the folder are read (size-capped
+JSON); ``config.json`` becomes a validated :class:`~tinyinterp.models.config.ModelConfig`; the
+safetensors header is compared with the shapes it implies before anything is allocated; then
+dtypes, finite parameters and buffers (``IGNORE = -inf``). Unknown config fields, missing or
+extra weights, a truncated file, a tokenizer that does not fit ``d_vocab``, a save that was
+killed between its renames – each raises :class:`~tinyinterp.errors.CheckpointError` with one
+line naming the file and the fix (docs/checkpoint-format.md lists them). Weights are only ever
+read with safetensors; nothing is unpickled.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +31,11 @@ import torch
 from torch import Tensor
 
 from tinyinterp.atomic import write_json
+from tinyinterp.device import check_device
 from tinyinterp.errors import CheckpointError
+from tinyinterp.hashing import sha256_file
+from tinyinterp.models.hooked import check_header, check_weights, hooked_config, model_config
+from tinyinterp.safe_files import check_regular, member, read_json
 
 log = logging.getLogger(__name__)
 
@@ -39,38 +44,9 @@ WEIGHTS = "model.safetensors"
 TRAINING = "training.json"
 MANIFEST = "manifest.json"
 CARD = "README.md"
-FLOAT_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
-
-
-def _ht_config_fields() -> set[str]:
-    from transformer_lens import HookedTransformerConfig
-
-    return {f.name for f in dataclasses.fields(HookedTransformerConfig)}
-
-
-def hooked_config(cfg: dict[str, Any]):
-    """Build a ``HookedTransformerConfig`` from a JSON dict, rejecting unknown fields."""
-    from transformer_lens import HookedTransformerConfig
-
-    unknown = sorted(set(cfg) - _ht_config_fields())
-    if unknown:
-        raise CheckpointError(f"{CONFIG}: unknown field(s) {unknown}; remove them (fields must be HookedTransformerConfig's)")
-    for key in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab"):
-        v = cfg.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or (v <= 0 and not (v == -1 and key in ("n_heads", "d_vocab")))):
-            raise CheckpointError(f"{CONFIG}: field {key}={v!r} must be a positive integer; restore the file from the original checkpoint")
-    try:
-        return HookedTransformerConfig(**cfg)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{CONFIG}: invalid HookedTransformer config ({type(exc).__name__}: {exc})") from None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+# present only while a save renames its files into place: a kill there leaves files of two steps
+SAVING = ".save-in-progress"
+MAX_CONFIG_BYTES = 1 << 20
 
 
 # files that define the model (weights, config, tokenizer, provenance), not logs or cards
@@ -89,19 +65,27 @@ def write_manifest(ckpt: Path) -> None:
 
 
 def verify_manifest(ckpt: Path) -> None:
-    mp = ckpt / MANIFEST
+    """Every file ``manifest.json`` lists (plain names of regular files inside ``ckpt``) has its sha256."""
+    mp = member(ckpt, MANIFEST, CheckpointError)
     if not mp.exists():
         log.warning("%s: no %s; skipping checksum verification", ckpt, MANIFEST)
         return
+    fix = "re-save the checkpoint or load with --no-verify"
     try:
-        sums = json.loads(mp.read_text())["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise CheckpointError(f"{mp}: unreadable manifest; re-save the checkpoint or load with --no-verify") from None
+        sums = read_json(mp, CheckpointError, fix, max_bytes=MAX_CONFIG_BYTES)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{mp}: unreadable manifest ({str(exc).split(': ', 1)[-1].split(';')[0]}); {fix}") from None
+    sums = sums.get("sha256") if isinstance(sums, dict) else None
+    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+        raise CheckpointError(f"{mp}: unreadable manifest (expected {{\"sha256\": {{file: hex digest}}}}); {fix}")
     for name, digest in sums.items():
-        f = ckpt / name
+        f = member(ckpt, name, CheckpointError, f"{MANIFEST} entry")
         if not f.exists():
             raise CheckpointError(f"{f}: listed in {MANIFEST} but missing; restore it or load with --no-verify")
         if sha256_file(f) != digest:
+            if (ckpt / SAVING).exists():
+                raise CheckpointError(f"{ckpt}: a save was interrupted while renaming its files (they come from two "
+                                      "steps); rerun the training with --resume to rewrite it from the last saved state")
             raise CheckpointError(
                 f"{f}: sha256 does not match {MANIFEST} (file changed or corrupted); restore it or load with --no-verify"
             )
@@ -134,6 +118,7 @@ def save_checkpoint(
                for k, v in state_dict.items()}
     with atomic_files(out) as stage:
         new: dict[str, Path] = {}
+        stage(SAVING)  # renamed in first, removed last: its presence says "files of two steps"
 
         def put(name: str) -> Path:
             new[name] = stage(name)
@@ -151,63 +136,46 @@ def save_checkpoint(
         names = sorted(set(_defining_files(out)) | (set(new) & DEFINING_FILES))
         sums = {name: sha256_file(new.get(name, out / name)) for name in names}
         put(MANIFEST).write_text(json.dumps({"sha256": sums}, indent=2) + "\n", encoding="utf-8")
+    (out / SAVING).unlink(missing_ok=True)
     return out
 
 
 def read_config(ckpt: Path) -> dict[str, Any]:
-    cp = ckpt / CONFIG
+    cp = member(ckpt, CONFIG, CheckpointError)
     if not cp.exists():
         raise CheckpointError(f"{ckpt}: not a tinyinterp checkpoint (no {CONFIG}); pass a folder written by `tinyinterp train`")
-    try:
-        cfg = json.loads(cp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cp}: invalid JSON ({exc}); restore the file from the original checkpoint") from None
+    cfg = read_json(cp, CheckpointError, "restore the file from the original checkpoint", max_bytes=MAX_CONFIG_BYTES)
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{cp}: expected a JSON object of HookedTransformerConfig fields")
     return cfg
+
+
+def weights_path(ckpt: Path) -> Path:
+    """``ckpt``'s safetensors file: a regular file inside the folder, and not a pickle."""
+    wp = member(ckpt, WEIGHTS, CheckpointError)
+    if not wp.exists():
+        pickles = [p.name for p in ckpt.glob("*.bin")] + [p.name for p in ckpt.glob("*.pt")] + [p.name for p in ckpt.glob("*.pth")]
+        hint = f" (found {pickles}: pickle files are never loaded; convert them to safetensors)" if pickles else ""
+        raise CheckpointError(f"{wp}: missing weights file{hint}")
+    check_regular(wp, CheckpointError)
+    with open(wp, "rb") as fh:
+        head = fh.read(9)  # safetensors: 8-byte header length, then "{"
+    if head[8:9] != b"{" and head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save zip / raw pickle
+        raise CheckpointError(f"{wp}: is a PyTorch pickle, not safetensors; pickles are never loaded, "
+                              "convert it with safetensors.torch.save_file where you trust its origin")
+    return wp
 
 
 def read_weights(ckpt: Path) -> dict[str, Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    wp = ckpt / WEIGHTS
-    if not wp.exists():
-        pickles = [p.name for p in ckpt.glob("*.bin")] + [p.name for p in ckpt.glob("*.pt")] + [p.name for p in ckpt.glob("*.pth")]
-        hint = f" (found {pickles}: pickle files are never loaded; convert them to safetensors)" if pickles else ""
-        raise CheckpointError(f"{wp}: missing weights file{hint}")
-    with open(wp, "rb") as fh:
-        head = fh.read(9)  # safetensors: 8-byte header length, then "{"
-    if head[8:9] != b"{" and head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save zip / raw pickle
-        raise CheckpointError(f"{wp}: is a PyTorch pickle, not safetensors; pickles are never loaded, "
-                              "convert it with safetensors.torch.save_file where you trust its origin")
+    wp = weights_path(ckpt)
     try:
         sd = load_file(str(wp))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{wp}: corrupt or truncated safetensors file ({str(exc).splitlines()[0][:160]}); re-save or re-download it") from None
     return sd
-
-
-def check_weights(sd: dict[str, Tensor], expected: dict[str, Tensor], where: Path, params: set[str] | None = None) -> None:
-    """Names, shapes, dtypes; parameters (not buffers such as ``IGNORE = -inf``) must be finite."""
-    missing = sorted(set(expected) - set(sd))
-    extra = sorted(set(sd) - set(expected))
-    if missing or extra:
-        raise CheckpointError(
-            f"{where}: weights do not match {CONFIG} (missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
-            f"unexpected {extra[:3]}{'…' if len(extra) > 3 else ''}); the config and weights come from different models"
-        )
-    for k, ref in expected.items():
-        v = sd[k]
-        if tuple(v.shape) != tuple(ref.shape):
-            raise CheckpointError(f"{where}: {k} has shape {tuple(v.shape)} but {CONFIG} implies {tuple(ref.shape)}; config and weights disagree")
-        if ref.is_floating_point():
-            if v.dtype not in FLOAT_DTYPES:
-                raise CheckpointError(f"{where}: {k} has dtype {v.dtype}; expected float32/float16/bfloat16")
-            if (params is None or k in params) and v.numel() and not torch.isfinite(v).all():
-                raise CheckpointError(f"{where}: {k} contains NaN or inf; the checkpoint is broken (training diverged?)")
-        elif v.dtype != ref.dtype:
-            raise CheckpointError(f"{where}: {k} has dtype {v.dtype}; expected {ref.dtype}")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -230,18 +198,19 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", veri
     """
     from transformer_lens import HookedTransformer
 
-    from tinyinterp.data.tokenizer import load_tokenizer
+    from tinyinterp.data.tokenizer import check_tokenizer_fits, load_tokenizer
     from tinyinterp.models import hf_import
 
+    device = check_device(device)
     if hf_import.is_hub_name(path):
         return hf_import.load_hub_model(str(path), device=device, with_tokenizer=with_tokenizer)
     if hf_import.is_hf_dir(path):
         return hf_import.load_hf_dir(path, device=device, with_tokenizer=with_tokenizer)
     ckpt = resolve_checkpoint(path)
-    cfg_dict = read_config(ckpt)
+    mc = model_config(read_config(ckpt), ckpt / CONFIG)
     if verify:
         verify_manifest(ckpt)
-    cfg = hooked_config(cfg_dict)
+    cfg = hooked_config(mc, ckpt / CONFIG)
     tokenizer = None
     if with_tokenizer:
         try:
@@ -252,6 +221,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", veri
             raise CheckpointError(
                 f"{ckpt}: tokenizer has {len(tokenizer)} ids but {CONFIG} says d_vocab={cfg.d_vocab}; use the tokenizer the model was trained with"
             )
+        check_tokenizer_fits(tokenizer, cfg.d_vocab, ckpt / "tokenizer.json")
+    check_header(weights_path(ckpt), mc)  # before anything of the model's size is allocated
     sd = read_weights(ckpt)
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     check_weights(sd, model.state_dict(), ckpt / WEIGHTS, {n for n, _ in model.named_parameters()})
@@ -267,6 +238,7 @@ def load_fast_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     from tinyinterp.models import hf_import
     from tinyinterp.models.convert import from_hooked_state_dict
 
+    device = check_device(device)
     ht = load_model(path, device="cpu", verify=verify)
     foreign = hf_import.is_hub_name(path) or hf_import.is_hf_dir(path)
     cfg = hf_import.fast_config(ht.cfg) if foreign else read_config(Path(path))

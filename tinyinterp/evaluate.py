@@ -64,7 +64,7 @@ def evaluate_windows(
 
 def stories_to_stream(tokenizer, stories: Iterable[str], batch: int = 512) -> np.ndarray:
     """``<|endoftext|>`` story ``<|endoftext|>`` story … as one int64 array."""
-    from tinyinterp.data.shards import BATCH_CHARS
+    from tinyinterp.data.token_shards import BATCH_CHARS
 
     eot = tokenizer.bos_token_id
     pieces: list[np.ndarray] = []

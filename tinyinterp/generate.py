@@ -27,10 +27,7 @@ def generate(
     ``temperature == 0`` is greedy. Sampling uses its own ``torch.Generator`` seeded with
     ``seed``, so results are reproducible and the global RNG is untouched.
     """
-    if not temperature >= 0:  # also NaN
-        raise TinyInterpError(f"temperature={temperature}: must be >= 0 (0 = greedy)")
-    if max_new_tokens < 0:
-        raise TinyInterpError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+    check_settings(temperature, max_new_tokens, seed)
     bos = tokenizer.bos_token_id
     ids = [bos] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if len(ids) > n_ctx:
@@ -54,6 +51,19 @@ def generate(
     return prompt + tokenizer.decode(tokens[0, n_prompt:].tolist())
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_settings(temperature: float, max_new_tokens: int, seed: int) -> None:
+    """One-line errors for sampling settings no generator accepts."""
+    if not temperature >= 0 or temperature == float("inf"):  # also NaN
+        raise TinyInterpError(f"temperature={temperature}: must be >= 0 (0 = greedy)")
+    if max_new_tokens < 0:
+        raise TinyInterpError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+    if not 0 <= seed <= MAX_SEED:
+        raise TinyInterpError(f"seed={seed}: must be in [0, 2**63)")
+
+
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\n\t")
 
 
@@ -67,6 +77,14 @@ def sample_stories(model, n: int, prompt: str = "Once upon a time", max_new_toke
     """
     from tqdm.auto import tqdm
 
+    check_settings(temperature, max_new_tokens, seed)
+    if temperature == 0:
+        raise TinyInterpError("temperature=0: sampling stories needs a temperature > 0 (0 would repeat one story)")
+    n_prompt = model.to_tokens(prompt).shape[1]
+    if n_prompt + max_new_tokens > model.cfg.n_ctx:
+        raise TinyInterpError(f"max_new_tokens={max_new_tokens}: the prompt ({n_prompt} tokens with BOS) plus the new tokens "
+                              f"exceed the model's context of {model.cfg.n_ctx}; pass --max-new-tokens "
+                              f"{max(0, model.cfg.n_ctx - n_prompt)} or less")
     out: list[str] = []
     eos = model.tokenizer.eos_token_id
     with torch.random.fork_rng(devices=[]):

@@ -9,9 +9,10 @@ import torch
 
 import tinyinterp
 from tests.interop.conftest import TOKENIZER_VOCAB, TS_1L, TS_4L, add_tokenizer, max_diff, tokens
-from tinyinterp.checkpoint import hooked_config, save_checkpoint
+from tinyinterp.checkpoint import save_checkpoint
+from tinyinterp.models.hooked import hooked_config
 from tinyinterp.cli.main import main
-from tinyinterp.errors import CheckpointError
+from tinyinterp.errors import CheckpointError, TinyInterpError
 from tinyinterp.models.hf_export import export_hf, fold_unembed_bias
 
 TOL = 1e-4
@@ -119,18 +120,28 @@ def test_what_gpt_neo_cannot_hold_is_refused(tmp_path):
 
 
 def test_refuses_to_overwrite(tmp_path, capsys, ts1l_hf):
+    """A folder export-hf did not write is never touched, not even with --overwrite (issue 17);
+    its own earlier output is replaced with --overwrite, and files the user added to it stay."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert main(["export-hf", str(TS_1L), str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "exists and is not empty; pass --overwrite" in err[0]
-    assert (out / "keep.txt").read_text() == "mine"
-    with pytest.raises(CheckpointError, match="is the model being exported"):
+    for flags in ([], ["--overwrite"]):
+        assert main(["export-hf", str(TS_1L), str(out), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not empty and was not written by `tinyinterp export-hf`" in err[0]
+        assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(TinyInterpError, match="holds the input"):
         export_hf(ts1l_hf, ts1l_hf, overwrite=True)
-    res = export_hf(TS_1L, out, overwrite=True, check=False)
-    assert res.max_abs_diff is None and not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    mine = tmp_path / "mine"
+    export_hf(TS_1L, mine, check=False)
+    (mine / "notes.txt").write_text("added later")
+    with pytest.raises(TinyInterpError, match="pass --overwrite"):
+        export_hf(TS_1L, mine, check=False)
+    res = export_hf(TS_1L, mine, overwrite=True, check=False)
+    assert res.max_abs_diff is None and (mine / "notes.txt").read_text() == "added later"
+    assert (mine / "model.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left behind
+    assert not [p for p in mine.iterdir() if p.name.startswith(".") and p.name != ".tinyinterp-output.json"]
 
 
 @pytest.mark.parametrize("case", ["generic", "bias_orthogonal", "zero_gain"])

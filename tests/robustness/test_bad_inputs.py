@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.support.stories import make_stories
-from tests.robustness.bad_input_helpers import cli, copy_ckpt, edit_config, error_line, tree
+from tests.robustness.bad_input_helpers import PickleTrap, cli, copy_ckpt, edit_config, error_line, tree
 from tinyinterp.checkpoint import load_model, write_manifest
 from tinyinterp.errors import CheckpointError
 
@@ -147,20 +147,10 @@ def test_unreadable_tokenizer(capsys, ckpt):
 # --- pickles are refused, never unpickled -------------------------------------------------
 
 
-class _Trap:
-    """Unpickling this creates ``path``: proof that a pickle was executed."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_pickle_in_place_of_weights_is_never_unpickled(capsys, ckpt, tmp_path):
     trap = tmp_path / "unpickled"
     (ckpt / "model.safetensors").unlink()
-    torch.save({"embed.W_E": _Trap(str(trap))}, ckpt / "model.safetensors")  # a .pt renamed
+    torch.save({"embed.W_E": PickleTrap(str(trap))}, ckpt / "model.safetensors")  # a .pt renamed
     write_manifest(ckpt)
     _check_refused(capsys, ckpt, r"model\.safetensors: is a PyTorch pickle, not safetensors", "never loaded")
     with pytest.raises(CheckpointError, match="pickle"):
@@ -172,7 +162,7 @@ def test_pickle_checkpoint_file_or_folder(capsys, ckpt, tmp_path):
     trap = tmp_path / "unpickled"
     (ckpt / "model.safetensors").unlink()
     with open(ckpt / "model.pt", "wb") as fh:
-        pickle.dump(_Trap(str(trap)), fh)
+        pickle.dump(PickleTrap(str(trap)), fh)
     write_manifest(ckpt)
     _check_refused(capsys, ckpt, r"missing weights file \(found \['model\.pt'\]: pickle files are never loaded")
     _check_refused(capsys, ckpt / "model.pt", "is a file; pass the checkpoint folder", cmd=("generate", "--prompt", "a"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinyinterp.output_folder import HELP
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -16,10 +18,10 @@ def add_parser(sub) -> None:
                     "See docs/interop.md.",
         epilog="example: tinyinterp export-hf checkpoints/ts-1l /tmp/ts-1l-hf")
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint folder, Hugging Face folder or hf:NAME")
-    p.add_argument("out", metavar="OUT", help="folder to write (must not exist or be empty, unless --overwrite)")
+    p.add_argument("out", metavar="OUT", help=f"folder to write. {HELP}")
     p.add_argument("--arch", choices=("auto", "gpt2", "gpt-neo"), default="auto",
                    help="architecture to write (auto: GPT-2 unless a layer uses local attention)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier `tinyinterp export-hf` output in OUT")
     p.add_argument("--no-check", action="store_true", help="do not load the result back to compare logits")
     p.add_argument("--no-verify", action="store_true", help="skip the checkpoint's sha256 check")
     p.set_defaults(func=run)

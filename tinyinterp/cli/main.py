@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except PermissionError as exc:  # an unreadable input or a read-only output, wherever it is met
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc.filename or 'a file'}: permission denied; make it readable/writable (chmod) or choose "
+              "another path", file=sys.stderr)
+        return EXIT_USER_ERROR
     except FloatingPointError as exc:
         if args.debug:
             traceback.print_exc()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 
 from tinyinterp.errors import TinyInterpError
 
@@ -80,10 +82,11 @@ def run_eval(args) -> int:
 
 def run_generate(args) -> int:
     from tinyinterp.checkpoint import load_fast_model
-    from tinyinterp.generate import generate
+    from tinyinterp.generate import check_settings, generate
 
     _positive("max_new_tokens", args.max_new_tokens, allow_zero=True)
     _positive("top_k", args.top_k)
+    check_settings(args.temperature, args.max_new_tokens, args.seed)
     model, tok = load_fast_model(args.ckpt, verify=not args.no_verify)
     results = []
     for prompt in args.prompt:
@@ -102,10 +105,16 @@ def run_generate(args) -> int:
 def run_sample(args) -> int:
     from tinyinterp.atomic import write_text
     from tinyinterp.checkpoint import load_model
-    from tinyinterp.generate import sample_stories
+    from tinyinterp.generate import check_settings, sample_stories
 
     _positive("n", args.n)
     _positive("max_new_tokens", args.max_new_tokens)
+    check_settings(args.temperature, args.max_new_tokens, args.seed)
+    out = Path(args.out)
+    if out.is_dir():
+        raise TinyInterpError(f"--out {out}: is a folder; pass the .txt file to write, e.g. {out / 'stories.txt'}")
+    if out.parent.is_dir() and not os.access(out.parent, os.W_OK):
+        raise TinyInterpError(f"--out {out}: cannot write in {out.parent} (permission denied); choose another --out")
     model = load_model(args.ckpt, verify=not args.no_verify)
     stories = sample_stories(model, args.n, args.prompt, args.max_new_tokens, args.temperature, args.seed)
     write_text(args.out, "".join(s + "\n<|endoftext|>\n" for s in stories))
@@ -114,16 +123,19 @@ def run_sample(args) -> int:
 
 
 def run_info(args) -> int:
-    from pathlib import Path
-
-    from tinyinterp.checkpoint import TRAINING, load_model
+    from tinyinterp.checkpoint import MAX_CONFIG_BYTES, TRAINING, load_model
+    from tinyinterp.errors import CheckpointError
+    from tinyinterp.safe_files import member, read_json
 
     model = load_model(args.ckpt, verify=not args.no_verify)
     info = {"checkpoint": args.ckpt, "n_params": sum(p.numel() for p in model.parameters()),
             "config": {k: getattr(model.cfg, k) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab")}}
-    tp = Path(args.ckpt) / TRAINING
+    tp = member(Path(args.ckpt), TRAINING, CheckpointError)
     if tp.exists():
-        t = json.loads(tp.read_text())
+        t = read_json(tp, CheckpointError, "restore it from the original checkpoint or load with --no-verify",
+                      max_bytes=MAX_CONFIG_BYTES)
+        if not isinstance(t, dict):
+            raise CheckpointError(f"{tp}: expected a JSON object (the training summary); restore it from the original checkpoint")
         info.update({k: t.get(k) for k in ("command", "step", "tokens_seen", "wall_s", "final_eval")})
     print(json.dumps(info, indent=2, default=str))
     return 0

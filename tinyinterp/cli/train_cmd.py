@@ -2,66 +2,81 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import errno
 import json
 import shlex
 import sys
+import typing
 from pathlib import Path
 
 from tinyinterp.errors import ConfigError
+from tinyinterp.safe_files import read_json
 from tinyinterp.models.presets import PRESETS
 
-# CLI flag -> TrainConfig field (same name with dashes unless listed)
-_FIELD_FLAGS = [
-    ("batch_size", int), ("grad_accum", int), ("lr", float), ("min_lr_ratio", float), ("warmup_steps", int),
-    ("max_steps", int), ("max_tokens", int), ("epochs", float), ("weight_decay", float), ("beta1", float),
-    ("beta2", float), ("grad_clip", float), ("dropout", float), ("seed", int), ("eval_every", int),
-    ("eval_tokens", int), ("log_every", int), ("save_every", int), ("snapshots", int), ("vocab_size", int),
-    ("val_fraction", float), ("sample_tokens", int), ("threads", int),
-]
+# fields whose flag is not --field-name, or that take a fixed set of values
+_FLAG_NAMES = {"eval_data": "--eval", "model_overrides": "--model-config"}
+_CHOICES = {"preset": lambda: list(PRESETS), "save_dtype": lambda: ["float32", "float16"]}
+_METAVARS = {"data": "SRC", "eval_data": "SRC", "tokenizer": "DIR", "model_overrides": "JSON", "sample_prompts": "TEXT"}
 
 
-def _field_help(name: str) -> str:
-    from tinyinterp.training import config as cfgmod
+def field_flags() -> list[tuple[str, dict]]:
+    """``(flag, add_argument keywords)`` for every :class:`TrainConfig` field, from its type, default and help.
 
-    src = Path(cfgmod.__file__).read_text().splitlines()
-    for i, line in enumerate(src):
-        if line.strip().startswith(f"{name}:") and i + 1 < len(src) and src[i + 1].strip().startswith('"""'):
-            return src[i + 1].strip().strip('"')
-    return ""
+    Every flag's default is None (absent), so a ``--config`` file's value survives unless the flag is given."""
+    from tinyinterp.training.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        text = _rst(f.metadata.get("help", ""))
+        kw: dict = {"dest": f.name, "default": None}
+        base = typing.get_origin(hints[f.name]) or hints[f.name]
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        if f.name == "model_overrides":
+            kw.update(help=f"{text} (a JSON object)")
+        elif hints[f.name] is bool:
+            flag = "--no-" + f.name.replace("_", "-") if default else "--" + f.name.replace("_", "-")
+            out.append((flag, {**kw, "action": "store_const", "const": not default,
+                               "help": f"turn this off (on by default): {text}" if default else text}))
+            continue
+        elif base is list:
+            kw.update(nargs="+", help=f"{text} (default: {' / '.join(default) or 'none'})")
+        else:
+            typ = args[0] if args and base is not str else base
+            kw.update(type=typ, help=f"{text} (default: {default})")
+            if f.name in _CHOICES:
+                kw["choices"] = _CHOICES[f.name]()
+        if f.name in _METAVARS:
+            kw["metavar"] = _METAVARS[f.name]
+        out.append((_FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-")), kw))
+    return out
+
+
+def _rst(text: str) -> str:
+    """Help text without reStructuredText literals (``x`` -> x); argparse's % escaped."""
+    return text.replace("``", "").replace("%", "%%")
 
 
 def add_parser(sub) -> None:
-    from tinyinterp.training.config import TrainConfig
-
-    defaults = TrainConfig.__dataclass_fields__
     p = sub.add_parser(
         "train", help="train a model and write a HookedTransformer checkpoint",
         description="Train a TinyStories-style model: corpus → BPE tokenizer → token shards → training → checkpoint. "
-                    "The output folder loads with tinyinterp.load_model(OUT) or plain TransformerLens.",
+                    "The output folder loads with tinyinterp.load_model(OUT) or plain TransformerLens. "
+                    "Every TrainConfig field is a flag; flags override a --config file.",
         epilog="example: tinyinterp train --preset cpu-1l --data stories.txt --eval val.txt --out runs/1l --epochs 3",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", nargs="+", default=None, metavar="SRC", help="training corpus: .txt/.jsonl/.json files, folders, globs, hf:NAME[:SPLIT]")
-    p.add_argument("--eval", nargs="+", default=[], metavar="SRC", dest="eval_data", help="evaluation corpus, never trained on")
-    p.add_argument("--out", required=False, help="checkpoint folder to write")
-    p.add_argument("--preset", default=None, choices=list(PRESETS), help="model shape (see `tinyinterp presets`; default: cpu-1l)")
+    p.add_argument("--out", required=False, metavar="OUT",
+                   help="checkpoint folder to write: new, empty, or an earlier run (continue it with --resume or "
+                        "replace it with --overwrite); a folder holding other files or an input is refused")
     p.add_argument("--config", default=None, metavar="JSON", help="TrainConfig as a JSON file; flags given on the command line override it")
-    p.add_argument("--tokenizer", default=None, metavar="DIR", help="use this tokenizer folder instead of training a BPE")
-    p.add_argument("--n-ctx", type=int, default=None, help="context length (overrides the preset)")
-    p.add_argument("--model-config", default=None, metavar="JSON", help='HookedTransformerConfig overrides, e.g. \'{"use_attn_scale": false}\'')
-    for name, typ in _FIELD_FLAGS:
-        d = defaults[name].default
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=f"{_field_help(name)} (default: {d})")
-    p.add_argument("--no-dedupe", action="store_true", help="keep exact duplicate stories")
-    p.add_argument("--save-dtype", choices=["float32", "float16"], default=None, help="dtype of exported weights (default: float32)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--n-ctx", type=int, default=None, help="context length (a shortcut for --model-config '{\"n_ctx\": N}')")
+    for flag, kw in field_flags():
+        p.add_argument(flag, **kw)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved step")
-    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (only the files a run writes; "
+                                                            "files you added stay)")
     p.set_defaults(func=run)
 
 
@@ -70,43 +85,31 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
 
     base: dict = {}
     if args.config:
+        if not Path(args.config).is_file():
+            raise ConfigError(f"{args.config}: cannot read training config (no such file); pass a JSON file to --config")
         try:
-            base = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{args.config}: cannot read training config ({exc})") from None
+            base = read_json(args.config, ConfigError, "fix the training config file", max_bytes=1 << 20)
+        except ConfigError as exc:
+            raise ConfigError(f"{args.config}: cannot read training config ({_reason(exc)}); fix the file") from None
         if not isinstance(base, dict):
             raise ConfigError(f"{args.config}: expected a JSON object of TrainConfig fields")
     state_path = Path(args.out or ".") / "resume" / "state.json"
     if args.resume and not args.config and args.out and state_path.exists():
         try:
-            base = json.loads(state_path.read_text())["config"]
-        except (OSError, ValueError, KeyError, TypeError):
+            base = read_json(state_path, ConfigError, "restart the run with --overwrite")["config"]
+        except (ConfigError, KeyError, TypeError):
             raise ConfigError(f"{state_path}: unreadable resume state; restart the run with --overwrite") from None
-    given = {}
-    if args.data is not None:
-        given["data"] = args.data
-    if args.eval_data:
-        given["eval_data"] = args.eval_data
-    for name, _ in _FIELD_FLAGS:
-        v = getattr(args, name)
-        if v is not None:
-            given[name] = v
-    for flag, field in (("preset", "preset"), ("tokenizer", "tokenizer"), ("save_dtype", "save_dtype"), ("device", "device")):
-        if getattr(args, flag) is not None:
-            given[field] = getattr(args, flag)
-    if args.no_dedupe:
-        given["dedupe"] = False
-    if args.bf16:
-        given["bf16"] = True
-    if args.compile:
-        given["compile"] = True
+        if not isinstance(base, dict):
+            raise ConfigError(f"{state_path}: unreadable resume state; restart the run with --overwrite")
+    given = {f: getattr(args, f) for f in (kw["dest"] for _, kw in field_flags())
+             if getattr(args, f) is not None and f != "model_overrides"}
     overrides = base.get("model_overrides", {})
     if not isinstance(overrides, dict):
         raise ConfigError(f"{args.config}: model_overrides must be a JSON object of HookedTransformerConfig fields")
     overrides = dict(overrides)
-    if args.model_config:
+    if args.model_overrides:
         try:
-            given_overrides = json.loads(args.model_config)
+            given_overrides = json.loads(args.model_overrides)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--model-config: invalid JSON ({exc.msg})") from None
         if not isinstance(given_overrides, dict):
@@ -131,6 +134,12 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
         hint = f"; did you mean {close[0]!r}?" if close else "; `tinyinterp train --help` lists the fields"
         raise ConfigError(f"{args.config or 'training config'}: unknown field(s) {unknown}{hint}")
     return TrainConfig(**merged)
+
+
+def _reason(exc: Exception) -> str:
+    """``invalid JSON (line 1: Expecting ...)`` of a ``path: reason; fix`` message."""
+    text = str(exc).split(": ", 1)[-1]
+    return text.rsplit("; ", 1)[0]
 
 
 def run(args) -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import codecs
 import glob
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from typing import Iterable, Iterator
 
 from tinyinterp.data.normalize import normalize_story
 from tinyinterp.errors import DataError
+from tinyinterp.hashing import sha256_file
+from tinyinterp.safe_files import check_regular, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,6 @@ class Source:
         return {"path": self.path, "kind": self.kind, "sha256": self.sha256, "bytes": self.n_bytes}
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resolve_sources(specs: str | Iterable[str]) -> list[Source]:
     """Expand paths, folders, globs and ``hf:`` names into a sorted, de-duplicated list."""
     if isinstance(specs, (str, os.PathLike)):
@@ -81,6 +74,8 @@ def resolve_sources(specs: str | Iterable[str]) -> list[Source]:
                 raise DataError(f"{spec}: folder holds no .txt, .jsonl or .json files")
         elif p.is_file():
             files = [p]
+        elif p.exists():
+            check_regular(p, DataError)  # a FIFO or device: one line, never a read that blocks
         elif any(c in spec for c in "*?["):
             files = sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
             if not files:
@@ -95,7 +90,10 @@ def resolve_sources(specs: str | Iterable[str]) -> list[Source]:
             suffix = f.suffix.lower()
             if suffix not in SUPPORTED_SUFFIXES:
                 raise DataError(f"{f}: unsupported file type {suffix or '(none)'}; use .txt (<|endoftext|>-separated), .jsonl or .json")
-            out.append(Source(str(f), suffix[1:], file_sha256(f), f.stat().st_size))
+            try:
+                out.append(Source(str(f), suffix[1:], sha256_file(f), f.stat().st_size))
+            except PermissionError:
+                raise DataError(f"{f}: permission denied; make it readable (chmod +r) or leave it out of --data") from None
     if not out:
         raise DataError("no corpus given: pass at least one file, folder, glob or hf:NAME")
     return out
@@ -182,22 +180,21 @@ def _texts_from_json_obj(obj, path: str, where: str) -> Iterator[str]:
 
 def _iter_jsonl(path: str) -> Iterator[str]:
     _check_text_file(path)
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        for i, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{i}: not valid UTF-8 (byte {exc.start} of the line); re-encode it, "
+                                "e.g. `iconv -f latin1 -t utf-8`") from None
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
+            obj = parse_json(line, f"{path}:{i}", DataError, "fix or remove that line")
             yield from _texts_from_json_obj(obj, path, f"line {i}")
 
 
 def _iter_json(path: str) -> Iterator[str]:
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+    data = parse_json(_read_text(path), path, DataError, "fix the file")
     items = data if isinstance(data, list) else [data]
     for i, obj in enumerate(items):
         yield from _texts_from_json_obj(obj, path, f"item {i}")

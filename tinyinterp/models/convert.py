@@ -34,13 +34,9 @@ def to_hooked_state_dict(model: TinyTransformer, buffers: dict[str, Tensor] | No
     ``HookedTransformer`` when not given.
     """
     if buffers is None:
-        from transformer_lens import HookedTransformer
+        from tinyinterp.models.hooked import hooked_buffers
 
-        from tinyinterp.checkpoint import hooked_config
-
-        ht = HookedTransformer(hooked_config(model.cfg), move_to_device=False)
-        names = {n for n, _ in ht.named_parameters()}
-        buffers = {k: v for k, v in ht.state_dict().items() if k not in names}
+        buffers = hooked_buffers(model.cfg)
     s = {k: v.detach().float() for k, v in model.state_dict().items()}
     h, n_layers = model.cfg["n_heads"], model.cfg["n_layers"]
     out: dict[str, Tensor] = {

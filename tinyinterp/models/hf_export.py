@@ -30,9 +30,10 @@ import einops
 import torch
 from torch import Tensor
 
-from tinyinterp.atomic import _umask
+from tinyinterp.atomic import umask
 from tinyinterp.errors import CheckpointError
 from tinyinterp.models.hf_import import TOKENIZER_FILES, is_hub_name
+from tinyinterp.output_folder import check_output, write_output
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,8 @@ def logits_diff(model, hf_dir: Path) -> float:
     """Max |logits| difference between ``model`` and the folder loaded with ``AutoModelForCausalLM``."""
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True).eval()
+    hf = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True,
+                                              trust_remote_code=False).eval()
     toks = _probe_tokens(model.cfg)
     with torch.no_grad():
         ours = model(toks.to(model.cfg.device)).float().cpu()
@@ -251,50 +253,37 @@ def _card(src: str, arch: str, cfg, diff: float | None) -> str:
             "into `lm_head.weight` (and, rarely, `transformer.ln_f.bias`); see tinyinterp's docs/interop.md.\n")
 
 
-def _check_target(src: str | os.PathLike, out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"{out}: is a file; pass a folder to write the Hugging Face model into")
-    if not is_hub_name(src) and out.exists() and out.resolve() == Path(src).expanduser().resolve():
-        raise CheckpointError(f"{out}: is the model being exported; choose another output folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CheckpointError(f"{out}: exists and is not empty; pass --overwrite to replace it or choose another folder")
-
-
 def export_hf(src: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False, arch: str = "auto",
               check: bool = True, verify: bool = True) -> ExportResult:
     """Write ``src`` (a checkpoint, HF folder or ``hf:NAME``) to ``out`` as a ``transformers`` model + tokenizer.
 
-    The folder is written beside ``out`` and renamed into place when complete; an existing
-    non-empty ``out`` is replaced only with ``overwrite``. With ``check`` the written folder is
-    loaded back with ``AutoModelForCausalLM`` and its logits compared (error above 1e-3).
+    ``out`` follows :mod:`tinyinterp.output_folder`: new, empty, or an earlier ``export-hf``
+    output (replaced only with ``overwrite``, and only the files it wrote); a folder that holds
+    the source or lies inside it is refused. The files are written into a staging folder and moved
+    in when complete. With ``check`` the written folder is loaded back with
+    ``AutoModelForCausalLM`` and its logits compared (error above 1e-3).
     """
     from tinyinterp.checkpoint import load_model
 
-    out = Path(out).expanduser()
-    _check_target(src, out, overwrite)
+    out = Path(out).expanduser().absolute()
+    inputs = [] if is_hub_name(src) else [src]
+    check_output(out, "export-hf", inputs, overwrite, what="Hugging Face model")
     model = load_model(src, verify=verify)
     arch = choose_arch(model.cfg, arch)
     hf = build_hf_model(model, arch)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
+    with write_output(out, "export-hf", inputs, overwrite, what="Hugging Face model") as stage:
         with quiet_progress():
-            hf.save_pretrained(str(tmp), safe_serialization=True)
+            hf.save_pretrained(str(stage), safe_serialization=True)
             del hf
-            _copy_tokenizer(model, src, tmp)
-            diff = logits_diff(model, tmp) if check else None
+            _copy_tokenizer(model, src, stage)
+            diff = logits_diff(model, stage) if check else None
         if diff is not None and not diff <= CHECK_TOL:
             raise CheckpointError(f"{src}: the exported model's logits differ by {diff:.3g} (> {CHECK_TOL}); "
                                   "please report this with the checkpoint's config.json")
-        (tmp / "README.md").write_text(_card(str(src), arch, model.cfg, diff), encoding="utf-8")
-        mode = 0o666 & ~_umask()
-        for f in tmp.iterdir():  # transformers writes the weights 0600
+        (stage / "README.md").write_text(_card(str(src), arch, model.cfg, diff), encoding="utf-8")
+        mode = 0o666 & ~umask()
+        for f in stage.iterdir():  # transformers writes the weights 0600
             os.chmod(f, mode)
-        _swap_in(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.debug("exported %s to %s as %s (max |logit diff| %s)", src, out, arch, diff)
     return ExportResult(out, arch, diff)
 
@@ -311,20 +300,6 @@ def quiet_progress() -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished folder onto ``out`` (an old ``out`` is moved aside first, then removed)."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["ExportResult", "export_hf", "build_hf_model", "choose_arch", "fold_unembed_bias"]

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from tinyinterp.errors import CheckpointError
+from tinyinterp.safe_files import member, read_json
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ SUPPORTED = ("gpt_neo", "gpt2")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "added_tokens.json", "tokenizer.model")
 TINYSTORIES_CTX = 512
+MAX_CONFIG_BYTES = 1 << 20
 # buffers that old checkpoints saved alongside the weights (causal masks), ignored on load
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".attention.bias", ".attention.masked_bias")
 
@@ -58,8 +60,8 @@ def read_hf_config(path: Path) -> dict[str, Any] | None:
     if not (path.is_dir() and cp.is_file()):
         return None
     try:
-        cfg = json.loads(cp.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        cfg = read_json(member(path, CONFIG, CheckpointError), CheckpointError, max_bytes=MAX_CONFIG_BYTES)
+    except (OSError, CheckpointError):
         return None  # the tinyinterp loader reports unreadable configs
     return cfg if isinstance(cfg, dict) and "model_type" in cfg else None
 
@@ -127,8 +129,8 @@ def display_name(path: Path) -> str:
 
 def _weights_file(path: Path) -> Path:
     for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
-        if (path / name).is_file():
-            return path / name
+        if os.path.lexists(path / name):
+            return member(path, name, CheckpointError, "weights file")
     raise CheckpointError(f"{path}: no weights (model.safetensors or pytorch_model.bin); download the complete snapshot")
 
 
@@ -142,17 +144,32 @@ def read_hf_weights(path: Path) -> dict[str, Tensor]:
         if wf.name.endswith(".bin"):
             sd = torch.load(wf, map_location="cpu", weights_only=True)
         elif wf.name.endswith(".index.json"):
-            shards = sorted(set(json.loads(wf.read_text())["weight_map"].values()))
-            sd = {k: v for s in shards for k, v in load_file(str(path / s)).items()}
+            sd = {k: v for s in _index_shards(wf) for k, v in load_file(str(s)).items()}
         else:
             sd = load_file(str(wf))
     except (SafetensorError, OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
-        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        msg = _first_line(exc)
         raise CheckpointError(f"{wf}: unreadable weights ({msg}); re-download it (.bin files load tensors only, "
                               "never arbitrary pickles)") from None
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise CheckpointError(f"{wf}: not a state dict of tensors; re-download it")
     return sd
+
+
+def _index_shards(index: Path) -> list[Path]:
+    """The shard files a ``model.safetensors.index.json`` names: regular files inside its folder."""
+    fix = "re-download the model's index file"
+    data = read_json(index, CheckpointError, fix, max_bytes=MAX_CONFIG_BYTES)
+    wm = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(wm, dict) or not wm or not all(isinstance(v, str) for v in wm.values()):
+        raise CheckpointError(f"{index}: no weight_map of tensor name -> shard file; {fix}")
+    return [member(index.parent, name, CheckpointError, "weight_map shard") for name in sorted(set(wm.values()))]
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def _hf_model(path: Path, hf_cfg: dict[str, Any], sd: dict[str, Tensor]):
@@ -217,13 +234,15 @@ def load_hf_dir(path: str | os.PathLike, device: str | torch.device = "cpu", wit
     """Load a local GPT-Neo / GPT-2 Hugging Face folder as a ``HookedTransformer`` (fp32, eval mode)."""
     from transformer_lens import HookedTransformer
 
-    from tinyinterp.checkpoint import check_weights, hooked_config
+    from tinyinterp.models.hooked import check_weights, hooked_config, model_config
 
     p = Path(path).expanduser()
     hf_cfg = read_hf_config(p)
     if hf_cfg is None:
         raise CheckpointError(f"{p}: not a Hugging Face model folder (no {CONFIG} with model_type)")
-    cfg = hooked_config(hooked_config_from_hf(hf_cfg, p, n_ctx))
+    mc = model_config(hooked_config_from_hf(hf_cfg, p, n_ctx), p / CONFIG)
+    mc.check_fits_memory(str(p / CONFIG))
+    cfg = hooked_config(mc, p / CONFIG)
     tokenizer = load_tokenizer_checked(p, cfg.d_vocab) if with_tokenizer else None
     hf_model = _hf_model(p, hf_cfg, read_hf_weights(p))
     sd = hooked_state_dict(hf_model, cfg)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from tinyinterp.errors import ConfigError
+from tinyinterp.models.config import ModelConfig
 
 COMMON: dict[str, Any] = {
     "act_fn": "gelu_new",
@@ -77,23 +78,17 @@ PRESET_NOTES: dict[str, str] = {
 
 
 def preset_config(name: str, d_vocab: int, **overrides: Any) -> dict[str, Any]:
-    """Config fields for ``HookedTransformerConfig`` from a preset name plus overrides."""
-    if name not in PRESETS:
+    """``config.json`` fields from a preset name plus overrides, validated by :class:`ModelConfig`."""
+    return preset_model_config(name, d_vocab, **overrides).to_dict()
+
+
+def preset_model_config(name: str, d_vocab: int, **overrides: Any) -> ModelConfig:
+    """The :class:`ModelConfig` of a preset with ``d_vocab`` and ``overrides`` (``None`` values are ignored)."""
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     cfg = {**COMMON, **PRESETS[name], "d_vocab": d_vocab, "model_name": f"tinyinterp-{name}"}
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    validate_model_config(cfg)
-    return cfg
-
-
-def validate_model_config(cfg: dict[str, Any]) -> None:
-    for key in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab"):
-        v = cfg.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"model config field {key}={v!r}: must be a positive integer")
-    if cfg["act_fn"] not in ("gelu_new", "gelu", "relu", "gelu_fast", "silu"):
-        raise ConfigError(f"model config field act_fn={cfg['act_fn']!r}: use gelu_new, gelu, gelu_fast, relu or silu")
-    if cfg.get("normalization_type") != "LN":
-        raise ConfigError("model config field normalization_type: only 'LN' is supported by the fast trainer")
-    if cfg.get("positional_embedding_type") != "standard":
-        raise ConfigError("model config field positional_embedding_type: only 'standard' is supported by the fast trainer")
+    try:
+        return ModelConfig.from_dict(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"model config: {exc}") from None

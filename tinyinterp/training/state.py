@@ -67,7 +67,13 @@ def load_state(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         opt = load_file(str(folder / "optimizer.safetensors"))
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{folder}: resume state unreadable ({type(exc).__name__}); start again with --overwrite") from None
-    model.load_state_dict(weights, strict=True)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln or "Missing" in ln
+                       or "Unexpected" in ln), "")[:160]
+        raise CheckpointError(f"{folder}: the resume state holds a model of another shape ({detail}); resume with the "
+                              "run's original --preset/--model-config, or start again with --overwrite") from None
     params = dict(model.named_parameters())
     for key, val in opt.items():
         if key.startswith("__rng"):
