@@ -63,6 +63,8 @@ def main() -> None:
         "(`tinyinterp eval checkpoints/NAME --data <the two files> --json`). Targets: one-layer ≤ 1.08, multi-layer ≤ 1.00. "
         "Reference points: TinyStories-1M reports 0.707 (trained on all 2.1M stories), llama2.c's 260K model ≈ 0.91.",
         "",
+        'Both models were trained before every evaluation read the same tokens: in their `metrics.jsonl` the evaluations during training read the first 99,840 validation tokens and the last one all 198,704, so joined into one curve they seem to jump at the end (ts-4l: 0.900 → 0.963). The explorer plots that last evaluation as a separate, labelled marker; runs trained now evaluate on the same tokens throughout and add the whole split as its own record (`TrainConfig.eval_tokens`). Regenerating the bundled curves would mean retraining.',
+        "",
         "## How each was trained",
         "",
         *details,

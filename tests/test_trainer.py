@@ -86,3 +86,14 @@ def test_schedule():
     assert lr_at(100, 1.0, 10, 100, 0.1) == pytest.approx(0.1)
     s = log_spaced_steps(10_000, 8)
     assert len(s) == 8 and s[0] == 1 and s[-1] == 10_000 and s == sorted(set(s))
+
+
+def test_every_evaluation_reads_the_same_tokens_and_the_whole_split_is_a_separate_record(tmp_path, corpus_files):
+    """Periodic and final evaluations read the same eval_tokens (one comparable curve); the whole split is read
+    once more at the end, logged as its own record, and is what training.json calls the final evaluation."""
+    train(_cfg(corpus_files, max_steps=8, eval_every=4, eval_tokens=128), tmp_path / "run")
+    evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "val_bpb" in x]
+    assert [(r["step"], r["val_tokens"]) for r in evals[:-1]] == [(4, 128), (8, 128)]
+    assert evals[-1]["step"] == 8 and evals[-1]["val_tokens"] > 128
+    final = json.loads((tmp_path / "run" / "training.json").read_text())["final_eval"]
+    assert final["val_tokens"] == evals[-1]["val_tokens"] and final["val_bpb"] == evals[-1]["val_bpb"]

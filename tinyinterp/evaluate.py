@@ -87,19 +87,19 @@ def stories_to_stream(tokenizer, stories: Iterable[str], batch: int = 512) -> np
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
 
-def evaluate_checkpoint(path, data, batch_size: int = 16, max_stories: int | None = None,
-                        progress: bool = True, device: str = "cpu", verify: bool = True) -> EvalResult:
-    """Evaluate a checkpoint folder on corpus ``data`` (files, folders, globs, ``hf:`` names)."""
-    from tinyinterp.checkpoint import load_fast_model
+def corpus_stream(tokenizer, data, max_stories: int | None = None) -> tuple[np.ndarray, int]:
+    """(:func:`stories_to_stream` of the first ``max_stories`` stories of ``data``, number of stories).
+
+    Streamed: the texts are never held together, only their token ids. No story at all raises
+    the readers' "no stories found" error, naming the sources.
+    """
     from itertools import islice
 
     from tinyinterp.data.readers import iter_stories, load_stories
-    from tinyinterp.data.tokenizer import token_byte_lengths
 
-    model, tokenizer = load_fast_model(path, device=device, verify=verify)
     count = 0
 
-    def stories():  # streamed: the texts are never held together, only their token ids
+    def stories():
         nonlocal count
         for story in islice(iter_stories(data), max_stories):
             count += 1
@@ -107,7 +107,18 @@ def evaluate_checkpoint(path, data, batch_size: int = 16, max_stories: int | Non
 
     stream = stories_to_stream(tokenizer, stories())
     if count == 0:
-        load_stories(data, max_stories=1)  # raises the readers' "no stories found" error, naming the sources
+        load_stories(data, max_stories=1)
+    return stream, count
+
+
+def evaluate_checkpoint(path, data, batch_size: int = 16, max_stories: int | None = None,
+                        progress: bool = True, device: str = "cpu", verify: bool = True) -> EvalResult:
+    """Evaluate a checkpoint folder on corpus ``data`` (files, folders, globs, ``hf:`` names)."""
+    from tinyinterp.checkpoint import load_fast_model
+    from tinyinterp.data.tokenizer import token_byte_lengths
+
+    model, tokenizer = load_fast_model(path, device=device, verify=verify)
+    stream, count = corpus_stream(tokenizer, data, max_stories)
     windows = eval_windows([stream], model.cfg["n_ctx"])
     res = evaluate_windows(model, windows, token_byte_lengths(tokenizer), batch_size=batch_size, progress=progress, device=device)
     res.stories = count

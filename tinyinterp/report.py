@@ -158,6 +158,27 @@ def _head_effects_section(out: Path, summary: dict, fig) -> list[str]:
     return parts
 
 
+def _identity_section(out: Path) -> list[str]:
+    from tinyinterp.analysis.neurons.identity_report import identity_tables, load_identity
+
+    rep = load_identity(out)
+    if rep is None:
+        return []
+    per_tag, rows = identity_tables(rep)
+    parts = ["<h2>Part of speech beyond token identity</h2>",
+             "<p class='note'>Candidates: neuron × tag rows with AUROC ≥ 0.9 on the selection half. On the held-out half "
+             "a row is <b>pos</b> when it also generalises to token ids unseen when selecting, tells ambiguous words apart "
+             "within one token id (story-bootstrap CI above 0.5, BH), and spans ≥ 5 word types among its top activations; "
+             "<b>token</b> when one of these fails; <b>untestable</b> without support. Paper form: ≥ 90% one tag among the "
+             "top-50 held-out activations across ≥ 10 word types. The token-id lookup uses no model (neuron_identity.json "
+             "has everything; docs/analysis.md the rules).</p>",
+             _table(pd.DataFrame(per_tag), list(per_tag[0]), left=("tag",))]
+    if rows:
+        parts.append(_table(pd.DataFrame(rows), list(rows[0]), left=("unit", "tag", "category", "reasons", "ambiguous CI",
+                                                                       "ambiguous n")))
+    return parts
+
+
 def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=None, summary: dict | None = None) -> Path:
     """Write ``out/report.html`` from analysis results (and the model, for attention plots)."""
     out = Path(out)
@@ -177,6 +198,7 @@ def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=N
     parts += _head_effects_section(out, summary, fig)
     if neurons is not None:
         parts += _neurons_section(neurons, model, fig)
+    parts += _identity_section(out)
     parts += _ablation_section(summary.get("ablation", []))
     if probes is not None and probes.rows:
         parts += ["<h2>Linear probes for UPOS</h2>",

@@ -1,4 +1,8 @@
-"""Entry point of the explorer: ``tinyinterp explore [CKPT]`` or ``streamlit run apps/explorer/Home.py -- [CKPT]``."""
+"""Entry point of the explorer: ``tinyinterp explore [CKPT]``.
+
+Or directly: ``streamlit run apps/explorer/Home.py --server.headless true -- [CKPT]`` (without
+``--server.headless true`` Streamlit's first run asks for an email on stdin).
+"""
 
 from __future__ import annotations
 
@@ -18,5 +22,6 @@ page = st.navigation([
     st.Page("views/neurons.py", title="Neurons", icon=":material/memory:"),
     st.Page("views/playground.py", title="Playground", icon=":material/edit_note:"),
     st.Page("views/dynamics.py", title="Training dynamics", icon=":material/timeline:"),
-])
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
+])  # each page's URL path is its file name (/heads, /compare…); links.py lists the query parameters
 page.run()

@@ -95,6 +95,17 @@ def list_checkpoints(root: Path | None = None, extra: list[str] | None = None) -
     return out
 
 
+def find_entry(entries: list[CheckpointEntry], wanted: str) -> CheckpointEntry | None:
+    """The picker entry a link names: by name (``ts-1l``) or by folder path."""
+    by_name = next((e for e in entries if e.name == wanted), None)
+    if by_name is not None:
+        return by_name
+    path = Path(wanted).expanduser()
+    if not path.is_absolute():
+        return None
+    return next((e for e in entries if e.path == path.resolve()), None)
+
+
 def fingerprint(path: Path, names: tuple[str, ...] = DEFINING) -> str:
     """Short hash of the size and mtime of ``names`` in ``path``: changes whenever they change."""
     h = hashlib.sha256(str(path.resolve()).encode())
@@ -154,6 +165,7 @@ def read_card(path: Path) -> dict[str, Any]:
         "wall_s": info.get("wall_s"),
         "val_bpb": final.get("val_bpb"),
         "val_loss": final.get("val_loss"),
+        "val_tokens": final.get("val_tokens"),
         "train_files": files,
         "splits": {k: {kk: v.get(kk) for kk in ("stories", "tokens", "bytes")} for k, v in splits.items() if isinstance(v, dict)},
         "samples": info.get("samples") or [],

@@ -14,17 +14,52 @@ from tinyinterp.plots import LABEL_COLORS
 LABELS = tuple(LABEL_COLORS)
 
 
+def eval_sets(metrics: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Evaluation records grouped by the set they read: the curve first (the periodic evaluations' token
+    count), then any evaluation on a different set (e.g. the whole split at the end), each named for the plot.
+
+    Runs from before every evaluation read the same tokens logged the final one, on the whole split, in
+    the same series; joining it to the curve draws a jump that is only a change of evaluation set.
+    """
+    if "val_bpb" not in metrics:
+        return []
+    ev = metrics.dropna(subset=["val_bpb"])
+    if ev.empty or "val_tokens" not in ev:
+        return [("validation bits/byte", ev)] if not ev.empty else []
+    sizes = list(dict.fromkeys(ev["val_tokens"].fillna(-1).astype(int)))
+    out = []
+    for i, n in enumerate(sizes):
+        part = ev[ev["val_tokens"].fillna(-1).astype(int) == n]
+        what = f"{n:,} validation tokens" if n >= 0 else "another validation set"
+        if i == 0:
+            out.append((f"every evaluation, same {what}", part))
+        elif part["step"].min() == ev["step"].max() and n > sizes[0]:
+            out.append((f"final evaluation, whole validation split ({what})", part))
+        else:
+            out.append((f"evaluation on {what}", part))
+    return out
+
+
 def training_curves(metrics: pd.DataFrame) -> go.Figure:
-    """Training loss and validation bits per byte against the step."""
+    """Training loss and validation bits per byte against the step; an evaluation on another set (the whole
+    validation split at the end) is a separate, labelled marker, not a point of the curve."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss (nats/token)", "validation bits per byte"))
     if "train_loss" in metrics:
         tr = metrics.dropna(subset=["train_loss"])
-        fig.add_trace(go.Scatter(x=tr["step"], y=tr["train_loss"], mode="lines", name="train loss"), 1, 1)
-    if "val_bpb" in metrics:
-        ev = metrics.dropna(subset=["val_bpb"])
-        fig.add_trace(go.Scatter(x=ev["step"], y=ev["val_bpb"], mode="lines+markers", name="val bits/byte"), 1, 2)
+        fig.add_trace(go.Scatter(x=tr["step"], y=tr["train_loss"], mode="lines", name="train loss", showlegend=False),
+                      1, 1)
+    sets = eval_sets(metrics)
+    for i, (name, ev) in enumerate(sets):
+        if i == 0:
+            fig.add_trace(go.Scatter(x=ev["step"], y=ev["val_bpb"], mode="lines+markers", name=name), 1, 2)
+        else:
+            fig.add_trace(go.Scatter(x=ev["step"], y=ev["val_bpb"], mode="markers+text", name=name,
+                                     marker=dict(symbol="diamond", size=11, color="#d62728"),
+                                     text=[f"{v:.3f}" for v in ev["val_bpb"]], textposition="top left"), 1, 2)
     fig.update_xaxes(title_text="step")
-    fig.update_layout(height=320, showlegend=False, margin=dict(t=40, b=40))
+    fig.update_layout(height=340 if len(sets) > 1 else 320, showlegend=len(sets) > 1,
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="right", x=1),
+                      margin=dict(t=40, b=40))
     return fig
 
 
@@ -128,4 +163,48 @@ def selectivity_over_steps(pos: pd.DataFrame, value: str = "selective") -> go.Fi
     title = "POS-selective neurons over training" if value == "selective" else "Best held-out AUROC per POS over training"
     fig.update_layout(title=title, xaxis_title="step", yaxis_title=value, xaxis_type="log", height=340,
                       margin=dict(t=40, b=40))
+    return fig
+
+
+# --- Compare page ----------------------------------------------------------------------------------
+
+COMPARE_COLORS = ("#1f77b4", "#ff7f0e")  # model A, model B
+
+
+def compare_head_labels(df: pd.DataFrame, names: Sequence[str]) -> go.Figure:
+    """Heads per label and layer, one panel per model (rows of ``comparison.head_labels``)."""
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=list(names), shared_yaxes=True)
+    for col, name in enumerate(names, start=1):
+        sub = df[df["model"] == name]
+        for lab in LABELS:
+            part = sub[sub["label"] == lab]
+            fig.add_trace(go.Bar(x=[f"L{v}" for v in part["layer"]], y=part["heads"], name=lab,
+                                 marker_color=LABEL_COLORS[lab], legendgroup=lab, showlegend=col == 1), 1, col)
+    fig.update_layout(barmode="stack", title="Head labels per layer", yaxis_title="heads", height=320,
+                      margin=dict(t=60, b=40))
+    return fig
+
+
+def compare_bars(df: pd.DataFrame, x: str, y: str, names: Sequence[str], title: str, y_title: str) -> go.Figure:
+    """Grouped bars of ``y`` per ``x``, one colour per model."""
+    fig = go.Figure()
+    for name, color in zip(names, COMPARE_COLORS):
+        sub = df[df["model"] == name]
+        fig.add_trace(go.Bar(x=sub[x], y=sub[y], name=name, marker_color=color))
+    fig.update_layout(barmode="group", title=title, yaxis_title=y_title, height=320, margin=dict(t=40, b=40),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
+    return fig
+
+
+def compare_probes(df: pd.DataFrame, names: Sequence[str]) -> go.Figure:
+    """Probe accuracy (solid) and control-task accuracy (dotted) per site, one colour per model."""
+    fig = go.Figure()
+    for name, color in zip(names, COMPARE_COLORS):
+        sub = df[df["model"] == name]
+        fig.add_trace(go.Scatter(x=sub["site"], y=sub["accuracy"], mode="lines+markers", name=f"{name}: UPOS",
+                                 line=dict(color=color)))
+        fig.add_trace(go.Scatter(x=sub["site"], y=sub["control"], mode="lines+markers", name=f"{name}: control task",
+                                 line=dict(color=color, dash="dot")))
+    fig.update_layout(title="Linear-probe accuracy for part of speech, by site", yaxis_title="held-out accuracy",
+                      xaxis_type="category", height=340, margin=dict(t=40, b=40))
     return fig

@@ -1,8 +1,14 @@
-"""Words for the pages: plain-English readings of head labels, score glossary, token HTML, text checks."""
+"""Words for the pages: plain-English readings of head labels, score glossary, token HTML, text checks.
+
+Text that comes from files (checkpoints, analyses) or from the URL never reaches a page as
+markup: :func:`md` escapes it for Markdown, ``html.escape`` for HTML, and :func:`num` formats
+a number that may not be one.
+"""
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -36,37 +42,69 @@ UPOS_COLORS = {
 }
 
 
-def _f(x: float | None, fmt: str = ".2f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt)
+MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+.!|<>:$~^])")  # ":" and "." also stop autolinks (http://, www.)
+
+
+def md(value: Any, limit: int = 200) -> str:
+    """``value`` as literal text inside Streamlit Markdown: no links, images, HTML, directives or LaTeX;
+    one line, at most ``limit`` characters."""
+    text = " ".join(str(value).split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    text = MD_SPECIAL.sub(r"\\\1", text)
+    return "\\" + text if text.startswith(("-", "=")) else text  # not a list item or heading rule
+
+
+MD_IN_HTML = {c: f"&#{ord(c)};" for c in "\\`*_[]()!~$|:"}
+
+
+def inert_html(fragment: str) -> str:
+    """``fragment`` with every character Markdown could read as syntax, in its text (not its tags), written as
+    an HTML entity: Streamlit parses ``unsafe_allow_html`` bodies as Markdown first."""
+    return re.sub(r">([^<]+)<", lambda m: ">" + "".join(MD_IN_HTML.get(c, c) for c in m.group(1)) + "<", fragment)
+
+
+def num(x: Any, fmt: str = ".2f") -> str:
+    """``format(x, fmt)`` for a finite number; "n/a" for anything else (a file may hold a string or null)."""
+    if isinstance(x, bool):
+        return "n/a"
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return format(v, fmt) if np.isfinite(v) else "n/a"
+
+
+_f = num
 
 
 def explain_head(rec: Any, config: dict[str, Any] | None = None) -> str:
     """A few sentences saying why head ``rec`` (a ``HeadRecord``) got its label, with its numbers."""
     c = {"sink_min_bos": 0.5, "local_min_r2": 0.5, "local_max_js": 0.15, "semantic_min_js": 0.05,
          "semantic_min_lift": 1.5, "near_offsets": 3, **(config or {})}
-    name = f"L{rec.layer}H{rec.head}"
-    near = f"{rec.near_mass:.0%} of its attention falls on the last {int(c['near_offsets']) + 1} tokens (itself included)"
+    name = f"L{int(rec.layer)}H{int(rec.head)}"
+    last = "n/a" if num(c["near_offsets"]) == "n/a" else str(int(float(c["near_offsets"])) + 1)
+    near = f"{num(rec.near_mass, '.0%')} of its attention falls on the last {last} tokens (itself included)"
     if rec.label == "sink":
-        return (f"**{name} is a sink head.** On average {rec.bos_mass:.0%} of its attention goes to the first token "
-                f"(BOS), at least the {c['sink_min_bos']:.0%} the rule asks for: it parks attention there when "
+        return (f"**{name} is a sink head.** On average {num(rec.bos_mass, '.0%')} of its attention goes to the first token "
+                f"(BOS), at least the {num(c['sink_min_bos'], '.0%')} the rule asks for: it parks attention there when "
                 f"nothing else is worth reading.")
     if rec.label == "local":
         return (f"**{name} is a local head: it attends by distance.** Its mean attention by offset predicts its "
-                f"attention rows with R² = {_f(rec.positional_r2)} (rule: ≥ {c['local_min_r2']}), and shuffling the "
+                f"attention rows with R² = {_f(rec.positional_r2)} (rule: ≥ {num(c['local_min_r2'], 'g')}), and shuffling the "
                 f"story's tokens barely changes its pattern (JS = {_f(rec.content_js, '.3f')} bits, rule: ≤ "
-                f"{c['local_max_js']}). {near}; {rec.prev_token:.0%} on the previous token alone.")
+                f"{num(c['local_max_js'], 'g')}). {near}; {num(rec.prev_token, '.0%')} on the previous token alone.")
     if rec.label == "semantic":
-        cat = rec.top_category or "some category"
+        cat = md(rec.top_category or "some category", 40)
         return (f"**{name} is a semantic head: it attends by content.** Shuffling the tokens changes its pattern "
-                f"(JS = {_f(rec.content_js, '.3f')} bits, rule: ≥ {c['semantic_min_js']}), and it attends to "
+                f"(JS = {_f(rec.content_js, '.3f')} bits, rule: ≥ {num(c['semantic_min_js'], 'g')}), and it attends to "
                 f"{cat} keys {_f(rec.top_category_lift, '.1f')}× as much as its distance profile predicts "
-                f"(p = {_f(rec.top_category_p, '.3f')}; rule: lift ≥ {c['semantic_min_lift']}). "
-                f"Its mean attention distance is {rec.mean_distance:.1f} tokens.")
+                f"(p = {_f(rec.top_category_p, '.3f')}; rule: lift ≥ {num(c['semantic_min_lift'], 'g')}). "
+                f"Its mean attention distance is {num(rec.mean_distance, '.1f')} tokens.")
     parts = [f"**{name} is mixed: neither the local nor the semantic rule fires cleanly.**",
              f"Distance explains its rows with R² = {_f(rec.positional_r2)} and shuffling changes them by "
              f"JS = {_f(rec.content_js, '.3f')} bits; {near}."]
     if rec.top_category:
-        parts.append(f"Its strongest content preference is {rec.top_category} "
+        parts.append(f"Its strongest content preference is {md(rec.top_category, 40)} "
                      f"(×{_f(rec.top_category_lift, '.1f')}, p = {_f(rec.top_category_p, '.3f')}).")
     return " ".join(parts)
 
@@ -76,7 +114,8 @@ def score_table(rec: Any) -> list[dict[str, Any]]:
     rows = []
     for name, (meaning, control) in SCORE_HELP.items():
         v = getattr(rec, name, None)
-        rows.append({"score": name, "value": None if v is None else round(float(v), 4), "meaning": meaning,
+        shown = num(v, ".4f")
+        rows.append({"score": name, "value": None if shown == "n/a" else float(shown), "meaning": meaning,
                      "control / reference": control})
     return rows
 
@@ -139,3 +178,18 @@ def prepare_text(tokenizer, text: str, n_ctx: int, room: int = 0) -> PreparedTex
                   f"it was cut to the first {limit:,} tokens.")
     n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
     return PreparedText(text, notice, n)
+
+
+def example_html(ex: Any) -> str | None:
+    """One max-activating example (an entry of ``neuron_examples.json``) as HTML, every value from the file
+    escaped or formatted as a number; None when the entry is not a usable example."""
+    from tinyinterp.plots import text_activation_html  # escapes the tokens
+
+    if not isinstance(ex, dict) or not isinstance(ex.get("text"), list) or not isinstance(ex.get("acts"), list):
+        return None
+    toks, acts = [str(t) for t in ex["text"]], [num(a, ".6g") for a in ex["acts"]]
+    if not toks or len(toks) != len(acts) or "n/a" in acts:
+        return None
+    word = f" · word “{html.escape(str(ex['word']))}” ({html.escape(str(ex.get('tag', '?')))})" if ex.get("word") else ""
+    return inert_html(f"<div style='font-family:monospace'>{text_activation_html(toks, np.asarray(acts, dtype=float))}"
+                      f"</div><small>max activation {num(ex.get('activation'), '.3f')}{word}</small>")

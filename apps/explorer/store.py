@@ -255,3 +255,42 @@ def dynamics_tables(steps_dirs: list[tuple[int, Path]]):
             for tag, n in (s.get("selective_per_tag") or {}).items():
                 pos_rows.append({"step": step, "pos": tag, "selective": int(n), "best_auroc": best.get(tag)})
     return pd.DataFrame(head_rows), pd.DataFrame(pos_rows)
+
+
+# --- for the Compare page -----------------------------------------------------------------------
+
+def probes_file(ckpt: Path, step: int | None) -> Path:
+    """Where the explorer keeps the UPOS probes it fitted for ``ckpt`` (or its snapshot at ``step``)."""
+    return cache_root(ckpt) / f"probes-v{VERSION}" / ("final" if step is None else f"step_{step:07d}") / "probes.json"
+
+
+def compute_probes(ckpt: Path, model_path: Path, step: int | None, progress: Progress = _quiet) -> Path:
+    """Fit the UPOS probes (``tinyinterp.probe_layers``) of ``model_path`` on ``ckpt``'s analysis stories."""
+    import tinyinterp
+
+    target = probes_file(ckpt, step)
+    if target.is_file():
+        return target
+    stories = ensure_corpus(ckpt, progress)
+    progress(f"Tagging {len(stories)} stories and fitting a probe at every layer", None)
+    model = tinyinterp.load_model(model_path)
+    probes = tinyinterp.probe_layers(model, tag_stories(model, stories))
+    probes.save(target.parent)
+    progress("Probes fitted", 1.0)
+    return target
+
+
+def shared_stories(ckpts: list[Path], progress: Progress = _quiet) -> Path:
+    """One file with the analysis stories of every checkpoint in ``ckpts`` (cached by content), so that
+    models are evaluated on the same text."""
+    import hashlib
+
+    from tinyinterp.atomic import write_text
+
+    stories = [s for c in dict.fromkeys(ckpts) for s in ensure_corpus(c, progress)]
+    text = "".join(s + "\n<|endoftext|>\n" for s in stories)
+    f = cache_root(ckpts[0]).parent / "shared" / f"stories-{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+    if not f.is_file():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        write_text(f, text)
+    return f

@@ -16,7 +16,7 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     rc = main(["analyze", str(tiny_ckpt), "--corpus", str(STORIES), "--out", str(out), "--max-stories", "30"])
     assert rc == 0, capsys.readouterr().err
     for name in ("heads.json", "heads.csv", "neurons.json", "neurons.csv", "probes.json", "sparse_probes.json", "summary.json",
-                 "report.html"):
+                 "report.html", "neuron_identity.json"):
         assert (out / name).exists(), name
     heads = json.loads((out / "heads.json").read_text())
     assert len(heads) == 4 and {"layer", "head", "label", "positional_r2", "content_js"} <= set(heads[0])
@@ -35,6 +35,11 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     assert summary["paper_claim"]["statement"] and summary["paper_claim"]["holds"] in (True, False, None)
     assert summary["label_agreement_halves"]["n_heads"] == 4
     assert "What each head produces" in html
+    # identity rules: counts per category and tag, lexical baseline per tag, paper-form result
+    ident = summary["neuron_identity"]
+    assert set(ident["categories_per_tag"]["NOUN"]) == {"pos", "token", "untestable", "none"}
+    assert "lookup" in summary["lexical_baseline"]["NOUN"] and "embedding" in summary["lexical_baseline"]["NOUN"]
+    assert "per_tag" in ident["paper_specificity"] and "Part of speech beyond token identity" in html
     sparse = json.loads((out / "sparse_probes.json").read_text())
     for tag, v in sparse.items():  # k grows to every neuron; each point is a held-out AUROC
         ks = [r["k"] for r in v["curve"]]

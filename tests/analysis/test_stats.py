@@ -62,3 +62,50 @@ def test_bh_and_resample_budget():
     q = bh_qvalues(p)
     assert np.isnan(q[3]) and q[0] == pytest.approx(0.004)
     assert min_resamples(168, 0.05) == 3360
+
+
+def _pairs_auroc(s, y, g, w=None):
+    """Brute force: within-stratum pairs only (ties half), weighted by token weights."""
+    w = np.ones(len(s)) if w is None else w
+    num = den = 0.0
+    for i in np.flatnonzero(y):
+        for j in np.flatnonzero(~y & (g == g[i])):
+            ww = w[i] * w[j]
+            num += ww * ((s[i] > s[j]) + 0.5 * (s[i] == s[j]))
+            den += ww
+    return num / den
+
+
+def test_stratified_auroc_matches_brute_force_with_ties_and_weights():
+    rng = np.random.default_rng(4)
+    n = 150
+    g = rng.integers(0, 6, n)
+    s = rng.integers(0, 4, n).astype(float) + 0.5 * g  # ties, and a stratum effect
+    y = rng.random(n) < 0.2 + 0.1 * (g % 3)
+    assert weighted_auroc(s, y, strata=g) == pytest.approx(_pairs_auroc(s, y, g), abs=1e-12)
+    w = rng.integers(0, 3, (3, n)).astype(float)
+    got = weighted_auroc(s, y, w, strata=g)
+    for r in range(3):
+        assert got[r] == pytest.approx(_pairs_auroc(s, y, g, w[r]), abs=1e-12)
+
+
+def test_stratified_auroc_gives_identity_lookups_exactly_half():
+    # a score that is a function of the stratum (word type) alone carries no within-type signal
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 20, 2000)
+    y = rng.random(2000) < np.linspace(0.05, 0.95, 20)[g]
+    lookup = np.bincount(g, weights=y) / np.bincount(g)
+    assert weighted_auroc(lookup[g], y) > 0.8  # pooled AUROC rewards identity
+    assert weighted_auroc(lookup[g], y, strata=g) == pytest.approx(0.5)
+
+
+def test_bootstrap_auroc_chunks_match_one_block():
+    rng = np.random.default_rng(6)
+    story = np.repeat(np.arange(30), 20)
+    g = rng.integers(0, 5, story.size)
+    y = rng.random(story.size) < 0.4
+    s = y + rng.normal(size=story.size)
+    w = story_weights(30, 250, seed=0)
+    a = bootstrap_auroc(s, y, story, w, strata=g, chunk=7)
+    b = bootstrap_auroc(s, y, story, w, strata=g, chunk=1000)
+    assert a.ci_low == pytest.approx(b.ci_low) and a.p_value == pytest.approx(b.p_value)

@@ -148,3 +148,21 @@ def test_generated_stories_are_clean_corpus_text(tmp_path):
     f = tmp_path / "corpus.txt"
     f.write_text(clean + "\n<|endoftext|>\n")
     assert len(tinyinterp.load_stories(str(f))) == 1  # not rejected as binary, not split
+
+
+def test_a_final_evaluation_on_another_set_is_a_marker_not_a_point_of_the_curve():
+    """ts-4l's metrics.jsonl evaluates on 99,840 tokens during training and on all 198,704 at the end: the
+    curve stops at the last same-set point and the final evaluation is a separate, labelled marker."""
+    from apps.explorer import figures
+
+    fig = figures.training_curves(catalog.read_metrics(Path(__file__).resolve().parents[2] / "checkpoints" / "ts-4l"))
+    curve, final = [t for t in fig.data if t.xaxis == "x2"]
+    assert max(curve.x) == 1750 and round(curve.y[-1], 3) == 0.900 and "99,840" in curve.name
+    assert list(final.x) == [1832] and round(final.y[0], 3) == 0.963
+    assert final.name == "final evaluation, whole validation split (198,704 validation tokens)"
+    assert fig.layout.showlegend
+    # a run whose evaluations all read the same tokens: one curve, no marker
+    import pandas as pd
+
+    same = pd.DataFrame([{"step": s, "val_bpb": 2.0 - s / 100, "val_tokens": 512} for s in (10, 20, 30)])
+    assert [t.name for t in figures.training_curves(same).data] == ["every evaluation, same 512 validation tokens"]

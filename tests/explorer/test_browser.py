@@ -1,6 +1,6 @@
 """The explorer in a real browser: `tinyinterp explore` on a free port, Debian's headless chromium.
 
-Chromium is driven over the DevTools protocol (see ``apps/explorer/browser.py``): it loads a
+Chromium is driven over the DevTools protocol (see ``tests/support/browser.py``): it loads a
 page, polls the rendered text until the app has filled it in, and takes a screenshot.
 """
 
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from apps.explorer.browser import Chromium, blank_fraction, find_chromium, serve
+from tests.support.browser import Chromium, blank_fraction, find_chromium, serve
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,6 +34,17 @@ def test_pages_render_in_chromium(explorer_root, tmp_path):
         shot = browser.screenshot(tmp_path / "heads.png")
         white, levels = blank_fraction(shot)
         assert white < 0.97 and levels > 20, (white, levels)
+
+        browser.goto(url + "/heads?model=tiny-1l&head=L0H2")  # a shared link opens the same view
+        text = browser.wait_for(["Heads · tiny-1l", "L0H2 is", "Attention of head L0H2"], timeout=90)
+        assert "head=L0H2" in browser.eval("location.href")
+        browser.goto(url + "/heads?head=L7H0")
+        text = browser.wait_for(["The link asks for head L7H0", "L0H0 is"], timeout=90)
+        assert "head=L0H0" in browser.eval("location.href") and "Traceback" not in text
+
+        browser.goto(url + "/compare?a=tiny-1l&b=tiny-1l")
+        text = browser.wait_for(["Compare", "Bits per byte", "Head labels per layer"], timeout=120)
+        assert "Traceback" not in text
 
         browser.goto(url + "/")  # Overview (the default page)
         text = browser.wait_for(["tiny-1l", "Model card", "Heads:"], timeout=60)

@@ -41,10 +41,58 @@ def test_defaults_bind_loopback_and_print_url(launched, explorer_root, capsys):
 
 def test_other_host_warns(launched, caplog, capsys):
     with caplog.at_level(logging.WARNING):
-        assert main(["explore", "--host", "0.0.0.0", "--port", str(_free_port())]) == 0
+        assert main(["explore", "--host", "0.0.0.0", "--port", str(_free_port()), "--no-browser"]) == 0
     assert _opt(launched[0][0], "--server.address") == "0.0.0.0"
     assert any("anyone who can reach this machine" in r.getMessage() for r in caplog.records)
-    assert "http://0.0.0.0:" in capsys.readouterr().out
+    assert "http://127.0.0.1:" in capsys.readouterr().out  # bound everywhere; this machine's browser uses loopback
+
+
+@pytest.mark.parametrize("env,opens", [({"BROWSER": "firefox"}, True), ({"DISPLAY": ":0"}, True), ({}, False)])
+def test_always_headless_and_the_browser_is_ours(launched, monkeypatch, capsys, env, opens):
+    """Streamlit never runs non-headless (its first run would ask for an email on stdin); we open the browser,
+    only where a graphical one can run (a console browser would take over the terminal)."""
+    for k in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(explore_cmd.sys, "platform", "linux")
+    opened = []
+    monkeypatch.setattr(explore_cmd, "open_when_ready", opened.append)
+    assert main(["explore", "--port", str(_free_port())]) == 0
+    assert _opt(launched[-1][0], "--server.headless") == "true"
+    out = capsys.readouterr().out
+    assert bool(opened) == opens and (opened[0].startswith("http://127.0.0.1:") if opens else "open that address" in out)
+    assert main(["explore", "--port", str(_free_port()), "--no-browser"]) == 0
+    assert len(opened) == int(opens) and _opt(launched[-1][0], "--server.headless") == "true"
+
+
+def test_open_when_ready_waits_for_the_server(monkeypatch):
+    import http.server
+    import threading
+
+    opened = []
+    monkeypatch.setattr(explore_cmd.webbrowser, "open", lambda url: opened.append(url) or True)
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200 if self.path == "/_stcore/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    thread = explore_cmd.open_when_ready(url, timeout=20)
+    thread.join(0.6)
+    assert not opened  # nothing answers yet
+    server = http.server.HTTPServer(("127.0.0.1", port), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        thread.join(20)
+    finally:
+        server.shutdown()
+    assert opened == [url]
 
 
 def test_bad_checkpoint_and_busy_port(launched, tmp_path, capsys):

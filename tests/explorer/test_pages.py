@@ -83,6 +83,9 @@ def test_neurons_table_filters_and_switch(app):
     app.switch_page("views/neurons.py").run()
     no_errors(app)
     assert app.title[0].value == "Neurons · tiny-1l"
+    # the identity rules: a per-tag table with categories and the lexical baseline
+    ident = [t.value for t in app.dataframe if "lookup AUROC" in t.value.columns and "pos" in t.value.columns]
+    assert len(ident) == 1 and {"token", "untestable", "paper-form units"} <= set(ident[0].columns)
     table = app.session_state["neuron_table"]
     assert {"layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value"} <= set(table.columns)
     assert list(table["auroc"]) == sorted(table["auroc"], reverse=True)

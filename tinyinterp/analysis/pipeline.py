@@ -6,7 +6,7 @@ POS-selective neurons (held-out, FDR, untrained control), sharing one forward pa
 layer-wise probes → ``report.html``. Output folder::
 
     heads.json  heads.csv  heads_meta.json  heads_axes.json
-    neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json
+    neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json  neuron_identity.json
     probes.json  sparse_probes.json  ablation.json  summary.json  report.html
 
 Only one analysis may write a folder at a time (an advisory lock, ``.lock``).
@@ -29,11 +29,12 @@ from tinyinterp.analysis.heads.classify import HeadConfig, HeadJob, classify_hea
 from tinyinterp.analysis.heads.results import HeadResults
 from tinyinterp.analysis.neurons.ablation import AblationResults, ablation_effect
 from tinyinterp.analysis.neurons.config import NeuronConfig
+from tinyinterp.analysis.neurons.identity import IdentityConfig
 from tinyinterp.analysis.neurons.job import NeuronJob
 from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.neurons.selection import find_pos_neurons
 from tinyinterp.analysis.probes.dense import ProbeConfig, probe_layers
-from tinyinterp.analysis.results_io import folder_lock, jsonable
+from tinyinterp.analysis.results_io import folder_lock, jsonable, write_result_json
 from tinyinterp.analysis.sharding import merged_stats, read_shards
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import TinyInterpError
@@ -66,6 +67,13 @@ class AnalysisConfig:
     """Stories for the mean/resample ablation of every head (two forwards per head; 0: skip)."""
     head_halves: bool = True
     """Also label the heads on two disjoint halves of the stories (``label_agreement_halves``)."""
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    """Rules that separate part-of-speech neurons from token detectors (:mod:`tinyinterp.analysis.neurons.identity`)."""
+    run_identity: bool = True
+    """Run the identity rules, lexical baselines and k-sparse probes on the neurons (``neuron_identity.json``;
+    in memory: 4 bytes per analysed token per neuron; not with shards)."""
+    identity_sparse_ks: tuple[int, ...] = (1, 8)
+    """k of the k-sparse probes compared with the lexical baselines (empty: none)."""
     report: bool = True
     """Write report.html."""
     sparse_probe_tags: tuple[str, ...] = ABLATION_TAGS
@@ -151,6 +159,10 @@ def analyze(model, corpus: TaggedCorpus | Sequence[str] | str, out: str | os.Pat
             neurons.save(out)
             timings["neurons_s"] = time.perf_counter() - t
             summary["neurons"] = _neuron_summary(neurons)
+            if cfg.run_identity and not shards:
+                t = time.perf_counter()
+                summary.update(_identity(model, corpus, cfg, out))
+                timings["neuron_identity_s"] = time.perf_counter() - t
             if cfg.ablation_tags:
                 t = time.perf_counter()
                 ablations = _ablations(model, corpus, neurons, cfg, progress)
@@ -213,6 +225,22 @@ def _neuron_summary(neurons) -> dict[str, Any]:
         cdf = neurons.control.to_frame()
         s["untrained_selective"] = int(cdf["selective"].sum()) if not cdf.empty else 0
     return s
+
+
+def _identity(model, corpus, cfg: AnalysisConfig, out: Path) -> dict[str, Any]:
+    """``neuron_identity.json`` and the summary's ``neuron_identity`` / ``lexical_baseline`` entries."""
+    from tinyinterp.analysis.neurons.identity_report import neuron_identity_report
+
+    with eval_mode(model):
+        rep = neuron_identity_report(model, corpus, cfg.identity, layers=cfg.neurons.layers,
+                                     split_seed=cfg.neurons.split_seed, dense_probe=False, sparse_ks=cfg.identity_sparse_ks)
+    write_result_json(out / "neuron_identity.json", rep)
+    s = rep["summary"]
+    keep = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
+    return {"neuron_identity": {k: s[k] for k in ("categories_per_tag", "n_candidates", "n_pos_units", "n_token_units",
+                                                  "paper_specificity", "beyond_identity_tags")},
+            "lexical_baseline": {t: {b: {k: m[k] for k in keep} for b, m in d.items()}
+                                 for t, d in s["lexical_baseline"].items()}}
 
 
 def _ablations(model, corpus, neurons, cfg: AnalysisConfig, progress: bool) -> AblationResults:

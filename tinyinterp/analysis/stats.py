@@ -38,6 +38,7 @@ __all__ = [
     "weighted_auroc",
     "bootstrap_auroc",
     "bootstrap_contrast",
+    "cluster_bootstrap_auroc",
 ]
 
 
@@ -152,42 +153,63 @@ def bootstrap_contrast(sums_a: np.ndarray, counts_a: np.ndarray, sums_b: np.ndar
     return _result(a.estimate - b.estimate, reps(sums_a, counts_a) - reps(sums_b, counts_b), null, level)
 
 
-def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
+                   strata: np.ndarray | None = None) -> np.ndarray:
     """AUROC of ``scores`` for boolean ``labels`` (ties count one half), one value per weight row.
 
     ``weights``: ``None`` (plain AUROC, returns a 0-d array) or ``[n_rep, n_token]`` token weights
     (story multiplicities mapped to tokens): returns ``[n_rep]``. Sorts once; O(n_token) per row.
-    NaN where a row has no positive or no negative weight.
+    ``strata`` (``[n_token]`` ints, e.g. word types): compare only positive/negative pairs of the
+    same stratum (the stratified, or "within-type", AUROC: ``Σ_s pairs won in s / Σ_s n_pos_s n_neg_s``).
+    A score that depends on the stratum alone (a token-identity lookup) then gets exactly 0.5.
+    NaN where a row has no comparable pair.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     single = weights is None
     w = np.ones((1, scores.size)) if single else np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    order = np.argsort(scores, kind="stable")
-    s, y, w = scores[order], labels[order], w[:, order]
-    # tie groups: start index of each run of equal scores
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    strata = np.zeros(scores.size, dtype=np.int64) if strata is None else np.asarray(strata, dtype=np.int64)
+    if scores.size == 0:
+        return np.array(np.nan) if single else np.full(w.shape[0], np.nan)
+    order = np.lexsort((scores, strata))  # by stratum, then score
+    s, g, y, w = scores[order], strata[order], labels[order], w[:, order]
+    new_stratum = np.r_[True, g[1:] != g[:-1]]
+    starts = np.flatnonzero(new_stratum | np.r_[True, s[1:] != s[:-1]])  # tie groups inside strata
     wp, wn = w * y, w * ~y  # [rep, tok]
     gp = np.add.reduceat(wp, starts, axis=1)  # positive weight per tie group
     gn = np.add.reduceat(wn, starts, axis=1)
-    below_n = np.cumsum(gn, axis=1) - gn  # negative weight strictly below each group
+    cum = np.cumsum(gn, axis=1)
+    first = np.maximum.accumulate(np.where(new_stratum[starts], np.arange(len(starts)), 0))  # group opening each stratum
+    below_n = cum - gn - (cum - gn)[:, first]  # negative weight strictly below each group, same stratum
     num = (gp * (below_n + 0.5 * gn)).sum(1)
-    den = gp.sum(1) * gn.sum(1)
+    sstarts = np.flatnonzero(new_stratum[starts])
+    den = (np.add.reduceat(gp, sstarts, axis=1) * np.add.reduceat(gn, sstarts, axis=1)).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = np.where(den > 0, num / den, np.nan)
     return auc[0] if single else auc
 
 
 def bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, story: np.ndarray, weights: np.ndarray,
-                    level: float = 0.95) -> BootstrapResult:
+                    level: float = 0.95, strata: np.ndarray | None = None, chunk: int = 100) -> BootstrapResult:
     """AUROC with a story-bootstrap percentile CI and a Wald p-value against 0.5.
 
-    ``story``: per-token story index into the columns of ``weights`` ``[n_boot, n_stories]``.
+    ``story``: per-token story index into the columns of ``weights`` ``[n_boot, n_stories]``;
+    ``strata``: see :func:`weighted_auroc` (within-stratum AUROC). Resamples are processed
+    ``chunk`` at a time, so memory stays ``O(chunk * n_token)``.
     """
-    est = weighted_auroc(scores, labels)
-    tok_w = weights[:, np.asarray(story, dtype=np.int64)]
-    reps = weighted_auroc(scores, labels, tok_w)
+    est = weighted_auroc(scores, labels, strata=strata)
+    story = np.asarray(story, dtype=np.int64)
+    reps = np.concatenate([weighted_auroc(scores, labels, weights[i:i + chunk][:, story], strata)
+                           for i in range(0, weights.shape[0], chunk)])
     return _result(est, reps, 0.5, level)
+
+
+def cluster_bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, cluster: np.ndarray, n_boot: int, seed: int = 0,
+                            level: float = 0.95) -> BootstrapResult:
+    """:func:`bootstrap_auroc` resampling any cluster ids (stories; or word types, when the claim is
+    that an effect generalises to new word types)."""
+    _, idx = np.unique(np.asarray(cluster), return_inverse=True)
+    return bootstrap_auroc(scores, labels, idx, story_weights(int(idx.max()) + 1, n_boot, seed), level)
 
 
 def bh_qvalues(p: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ MERGE = "analyze-merge"  # `tinyinterp analyze merge ...` is rewritten to this c
 def _common(p) -> None:
     p.add_argument("--no-probes", action="store_true", help="skip the probes")
     p.add_argument("--no-ablation", action="store_true", help="skip the causal ablation check")
+    p.add_argument("--no-identity", action="store_true",
+                   help="skip the identity rules (pos vs token neurons, lexical baselines; neuron_identity.json)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--no-verify", action="store_true", help="skip the checkpoint's sha256 check")
 
@@ -78,12 +80,14 @@ def _config(options: dict):
         max_stories=options["max_stories"] or None, run_heads=not options["no_heads"],
         run_neurons=not options["no_neurons"], run_probes=not options["no_probes"], report=not options["no_report"],
         ablation_tags=() if options["no_ablation"] else AnalysisConfig.ablation_tags,
+        run_identity=not options.get("no_identity", False),  # shards written before the option lack it
         neurons=NeuronConfig(auroc_threshold=options["auroc"], fdr=options["fdr"],
                              untrained_control=not options["no_control"]),
     )
 
 
-OPTIONS = ("max_stories", "no_heads", "no_neurons", "no_probes", "no_report", "no_ablation", "auroc", "fdr", "no_control")
+OPTIONS = ("max_stories", "no_heads", "no_neurons", "no_probes", "no_report", "no_ablation", "no_identity", "auroc", "fdr",
+           "no_control")
 
 
 def run(args) -> int:

@@ -2,7 +2,10 @@
 
 The app lives in the repository (``apps/explorer/Home.py``), not in the installed package;
 this command starts ``python -m streamlit run`` on it, bound to 127.0.0.1 unless ``--host``
-says otherwise, and prints the URL.
+says otherwise, and prints the URL. Streamlit always runs headless (a non-headless first run
+asks for an email on stdin, and exits when there is none), so nothing here depends on a
+terminal or on ``~/.streamlit``; the browser is opened from this side, with ``webbrowser``,
+once the server answers (unless ``--no-browser``, or there is no graphical browser to open).
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+import webbrowser
 from pathlib import Path
 
 from tinyinterp.errors import TinyInterpError
@@ -23,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "apps" / "explorer" / "Home.py"
 DEFAULT_PORT = 8501
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # bound to every address: browse via loopback
 
 
 def add_parser(sub) -> None:
@@ -40,7 +48,9 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: 127.0.0.1); anything else exposes the explorer to your network")
     p.add_argument("--checkpoints", default=str(REPO / "checkpoints"), help="folder whose checkpoints the picker lists (default: the repository's checkpoints/)")
-    p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
+    p.add_argument("--no-browser", action="store_true",
+                   help="do not open a browser window (one is opened, once the server answers, only where a graphical "
+                        "browser can run: a desktop session, or $BROWSER set)")
     p.set_defaults(func=run)
 
 
@@ -68,10 +78,47 @@ def pick_port(host: str, port: int | None) -> int:
     raise TinyInterpError(f"no free port in {DEFAULT_PORT}-{DEFAULT_PORT + 99}; pass --port")
 
 
-def command(host: str, port: int, browser: bool) -> list[str]:
+def command(host: str, port: int) -> list[str]:
+    """The Streamlit server command: headless always (no first-run prompt), no file watcher, no usage stats."""
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
-            "--server.headless", "false" if browser else "true", "--browser.gatherUsageStats", "false",
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--browser.serverAddress", host, "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
+
+
+def url_for(host: str, port: int) -> str:
+    host = WILDCARD.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def can_open_browser() -> bool:
+    """True where ``webbrowser`` would open a graphical browser rather than take over the terminal (lynx)."""
+    if os.environ.get("BROWSER"):
+        return True
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_when_ready(url: str, timeout: float = 120.0) -> threading.Thread:
+    """Open ``url`` in the user's browser once the server answers its health check (in a daemon thread)."""
+
+    def wait_then_open() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.25)
+        else:
+            return
+        if not webbrowser.open(url):
+            print(f"tinyinterp explorer: could not open a browser; open {url} yourself", flush=True)
+
+    thread = threading.Thread(target=wait_then_open, name="open-browser", daemon=True)
+    thread.start()
+    return thread
 
 
 def run(args) -> int:
@@ -92,9 +139,14 @@ def run(args) -> int:
         log.warning("binding %s: anyone who can reach this machine can use the explorer (and make it run models); "
                     "use the default 127.0.0.1 unless you mean it", args.host)
     port = pick_port(args.host, args.port)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"tinyinterp explorer: http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
-    return launch(command(args.host, port, not args.no_browser), env)
+    url = url_for(args.host, port)
+    print(f"tinyinterp explorer: {url}  (Ctrl-C stops it)", flush=True)
+    if not args.no_browser:
+        if can_open_browser():
+            open_when_ready(url)
+        else:
+            print("  (no graphical browser here: open that address in yours, or forward the port)", flush=True)
+    return launch(command(args.host, port), env)
 
 
 def launch(cmd: list[str], env: dict[str, str]) -> int:

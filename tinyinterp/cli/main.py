@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from tinyinterp.cli import analyze_cmd, data_cmds, explore_cmd, model_cmds, train_cmd
-from tinyinterp.cli import export_cmd
+from tinyinterp.cli import export_cmd, sae_cmd
 from tinyinterp.errors import TinyInterpError
 
 EXIT_USER_ERROR = 2
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmds.add_parsers(sub)
     explore_cmd.add_parser(sub)
     export_cmd.add_parser(sub)
+    sae_cmd.add_parser(sub)
     return p
 
 

@@ -64,7 +64,9 @@ class TrainConfig:
     # --- evaluation, logging, checkpoints ---------------------------------------------
     eval_every: int = documented(200, 'Evaluate every N steps (and at the end).')
     eval_tokens: int | None = documented(
-        100_000, 'Validation tokens per periodic evaluation; the final evaluation uses all of them.')
+        100_000, 'Validation tokens per evaluation: the same first N tokens at every evaluation (one comparable '
+        'curve); at the end the whole split is evaluated once more, as a separate metrics.jsonl record, when it is '
+        'larger.')
     log_every: int = documented(10, 'Write a metrics line every N steps.')
     save_every: int = documented(500, 'Write a resumable checkpoint every N steps (and at the end).')
     snapshots: int = documented(0, 'Number of log-spaced model snapshots to keep in ``snapshots/`` (0: none).')

@@ -79,6 +79,16 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _evaluate(self, max_tokens: int | None, bar, unless_tokens: int | None = None) -> dict[str, Any]:
+        """Evaluate on the first ``max_tokens`` validation tokens (None: all) and log it, unless it read
+        ``unless_tokens`` tokens (the same set as the evaluation just logged)."""
+        metrics = self.evaluate(self.model, max_tokens)
+        if metrics["val_tokens"] != unless_tokens:
+            self._log({"step": self.step, "tokens": self.tokens_seen, **metrics})
+            bar.write(f"step {self.step}: val loss {metrics['val_loss']:.4f} nats/token, {metrics['val_bpb']:.4f} "
+                      f"bits/byte on {metrics['val_tokens']:,} tokens")
+        return metrics
+
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if self.dist.is_main and self.metrics_path is not None:
@@ -138,9 +148,11 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
                 final = self.step == self.total_steps
                 if self.evaluate and self.dist.is_main and (self.step % cfg.eval_every == 0 or final):
-                    metrics = self.evaluate(self.model, None if final else cfg.eval_tokens)
-                    self._log({"step": self.step, "tokens": self.tokens_seen, **metrics})
-                    bar.write(f"step {self.step}: val loss {metrics['val_loss']:.4f} nats/token, {metrics['val_bpb']:.4f} bits/byte")
+                    # Every evaluation reads the same first eval_tokens, so the curve compares like with like; at
+                    # the end the whole split is read once more (a record with a larger val_tokens) if it is larger.
+                    metrics = self._evaluate(cfg.eval_tokens, bar)
+                    if final and cfg.eval_tokens is not None:
+                        self._evaluate(None, bar, unless_tokens=metrics["val_tokens"])
                 if self.snapshot and self.dist.is_main and self.step in self.snapshot_steps:
                     self.snapshot(self)
                 if self.save and (self.step % cfg.save_every == 0 or final):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from apps.explorer import catalog, figures, state, store
+from apps.explorer import catalog, figures, readings, state, store
 
 ckpt = state.require_checkpoint()
-st.title(f"Training dynamics · {ckpt.name}")
+st.title(f"Training dynamics · {readings.md(ckpt.name)}")
 snaps = catalog.list_snapshots(ckpt)
 if not snaps:
     st.info("This checkpoint has no training snapshots (`snapshots/step_N/`). "
@@ -23,21 +23,8 @@ if missing:
     st.info(f"{len(chosen) - len(missing)} of {len(chosen)} chosen snapshots are analysed. Analysing the rest "
             f"(steps {', '.join(f'{s:,}' for s in missing)}) takes a while for larger models.")
     if st.button(f"Analyse {len(missing)} snapshot(s)", key="dyn:go", type="primary"):
-        with st.status("Analysing snapshots…", expanded=True) as status:
-            bar, line = st.progress(0.0), st.empty()
-
-            def progress(msg: str, frac: float | None) -> None:
-                line.write(msg)
-                if frac is not None:
-                    bar.progress(min(max(frac, 0.0), 1.0))
-
-            try:
-                store.analyze_snapshots(ckpt, chosen, progress)
-            except Exception as exc:  # noqa: BLE001
-                status.update(label="Snapshot analysis failed", state="error")
-                st.error(f"Could not analyse the snapshots: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-                st.stop()
-            status.update(label="Snapshots analysed", state="complete", expanded=False)
+        with state.running("Analysing snapshots…", "Snapshots analysed", "Could not analyse the snapshots") as progress:
+            store.analyze_snapshots(ckpt, chosen, progress)
         st.rerun()
 
 done = [(s, store.snapshot_dir(ckpt, s)) for s, _ in chosen if store.snapshot_done(ckpt, s)]

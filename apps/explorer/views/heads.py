@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from apps.explorer import figures, readings, state
+from apps.explorer import figures, links, readings, state
 from tinyinterp import plots
 
-ckpt = state.require_checkpoint()
+ckpt = state.require_checkpoint(params=("head",))
 res = state.results(ckpt)
-st.title(f"Heads · {ckpt.name}")
+st.title(f"Heads · {readings.md(ckpt.name)}")
 if res.heads is None:
     st.info("This analysis has no head classification; re-run `tinyinterp analyze` without --no-heads.")
     st.stop()
@@ -20,13 +20,25 @@ grid = plots.plot_head_grid(heads)
 grid.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
 state.show("heads.grid", grid)
 records = sorted(heads.records, key=lambda r: (r.layer, r.head))
-options = [f"L{r.layer}H{r.head} · {r.label}" for r in records]
-choice = st.selectbox("Head", options, key=f"head:{ckpt}", help="Layer L, head H, and its label")
+options = [f"{links.unit_id('H', r.layer, r.head)} · {r.label}" for r in records]
+key = f"head:{ckpt}"
+wanted = state.from_url("head")
+if wanted is not None:  # a link to this view: select its head, or say in one line why not
+    n_layers, n_heads = max(r.layer for r in records) + 1, max(r.head for r in records) + 1
+    unit, why = links.parse_unit(wanted, "H", n_layers, n_heads, ckpt.name)
+    where = {(r.layer, r.head): i for i, r in enumerate(records)}
+    if unit is None or unit not in where:
+        st.info(why or f"The link asks for head {readings.md(wanted, 40)}, which this analysis does not cover; showing the "
+                "first head.")
+    else:
+        st.session_state[key] = options[where[unit]]
+choice = st.selectbox("Head", options, key=key, help="Layer L, head H, and its label")
 rec = records[options.index(choice)]
 st.session_state["selected_head"] = (rec.layer, rec.head)
+state.to_url("head", links.unit_id("H", rec.layer, rec.head))
 
 st.markdown(readings.explain_head(rec, heads.config))
-st.caption(f"Rule that fired: {rec.reason}")
+st.caption(f"Rule that fired: {readings.md(rec.reason, 300)}")
 
 left, right = st.columns(2)
 with left:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from apps.explorer import figures, state
+from apps.explorer import catalog, figures, links, readings, state
 from tinyinterp import plots
+from tinyinterp.analysis.neurons.identity_report import identity_tables, load_identity
 
 COLUMNS = ["layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value", "selective", "top_k_precision",
            "n_word_types_top_k", "ambiguous_auroc"]
@@ -20,23 +21,26 @@ def number_formats() -> dict:
 
 
 def describe_ablation(a: dict, what: str) -> None:
-    st.markdown(f"Mean-ablating {what} raises the loss on the token after a {a['tag']} by **{a['delta']:+.4f}** nats "
-                f"(random sets of the same size: {a.get('random_mean') or float('nan'):+.4f}; on other tokens "
-                f"{a['delta_other']:+.4f}; p = {a['p_value']:.3f}, {a['n_positions']} positions).")
+    num, tag = readings.num, readings.md(a.get("tag"), 20)
+    st.markdown(f"Mean-ablating {what} raises the loss on the token after a {tag} by **{num(a.get('delta'), '+.4f')}** "
+                f"nats (random sets of the same size: {num(a.get('random_mean'), '+.4f')}; on other tokens "
+                f"{num(a.get('delta_other'), '+.4f')}; p = {num(a.get('p_value'), '.3f')}, "
+                f"{num(a.get('n_positions'), '.0f')} positions).")
     st.session_state["neurons:ablation_shown"] = a
 
 
-ckpt = state.require_checkpoint()
+ckpt = state.require_checkpoint(params=("neuron",))
 res = state.results(ckpt)
-st.title(f"Neurons · {ckpt.name}")
+st.title(f"Neurons · {readings.md(ckpt.name)}")
 if res.neurons is None or not res.neurons.rows:
     st.info("This analysis has no neuron results; re-run `tinyinterp analyze` without --no-neurons.")
     st.stop()
 
 df = res.neurons.to_frame()
 s = res.neurons.summary
-st.caption(f"One row per neuron × part of speech tested on held-out stories ({s.get('n_stories_held_out', '?')} stories); "
-           f"selective = AUROC ≥ {s.get('auroc_threshold')} on both halves and q < {s.get('fdr')} (Benjamini–Hochberg).")
+st.caption(f"One row per neuron × part of speech tested on held-out stories ({readings.num(s.get('n_stories_held_out'), '.0f')} "
+           f"stories); selective = AUROC ≥ {readings.num(s.get('auroc_threshold'), 'g')} on both halves and "
+           f"q < {readings.num(s.get('fdr'), 'g')} (Benjamini–Hochberg).")
 
 sparse = (getattr(res, "summary", None) or {}).get("sparse_probes") or {}
 if sparse:
@@ -47,6 +51,17 @@ if sparse:
                        "neurons for AUROC 0.9": str(v["k_for_0.9"] or "not reached"),
                        "all neurons": round(v["all_neurons_auroc"], 3)} for t, v in sparse.items()],
                      hide_index=True, key=f"neurons:sparse:{ckpt}")
+
+identity = load_identity(res.dir)
+if identity is not None:
+    with st.expander("Part of speech beyond token identity (pos / token / untestable)", expanded=True):
+        st.markdown("A **pos** neuron generalises to token ids it was not selected on and tells ambiguous words apart "
+                    "within one token id (\"play\" the noun vs the verb; story-bootstrap CI above 0.5); a **token** neuron "
+                    "fails one of these. The token-id lookup (no model) is the baseline every number must beat.")
+        per_tag, id_rows = identity_tables(identity)
+        st.dataframe(per_tag, hide_index=True, key=f"neurons:identity_tags:{ckpt}")
+        if id_rows:
+            st.dataframe(id_rows, hide_index=True, key=f"neurons:identity_rows:{ckpt}")
 
 f1, f2, f3, f4 = st.columns(4)
 tags = f1.multiselect("Part of speech", sorted(df["pos"].unique()), key="neurons:pos")
@@ -73,8 +88,19 @@ if view.empty:
     st.info("No neuron matches these filters.")
     st.stop()
 
-choices = list(dict.fromkeys(f"L{int(r.layer)}N{int(r.neuron)}" for r in view.itertuples()))
+choices = list(dict.fromkeys(links.unit_id("N", r.layer, r.neuron) for r in view.itertuples()))
 key = f"neuron:{ckpt}"
+wanted = state.from_url("neuron")
+if wanted is not None:  # a link to this view: show its neuron (even one without a table row), or say why not
+    shape = catalog.read_card(ckpt)["shape"]
+    unit, why = links.parse_unit(wanted, "N", int(shape["n_layers"] or 1), int(shape["d_mlp"] or 0), ckpt.name)
+    if unit is None:
+        st.info(why)
+    else:
+        st.session_state[key] = st.session_state["neurons:linked"] = links.unit_id("N", *unit)
+linked = st.session_state.get("neurons:linked")
+if linked and linked not in choices:
+    choices.insert(0, linked)
 picked = table.selection.rows if table is not None and hasattr(table, "selection") else []
 if picked and picked[0] < len(view):
     r = view.iloc[picked[0]]
@@ -87,6 +113,7 @@ if st.session_state.get(key) not in choices:
 choice = st.selectbox("Neuron", choices, key=key)
 layer, neuron = (int(x) for x in choice[1:].split("N"))
 st.session_state["selected_neuron"] = (layer, neuron)
+state.to_url("neuron", choice)
 
 rows = df[(df["layer"] == layer) & (df["neuron"] == neuron)]
 st.subheader(f"Neuron L{layer}N{neuron}")
@@ -105,12 +132,12 @@ if not examples:
     with st.spinner("Finding this neuron's max-activating examples…"):
         examples = tinyinterp.max_activating_examples(state.model(ckpt), state.tagged_corpus(ckpt), layer, neuron, k=5)
     st.caption("Not stored with the analysis (only the leading neurons are); computed now on the analysis corpus.")
-for ex in examples or []:
-    toks = [str(t) for t in ex.get("text") or []]
-    if toks:
-        word = f" · word “{ex['word']}” ({ex['tag']})" if ex.get("word") else ""
-        st.markdown(f"<div style='font-family:monospace'>{plots.text_activation_html(toks, ex['acts'])}</div>"
-                    f"<small>max activation {ex['activation']:.3f}{word}</small>", unsafe_allow_html=True)
+shown = [readings.example_html(ex) for ex in examples or []]
+for block in filter(None, shown):
+    st.markdown(block, unsafe_allow_html=True)  # readings.example_html escapes everything from the file
+if len(shown) > sum(map(bool, shown)):
+    st.caption(f"{len(shown) - sum(map(bool, shown))} stored example(s) could not be read (not a list of tokens "
+               "with one activation each) and are not shown.")
 
 left, right = st.columns(2)
 with left:
@@ -124,7 +151,8 @@ with right:
     st.subheader("Ablation effect")
     hits = [a for a in res.ablation if [layer, neuron] in [list(x) for x in a["neurons"]]]
     for a in hits:
-        describe_ablation(a, f"the top {a['tag']} neurons ({', '.join(f'L{x}N{y}' for x, y in a['neurons'])})")
+        units = readings.md(", ".join(f"L{x}N{y}" for x, y in a["neurons"]))
+        describe_ablation(a, f"the top {readings.md(a.get('tag'), 20)} neurons ({units})")
     tag = str(rows.iloc[0]["pos"]) if not rows.empty else "NOUN"
     if not hits:
         st.caption("This neuron was not in the analysis' ablated sets (the top neurons of NOUN, VERB and ADJ).")

@@ -5,18 +5,19 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from apps.explorer import catalog, figures, state
+from apps.explorer import catalog, figures, readings, state
 
 ckpt = state.require_checkpoint()
 card = catalog.read_card(ckpt)
 shape = card["shape"]
-st.title(card["name"])
-st.caption(f"Overview · `{ckpt}`")
+st.title(readings.md(card["name"]))
+st.caption(f"Overview · {readings.md(ckpt, 300)}")
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Layers × heads", f"{shape.get('n_layers')} × {shape.get('n_heads')}")
 c2.metric("Parameters", f"{card['n_params']:,}" if card["n_params"] else "?")
-c3.metric("Validation bits/byte", f"{card['val_bpb']:.4f}" if card["val_bpb"] is not None else "not evaluated")
+c3.metric("Validation bits/byte", f"{card['val_bpb']:.4f}" if card["val_bpb"] is not None else "not evaluated",
+          help=f"Final evaluation of training, on {card['val_tokens']:,} validation tokens" if card.get("val_tokens") else None)
 c4.metric("Tokens seen", f"{card['tokens_seen']:,}" if card["tokens_seen"] else "?")
 
 left, right = st.columns([1, 2])
@@ -27,10 +28,11 @@ with left:
     if card["wall_s"]:
         rows.append({"field": "training time", "value": f"{card['wall_s'] / 60:.1f} min"})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    st.markdown("**Data:** " + (", ".join(f"`{f}`" for f in card["train_files"]) or "unknown"))
+    st.markdown("**Data:** " + (", ".join(readings.md(f, 80) for f in card["train_files"]) or "unknown"))
     for split, s in card["splits"].items():
         if s.get("stories"):
-            st.caption(f"{split}: {s['stories']:,} stories, {s['tokens']:,} tokens, {s['bytes']:,} bytes")
+            st.caption(f"{readings.md(split, 40)}: {readings.num(s['stories'], ',.0f')} stories, "
+                       f"{readings.num(s.get('tokens'), ',.0f')} tokens, {readings.num(s.get('bytes'), ',.0f')} bytes")
 with right:
     st.subheader("Training curves")
     metrics = catalog.read_metrics(ckpt)
@@ -42,13 +44,14 @@ with right:
 readme = catalog.card_readme(ckpt)
 if readme:
     with st.expander("Full model card (README.md)"):
-        st.markdown(readme)
+        st.code(readme, language="markdown", wrap_lines=True)  # its text, not rendered: it comes from a file
 
 res = state.results(ckpt)
 st.header("Analysis")
-where = "precomputed in `analysis/`" if res.precomputed else f"computed by the explorer (cached in `{res.dir}`)"
-corpus = res.summary.get("corpus", {})
-st.caption(f"Results {where}, on {corpus.get('stories', '?')} stories ({corpus.get('tokens', '?')} tokens) "
+where = "precomputed in `analysis/`" if res.precomputed else f"computed by the explorer (cached in {readings.md(res.dir, 300)})"
+corpus = res.summary.get("corpus") if isinstance(res.summary.get("corpus"), dict) else {}
+st.caption(f"Results {where}, on {readings.num(corpus.get('stories'), ',.0f')} stories "
+           f"({readings.num(corpus.get('tokens'), ',.0f')} tokens) "
            "the model wrote itself.")
 
 h, n = st.columns(2)
@@ -65,9 +68,10 @@ with n:
         s = res.neurons.summary
         per_tag = {k: v for k, v in (s.get("selective_per_tag") or {}).items() if v}
         ctrl = (s.get("untrained_control") or {}).get("selective_per_tag")
-        st.markdown(f"**POS-selective neurons:** {s.get('n_selective_neurons', 0)} of {s.get('n_neurons', '?')} "
-                    f"({s.get('n_selective', 0)} neuron × tag pairs; untrained control: "
-                    f"{(s.get('untrained_control') or {}).get('n_selective', 'n/a')})")
+        num = readings.num
+        st.markdown(f"**POS-selective neurons:** {num(s.get('n_selective_neurons', 0), '.0f')} of "
+                    f"{num(s.get('n_neurons'), '.0f')} ({num(s.get('n_selective', 0), '.0f')} neuron × tag pairs; "
+                    f"untrained control: {num((s.get('untrained_control') or {}).get('n_selective'), '.0f')})")
         if per_tag:
             state.show("overview.neurons", figures.selective_by_pos(per_tag, ctrl))
         else:
@@ -89,4 +93,4 @@ if res.ablation:
 if card["samples"]:
     with st.expander("Samples written at the end of training"):
         for s in card["samples"][:6]:
-            st.markdown(f"- *T={s.get('temperature')}*: {s.get('text', '')}")
+            st.markdown(f"- *T={readings.num(s.get('temperature'), 'g')}*: {readings.md(s.get('text', ''), 2000)}")

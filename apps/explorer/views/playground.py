@@ -13,7 +13,7 @@ from tinyinterp import plots
 DEFAULT = "Once upon a time, there was a little girl named Lily. She loved to play with her red ball in the park."
 
 ckpt = state.require_checkpoint()
-st.title(f"Playground · {ckpt.name}")
+st.title(f"Playground · {readings.md(ckpt.name)}")
 model = state.model(ckpt)
 cfg = model.cfg
 raw = st.text_area("Your text", DEFAULT, height=110, key="play:text",

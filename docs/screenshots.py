@@ -1,39 +1,43 @@
-"""Screenshots of every explorer page for the docs (headless Chromium, see ``browser.py``).
+"""Screenshots of every explorer page for the docs (headless Chromium, see ``tests/support/browser.py``).
 
-    .venv/bin/python -m apps.explorer.screenshots [--ckpt checkpoints/ts-1l] \
-        [--dynamics-ckpt checkpoints/ts-4l] [--out docs]
+    .venv/bin/python docs/screenshots.py [--ckpt checkpoints/ts-1l] [--dynamics-ckpt checkpoints/ts-4l] [--out docs]
 
 Writes ``explorer-overview.png``, ``-heads.png``, ``-neurons.png``, ``-playground.png`` (from
-``--ckpt``) and ``explorer-dynamics.png`` (from ``--dynamics-ckpt``, whose snapshots are
-analysed first, into the explorer's cache, so the page has something to show). Each PNG is
-re-encoded to stay under 300 KB.
+``--ckpt``), ``explorer-dynamics.png`` (from ``--dynamics-ckpt``, whose snapshots are analysed
+first, into the explorer's cache, so the page has something to show) and
+``explorer-compare.png`` (``--ckpt`` against ``--dynamics-ckpt``, both analysed and probed
+first, into the same cache). Each PNG is re-encoded to stay under 300 KB.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
-from apps.explorer import catalog, store
-from apps.explorer.browser import Chromium, serve, shrink_png
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-REPO = Path(__file__).resolve().parents[2]
+from apps.explorer import catalog, store  # noqa: E402
+from tests.support.browser import Chromium, serve, shrink_png  # noqa: E402
+
 PAGES = {  # page: (url path, text that must be on screen before the shot)
     "overview": ("/", ["Model card", "Heads:"]),
     "heads": ("/heads", ["L0H0 is", "Attention of head L0H0"]),
     "neurons": ("/neurons", ["Max-activating examples"]),
     "playground": ("/playground", ["Tokens by part of speech", "Attention of head L0H0"]),
     "dynamics": ("/dynamics", ["Head labels over training"]),
+    "compare": ("/compare?a={ckpt}&b={other}", ["Bits per byte", "Head labels per layer", "Linear probes"]),
 }
 
 
-def shoot(ckpt: Path, pages: list[str], out: Path, height: int) -> list[Path]:
+def shoot(ckpt: Path, pages: list[str], out: Path, height: int, other: str = "") -> list[Path]:
     shots = []
     with serve(ckpt, root=ckpt.parent) as url, Chromium(size=(1400, 1000)) as browser:
         for page in pages:
             path, needles = PAGES[page]
-            browser.goto(url + path)
+            browser.goto(url + path.format(ckpt=ckpt.name, other=other))
             browser.wait_for([ckpt.name, *needles], timeout=180, settle=2.0)
             shot = browser.screenshot(out / f"explorer-{page}.png", full_height=height)
             shots.append(shrink_png(shot))
@@ -61,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     snaps = store.pick_snapshots(catalog.list_snapshots(dyn), args.max_snapshots)
     if not snaps:
         raise SystemExit(f"{dyn}: no snapshots/ to show on the dynamics page")
-    store.analyze_snapshots(dyn, snaps, lambda msg, _f: logging.info(msg))
+    say = lambda msg, _f: logging.info(msg)  # noqa: E731
+    store.analyze_snapshots(dyn, snaps, say)
     shoot(dyn, ["dynamics"], out, args.height)
+    for c in (ckpt, dyn):  # Compare shows both models' analyses and probes: compute what is missing first
+        if store.find_analysis(c) is None:
+            store.compute_analysis(c, say)
+        if not (c / "analysis" / "probes.json").is_file():
+            store.compute_probes(c, c, None, say)
+    shoot(ckpt, ["compare"], out, args.height, other=dyn.name)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Run the explorer and look at it in headless Chromium (tests, benchmark, docs screenshots).
+"""A Chromium test driver: run the explorer and look at it in headless Chromium (tests, benchmark, docs screenshots).
 
 Chromium's one-shot ``--dump-dom`` / ``--screenshot`` modes stop before a Streamlit page has
 rendered (the page fills in over a websocket, which ``--virtual-time-budget`` does not wait
@@ -17,6 +17,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,9 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
                   "--mute-audio")
 BUSY_JS = "document.querySelector('[data-testid=\"stStatusWidget\"]') !== null"
+# A skeleton stands where an element (a chart, a table) is drawn once its code has loaded: a screenshot taken
+# before then shows grey boxes (a loaded machine takes seconds).
+SKELETONS_JS = "document.querySelectorAll('[data-testid=\"stSkeleton\"]').length"
 
 
 def find_chromium() -> str | None:
@@ -62,39 +66,51 @@ def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
             continue
 
 
+URL_LINE = re.compile(r"tinyinterp explorer: (http://\S+)")
+
+
 @contextlib.contextmanager
-def serve(ckpt: str | os.PathLike | None = None, root: str | os.PathLike | None = None, port: int | None = None,
-          env: dict[str, str] | None = None, timeout: float = 90.0, log_path: Path | None = None) -> Iterator[str]:
-    """Start ``tinyinterp explore`` on a free port; yield its URL once healthy; always stop it."""
-    port = port or free_port()
-    cmd = [sys.executable, "-m", "tinyinterp", "explore", "--port", str(port), "--no-browser"]
-    if ckpt is not None:
-        cmd.append(str(ckpt))
-    if root is not None:
-        cmd += ["--checkpoints", str(root)]
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+def start(cmd: Sequence[str], env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None,
+          timeout: float = 90.0, log_path: Path | None = None) -> Iterator[str]:
+    """Run ``cmd`` (which starts the explorer and prints ``tinyinterp explorer: URL``) with stdin closed;
+    yield the URL once the server is healthy; always stop it and everything it started."""
+    log_path = log_path or Path(tempfile.mkdtemp(prefix="tinyinterp-explore-")) / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
+        url = None
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"the explorer exited with code {proc.returncode} before serving (log: {log_path})")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
+                raise RuntimeError(f"`{' '.join(map(str, cmd))}` exited with code {proc.returncode} before serving: "
+                                   f"{log_path.read_text(errors='replace')[-1500:]}")
+            found = URL_LINE.search(log_path.read_text(errors="replace"))
+            url = url or (found.group(1) if found else None)
+            if url:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the explorer did not answer on {url} within {timeout:.0f} s")
+                raise TimeoutError(f"the explorer did not answer within {timeout:.0f} s (log: {log_path})")
             time.sleep(0.2)
         yield url
     finally:
         _stop(proc)
-        if log_path:
-            log.close()
+
+
+def serve(ckpt: str | os.PathLike | None = None, root: str | os.PathLike | None = None, port: int | None = None,
+          env: dict[str, str] | None = None, timeout: float = 90.0, log_path: Path | None = None):
+    """Start ``tinyinterp explore`` on a free port (no browser); a context manager yielding its URL."""
+    cmd = [sys.executable, "-m", "tinyinterp", "explore", "--port", str(port or free_port()), "--no-browser"]
+    if ckpt is not None:
+        cmd.append(str(ckpt))
+    if root is not None:
+        cmd += ["--checkpoints", str(root)]
+    return start(cmd, env={**os.environ, **(env or {})}, timeout=timeout, log_path=log_path)
 
 
 class Chromium:
@@ -179,6 +195,14 @@ class Chromium:
         missing = [n for n in needles if n not in text]
         raise TimeoutError(f"page never showed {missing} (last text: {text[:300]!r})")
 
+    def wait_drawn(self, timeout: float = 60.0) -> int:
+        """Wait (at most ``timeout``) until no skeleton is left on the page; returns how many are left."""
+        deadline = time.monotonic() + timeout
+        while (left := int(self.eval(SKELETONS_JS) or 0)) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        time.sleep(0.5 if not left else 0)  # the last element's paint
+        return left
+
     def screenshot(self, path: str | os.PathLike, full_height: int | None = None) -> Path:
         """PNG of the page; ``full_height`` > viewport grows the viewport first (capped there)."""
         w, h = self.size
@@ -187,6 +211,7 @@ class Chromium:
             self.call("Emulation.setDeviceMetricsOverride", width=w, height=int(min(max(h, scroll), full_height)),
                       deviceScaleFactor=1, mobile=False)
             time.sleep(1.0)
+        self.wait_drawn()
         data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
         if full_height:
             self.call("Emulation.setDeviceMetricsOverride", width=w, height=h, deviceScaleFactor=1, mobile=False)

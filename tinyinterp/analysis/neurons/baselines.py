@@ -1,0 +1,189 @@
+"""Lexical baselines: what token identity alone predicts, scored exactly like the model.
+
+A *scorer* is ``scorer(ua, train_rows, test_rows) -> scores [n_test, tag]`` (higher: more
+likely the tag), fit on ``train_rows`` only. Four are provided:
+
+* :func:`lookup_scorer` — no model: the tag frequency of each token id on the training rows
+  (smoothed toward the base rate; unseen ids get the base rate);
+* :func:`embedding_scorer` — a multinomial logistic probe on the embedding rows ``W_E[token id]``;
+* :func:`probe_scorer` — the same probe on unit activations (the dense probe);
+* :func:`sparse_probe_scorer` — per tag, a logistic probe on the ``k`` units that separate it best
+  on the training rows (the k-sparse probe).
+
+:func:`evaluate_scorer` scores any of them on the three tests the identity rules use: the held-out
+half (AUROC, AP, AP lift); ambiguous words (within-type AUROC with a story-bootstrap CI; a lookup
+scores exactly 0.5 there); and unseen word types (fit on the selection half's fold-``f`` types,
+score the held-out half's other fold). :func:`beyond_identity` then states, per tag, whether a
+model scorer beats the lookup on ambiguous words or on unseen word types — the only evidence that
+the model encodes a tag beyond identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from tinyinterp.analysis.stats import bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_weights, weighted_auroc
+from tinyinterp.analysis.neurons.units import UnitActivations
+from tinyinterp.analysis.neurons.identity import IdentityConfig
+from tinyinterp.analysis.neurons.metrics import auroc_matrix
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Scorer", "beyond_identity", "embedding_scorer", "evaluate_scorer", "lexical_baseline", "lookup_scorer",
+           "probe_scorer", "sparse_probe_scorer"]
+
+Scorer = Callable[[UnitActivations, np.ndarray, np.ndarray], np.ndarray]
+
+
+def lookup_scorer(alpha: float = 1.0) -> Scorer:
+    """P(tag | token id) on the training rows, with ``alpha`` pseudo-counts at the base rate."""
+    def score(ua: UnitActivations, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        n_ids = int(ua.token_ids.max()) + 1
+        counts = np.zeros((n_ids, ua.n_tags))
+        np.add.at(counts, (ua.token_ids[train], ua.tags[train]), 1.0)
+        prior = counts.sum(0) / max(counts.sum(), 1.0)
+        table = (counts + alpha * prior) / (counts.sum(1, keepdims=True) + alpha)
+        return table[ua.token_ids[test]]
+    return score
+
+
+def _logistic(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, n_tags: int, C: float,
+              sample_weight: np.ndarray | None = None) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_tr, sample_weight=sample_weight)
+    clf = LogisticRegression(C=C, max_iter=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings: the held-out score is what we report
+        clf.fit(scaler.transform(x_tr), y_tr, sample_weight=sample_weight)
+    proba = clf.predict_proba(scaler.transform(x_te))
+    out = np.zeros((len(x_te), n_tags))
+    out[:, clf.classes_] = proba
+    return out
+
+
+def embedding_scorer(W_E: np.ndarray, C: float = 1.0) -> Scorer:
+    """Logistic probe on ``W_E[token id]`` (``[d_vocab, d_model]``), fit on distinct (id, tag) pairs with counts."""
+    W_E = np.asarray(W_E, dtype=np.float64)
+
+    def score(ua: UnitActivations, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        pairs, counts = np.unique(np.stack([ua.token_ids[train], ua.tags[train]], 1), axis=0, return_counts=True)
+        return _logistic(W_E[pairs[:, 0]], pairs[:, 1], W_E[ua.token_ids[test]], ua.n_tags, C, counts.astype(float))
+    return score
+
+
+def probe_scorer(units: np.ndarray | None = None, C: float = 1.0, max_train: int = 20_000, seed: int = 0) -> Scorer:
+    """Dense multinomial logistic probe on unit activations (``units``: a subset; None: all)."""
+    def score(ua: UnitActivations, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        cols = slice(None) if units is None else np.asarray(units)
+        tr = np.sort(np.random.default_rng(seed).permutation(train)[:max_train]) if len(train) > max_train else train
+        return _logistic(ua.acts[tr][:, cols], ua.tags[tr], ua.acts[test][:, cols], ua.n_tags, C)
+    return score
+
+
+def sparse_probe_scorer(k: int, C: float = 1.0, max_train: int = 20_000, seed: int = 0) -> Scorer:
+    """Per tag: binary logistic probe on the ``k`` units with the largest ``|AUROC - 0.5|`` on the training rows."""
+    def score(ua: UnitActivations, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        tr = np.sort(np.random.default_rng(seed).permutation(train)[:max_train]) if len(train) > max_train else train
+        a, _, _ = auroc_matrix(ua.acts[tr], ua.tags[tr], ua.n_tags)  # [unit, tag]
+        out = np.zeros((len(test), ua.n_tags))
+        for t in range(ua.n_tags):
+            y = ua.tags[tr] == t
+            if not y.any() or y.all():
+                continue
+            cols = np.argsort(-np.abs(np.nan_to_num(a[:, t], nan=0.5) - 0.5), kind="stable")[:k]
+            out[:, t] = _logistic(ua.acts[tr][:, cols], y.astype(int), ua.acts[test][:, cols], 2, C)[:, 1]
+        return out
+    return score
+
+
+def _ap(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, s)) if y.any() and not y.all() else math.nan
+
+
+def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | None = None,
+                    unseen_ci: bool = True) -> dict[str, dict[str, Any]]:
+    """Per tag: held-out AUROC/AP/AP lift, within-type ambiguous AUROC (story-bootstrap CI), unseen-type AUROC
+    (with a word-type-bootstrap CI unless ``unseen_ci`` is False: baselines only need the estimate)."""
+    cfg = cfg or IdentityConfig()
+    sel, out = np.flatnonzero(ua.selection), np.flatnonzero(~ua.selection)
+    fold = ua.id_fold(cfg.type_seed)
+    held = scorer(ua, sel, out)  # [held-out token, tag]
+    _, story_o = np.unique(ua.story[out], return_inverse=True)
+    weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
+    tags_o = ua.tags[out]
+    unseen = []
+    for f in (0, 1):
+        tr, te = np.flatnonzero(ua.selection & (fold == f)), np.flatnonzero(~ua.selection & (fold == 1 - f))
+        te_rows = np.flatnonzero(fold[out] == 1 - f)  # the same tokens, as held-out rows
+        unseen.append((scorer(ua, tr, te), te_rows))
+    res = {}
+    for t, (name, s) in enumerate(zip(ua.tag_names, ua.ambiguous_sets(cfg.ambiguous_min_count))):
+        y = tags_o == t
+        base = float(y.mean())
+        row: dict[str, Any] = {"auroc": float(weighted_auroc(held[:, t], y)), "ap": _ap(y, held[:, t]), "base_rate": base}
+        row["ap_lift"] = row["ap"] / base if base > 0 else math.nan
+        supported = s["n_pos"] >= cfg.ambiguous_min_support and s["n_neg"] >= cfg.ambiguous_min_support
+        if supported:
+            b = bootstrap_auroc(held[s["rows"], t], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
+            row.update(ambiguous_auroc=float(b.estimate), ambiguous_ci=[float(b.ci_low), float(b.ci_high)],
+                       ambiguous_p=float(b.p_value))
+        else:
+            row.update(ambiguous_auroc=math.nan, ambiguous_ci=[math.nan, math.nan], ambiguous_p=math.nan)
+        per_fold, ci_low = [], []
+        for scores, te_rows in unseen:
+            yy = tags_o[te_rows] == t
+            n_types = np.unique(ua.token_ids[out][te_rows][yy]).size
+            ok = yy.sum() >= cfg.min_support and (~yy).sum() >= cfg.min_support and n_types >= cfg.unseen_min_types
+            if ok and unseen_ci:
+                b = cluster_bootstrap_auroc(scores[:, t], yy, ua.token_ids[out][te_rows], cfg.n_boot_types, cfg.boot_seed)
+                est, lo = float(b.estimate), float(b.ci_low)
+            else:
+                est, lo = (float(weighted_auroc(scores[:, t], yy)) if ok else math.nan), math.nan
+            per_fold.append(est)
+            ci_low.append(lo)
+        row["unseen_auroc_folds"], row["unseen_ci_low_folds"] = per_fold, ci_low
+        row["unseen_auroc"] = float(np.nanmean(per_fold)) if np.isfinite(per_fold).any() else math.nan
+        row["ambiguous_n_pos"], row["ambiguous_n_neg"] = s["n_pos"], s["n_neg"]
+        res[name] = row
+    return res
+
+
+def lexical_baseline(ua: UnitActivations, W_E: np.ndarray | None = None,
+                     cfg: IdentityConfig | None = None) -> dict[str, dict[str, Any]]:
+    """``{tag: {"lookup": metrics, "embedding": metrics}}`` (embedding only when ``W_E`` is given)."""
+    look = evaluate_scorer(ua, lookup_scorer(), cfg, unseen_ci=False)
+    emb = evaluate_scorer(ua, embedding_scorer(W_E), cfg, unseen_ci=False) if W_E is not None else {}
+    return {t: {"lookup": look[t], **({"embedding": emb[t]} if emb else {})} for t in ua.tag_names}
+
+
+def beyond_identity(model: dict[str, dict[str, Any]], lexical: dict[str, dict[str, Any]],
+                    fdr: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Per tag: does a model scorer beat the lookup (and the embedding) on ambiguous words or unseen types?
+
+    Ambiguous words: the model's story-bootstrap CI lies above the baseline's estimate and its
+    Benjamini–Hochberg q-value (over this scorer's tags) is below ``fdr``. Unseen types: in both
+    type folds the model's word-type-bootstrap CI lies above the baseline's AUROC.
+    """
+    tags = list(model)
+    q = dict(zip(tags, bh_qvalues(np.array([model[t]["ambiguous_p"] for t in tags]))))
+    out = {}
+    for tag, m in model.items():
+        flags: dict[str, Any] = {"ambiguous_q": float(q[tag])}
+        for base_name, b in lexical[tag].items():
+            amb = np.isfinite(b["ambiguous_auroc"]) and m["ambiguous_ci"][0] > b["ambiguous_auroc"] and q[tag] < fdr
+            folds = list(zip(m["unseen_ci_low_folds"], b["unseen_auroc_folds"]))
+            uns = bool(folds) and all(np.isfinite(lo) and (not np.isfinite(y) or lo > y) for lo, y in folds)
+            flags[f"beats_{base_name}_ambiguous"] = bool(amb)
+            flags[f"beats_{base_name}_unseen"] = bool(uns)
+        flags["beyond_identity"] = flags.get("beats_lookup_ambiguous", False) or flags.get("beats_lookup_unseen", False)
+        out[tag] = flags
+    return out
