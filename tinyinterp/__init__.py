@@ -84,6 +84,8 @@ _LAZY = {
     "cache_dir": "tinyinterp.cache",
     "write_text": "tinyinterp.atomic",
     "hooked_config_from_hf": "tinyinterp.models.hf_import",
+    "plot_head_effects": "tinyinterp.plots",
+    "plot_head_axes": "tinyinterp.plots",
 }
 
 

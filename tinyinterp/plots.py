@@ -162,3 +162,60 @@ def plot_probe_accuracy(probes) -> go.Figure:
     fig.update_layout(title="Linear probes for UPOS (held-out accuracy)", xaxis_title="layer", yaxis_title="accuracy",
                       yaxis_range=[0, 1])
     return fig
+
+
+EFFECT_GROUPS = ("FUNCTION", "CONTENT", "NAME", "DET", "NOUN", "VERB", "ADJ", "PRON", "ADP", "PUNCT")
+
+
+def plot_head_effects(heads: list[dict], layer: int | None = None, head: int | None = None, kind: str = "dla",
+                      groups: tuple[str, ...] = EFFECT_GROUPS) -> go.Figure:
+    """Output effect by next-token group with 95% story-bootstrap CIs.
+
+    ``heads``: the per-head rows of the head analysis (``heads_axes.json`` or
+    :func:`tinyinterp.analysis.heads.claims.analyse_heads` ``["heads"]``); ``kind``: ``dla`` (direct
+    logit attribution to the correct next token) or ``mean`` / ``resample`` (loss increase when the
+    head is ablated). One head (``layer`` and ``head``) as bars; otherwise one line per head of
+    ``layer`` (every head when ``layer`` is None), the per-layer view.
+    """
+    if kind not in ("dla", "mean", "resample"):
+        raise ValueError(f"kind={kind!r}: use 'dla', 'mean' or 'resample'")
+    rows = [r for r in heads if (layer is None or r["layer"] == layer) and (head is None or r["head"] == head)]
+    if not rows:
+        raise ValueError(f"no head L{layer}H{head} in the results")
+    unit = "logit (vs the average token)" if kind == "dla" else "loss increase (nats)"
+    fig = go.Figure()
+    for r in rows:
+        eff = r.get("effects", {}).get(kind)
+        if eff is None:
+            raise ValueError(f"the results have no {kind!r} effects (run the ablations)")
+        gs = [g for g in groups if g in eff and eff[g]["estimate"] is not None]
+        est = np.array([eff[g]["estimate"] for g in gs], dtype=float)
+        lo = np.array([eff[g]["ci_low"] if eff[g]["ci_low"] is not None else np.nan for g in gs], dtype=float)
+        hi = np.array([eff[g]["ci_high"] if eff[g]["ci_high"] is not None else np.nan for g in gs], dtype=float)
+        err = dict(type="data", symmetric=False, array=hi - est, arrayminus=est - lo)
+        name = f"L{r['layer']}H{r['head']} ({r.get('label', '?')})"
+        if len(rows) == 1:
+            fig.add_trace(go.Bar(x=gs, y=est, error_y=err, name=name,
+                                 hovertemplate="next %{x}<br>%{y:.3f}<extra></extra>"))
+        else:
+            fig.add_trace(go.Scatter(x=gs, y=est, error_y=err, mode="lines+markers", name=name))
+    where = f"L{layer}H{head}" if head is not None else (f"layer {layer}" if layer is not None else "all heads")
+    fig.update_layout(title=f"{kind} by next-token group, {where}", xaxis_title="next token", yaxis_title=unit)
+    return fig
+
+
+def plot_head_axes(heads: list[dict]) -> go.Figure:
+    """The two label axes with their null-derived thresholds (dashed), one point per head, coloured by label."""
+    df = pd.DataFrame([{"layer": r["layer"], "head": r["head"], "label": r["label"],
+                        "positional_r2": r["positional"]["r2"], "content_js": r["content"]["js"]} for r in heads])
+    fig = go.Figure()
+    for lab, sub in df.groupby("label"):
+        fig.add_trace(go.Scatter(x=sub["positional_r2"], y=sub["content_js"], mode="markers", name=str(lab),
+                                 marker=dict(size=10, color=LABEL_COLORS.get(str(lab), "#333")),
+                                 text=[f"L{int(a)}H{int(b)}" for a, b in zip(sub["layer"], sub["head"])],
+                                 hovertemplate="%{text}<br>R² %{x:.3f}<br>JS %{y:.3f}<extra></extra>"))
+    fig.add_vline(x=heads[0]["positional"]["min_r2"], line_dash="dash", annotation_text="positional null q99")
+    fig.add_hline(y=heads[0]["content"]["min_js"], line_dash="dash", annotation_text="content null q99")
+    fig.update_layout(title="Label axes against their nulls", xaxis_title="position-only surrogate R² (held out)",
+                      yaxis_title="content JS (bits, real vs shuffled)")
+    return fig

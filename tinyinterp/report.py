@@ -124,6 +124,40 @@ def _ablation_section(ablations: list[dict[str, Any]]) -> list[str]:
             _table(pd.DataFrame(rows), list(rows[0]), left=("tag",))]
 
 
+def _head_effects_section(out: Path, summary: dict, fig) -> list[str]:
+    """Labels from the two axes vs their nulls, output effects by next-token group, the paper claim."""
+    import json
+
+    path = out / "heads_axes.json"
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    claim = summary.get("paper_claim", {})
+    halves = summary.get("label_agreement_halves")
+    parts = ["<h2>What each head produces, and labels from two axes</h2>",
+             "<p class='note'>Each head is tested on two axes, each against null heads (untrained models of the same "
+             "shape, position-only and content-only surrogates; thresholds = their 99th percentiles, fixed before the "
+             "bundled models were labelled, see docs/analysis.md): positional (held-out R² of a position-only "
+             "surrogate, or TransformerLens previous-token score ≥ 0.4) and content (JS real vs shuffled tokens, plus a "
+             "key category with lift above the null and BH q ≤ 0.05). The label lists every axis that passes.</p>",
+             f"<p>Labels: {html.escape(', '.join(f'{k} {v}' for k, v in summary.get('head_axes', {}).get('labels', {}).items()))}"
+             + (f"; agreement between two disjoint halves of the stories: {halves['n_agree']}/{halves['n_heads']}"
+                if halves else "") + "</p>",
+             f"<p><b>Paper claim.</b> {html.escape(str(claim.get('statement', 'not computed')))}</p>",
+             fig(plots.plot_head_axes(rows))]
+    for layer in sorted({r["layer"] for r in rows}):
+        parts.append(fig(plots.plot_head_effects(rows, layer=layer, kind="dla")))
+    df = pd.DataFrame([{"layer": r["layer"], "head": r["head"], "label": r["label"], "positional R²": r["positional"]["r2"],
+                        "prev-token": r["positional"]["tl_previous_token"], "content JS": r["content"]["js"],
+                        "top category": (r["content"]["categories"] or [{}])[0].get("category", ""),
+                        "DLA function": r["effects"]["dla"]["FUNCTION"]["estimate"],
+                        "DLA content": r["effects"]["dla"]["CONTENT"]["estimate"],
+                        "DLA name": r["effects"]["dla"]["NAME"]["estimate"],
+                        "OV copying": r["copying"].get("eigen")} for r in rows])
+    parts.append(_table(df, list(df.columns), left=("label", "top category")))
+    return parts
+
+
 def _identity_section(out: Path) -> list[str]:
     from tinyinterp.analysis.neurons.identity_report import identity_tables, load_identity
 
@@ -161,6 +195,7 @@ def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=N
         parts.append("<p>Head labels: " + ", ".join(f"{k} {v}" for k, v in summary["heads"].items()) + "</p>")
     if heads is not None:
         parts += _heads_section(heads, model, fig)
+    parts += _head_effects_section(out, summary, fig)
     if neurons is not None:
         parts += _neurons_section(neurons, model, fig)
     parts += _identity_section(out)

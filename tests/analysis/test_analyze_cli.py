@@ -28,6 +28,13 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["corpus"]["stories"] == 30 and sum(summary["heads"].values()) == 4
     assert "k-sparse probes" in html and summary["sparse_probes"]
+    # issue 12: output effects, two-axis labels, paper claim, halves
+    axes = json.loads((out / "heads_axes.json").read_text())
+    assert len(axes) == 4 and {"dla", "mean", "resample"} <= set(axes[0]["effects"])
+    assert {"estimate", "ci_low", "ci_high"} <= set(axes[0]["effects"]["dla"]["FUNCTION"])
+    assert summary["paper_claim"]["statement"] and summary["paper_claim"]["holds"] in (True, False, None)
+    assert summary["label_agreement_halves"]["n_heads"] == 4
+    assert "What each head produces" in html
     # identity rules: counts per category and tag, lexical baseline per tag, paper-form result
     ident = summary["neuron_identity"]
     assert set(ident["categories_per_tag"]["NOUN"]) == {"pos", "token", "untestable", "none"}

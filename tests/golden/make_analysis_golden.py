@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CKPT = ROOT / "checkpoints" / "ts-1l"
 CORPUS = CKPT / "analysis" / "corpus.txt"
 GOLDEN = Path(__file__).with_name("analysis_ts-1l.json.gz")
-FILES = ("heads.json", "heads_meta.json", "neurons.json", "neurons_summary.json", "neuron_examples.json",
+FILES = ("heads.json", "heads_meta.json", "heads_axes.json", "neurons.json", "neurons_summary.json", "neuron_examples.json",
          "ablation.json", "probes.json", "sparse_probes.json", "summary.json")
 
 

@@ -6,7 +6,7 @@ and find POS-selective neurons (held-out, FDR, untrained control), sharing one f
 layer-wise and k-sparse probes → ``report.html``. Each result class writes its own files
 (``save(folder)``); the output folder::
 
-    heads.json  heads.csv  heads_meta.json
+    heads.json  heads.csv  heads_meta.json  heads_axes.json
     neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json  neuron_identity.json
     probes.json  sparse_probes.json  ablation.json  summary.json  report.html
 
@@ -67,6 +67,14 @@ class AnalysisConfig:
     """Top neurons per tag ablated together."""
     ablation_random: int = 20
     """Random equal-size neuron sets per tag for the comparison (the smallest p-value is 1 / (n + 1))."""
+    head_effects: bool = True
+    """Head output effects, the two label axes against their nulls, the paper claim and the halves check
+    (:func:`tinyinterp.analysis.heads.claims.analyse_heads`): ``heads_axes.json`` and ``summary.json``
+    keys ``paper_claim``, ``label_agreement_halves``, ``head_axes``."""
+    head_ablation_stories: int = 100
+    """Stories for the mean/resample ablation of every head (two forwards per head; 0: skip)."""
+    head_halves: bool = True
+    """Also label the heads on two disjoint halves of the stories (``label_agreement_halves``)."""
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     """Rules that separate part-of-speech neurons from token detectors (:mod:`tinyinterp.analysis.neurons.identity`)."""
     run_identity: bool = True
@@ -128,6 +136,25 @@ def _heads(run: AnalysisRun) -> None:
     run.heads.save(run.out)
     labels = [r.label for r in run.heads.records]
     run.summary["heads"] = {lab: labels.count(lab) for lab in ("local", "semantic", "sink", "mixed")}
+
+
+def _head_axes(run: AnalysisRun) -> None:
+    """Output effects, axis labels, paper claim and halves (:mod:`tinyinterp.analysis.heads.claims`):
+    ``heads_axes.json`` and the summary's ``paper_claim`` / ``head_axes`` / ``label_agreement_halves``."""
+    from tinyinterp.analysis.heads.claims import analyse_heads
+
+    cfg = run.cfg
+    res = analyse_heads(run.model, run.corpus, ablation_stories=cfg.head_ablation_stories, halves=cfg.head_halves,
+                        progress=run.progress)
+    write_json(run.out / "heads_axes.json", jsonable(res["heads"]))
+    s = res["summary"]
+    keys = {"paper_claim": s["paper_claim"],
+            "head_axes": {k: s[k] for k in ("labels", "per_layer", "thresholds", "n_stories", "n_boot")}}
+    keys["head_axes"]["ablation_stories"] = s["cost"]["ablation_stories"]
+    keys["head_axes"]["cost_s"] = {k: v for k, v in s["cost"].items() if k.endswith("_s")}
+    if "label_agreement_halves" in s:
+        keys["label_agreement_halves"] = s["label_agreement_halves"]
+    run.summary.update(jsonable(keys))
 
 
 def _neurons(run: AnalysisRun) -> None:
@@ -193,6 +220,7 @@ def _probes(run: AnalysisRun) -> None:
 STAGES: list[tuple[str, Callable[[AnalysisConfig], bool], Callable[[AnalysisRun], None]]] = [
     ("heads_and_neurons_s", lambda c: c.run_heads and c.run_neurons, _heads_and_neurons),
     ("heads_s", lambda c: c.run_heads, _heads),
+    ("head_effects_s", lambda c: c.run_heads and c.head_effects, _head_axes),
     ("neurons_s", lambda c: c.run_neurons, _neurons),
     ("neuron_identity_s", lambda c: c.run_neurons and c.run_identity, _identity),
     ("ablation_s", lambda c: c.run_neurons and bool(c.ablation_tags), _ablation),

@@ -37,6 +37,7 @@ __all__ = [
     "wald_pvalue",
     "weighted_auroc",
     "bootstrap_auroc",
+    "bootstrap_contrast",
     "cluster_bootstrap_auroc",
 ]
 
@@ -128,6 +129,28 @@ def bootstrap_ratio(num: np.ndarray, den: np.ndarray, weights: np.ndarray, null:
                     level: float = 0.95) -> BootstrapResult:
     """Ratio of two per-story sums ``Σ num / Σ den`` (e.g. a share of an effect), story bootstrap."""
     return bootstrap_mean(num, den, weights, null=null, level=level)
+
+
+def bootstrap_contrast(sums_a: np.ndarray, counts_a: np.ndarray, sums_b: np.ndarray, counts_b: np.ndarray,
+                       weights: np.ndarray, null: float = 0.0, level: float = 0.95) -> BootstrapResult:
+    """Difference of two token-weighted means ``Σ sums_a / Σ counts_a - Σ sums_b / Σ counts_b``.
+
+    Both means are recomputed on the same resampled stories (the two groups share stories, so
+    their errors are correlated and a difference of two separate intervals would be wrong).
+    Shapes as in :func:`bootstrap_mean`.
+    """
+    a = bootstrap_mean(sums_a, counts_a, weights, level=level)
+    b = bootstrap_mean(sums_b, counts_b, weights, level=level)
+    w = weights.astype(np.float64)
+
+    def reps(s: np.ndarray, c: np.ndarray) -> np.ndarray:
+        s, c = np.asarray(s, dtype=np.float64), np.asarray(c, dtype=np.float64)
+        if c.ndim < s.ndim:
+            c = np.broadcast_to(c[:, None], s.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (w @ s) / (w @ c)
+
+    return _result(a.estimate - b.estimate, reps(sums_a, counts_a) - reps(sums_b, counts_b), null, level)
 
 
 def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,

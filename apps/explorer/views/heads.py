@@ -47,6 +47,39 @@ with left:
 with right:
     state.show("heads.offset", plots.plot_offset_profile(rec.offset_profile, rec.layer, rec.head))
 
+axes_file = res.dir / "heads_axes.json"
+if axes_file.is_file():  # output effects and the two-axis label (tinyinterp analyze >= issue 12)
+    import json
+
+    axes_rows = json.loads(axes_file.read_text(encoding="utf-8"))
+    ax = next(r for r in axes_rows if (r["layer"], r["head"]) == (rec.layer, rec.head))
+    st.subheader(f"What L{rec.layer}H{rec.head} produces · axis label: {ax['label']}")
+    kinds = [k for k in ("dla", "mean", "resample") if k in ax.get("effects", {})]
+    kind = st.radio("Effect", kinds, horizontal=True, key="heads:effect",
+                    format_func={"dla": "direct logit attribution", "mean": "mean-ablation loss change",
+                                 "resample": "resample-ablation loss change"}.get)
+    fx_l, fx_r = st.columns(2)
+    with fx_l:
+        state.show("heads.effects", plots.plot_head_effects(axes_rows, rec.layer, rec.head, kind=kind))
+    with fx_r:
+        pos, con = ax["positional"], ax["content"]
+        st.dataframe(pd.DataFrame([
+            {"axis": "positional R² (held out)", "value": pos["r2"], "null threshold": pos["min_r2"], "passes": pos["pass"]},
+            {"axis": "previous-token score", "value": pos["tl_previous_token"], "null threshold": pos["previous_token_min"],
+             "passes": pos["pass"]},
+            {"axis": "content JS (bits)", "value": con["js"], "null threshold": con["min_js"], "passes": con["js_pass"]},
+            {"axis": "OV copying (eigenvalues)", "value": ax["copying"].get("eigen"), "null threshold": None, "passes": None},
+        ]), hide_index=True)
+        if con["categories"]:
+            st.caption(f"Category lift vs the head's offset profile (pass: lift ≥ {con['min_lift']:.2f} and BH q ≤ {con['fdr']})")
+            st.dataframe(pd.DataFrame(con["categories"]), hide_index=True)
+    if len({r["layer"] for r in axes_rows}) > 1:
+        with st.expander(f"Layer {rec.layer}: every head's {kind} by next-token group"):
+            state.show("heads.layer_effects", plots.plot_head_effects(axes_rows, layer=rec.layer, kind=kind))
+    claim = res.summary.get("paper_claim", {}).get("statement")
+    if claim:
+        st.info(f"Paper claim on this model: {claim}")
+
 st.subheader("Attention on a story")
 source = st.radio("Text", ["A story from the analysis corpus", "My own text"], horizontal=True, key="heads:source")
 model = state.model(ckpt)
