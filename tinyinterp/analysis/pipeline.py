@@ -124,6 +124,7 @@ class AnalysisRun:
     heads: HeadResults | None = None
     neurons: NeuronResults | None = None
     probes: ProbeResults | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # a stage's own cost breakdown (seconds)
 
 
 def _heads_and_neurons(run: AnalysisRun) -> None:
@@ -151,7 +152,7 @@ def _head_axes(run: AnalysisRun) -> None:
     keys = {"paper_claim": s["paper_claim"],
             "head_axes": {k: s[k] for k in ("labels", "per_layer", "thresholds", "n_stories", "n_boot")}}
     keys["head_axes"]["ablation_stories"] = s["cost"]["ablation_stories"]
-    keys["head_axes"]["cost_s"] = {k: v for k, v in s["cost"].items() if k.endswith("_s")}
+    run.timings.update({f"head_effects_{k}": v for k, v in s["cost"].items() if k.endswith("_s")})
     if "label_agreement_halves" in s:
         keys["label_agreement_halves"] = s["label_agreement_halves"]
     run.summary.update(jsonable(keys))
@@ -285,6 +286,7 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
                 t = time.perf_counter()
                 stage(run)
                 timings[key] = time.perf_counter() - t
+        timings.update(run.timings)
         summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
         summary["config"] = jsonable(asdict(cfg))
         write_json(staging / "summary.json", summary)
