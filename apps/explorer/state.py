@@ -224,8 +224,15 @@ def results(ckpt: Path) -> store.Results:
 
 
 def results_in(folder: Path, precomputed: bool) -> store.Results:
-    """The results in ``folder`` (cached until one of its files changes)."""
-    return _results(str(folder), precomputed, catalog.fingerprint(folder, RESULT_FILES))
+    """The results in ``folder`` (cached until one of its files changes); one line, not a traceback, for a
+    folder that is not one complete analysis."""
+    import tinyinterp
+
+    try:
+        return _results(str(folder), precomputed, catalog.fingerprint(folder, RESULT_FILES))
+    except tinyinterp.TinyInterpError as exc:
+        st.error(readings.md(str(exc).splitlines()[0], limit=400))
+        st.stop()
 
 
 def stories(ckpt: Path) -> list[str]:

@@ -70,6 +70,13 @@ def hostile_root(explorer_root, tmp_path, monkeypatch):
     manifest = json.loads((ckpt / "manifest.json").read_text())  # a consistent (if hostile) checkpoint
     manifest["sha256"]["training.json"] = hashlib.sha256((ckpt / "training.json").read_bytes()).hexdigest()
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    complete = a / "complete.json"  # a consistent (if hostile) analysis: its completion marker lists these files
+    if complete.is_file():
+        marker = json.loads(complete.read_text())
+        for name in ("neuron_examples.json", "heads.json", "ablation.json"):
+            data = (a / name).read_bytes()
+            marker["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        complete.write_text(json.dumps(marker))
     monkeypatch.setenv("TINYINTERP_EXPLORER_ROOT", str(root))
     monkeypatch.delenv("TINYINTERP_EXPLORER_CKPT", raising=False)
     layer, neuron = key.split(".")
@@ -99,3 +106,13 @@ def test_md_and_num():
     assert readings.md("- a*b*") == "\\- a\\*b\\*"
     assert readings.md("x\ny" + "z" * 300, limit=10) == "x yzzzzzz…"
     assert readings.num("1e400") == "n/a" and readings.num(True) == "n/a" and readings.num("0.25", ".0%") == "25%"
+
+
+def test_an_analysis_edited_after_it_was_written_is_one_line_not_a_traceback(hostile_root, tmp_path):
+    a = tmp_path / "checkpoints" / "evil" / "analysis"
+    if not (a / "complete.json").is_file():
+        pytest.skip("the explorer's analysis predates the completion marker")
+    (a / "heads.json").write_text((a / "heads.json").read_text() + " ")  # no longer the file the analysis wrote
+    at = open_link("views/heads.py", model="evil")
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "changed since" in errors[0] and "tinyinterp analyze" in errors[0]
