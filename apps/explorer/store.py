@@ -154,8 +154,10 @@ def _analysis_config(light: bool):
     if light:  # snapshots: labels and selectivity only
         return AnalysisConfig(max_stories=None, run_probes=False, report=False, ablation_tags=(),
                               heads=HeadConfig(detector_stories=0, n_permutations=199),
-                              neurons=NeuronConfig(untrained_control=False, n_examples=0))
-    return AnalysisConfig(max_stories=None, run_probes=False, report=False)
+                              neurons=NeuronConfig(untrained_control=False, n_examples=0),
+                              head_effects=False, run_identity=False)
+    # on demand, while the user waits: head ablations on 25 stories, no halves check (the CLI does both)
+    return AnalysisConfig(max_stories=None, run_probes=False, report=False, head_ablation_stories=25, head_halves=False)
 
 
 def _analyze_into(model, corpus, target: Path, light: bool, name: str) -> Path:
