@@ -23,3 +23,18 @@ class DataError(TinyInterpError):
 
 class ConfigError(TinyInterpError):
     """A configuration field has an invalid value."""
+
+
+def check_fields(cls, d: dict, what: str = "") -> None:
+    """Raise :class:`ConfigError` naming the fields of ``d`` that the dataclass ``cls`` does not have.
+
+    ``what`` names the file or config at the start of the message (e.g. ``"training config"``);
+    callers that prefix the file name themselves leave it empty.
+    """
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{what + ': ' if what else ''}unknown field(s) {unknown[:5]}; remove them "
+                          f"(known: {', '.join(sorted(known))})")

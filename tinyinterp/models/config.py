@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from tinyinterp.errors import ConfigError
+from tinyinterp.errors import ConfigError, check_fields
 
 ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "relu", "silu")
 ATTN_TYPES = ("global", "local")
@@ -114,10 +114,7 @@ class ModelConfig:
         """From ``config.json``'s fields; unknown or missing fields are one-line errors."""
         if not isinstance(d, dict):
             raise ConfigError(f"expected a JSON object of model config fields, not {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown field(s) {unknown[:5]}; remove them (the fields are: {', '.join(sorted(known))})")
+        check_fields(cls, d)
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
         missing = [n for n in required if n not in d]
         if missing:

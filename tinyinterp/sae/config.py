@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinyinterp.errors import ConfigError
+from tinyinterp.errors import ConfigError, check_fields
 
 ARCHITECTURES = ("batchtopk", "topk")
 _HOOK = re.compile(r"^(blocks\.\d+\.(mlp\.hook_post|mlp\.hook_pre|hook_mlp_out|hook_resid_post|hook_resid_pre|hook_resid_mid|hook_attn_out)|hook_embed|hook_pos_embed)$")
@@ -101,10 +101,7 @@ class SAETrainConfig:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "SAETrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - known)
-        if unknown:
-            raise ConfigError(f"unknown SAE config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        check_fields(cls, obj, "SAE config")
         return cls(**obj)
 
 

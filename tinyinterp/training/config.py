@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinyinterp.device import check_device
-from tinyinterp.errors import ConfigError, TinyInterpError
+from tinyinterp.errors import ConfigError, TinyInterpError, check_fields
 from tinyinterp.models.presets import PRESETS
 
 
@@ -166,10 +166,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"training config: unknown field(s) {unknown}")
+        check_fields(cls, d, "training config")
         return cls(**d)
 
     def dumps(self) -> str:
