@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from tinyinterp.atomic import write_text
 from tinyinterp.errors import DataError
 from tinyinterp.output_folder import check_complete, check_output, every_file, write_output
 from tinyinterp.safe_files import member, read_bytes, read_json
@@ -81,18 +82,18 @@ def train_bpe(
     )
     with write_output(out_dir, "tokenizer", inputs, overwrite, legacy, what="tokenizer") as stage:
         fast.save_pretrained(stage)
-        _portable_config(stage)
+        write_portable_config(stage)
     log.info("trained BPE tokenizer with %d ids on %d stories -> %s", tok.get_vocab_size(), n, out_dir)
     return out_dir
 
 
-def _portable_config(folder: Path) -> None:
+def write_portable_config(folder: Path) -> None:
     """Name the class every transformers release knows (v5 writes ``TokenizersBackend``)."""
     cfg_path = folder / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     cfg.pop("backend", None)
-    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    write_text(cfg_path, json.dumps(cfg, indent=2) + "\n")
 
 
 # what AutoTokenizer may read from a tokenizer folder (and config.json, for the tokenizer class)

@@ -229,7 +229,7 @@ def logits_diff(model, hf_dir: Path) -> float:
 
 
 def _copy_tokenizer(model, src: str | os.PathLike, dest: Path) -> None:
-    from tinyinterp.data.tokenizer import _portable_config
+    from tinyinterp.data.tokenizer import write_portable_config
 
     p = Path(src).expanduser()
     files = [p / f for f in TOKENIZER_FILES if not is_hub_name(src) and (p / f).is_file()]
@@ -239,7 +239,7 @@ def _copy_tokenizer(model, src: str | os.PathLike, dest: Path) -> None:
     else:
         model.tokenizer.save_pretrained(str(dest))
         if model.tokenizer.__class__.__name__ in ("PreTrainedTokenizerFast", "TokenizersBackend"):
-            _portable_config(dest)
+            write_portable_config(dest)
 
 
 def _card(src: str, arch: str, cfg, diff: float | None) -> str:
