@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch.distributed as dist
 from tinyinterp.training.distributed import DistInfo, barrier, check_same, init_distributed, shutdown
 
 log = logging.getLogger(__name__)
-__all__ = ["DistInfo", "init_distributed", "barrier", "shutdown", "check_same", "rank_share", "fold_states",
+__all__ = ["DistInfo", "init_distributed", "barrier", "shutdown", "check_same", "rank_share", "RankSplit", "fold_states",
            "all_reduce_sum", "broadcast_object", "distributed_stats", "rank_corpus"]
 
 
@@ -33,6 +34,36 @@ def rank_share(indices: np.ndarray, info: DistInfo) -> np.ndarray:
     """The entries of ``indices`` (story indices) that rank ``info.rank`` streams: ``i % world == rank``."""
     indices = np.asarray(indices, dtype=np.int64)
     return indices[indices % info.world == info.rank]
+
+
+@dataclass(frozen=True)
+class RankSplit:
+    """The calibration passes split over the ranks (:class:`~tinyinterp.analysis.heads.classify.HeadJob`,
+    :class:`~tinyinterp.analysis.neurons.job.NeuronJob` take it as ``split``): each rank runs the calibration
+    stories it owns (``i % world == rank``, as in the pass) and the results are combined with collectives,
+    so every rank ends with the calibration one process computes (up to float summation order)."""
+
+    info: DistInfo
+
+    def owns(self, indices: np.ndarray) -> np.ndarray:
+        """bool per entry of ``indices`` (story indices): this rank runs that story."""
+        return np.asarray(indices, dtype=np.int64) % self.info.world == self.info.rank
+
+    def sum(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every rank's ``sd`` added, on every rank."""
+        return all_reduce_sum(sd, self.info)
+
+    def gather(self, obj: Any) -> list | None:
+        """Every rank's ``obj`` (picklable, made by this process group) on rank 0, in rank order; None elsewhere."""
+        if not self.info.enabled:
+            return [obj]
+        out = [None] * self.info.world if self.info.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        return broadcast_object(obj, self.info)
 
 
 def _device(info: DistInfo) -> torch.device:
@@ -95,16 +126,18 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     """A drop-in for :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` under torchrun.
 
-    Every rank calibrates identically (deterministic), streams its share of each story group
-    (and of the untrained control's), and sends its statistics to rank 0, which adds them
-    (as ``analyze merge`` does) and returns the results; the other ranks return ``(None, None)``.
+    The ranks split the calibration passes (:class:`RankSplit`: each runs its share of the
+    calibration stories, the calibration is combined with collectives, so every rank bins and
+    scores alike), each streams its share of each story group (and of the untrained control's),
+    and sends its statistics to rank 0, which adds them (as ``analyze merge`` does) and returns
+    the results; the other ranks return ``(None, None)``.
     """
     from tinyinterp.analysis.engine import eval_mode
     from tinyinterp.analysis.sharding import build_jobs
 
     def run(model, corpus, hcfg, ncfg, progress: bool = False):
         with eval_mode(model):
-            jobs = build_jobs(model, corpus, hcfg, ncfg)
+            jobs = build_jobs(model, corpus, hcfg, ncfg, RankSplit(info))
             tokens = jobs.stream((info.rank, info.world), progress and info.is_main,
                                  f"heads + neurons (rank {info.rank}/{info.world})")
             log.info("rank %d/%d: streamed %d tokens", info.rank, info.world, tokens)
