@@ -138,7 +138,7 @@ def _check_corpus(model, corpus: TaggedCorpus) -> tuple[StoryStore, np.ndarray, 
         if tokenizer_fingerprint(tok) != want:
             raise DataError("the corpus was tokenised with a different tokenizer than the model's; rebuild it with load_corpus(files, model)")
     store = corpus.packed()
-    full = store.lengths
+    full = store.lengths if corpus.share is None else corpus.share.lengths  # a rank's share: every story's length
     cut = int((full > n_ctx).sum())
     if cut:
         log.warning("cut %d stories to the model's n_ctx=%d tokens", cut, n_ctx)

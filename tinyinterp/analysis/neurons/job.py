@@ -52,7 +52,8 @@ def _edges(model, corpus, labels, indices, hooks, cfg: NeuronConfig, split=None)
     edges = None
     if gathered is not None:  # rank 0
         parts = {k: v for g in gathered for k, v in g.items()}
-        order = take[np.argsort(np.minimum(corpus.lengths(), model.cfg.n_ctx)[take], kind="stable")]
+        lengths = corpus.lengths() if corpus.share is None else corpus.share.lengths
+        order = take[np.argsort(np.minimum(lengths, model.cfg.n_ctx)[take], kind="stable")]
         sample = torch.cat([parts[i] for i in order.tolist() if i in parts] or [torch.zeros((0, 1))])
         edges = quantile_edges(sample[: cfg.calib_tokens], cfg.n_bins).cpu()
     del parts, gathered
@@ -95,7 +96,10 @@ class NeuronJob:
         self.layers = _layers(model, cfg)
         self.hook_names = [mlp_hook(x) for x in self.layers]
         # ``labels``: label_corpus(corpus) with these options, when the caller has it (the untrained control shares it)
-        self.labels = labels if labels is not None else label_corpus(corpus, cfg.include_continuations, cfg.exclude_tags)
+        if labels is None:  # a rank's share (torchrun) is labelled in the corpus-wide vocabulary of the pre-pass
+            labels = (label_corpus(corpus, cfg.include_continuations, cfg.exclude_tags) if corpus.share is None
+                      else corpus.share.labels(corpus, cfg.include_continuations, cfg.exclude_tags))
+        self.labels = labels
         n_tags = len(self.labels.tags)
         if n_tags < 2:
             raise DataError(f"corpus has {n_tags} analysable tag(s) ({self.labels.tags}); need at least 2")
