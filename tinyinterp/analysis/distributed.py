@@ -27,7 +27,7 @@ from tinyinterp.training.distributed import DistInfo, barrier, check_same, init_
 
 log = logging.getLogger(__name__)
 __all__ = ["DistInfo", "init_distributed", "barrier", "shutdown", "check_same", "rank_share", "RankSplit", "fold_states",
-           "all_reduce_sum", "broadcast_object", "distributed_stats", "rank_corpus", "share_prepass"]
+           "all_reduce_sum", "broadcast_object", "distributed_stats", "rank_corpus", "corpus_for_rank", "share_prepass"]
 
 
 def rank_share(indices: np.ndarray, info: DistInfo) -> np.ndarray:
@@ -201,9 +201,7 @@ def rank_corpus(model, corpus, max_stories: int | None, info: DistInfo, progress
 
     ``corpus``: a :class:`~tinyinterp.analysis.corpus.store.TaggedCorpus` (returned as is), sources or texts
     (as :func:`~tinyinterp.analysis.corpus.loading.load_corpus` takes them: files, folders, globs, ``hf:`` names)."""
-    from tinyinterp.analysis.corpus.prepass import share_corpus
     from tinyinterp.analysis.corpus.store import TaggedCorpus
-    from tinyinterp.analysis.corpus.tag_store import corpus_from_store
     from tinyinterp.analysis.corpus.tagging import tag_into_store
     from tinyinterp.analysis.neurons.config import NeuronConfig
     from tinyinterp.data.readers import load_stories
@@ -223,15 +221,26 @@ def rank_corpus(model, corpus, max_stories: int | None, info: DistInfo, progress
         from tinyinterp.errors import DataError
 
         raise DataError(f"{n} stories for {info.world} ranks: every rank needs a story; use fewer ranks or more stories")
-    n_ctx = int(model.cfg.n_ctx)
     store = tag_into_store(mine, model.tokenizer, progress=progress and info.is_main)
     barrier(info)  # every rank's share is in the store
-    positions = np.arange(info.rank, n, info.world)
-    if whole:
+    return corpus_for_rank(store, int(model.cfg.n_ctx), info, mine, n, texts if whole else None, ncfg)
+
+
+def corpus_for_rank(store, n_ctx: int, info: DistInfo, mine: list[str], n_stories: int, texts: list[str] | None = None,
+                    neurons=None):
+    """This rank's corpus from a tag store that holds every story: the whole corpus when ``texts`` (every story) is
+    given, else this rank's stories ``mine`` (story ``i`` with ``i % world == rank``) placed at their corpus-wide
+    indices with the pre-pass's facts. Every rank calls it (the pre-pass is collective)."""
+    from tinyinterp.analysis.corpus.prepass import share_corpus
+    from tinyinterp.analysis.corpus.tag_store import corpus_from_store
+
+    inc, exc = (False, None) if neurons is None else (neurons.include_continuations, neurons.exclude_tags)
+    positions = np.arange(info.rank, n_stories, info.world)
+    if texts is not None:
         full = corpus_from_store(texts, store, n_ctx)
-        share_prepass(full.subset(positions), positions, n, info, ncfg.include_continuations, ncfg.exclude_tags)
+        share_prepass(full.subset(positions), positions, n_stories, info, inc, exc)
         return full
     local = corpus_from_store(mine, store, n_ctx, keep_text=False)
-    share = share_prepass(local, positions, n, info, ncfg.include_continuations, ncfg.exclude_tags)
-    log.info("rank %d/%d: holds %d of %d stories (%d tokens)", info.rank, info.world, len(local), n, local.n_tokens)
+    share = share_prepass(local, positions, n_stories, info, inc, exc)
+    log.info("rank %d/%d: holds %d of %d stories (%d tokens)", info.rank, info.world, len(local), n_stories, local.n_tokens)
     return share_corpus(local, positions, share)
