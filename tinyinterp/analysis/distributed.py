@@ -14,6 +14,7 @@ network does not grow with the corpus.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     from tinyinterp.analysis.sharding import build_jobs
 
     def run(model, corpus, hcfg, ncfg, progress: bool = False):
+        if not info.is_main:  # one set of progress bars (rank 0's)
+            hcfg, ncfg = dataclasses.replace(hcfg, progress=False), dataclasses.replace(ncfg, progress=False)
         with eval_mode(model):
             jobs = build_jobs(model, corpus, hcfg, ncfg, RankSplit(info))
             tokens = jobs.stream((info.rank, info.world), progress and info.is_main,
