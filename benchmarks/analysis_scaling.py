@@ -22,7 +22,8 @@ heads + neurons analysis with the untrained control, the ranks splitting the cal
 each streaming its share of the stories, statistics sent to rank 0, which adds them and finishes
 (tests, FDR, controls, examples). The timed part (``analysis_s``, rank 0, between two barriers) is
 that call; ``speedup`` = the 1-rank time / the W-rank time at the same size. Each rank reports its
-peak RSS (``VmHWM``), the stories and tokens it holds, and its calibration and pass seconds;
+peak RSS (``VmHWM``), the stories and tokens it holds, and its calibration and pass seconds (wall,
+and CPU seconds of the process: on a busy machine only the CPU seconds show the split);
 ``rss_growth_share_ranks`` is the peak RSS growth of the share-holding ranks from the smallest to
 the largest size (flat = bounded by the share).
 The machine's 1-minute load average is recorded before every run: with other work on the 2
@@ -150,15 +151,16 @@ def worker(args: argparse.Namespace) -> None:
     load_s = time.perf_counter() - t
     import tinyinterp.analysis.sharding as engine  # Jobs.stream calls the run_pass it imported
 
-    pass_s, calib_s, run_pass, build_jobs = [0.0], [0.0], engine.run_pass, engine.build_jobs
+    pass_s, calib_s, run_pass, build_jobs = [0.0, 0.0], [0.0, 0.0], engine.run_pass, engine.build_jobs
 
-    def timed(fn, acc):
+    def timed(fn, acc):  # acc: [wall seconds, CPU seconds of this process] (CPU time is meaningful on a busy machine)
         def run(*a, **k):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return fn(*a, **k)
             finally:
                 acc[0] += time.perf_counter() - t0
+                acc[1] += time.process_time() - c0
         return run
 
     engine.run_pass = timed(run_pass, pass_s)  # the streaming passes (split across ranks)
@@ -170,7 +172,7 @@ def worker(args: argparse.Namespace) -> None:
     analysis_s = time.perf_counter() - t
     held = corpus.packed()
     me = {"rank": info.rank, "peak_rss_mb": peak_rss_mb(), "load_corpus_s": load_s, "pass_s": pass_s[0],
-          "calibration_s": calib_s[0], "process_s": time.perf_counter() - t_start, "holds_whole_corpus": corpus.share is None,
+          "pass_cpu_s": pass_s[1], "calibration_s": calib_s[0], "calibration_cpu_s": calib_s[1], "process_s": time.perf_counter() - t_start, "holds_whole_corpus": corpus.share is None,
           "stories_held": int((held.lengths > 0).sum()), "tokens_held": int(held.lengths.sum())}
     ranks = [None] * info.world
     if info.enabled:

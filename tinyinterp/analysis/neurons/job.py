@@ -117,6 +117,9 @@ class NeuronJob:
     def control_corpus(self) -> TaggedCorpus:
         """The stories the untrained control analyses (the first ``control_max_stories``)."""
         n = len(self.corpus) if self.cfg.control_max_stories is None else min(len(self.corpus), self.cfg.control_max_stories)
+        if n < len(self.corpus) and self.corpus.share is not None:  # the pre-pass counted the whole corpus only
+            raise ConfigError("NeuronConfig.control_max_stories: a rank holding only its share cannot label a subset; "
+                              "give every rank the whole corpus (tinyinterp.analysis.distributed.rank_corpus does)")
         return self.corpus if n == len(self.corpus) else self.corpus.subset(np.arange(n))
 
     def batch_hooks(self, batch) -> list:
