@@ -14,12 +14,18 @@ into the store (:func:`~tinyinterp.analysis.corpus.tagging.tag_into_store`; the 
 
 (2) Scaling: for each size (tokens the model sees: BOS included, cut at ``n_ctx``) and each
 world size in ``--worlds``, ``python -m torch.distributed.run --standalone --nproc_per_node W``
-runs this file with ``--worker``: each rank (one thread) loads the model and the tagged corpus
-from the store, then runs :func:`tinyinterp.analysis.distributed.distributed_stats` — the
-heads + neurons analysis with the untrained control, each rank streaming its share of the
-stories, statistics sent to rank 0, which adds them and finishes (tests, FDR, controls, examples). The
-timed part (``analysis_s``, rank 0, between two barriers) is that call; ``speedup`` = the
-1-rank time / the W-rank time at the same size. Each rank reports its peak RSS (``VmHWM``).
+runs this file with ``--worker``: each rank (one thread) loads the model and its corpus from the
+store as ``torchrun ... analyze`` does (:func:`~tinyinterp.analysis.distributed.corpus_for_rank`:
+rank 0, which finishes, the whole corpus; every other rank only its share plus the pre-pass's
+corpus-wide counts), then runs :func:`tinyinterp.analysis.distributed.distributed_stats` — the
+heads + neurons analysis with the untrained control, the ranks splitting the calibration passes and
+each streaming its share of the stories, statistics sent to rank 0, which adds them and finishes
+(tests, FDR, controls, examples). The timed part (``analysis_s``, rank 0, between two barriers) is
+that call; ``speedup`` = the 1-rank time / the W-rank time at the same size. Each rank reports its
+peak RSS (``VmHWM``), the stories and tokens it holds, and its calibration and pass seconds (wall,
+and CPU seconds of the process: on a busy machine only the CPU seconds show the split);
+``rss_growth_share_ranks`` is the peak RSS growth of the share-holding ranks from the smallest to
+the largest size (flat = bounded by the share).
 The machine's 1-minute load average is recorded before every run: with other work on the 2
 cores the speedup is meaningless, so compare only runs with load < 1.
 The last line printed is one JSON object.
@@ -124,44 +130,55 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     from analysis_throughput import get_model, peak_rss_mb
 
-    from tinyinterp.analysis.distributed import barrier, distributed_stats, init_distributed, shutdown
-    from tinyinterp.analysis.corpus.tag_store import TagStore, corpus_from_store
+    from tinyinterp.analysis.distributed import barrier, corpus_for_rank, distributed_stats, init_distributed, shutdown
+    from tinyinterp.analysis.corpus.tag_store import TagStore
     from tinyinterp.analysis.heads import HeadConfig
     from tinyinterp.analysis.neurons import NeuronConfig
 
     t_start = time.perf_counter()
     info = init_distributed("cpu")
     model, _ = get_model([])
-    texts = json.loads(Path(args.corpus).read_text())
+    texts = json.loads(Path(args.corpus).read_text())  # the benchmark's list; `analyze` streams the files instead
     meta = json.loads((Path(args.store) / "store.json").read_text())
     store = TagStore(args.store, meta["spacy_model"], meta["tokenizer_sha256"])
     t = time.perf_counter()
-    corpus = corpus_from_store(texts, store, int(model.cfg.n_ctx))
+    # as `torchrun ... analyze` builds it: rank 0 (which finishes) the whole corpus, every other rank its share
+    # placed at the corpus-wide indices plus the pre-pass's counts
+    mine = texts[info.rank::info.world]
+    corpus = corpus_for_rank(store, int(model.cfg.n_ctx), info, mine, len(texts), texts if info.is_main else None)
+    if not info.is_main:
+        del texts
     load_s = time.perf_counter() - t
     import tinyinterp.analysis.sharding as engine  # Jobs.stream calls the run_pass it imported
 
-    pass_s, run_pass = [0.0], engine.run_pass
+    pass_s, calib_s, run_pass, build_jobs = [0.0, 0.0], [0.0, 0.0], engine.run_pass, engine.build_jobs
 
-    def timed_pass(*a, **k):  # the streaming passes (split across ranks); the rest is calibration and finishing
-        t0 = time.perf_counter()
-        try:
-            return run_pass(*a, **k)
-        finally:
-            pass_s[0] += time.perf_counter() - t0
+    def timed(fn, acc):  # acc: [wall seconds, CPU seconds of this process] (CPU time is meaningful on a busy machine)
+        def run(*a, **k):
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[0] += time.perf_counter() - t0
+                acc[1] += time.process_time() - c0
+        return run
 
-    engine.run_pass = timed_pass
+    engine.run_pass = timed(run_pass, pass_s)  # the streaming passes (split across ranks)
+    engine.build_jobs = timed(build_jobs, calib_s)  # checks, labels and the calibration passes (split across ranks)
     barrier(info)
     t = time.perf_counter()
     res = distributed_stats(info)(model, corpus, HeadConfig(), NeuronConfig())
     barrier(info)
     analysis_s = time.perf_counter() - t
-    mine = {"rank": info.rank, "peak_rss_mb": peak_rss_mb(), "load_corpus_s": load_s, "pass_s": pass_s[0],
-            "process_s": time.perf_counter() - t_start}
+    held = corpus.packed()
+    me = {"rank": info.rank, "peak_rss_mb": peak_rss_mb(), "load_corpus_s": load_s, "pass_s": pass_s[0],
+          "pass_cpu_s": pass_s[1], "calibration_s": calib_s[0], "calibration_cpu_s": calib_s[1], "process_s": time.perf_counter() - t_start, "holds_whole_corpus": corpus.share is None,
+          "stories_held": int((held.lengths > 0).sum()), "tokens_held": int(held.lengths.sum())}
     ranks = [None] * info.world
     if info.enabled:
-        dist.all_gather_object(ranks, mine)
+        dist.all_gather_object(ranks, me)
     else:
-        ranks = [mine]
+        ranks = [me]
     if info.is_main:
         assert res[0] is not None and res[1] is not None
         Path(args.out).write_text(json.dumps({"world": info.world, "stories": len(corpus), "tokens": corpus.n_tokens,
@@ -217,6 +234,8 @@ def main() -> None:
                 r["size"] = size
                 r["speedup"] = base["analysis_s"] / r["analysis_s"]
                 r["max_rank_peak_rss_mb"] = max(x["peak_rss_mb"] for x in r["ranks"])
+                shares = [x["peak_rss_mb"] for x in r["ranks"] if not x["holds_whole_corpus"]]
+                r["max_share_rank_peak_rss_mb"] = max(shares) if shares else None  # ranks other than 0
                 runs.append(r)
         result["runs"] = runs
     result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -225,6 +244,11 @@ def main() -> None:
     small = {r["world"]: r["max_rank_peak_rss_mb"] for r in runs if r["size"] == min(args.sizes)}
     result["rss_growth_per_rank"] = {w: r["max_rank_peak_rss_mb"] / small[r["world"]] for w, r in
                                      ((r["world"], r) for r in big)}
+    small_share = {r["world"]: r["max_share_rank_peak_rss_mb"] for r in runs if r["size"] == min(args.sizes)}
+    result["rss_growth_share_ranks"] = {r["world"]: r["max_share_rank_peak_rss_mb"] / small_share[r["world"]]
+                                        for r in big if r["max_share_rank_peak_rss_mb"] and small_share.get(r["world"])}
+    result["sizes_ratio"] = max(args.sizes) / min(args.sizes)
+    result["load_avg_note"] = "compare timings only from runs whose load_avg_1min_before is < 1 (2 cores)"
     text = json.dumps(result)
     if args.save:
         Path(args.save).write_text(json.dumps(result, indent=1) + "\n")

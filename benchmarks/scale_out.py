@@ -27,15 +27,18 @@ Model of a sharded run (``tinyinterp analyze --shard i/n`` + ``analyze merge``):
 With ``--scaling FILE`` (written by ``benchmarks/analysis_scaling.py --save``) it also tabulates
 the torchrun analysis (``--ranks``, default 1 8 16), from that run's measurements only:
   tagging  — into the columnar tag store, each rank tagging its share (fresh store rate per core);
-  reading  — every rank reads the tagged corpus from the store (warm store rate; not split: the
-             head and neuron statistics still need every story's tags on every rank);
+  reading  — rank 0, which finishes alone (examples, ablations, probes draw on any story), reads
+             the whole tagged corpus from the store (warm store rate; not split); every other rank
+             reads only its share (split ``N`` ways) and runs the pre-pass over it;
   pass     — the streaming passes (heads + neurons + untrained control) split ``N`` ways
              (1-rank pass seconds per token / N);
-  fixed    — calibration and rank 0's finishing, repeated by every rank (1-rank analysis time
-             minus its pass time at the largest size);
-  memory   — per rank: the measured peak at the largest size plus, per further token, the
-             packed corpus with texts and the labels (every rank holds the corpus today); the
-             ``share_*`` column is what a rank would hold if it kept only its share (not built yet).
+  fixed    — the calibration passes, split ``N`` ways across the ranks (the 1-rank run's
+             ``calibration_s``), plus rank 0's finishing (1-rank analysis time minus its pass and
+             calibration time at the largest size); the critical path is rank 0's;
+  memory   — rank 0: the measured peak at the largest size plus, per further token, the packed
+             corpus with texts and the labels; every other rank: the measured peak plus its share
+             (packed without texts, and labels) and the pre-pass's per-story bookkeeping
+             (:data:`SHARE_BYTES_PER_STORY`, every story of the corpus).
 Prints one JSON object (last line).
 """
 
@@ -51,6 +54,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+# what a rank holding only its share still keeps per story of the whole corpus: the placed store's index (8 bytes),
+# the pre-pass's lengths and analysed counts (8 + 8), the labels' story starts (8), the tag store's mapped
+# sorted keys (32), and transients of the same size (8): counted, not measured
+SHARE_BYTES_PER_STORY = 72
 
 
 def fresh_tagging_rate(n_stories: int, data: str) -> dict:
@@ -146,33 +153,38 @@ def main() -> None:
     }
     if args.scaling:
         out["torchrun"] = torchrun_rows(json.loads(Path(args.scaling).read_text()), n_tok, args.stories,
-                                        full_bpt, args.ranks)
+                                        full_bpt, lean_bpt, args.ranks)
         rows = rows + out["torchrun"]["rows"]
     for r in rows:
         print(r, flush=True)
     print(json.dumps(out))
 
 
-def torchrun_rows(scaling: dict, n_tok: float, n_stories: int, bytes_per_token: float, ranks: list[int]) -> dict:
+def torchrun_rows(scaling: dict, n_tok: float, n_stories: int, bytes_per_token: float, share_bytes_per_token: float,
+                  ranks: list[int]) -> dict:
     """Time and memory per rank of ``torchrun --nproc_per_node N -m tinyinterp analyze`` (see the module docstring)."""
     one = max((r for r in scaling["runs"] if r["world"] == 1), key=lambda r: r["tokens"])
     tag = scaling["tagging"]
-    pass_s_per_tok = one["ranks"][0]["pass_s"] / one["tokens"]
-    fixed_h = (one["analysis_s"] - one["ranks"][0]["pass_s"]) / 3600
+    rank = one["ranks"][0]
+    pass_s_per_tok = rank["pass_s"] / one["tokens"]
+    calib_h = rank.get("calibration_s", 0.0) / 3600  # absent in runs before the calibration was split
+    finish_h = (one["analysis_s"] - rank["pass_s"]) / 3600 - calib_h
     read_h = n_stories / tag["store_warm_stories_per_s"] / 3600
     tag_h = n_tok / tag["store_fresh_tokens_per_s"] / 3600
     peak = max(r["max_rank_peak_rss_mb"] for r in scaling["runs"] if r["tokens"] == one["tokens"]) * 2**20
     rows = []
     for n in ranks:
-        pass_h = n_tok * pass_s_per_tok / n / 3600
-        rows.append({"torchrun_ranks": n, "tagging_h": round(tag_h / n, 2), "store_read_h": round(read_h, 2),
-                     "pass_h": round(pass_h, 2), "fixed_h": round(fixed_h, 3),
-                     "total_h": round(tag_h / n + read_h + pass_h + fixed_h, 1),
-                     "memory_per_rank_gb": round((peak + bytes_per_token * (n_tok - one["tokens"])) / 2**30, 1),
-                     "share_memory_per_rank_gb": round((peak + bytes_per_token * max(n_tok / n - one["tokens"], 0)) / 2**30, 1)})
-    return {"from": {"tokens": one["tokens"], "pass_s_per_token": pass_s_per_tok, "fixed_s": fixed_h * 3600,
-                     "store_fresh_tokens_per_s": tag["store_fresh_tokens_per_s"],
-                     "store_warm_stories_per_s": tag["store_warm_stories_per_s"], "peak_rss_mb": peak / 2**20},
+        pass_h, fixed_h = n_tok * pass_s_per_tok / n / 3600, calib_h / n + finish_h
+        share = peak + share_bytes_per_token * max(n_tok / n - one["tokens"], 0) + SHARE_BYTES_PER_STORY * n_stories
+        rows.append({"torchrun_ranks": n, "tagging_h": round(tag_h / n, 2), "store_read_h_rank0": round(read_h, 2),
+                     "store_read_h_other_ranks": round(read_h / n, 2), "pass_h": round(pass_h, 2),
+                     "fixed_h": round(fixed_h, 3), "total_h": round(tag_h / n + read_h + pass_h + fixed_h, 1),
+                     "memory_rank0_gb": round((peak + bytes_per_token * (n_tok - one["tokens"])) / 2**30, 1),
+                     "memory_other_ranks_gb": round(share / 2**30, 1) if n > 1 else None})
+    return {"from": {"tokens": one["tokens"], "pass_s_per_token": pass_s_per_tok, "calibration_s": calib_h * 3600,
+                     "finish_s": finish_h * 3600, "store_fresh_tokens_per_s": tag["store_fresh_tokens_per_s"],
+                     "store_warm_stories_per_s": tag["store_warm_stories_per_s"], "peak_rss_mb": peak / 2**20,
+                     "share_bytes_per_story": SHARE_BYTES_PER_STORY},
             "rows": rows}
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def analysis_worker(rank: int, world: int, port: int, ckpt: str, stories: str, out: str, max_stories: int) -> None:
-    """One rank: tag its share into a shared store, pre-pass counts, the heads + neurons pass; rank 0 writes."""
+    """One rank: tag its share into a shared store, pre-pass counts; then the corpus as ``analyze`` builds it under
+    torchrun (rank 0 the whole corpus, rank 1 its share) and the heads + neurons pass; rank 0 writes."""
+    import numpy as np
     import torch
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
@@ -16,10 +18,10 @@ def analysis_worker(rank: int, world: int, port: int, ckpt: str, stories: str, o
     torch.set_num_threads(1)
     from itertools import islice
 
-    from tinyinterp.analysis.distributed import all_reduce_sum, barrier, distributed_stats, init_distributed, shutdown
+    from tinyinterp.analysis.distributed import (all_reduce_sum, barrier, distributed_stats, init_distributed, rank_corpus,
+                                                 shutdown)
     from tinyinterp.analysis.heads import HeadConfig
     from tinyinterp.analysis.neurons import NeuronConfig
-    from tinyinterp.analysis.corpus.loading import corpus_from_texts
     from tinyinterp.analysis.corpus.prepass import chunked, combine_counts, count_stories, own_stories
     from tinyinterp.analysis.corpus.tag_store import corpus_from_store
     from tinyinterp.analysis.corpus.tagging import tag_into_store
@@ -38,7 +40,12 @@ def analysis_worker(rank: int, world: int, port: int, ckpt: str, stories: str, o
         chunks = (corpus_from_store(c, store, int(model.cfg.n_ctx), keep_text=False) for c in chunked(mine, 7))
         counts = combine_counts(count_stories(chunks), info)
         summed = all_reduce_sum({"x": torch.tensor([rank + 1.0, 2.0])}, info)["x"]
-        corpus = corpus_from_texts(texts, model, progress=False)
+        corpus = rank_corpus(model, [stories], max_stories, info, neurons=NeuronConfig())  # rank 0: all; others: share
+        held = np.nonzero(corpus.lengths() > 0)[0]
+        (out_dir / f"held{rank}.json").write_text(json.dumps({
+            "stories": held.tolist(), "n": len(corpus), "share": corpus.share is not None,
+            "packed_stories": len(corpus.packed()._data.texts), "packed_tokens": int(corpus.packed()._data.tokens.size),
+            "tokens": int(corpus.lengths().sum())}))
         heads, neurons = distributed_stats(info)(model, corpus, HeadConfig(), NeuronConfig())
         if info.is_main:
             heads.save(out_dir / "dist")

@@ -55,6 +55,16 @@ def test_two_gloo_ranks_equal_one_process(two_ranks, tiny_ckpt, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_rank_other_than_0_holds_only_its_stories(two_ranks):
+    """Rank 1 packed only its own stories (and one empty placeholder), yet sees the corpus-wide story indices."""
+    r0, r1 = (json.loads((two_ranks / f"held{r}.json").read_text()) for r in range(2))
+    assert r0["n"] == r1["n"] == N_STORIES
+    assert not r0["share"] and r0["stories"] == list(range(N_STORIES))  # rank 0 finishes: it reads everything
+    assert r1["share"] and r1["stories"] == list(range(1, N_STORIES, 2))
+    assert r1["packed_stories"] == N_STORIES // 2 + 1 and r1["packed_tokens"] == r1["tokens"] < r0["tokens"] * 0.6
+
+
+@pytest.mark.slow
 def test_prepass_counts_over_ranks_equal_the_whole_corpus_labels(two_ranks, tiny_ckpt):
     from itertools import islice
 

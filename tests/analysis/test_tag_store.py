@@ -131,3 +131,33 @@ def test_share_labels_in_the_corpus_vocabulary(tok, texts, tmp_path):
         assert labels.tags == full.tags and (labels.tag_counts == full.tag_counts).all()
         for j, i in enumerate(idx):
             assert np.array_equal(labels.tag_ids[j], full.tag_ids[i]) and np.array_equal(labels.word_ids[j], full.word_ids[i])
+
+
+def test_share_corpus_keeps_corpus_wide_indices(tok, texts, tmp_path):
+    """A rank's share placed at its corpus-wide indices: its stories where they belong, the others empty, labels and the
+    calibration sample drawn exactly as on the whole corpus, and the packed arrays only the share's."""
+    from tinyinterp.analysis.corpus.labels import label_corpus
+    from tinyinterp.analysis.corpus.prepass import CorpusShare, analysed_per_story, count_corpus, share_corpus
+    from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG
+    from tinyinterp.errors import ConfigError
+
+    store = tag_into_store(texts, tok, tmp_path / "store", progress=False)
+    whole = corpus_from_store(texts, store, 64)
+    full = label_corpus(whole)
+    facts = CorpusShare(count_corpus(whole), whole.lengths(), analysed_per_story(full), False, (BOS_TAG, SPACE_TAG))
+    pos = np.arange(1, len(whole), 3)
+    stories = [t for t in texts if t.strip()]
+    share = share_corpus(corpus_from_store([stories[i] for i in pos], store, 64, keep_text=False), pos, facts)
+    assert len(share) == len(whole) and share.packed()._data.tokens.size == whole.lengths()[pos].sum()
+    assert (np.nonzero(share.lengths())[0] == pos).all()
+    for i in pos[:5]:
+        assert (share.story_tokens(int(i)) == whole.story_tokens(int(i))).all()
+    labels = facts.labels(share, False, (BOS_TAG, SPACE_TAG))
+    assert labels.tags == full.tags and labels.words == full.words and (labels.tag_counts == full.tag_counts).all()
+    for i in pos:
+        assert np.array_equal(labels.tag_ids[i], full.tag_ids[i]) and np.array_equal(labels.word_ids[i], full.word_ids[i])
+    sel = np.arange(len(whole))
+    assert np.array_equal(labels.sample_stories(sel, 200, 7), full.sample_stories(sel, 200, 7))
+    assert [s.tolist() for s in share.split_indices(3)] == [s.tolist() for s in whole.split_indices(3)]
+    with pytest.raises(ConfigError, match="label options"):
+        facts.labels(share, True, (BOS_TAG, SPACE_TAG))

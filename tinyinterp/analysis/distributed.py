@@ -14,8 +14,10 @@ network does not grow with the corpus.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -25,14 +27,44 @@ import torch.distributed as dist
 from tinyinterp.training.distributed import DistInfo, barrier, check_same, init_distributed, shutdown
 
 log = logging.getLogger(__name__)
-__all__ = ["DistInfo", "init_distributed", "barrier", "shutdown", "check_same", "rank_share", "fold_states",
-           "all_reduce_sum", "broadcast_object", "distributed_stats", "rank_corpus"]
+__all__ = ["DistInfo", "init_distributed", "barrier", "shutdown", "check_same", "rank_share", "RankSplit", "fold_states",
+           "all_reduce_sum", "broadcast_object", "distributed_stats", "rank_corpus", "corpus_for_rank", "share_prepass"]
 
 
 def rank_share(indices: np.ndarray, info: DistInfo) -> np.ndarray:
     """The entries of ``indices`` (story indices) that rank ``info.rank`` streams: ``i % world == rank``."""
     indices = np.asarray(indices, dtype=np.int64)
     return indices[indices % info.world == info.rank]
+
+
+@dataclass(frozen=True)
+class RankSplit:
+    """The calibration passes split over the ranks (:class:`~tinyinterp.analysis.heads.classify.HeadJob`,
+    :class:`~tinyinterp.analysis.neurons.job.NeuronJob` take it as ``split``): each rank runs the calibration
+    stories it owns (``i % world == rank``, as in the pass) and the results are combined with collectives,
+    so every rank ends with the calibration one process computes (up to float summation order)."""
+
+    info: DistInfo
+
+    def owns(self, indices: np.ndarray) -> np.ndarray:
+        """bool per entry of ``indices`` (story indices): this rank runs that story."""
+        return np.asarray(indices, dtype=np.int64) % self.info.world == self.info.rank
+
+    def sum(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every rank's ``sd`` added, on every rank."""
+        return all_reduce_sum(sd, self.info)
+
+    def gather(self, obj: Any) -> list | None:
+        """Every rank's ``obj`` (picklable, made by this process group) on rank 0, in rank order; None elsewhere."""
+        if not self.info.enabled:
+            return [obj]
+        out = [None] * self.info.world if self.info.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        return broadcast_object(obj, self.info)
 
 
 def _device(info: DistInfo) -> torch.device:
@@ -95,16 +127,20 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     """A drop-in for :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` under torchrun.
 
-    Every rank calibrates identically (deterministic), streams its share of each story group
-    (and of the untrained control's), and sends its statistics to rank 0, which adds them
-    (as ``analyze merge`` does) and returns the results; the other ranks return ``(None, None)``.
+    The ranks split the calibration passes (:class:`RankSplit`: each runs its share of the
+    calibration stories, the calibration is combined with collectives, so every rank bins and
+    scores alike), each streams its share of each story group (and of the untrained control's),
+    and sends its statistics to rank 0, which adds them (as ``analyze merge`` does) and returns
+    the results; the other ranks return ``(None, None)``.
     """
     from tinyinterp.analysis.engine import eval_mode
     from tinyinterp.analysis.sharding import build_jobs
 
     def run(model, corpus, hcfg, ncfg, progress: bool = False):
+        if not info.is_main:  # one set of progress bars (rank 0's)
+            hcfg, ncfg = dataclasses.replace(hcfg, progress=False), dataclasses.replace(ncfg, progress=False)
         with eval_mode(model):
-            jobs = build_jobs(model, corpus, hcfg, ncfg)
+            jobs = build_jobs(model, corpus, hcfg, ncfg, RankSplit(info))
             tokens = jobs.stream((info.rank, info.world), progress and info.is_main,
                                  f"heads + neurons (rank {info.rank}/{info.world})")
             log.info("rank %d/%d: streamed %d tokens", info.rank, info.world, tokens)
@@ -116,20 +152,98 @@ def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     return run
 
 
-def rank_corpus(model, corpus, max_stories: int | None, info: DistInfo, progress: bool = False):
-    """The tagged corpus under torchrun: each rank tags its share into the tag store, then reads the whole corpus.
+def share_prepass(local, positions: np.ndarray, n_stories: int, info: DistInfo, include_continuations: bool = False,
+                  exclude_tags=None):
+    """The streaming pre-pass: every rank counts its own stories ``local`` (corpus stories ``positions``), and the
+    corpus-wide facts the jobs need before their pass are combined on every rank: word x tag counts (the
+    vocabularies and the ambiguous-word control), every story's length (which stories the head analysis keeps and
+    calibrates on) and analysed tokens (the neuron calibration sample). The story split needs only ``n_stories``.
+    Returns a :class:`~tinyinterp.analysis.corpus.prepass.CorpusShare`; every rank calls it (collectives)."""
+    from tinyinterp.analysis.corpus.labels import label_corpus
+    from tinyinterp.analysis.corpus.prepass import CorpusShare, analysed_per_story, combine_counts, count_corpus
+    from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG
+
+    exclude = tuple(exclude_tags if exclude_tags is not None else (BOS_TAG, SPACE_TAG))
+    check_same(str(n_stories), "number of stories in the corpus (pass every rank the same --corpus)", info)
+    labels = label_corpus(local, include_continuations, exclude)
+    counts = combine_counts(count_corpus(local, include_continuations, exclude, labels), info)
+    pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
+    per = {name: torch.zeros(n_stories, dtype=torch.int64) for name in ("lengths", "analysed")}
+    per["lengths"][pos] = torch.as_tensor(local.lengths(), dtype=torch.int64)
+    per["analysed"][pos] = torch.as_tensor(analysed_per_story(labels), dtype=torch.int64)
+    del labels
+    per = all_reduce_sum(per, info)
+    return CorpusShare(counts, per["lengths"].numpy(), per["analysed"].numpy(), bool(include_continuations), exclude)
+
+
+def _stream_share(paths: list[str], max_stories: int | None, info: DistInfo) -> tuple[list[str], int]:
+    """This rank's stories (``i % world == rank``, numbered as ``load_stories`` numbers them) and the number of
+    stories, read in one streaming pass: the rank never holds the others' texts."""
+    from tinyinterp.data.readers import iter_stories
+
+    mine, n = [], 0
+    for text in iter_stories(paths):
+        if max_stories is not None and n >= max_stories:
+            break
+        if n % info.world == info.rank:
+            mine.append(text)
+        n += 1
+    return mine, n
+
+
+def rank_corpus(model, corpus, max_stories: int | None, info: DistInfo, progress: bool = False, neurons=None):
+    """The tagged corpus of this rank under torchrun.
+
+    Every rank tags its share of the stories (``i % world == rank``) into the tag store. Rank 0, which finishes
+    alone (examples, ablations, probes and the report draw on any story), then reads the whole corpus; every
+    other rank reads only its own stories and gets the corpus-wide facts from the pre-pass (:func:`share_prepass`),
+    its stories placed at their corpus-wide indices (:func:`~tinyinterp.analysis.corpus.prepass.share_corpus`), so
+    its memory is its share plus fixed statistics. ``neurons``: the :class:`~tinyinterp.analysis.neurons.NeuronConfig`
+    whose label options the pre-pass counts with (default: the defaults). With ``control_max_stories`` set the
+    untrained control labels its own subset, which the pre-pass does not count: every rank then reads everything.
 
     ``corpus``: a :class:`~tinyinterp.analysis.corpus.store.TaggedCorpus` (returned as is), sources or texts
     (as :func:`~tinyinterp.analysis.corpus.loading.load_corpus` takes them: files, folders, globs, ``hf:`` names)."""
     from tinyinterp.analysis.corpus.store import TaggedCorpus
-    from tinyinterp.analysis.corpus.tag_store import corpus_from_store
     from tinyinterp.analysis.corpus.tagging import tag_into_store
+    from tinyinterp.analysis.neurons.config import NeuronConfig
     from tinyinterp.data.readers import load_stories
 
     if isinstance(corpus, TaggedCorpus):
         return corpus
+    ncfg = neurons if neurons is not None else NeuronConfig()
     items = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus)
-    texts = load_stories([os.fspath(x) for x in items], max_stories=max_stories)
-    store = tag_into_store(texts[info.rank::info.world], model.tokenizer, progress=progress and info.is_main)
+    paths = [os.fspath(x) for x in items]
+    whole = info.is_main or (ncfg.untrained_control and ncfg.control_max_stories is not None)
+    if whole:
+        texts = load_stories(paths, max_stories=max_stories)
+        mine, n = texts[info.rank::info.world], len(texts)
+    else:
+        mine, n = _stream_share(paths, max_stories, info)
+    if n < info.world:
+        from tinyinterp.errors import DataError
+
+        raise DataError(f"{n} stories for {info.world} ranks: every rank needs a story; use fewer ranks or more stories")
+    store = tag_into_store(mine, model.tokenizer, progress=progress and info.is_main)
     barrier(info)  # every rank's share is in the store
-    return corpus_from_store(texts, store, int(model.cfg.n_ctx))
+    return corpus_for_rank(store, int(model.cfg.n_ctx), info, mine, n, texts if whole else None, ncfg)
+
+
+def corpus_for_rank(store, n_ctx: int, info: DistInfo, mine: list[str], n_stories: int, texts: list[str] | None = None,
+                    neurons=None):
+    """This rank's corpus from a tag store that holds every story: the whole corpus when ``texts`` (every story) is
+    given, else this rank's stories ``mine`` (story ``i`` with ``i % world == rank``) placed at their corpus-wide
+    indices with the pre-pass's facts. Every rank calls it (the pre-pass is collective)."""
+    from tinyinterp.analysis.corpus.prepass import share_corpus
+    from tinyinterp.analysis.corpus.tag_store import corpus_from_store
+
+    inc, exc = (False, None) if neurons is None else (neurons.include_continuations, neurons.exclude_tags)
+    positions = np.arange(info.rank, n_stories, info.world)
+    if texts is not None:
+        full = corpus_from_store(texts, store, n_ctx)
+        share_prepass(full.subset(positions), positions, n_stories, info, inc, exc)
+        return full
+    local = corpus_from_store(mine, store, n_ctx, keep_text=False)
+    share = share_prepass(local, positions, n_stories, info, inc, exc)
+    log.info("rank %d/%d: holds %d of %d stories (%d tokens)", info.rank, info.world, len(local), n_stories, local.n_tokens)
+    return share_corpus(local, positions, share)

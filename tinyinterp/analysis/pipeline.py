@@ -259,12 +259,13 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
             raise TinyInterpError("a torchrun analysis needs both the head and the neuron analysis and no shards "
                                   "(drop --no-heads/--no-neurons)")
         if not dist.is_main:  # stream this rank's share; rank 0 finishes and writes
-            distributed_stats(dist)(model, rank_corpus(model, corpus, cfg.max_stories, dist), cfg.heads, cfg.neurons)
+            distributed_stats(dist)(model, rank_corpus(model, corpus, cfg.max_stories, dist, neurons=cfg.neurons),
+                                    cfg.heads, cfg.neurons)
             return {}
     with folder_lock(out), staged_results(out, {"model": model_name}) as staging:
         t = time.perf_counter()
         if ranks:
-            corpus = rank_corpus(model, corpus, cfg.max_stories, dist, progress)
+            corpus = rank_corpus(model, corpus, cfg.max_stories, dist, progress, cfg.neurons)
         elif not isinstance(corpus, TaggedCorpus):
             corpus = load_corpus(corpus, model, max_stories=cfg.max_stories, progress=progress)
         timings = {"tagging_s": time.perf_counter() - t}

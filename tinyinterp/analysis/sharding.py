@@ -134,9 +134,13 @@ class Jobs:
         return self.heads.finish(), self.neurons.finish()
 
 
-def build_jobs(model, corpus, hcfg, ncfg) -> Jobs:
-    """Calibrate every consumer (deterministic: every shard and the merge get the same bins and profiles)."""
-    hjob, njob = HeadJob(model, corpus, hcfg), NeuronJob(model, corpus, ncfg)
+def build_jobs(model, corpus, hcfg, ncfg, split=None) -> Jobs:
+    """Calibrate every consumer (deterministic: every shard and the merge get the same bins and profiles).
+
+    ``split``: a :class:`~tinyinterp.analysis.distributed.RankSplit` under torchrun, where the ranks share
+    the calibration passes and combine them with collectives; ``--shard i/n`` processes cannot talk to
+    each other, so each repeats the whole calibration (``split=None``)."""
+    hjob, njob = HeadJob(model, corpus, hcfg, split), NeuronJob(model, corpus, ncfg, split=split)
     control = njob.control_job()
     return Jobs(hjob, njob, control, None if control is None else control.model)
 

@@ -19,18 +19,40 @@ from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG, TaggedCorpus
 from tinyinterp.errors import DataError
 
 
+class StoryRows(Sequence[np.ndarray]):
+    """Story ``i``'s rows ``flat[starts[i]:starts[i + 1]]`` of a flat per-token array, made on access
+    (a list of views costs ~100 bytes per story: as much as a rank's share when it holds few stories)."""
+
+    def __init__(self, flat: np.ndarray, starts: np.ndarray):
+        self.flat, self.starts = flat, starts
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"story {i} of {len(self)}")
+        i %= len(self)
+        return self.flat[int(self.starts[i]): int(self.starts[i + 1])]
+
+
 @dataclass
 class CorpusLabels:
     """Integer tags and word types per token; -1 marks tokens left out of the analysis."""
 
     tags: list[str]  # tag vocabulary (sorted); tag id i means tags[i]
     words: list[str]  # word-type vocabulary (lower-cased words)
-    tag_ids: list[np.ndarray]  # per story [n] (views of flat_tags; int8/16/32); -1: BOS/space/excluded tag/continuation
-    word_ids: list[np.ndarray]  # per story [n] (int8/16/32); -1 where tag_ids is -1
+    tag_ids: Sequence[np.ndarray]  # per story [n] (views of flat_tags; int8/16/32); -1: BOS/space/excluded tag/continuation
+    word_ids: Sequence[np.ndarray]  # per story [n] (int8/16/32); -1 where tag_ids is -1
     tag_counts: np.ndarray  # int64 [n_words, n_tags]: how often each word type carries each tag
     flat_tags: np.ndarray | None = None  # [n_tokens]: tag_ids of every story, concatenated
     flat_words: np.ndarray | None = None  # [n_tokens]
     starts: np.ndarray | None = None  # int64 [n_stories + 1]: story i is flat rows starts[i]:starts[i+1]
+    story_counts: np.ndarray | None = None  # int64 [n_stories]: analysed tokens per story, when the labels hold one
+    # rank's share of the corpus (the others' stories empty): the corpus-wide counts from the pre-pass
 
     def __post_init__(self) -> None:
         if self.flat_tags is None:
@@ -63,7 +85,8 @@ class CorpusLabels:
     def sample_stories(self, indices: np.ndarray, n_tokens: int, seed: int) -> np.ndarray:
         """Whole stories of ``indices`` in a seeded random order, until they hold ``n_tokens`` analysed tokens."""
         order = np.random.default_rng(seed).permutation(indices)
-        counts = np.array([(self.tag_ids[i] >= 0).sum() for i in order])
+        counts = (self.story_counts[order] if self.story_counts is not None
+                  else np.array([(self.tag_ids[i] >= 0).sum() for i in order]))
         return order[: int(np.searchsorted(np.cumsum(counts), n_tokens)) + 1]
 
     def ambiguous(self, min_count: int = 1) -> np.ndarray:
@@ -129,8 +152,7 @@ def label_corpus(
         t = tag_ids[rows] = np.where(keep, tag_table[upos], -1)
         w = word_ids[rows] = np.where(keep, word_table[word], -1)
         counts += np.bincount(w[keep].astype(np.int64) * len(tags) + t[keep], minlength=len(counts))
-    cuts = starts[1:-1]
-    return CorpusLabels(tags=tags, words=words, tag_ids=np.split(tag_ids, cuts), word_ids=np.split(word_ids, cuts),
+    return CorpusLabels(tags=tags, words=words, tag_ids=StoryRows(tag_ids, starts), word_ids=StoryRows(word_ids, starts),
                         tag_counts=counts.reshape(len(words), len(tags)), flat_tags=tag_ids, flat_words=word_ids,
                         starts=starts)
 

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
+from tinyinterp.analysis.corpus.labels import CorpusLabels, StoryRows, label_corpus
 from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG, TaggedCorpus
 
 
@@ -71,12 +71,51 @@ class CorpusCounts:
 
 
 def count_corpus(corpus: TaggedCorpus, include_continuations: bool = False,
-                 exclude_tags: Sequence[str] = (BOS_TAG, SPACE_TAG)) -> CorpusCounts:
-    """The counts of one tagged chunk, labelled exactly as :func:`label_corpus` labels it."""
-    labels = label_corpus(corpus, include_continuations, exclude_tags)
+                 exclude_tags: Sequence[str] = (BOS_TAG, SPACE_TAG), labels: CorpusLabels | None = None) -> CorpusCounts:
+    """The counts of one tagged chunk, labelled exactly as :func:`label_corpus` labels it (``labels``: that
+    labelling, when the caller has it)."""
+    labels = labels if labels is not None else label_corpus(corpus, include_continuations, exclude_tags)
     w, t = np.nonzero(labels.tag_counts)
     pairs = {(labels.words[i], labels.tags[j]): int(labels.tag_counts[i, j]) for i, j in zip(w.tolist(), t.tolist())}
     return CorpusCounts(len(corpus), corpus.n_tokens, pairs)
+
+
+def analysed_per_story(labels: CorpusLabels) -> np.ndarray:
+    """int64 [n_stories]: analysed tokens (tag id >= 0) of every story of ``labels``."""
+    cum = np.concatenate([[0], np.cumsum(labels.flat_tags >= 0, dtype=np.int64)])
+    return cum[labels.starts[1:]] - cum[labels.starts[:-1]]
+
+
+@dataclass
+class CorpusShare:
+    """What a rank that holds only its own stories knows of the whole corpus: the pre-pass's fixed statistics
+    (:func:`tinyinterp.analysis.distributed.share_prepass`). Its size is the vocabulary plus two integers per story."""
+
+    counts: CorpusCounts  # word x tag counts of every story's analysed tokens
+    lengths: np.ndarray  # int64 [n_stories]: tokens of every story (as packed: cut to the model's n_ctx)
+    analysed: np.ndarray  # int64 [n_stories]: analysed tokens of every story
+    include_continuations: bool  # the label options the counts were made with
+    exclude_tags: tuple[str, ...]
+
+    def labels(self, share: TaggedCorpus, include_continuations: bool, exclude_tags: Sequence[str]) -> CorpusLabels:
+        """The labels of ``share`` (from :func:`share_corpus`) in the corpus-wide vocabulary and counts."""
+        if (bool(include_continuations), tuple(exclude_tags)) != (self.include_continuations, self.exclude_tags):
+            from tinyinterp.errors import ConfigError
+
+            raise ConfigError("the pre-pass counted words with other label options (include_continuations, exclude_tags) "
+                              "than the neuron analysis uses; run the pre-pass with the analysis's NeuronConfig")
+        out = labels_for_share(share, self.counts, include_continuations, exclude_tags)
+        out.story_counts = self.analysed
+        return out
+
+
+def share_corpus(local: TaggedCorpus, positions: Sequence[int] | np.ndarray, share: CorpusShare) -> TaggedCorpus:
+    """A rank's stories ``local`` (story ``j`` is corpus story ``positions[j]``) as a corpus of all the corpus's
+    stories in which every other story is empty: story indices, the split and the jobs' groups are those of the
+    whole corpus, memory is the rank's share plus ``share``."""
+    n = len(share.lengths)
+    return TaggedCorpus(local.packed().placed(positions, n), local.spacy_model, local.coverage, dict(local.meta),
+                        share=share)
 
 
 def count_stories(chunks: Iterable[TaggedCorpus], include_continuations: bool = False,
@@ -142,6 +181,6 @@ def labels_for_share(share: TaggedCorpus, counts: CorpusCounts, include_continua
     signed = lambda n: np.int8 if n < 2**7 else np.int16 if n < 2**15 else np.int32  # noqa: E731
     flat_tags = t_table[local.flat_tags.astype(np.int64)].astype(signed(len(tags)))
     flat_words = w_table[local.flat_words.astype(np.int64)].astype(signed(len(words)))
-    cuts = local.starts[1:-1]
-    return CorpusLabels(tags=tags, words=words, tag_ids=np.split(flat_tags, cuts), word_ids=np.split(flat_words, cuts),
+    return CorpusLabels(tags=tags, words=words, tag_ids=StoryRows(flat_tags, local.starts),
+                        word_ids=StoryRows(flat_words, local.starts),
                         tag_counts=counts.tag_counts(), flat_tags=flat_tags, flat_words=flat_words, starts=local.starts)

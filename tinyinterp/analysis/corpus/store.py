@@ -19,7 +19,7 @@ A corpus may also be built from a plain list of :class:`TaggedStory` (kept as gi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence, overload
+from typing import Any, Iterator, Sequence, overload
 
 import numpy as np
 
@@ -218,6 +218,17 @@ class StoryStore(Sequence[TaggedStory]):
         out[np.repeat(np.arange(len(stories)), lens), pos] = arr[rows]
         return out
 
+    def placed(self, positions: Sequence[int] | np.ndarray, n: int) -> "StoryStore":
+        """A store of ``n`` stories whose story ``positions[j]`` is this store's story ``j``, every other one empty
+        (a rank's share of a corpus at the corpus-wide story indices). The packed arrays are shared, not copied."""
+        d = self._data
+        starts = np.append(d.starts, d.starts[-1])  # one extra zero-length story: where every other position points
+        starts.flags.writeable = False
+        data = _Packed(d.texts + [""], starts, d.tokens, d.offsets, d.cont, d.codes, d.vocab)
+        index = np.full(n, len(d.texts), dtype=np.int64)
+        index[np.asarray(positions, dtype=np.int64)] = self._index
+        return StoryStore(data, index)
+
     @classmethod
     def from_stories(cls, stories: Sequence[TaggedStory]) -> "StoryStore":
         b = StoreBuilder()
@@ -232,6 +243,9 @@ class TaggedCorpus:
     spacy_model: str = ""  # "name==version" of the tagger
     coverage: float = 1.0  # share of non-space characters of words that were aligned to a token
     meta: dict = field(default_factory=dict)
+    # a rank's share of a corpus (torchrun): a :class:`~tinyinterp.analysis.corpus.prepass.CorpusShare` with the
+    # corpus-wide facts; the stories of other ranks are empty here (see ``prepass.share_corpus``)
+    share: Any = None
 
     def __len__(self) -> int:
         return len(self.stories)

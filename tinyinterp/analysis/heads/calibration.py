@@ -71,8 +71,15 @@ class Calibration:
     n_rows: int
 
 
-def calibrate(model, stories: StoryStore, lengths: np.ndarray, batch_tokens: int, seed: int, progress: bool) -> Calibration:
-    """Offset profile and content dependence (JS, real vs shuffled) on ``stories`` (cut to ``lengths``)."""
+def calibrate(model, stories: StoryStore, lengths: np.ndarray, batch_tokens: int, seed: int, progress: bool,
+              own: np.ndarray | None = None, reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
+              ) -> Calibration:
+    """Offset profile and content dependence (JS, real vs shuffled) on ``stories`` (cut to ``lengths``).
+
+    Split over processes (torchrun ranks): each runs only the stories flagged in ``own`` (bool, one per
+    story; default: all) and ``reduce`` adds the processes' sums (e.g. an all-reduce); every story gets
+    the shuffle it gets in one process, so the result is the one-process calibration up to float
+    summation order."""
     L, H, N = model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_ctx
     dev = model.cfg.device
     prof = torch.zeros(L, H, N, dtype=torch.float64)
@@ -80,10 +87,17 @@ def calibrate(model, stories: StoryStore, lengths: np.ndarray, batch_tokens: int
     js = torch.zeros(L, H, dtype=torch.float64)
     n_rows = 0.0
     rng = np.random.default_rng(seed + 1)
-    real = [stories.tokens(i, int(n)) for i, n in enumerate(lengths.tolist())]
-    shuffled = [shuffle_story(t, rng) for t in real]
-    bar = _progress(2 * int(lengths.sum()), "heads: calibration", progress)
-    for idx in plan_batches(lengths, max(1, batch_tokens // 2)):  # each story runs twice: real and shuffled
+    own = np.ones(len(lengths), dtype=bool) if own is None else np.asarray(own, dtype=bool)
+    real, shuffled = {}, {}
+    for i, n in enumerate(lengths.tolist()):  # one shuffle per story in order, whoever runs it
+        if own[i]:
+            real[i] = stories.tokens(i, int(n))
+            shuffled[i] = shuffle_story(real[i], rng)
+        else:
+            rng.permutation(int(n) - 1)  # the draw shuffle_story makes for this story
+    mine = np.nonzero(own)[0]
+    bar = _progress(2 * int(lengths[mine].sum()), "heads: calibration", progress)
+    for idx in plan_batches(lengths, max(1, batch_tokens // 2), mine):  # each story runs twice: real and shuffled
         B = len(idx)
         seqs = [real[i] for i in idx] + [shuffled[i] for i in idx]
         tokens = pad_ids(seqs).to(dev)
@@ -108,5 +122,8 @@ def calibrate(model, stories: StoryStore, lengths: np.ndarray, batch_tokens: int
         _run_patterns(model, tokens, mask, fn)
         bar.update(int(mask.sum()))
     bar.close()
+    if reduce is not None:
+        sums = reduce({"prof": prof, "prof_rows": prof_rows, "js": js, "n_rows": torch.tensor([n_rows], dtype=torch.float64)})
+        prof, prof_rows, js, n_rows = sums["prof"], sums["prof_rows"], sums["js"], float(sums["n_rows"][0])
     profile = prof / prof_rows.clamp(min=1.0)
     return Calibration(profile.numpy(), prof_rows.numpy(), (js / max(n_rows, 1.0)).numpy(), len(stories), int(n_rows))

@@ -138,7 +138,7 @@ def _check_corpus(model, corpus: TaggedCorpus) -> tuple[StoryStore, np.ndarray, 
         if tokenizer_fingerprint(tok) != want:
             raise DataError("the corpus was tokenised with a different tokenizer than the model's; rebuild it with load_corpus(files, model)")
     store = corpus.packed()
-    full = store.lengths
+    full = store.lengths if corpus.share is None else corpus.share.lengths  # a rank's share: every story's length
     cut = int((full > n_ctx).sum())
     if cut:
         log.warning("cut %d stories to the model's n_ctx=%d tokens", cut, n_ctx)
@@ -193,7 +193,9 @@ class HeadJob:
     shares the pass with the neuron analysis.
     """
 
-    def __init__(self, model, corpus: TaggedCorpus, cfg: HeadConfig):
+    def __init__(self, model, corpus: TaggedCorpus, cfg: HeadConfig, split=None):
+        """``split``: a :class:`~tinyinterp.analysis.distributed.RankSplit` under torchrun (this rank runs its
+        share of the calibration stories, the sums are added across ranks); None: one process runs them all."""
         if not isinstance(cfg, HeadConfig):
             raise ConfigError(f"config is a {type(cfg).__name__}; pass a HeadConfig")
         self.model, self.corpus, self.cfg = model, corpus, cfg
@@ -203,7 +205,7 @@ class HeadJob:
         self.cal_idx = keep[np.sort(order[:n_cal])]
         self.groups = [keep]
         self.cal = calibrate(model, self.store[self.cal_idx], self.lengths[self.cal_idx], cfg.batch_tokens, cfg.seed,
-                             cfg.progress)
+                             cfg.progress, *((None, None) if split is None else (split.owns(self.cal_idx), split.sum)))
         self.main = MainPass(model, self.store, self.cal.profile, cfg.n_permutations, cfg.near_offsets, cfg.seed)
 
     def finish(self) -> HeadResults:

@@ -32,9 +32,36 @@ from tinyinterp.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
-def _calibrate(model, corpus, labels, indices, hooks, cfg: NeuronConfig) -> torch.Tensor:
-    """Activations of up to ``calib_tokens`` analysed tokens from random stories of ``indices``."""
+def _edges(model, corpus, labels, indices, hooks, cfg: NeuronConfig, split=None) -> torch.Tensor:
+    """Per-unit quantile bin edges from up to ``calib_tokens`` analysed tokens of random stories of ``indices``.
+
+    ``split`` (a :class:`~tinyinterp.analysis.distributed.RankSplit`, under torchrun): each rank runs its share
+    of the sampled stories, rank 0 puts their activations in the one-process order (stories sorted by length,
+    as the batches run them), cuts the same ``calib_tokens`` and sends the edges to every rank."""
     take = labels.sample_stories(indices, cfg.calib_tokens, cfg.split_seed + 1)
+    if split is None:
+        return quantile_edges(_calibrate(model, corpus, labels, take, hooks, cfg), cfg.n_bins)
+    parts = {}
+    for bt in stream_activations(model, corpus, hooks, cfg.batch_tokens, indices=take[split.owns(take)], desc="calibrate"):
+        b, p, _, _ = labels.analysed(bt.stories, bt.mask)
+        dev = bt.acts[hooks[0]].device
+        acts = torch.cat([bt.acts[h][b.to(dev), p.to(dev)] for h in hooks], dim=1).cpu()  # [tok, unit], by row then pos
+        for row in b.unique().tolist():
+            parts[int(bt.stories[row])] = acts[b == row]
+    gathered = split.gather(parts)
+    edges = None
+    if gathered is not None:  # rank 0
+        parts = {k: v for g in gathered for k, v in g.items()}
+        lengths = corpus.lengths() if corpus.share is None else corpus.share.lengths
+        order = take[np.argsort(np.minimum(lengths, model.cfg.n_ctx)[take], kind="stable")]
+        sample = torch.cat([parts[i] for i in order.tolist() if i in parts] or [torch.zeros((0, 1))])
+        edges = quantile_edges(sample[: cfg.calib_tokens], cfg.n_bins).cpu()
+    del parts, gathered
+    return split.broadcast(edges).to(next(model.parameters()).device)
+
+
+def _calibrate(model, corpus, labels, take, hooks, cfg: NeuronConfig) -> torch.Tensor:
+    """Activations of up to ``calib_tokens`` analysed tokens of the stories ``take``, in one process."""
     sample, n = None, 0
     for bt in stream_activations(model, corpus, hooks, cfg.batch_tokens, indices=take, desc="calibrate"):
         b, p, _, _ = labels.analysed(bt.stories, bt.mask)
@@ -62,23 +89,25 @@ class NeuronJob:
     (0: selection half, 1: held-out half); :meth:`finish` for the results. Build it in eval mode."""
 
     def __init__(self, model, corpus: TaggedCorpus, cfg: NeuronConfig, label: str = "neurons",
-                 labels: CorpusLabels | None = None):
+                 labels: CorpusLabels | None = None, split=None):
         if len(corpus) < 4:
             raise DataError(f"corpus has {len(corpus)} stories; neuron analysis needs at least 4 (two halves)")
         self.model, self.corpus, self.cfg, self.label = model, corpus, cfg, label
         self.layers = _layers(model, cfg)
         self.hook_names = [mlp_hook(x) for x in self.layers]
         # ``labels``: label_corpus(corpus) with these options, when the caller has it (the untrained control shares it)
-        self.labels = labels if labels is not None else label_corpus(corpus, cfg.include_continuations, cfg.exclude_tags)
+        if labels is None:  # a rank's share (torchrun) is labelled in the corpus-wide vocabulary of the pre-pass
+            labels = (label_corpus(corpus, cfg.include_continuations, cfg.exclude_tags) if corpus.share is None
+                      else corpus.share.labels(corpus, cfg.include_continuations, cfg.exclude_tags))
+        self.labels = labels
         n_tags = len(self.labels.tags)
         if n_tags < 2:
             raise DataError(f"corpus has {n_tags} analysable tag(s) ({self.labels.tags}); need at least 2")
         self.sel_idx, self.out_idx = corpus.split_indices(cfg.split_seed)
         self.groups = [self.sel_idx, self.out_idx]
-        sample = _calibrate(model, corpus, self.labels, self.sel_idx, self.hook_names, cfg)  # [tok, unit]
-        edges = quantile_edges(sample, cfg.n_bins)
+        self.split = split  # a RankSplit under torchrun: the calibration runs split over the ranks
+        edges = _edges(model, corpus, self.labels, self.sel_idx, self.hook_names, cfg, split)  # [unit, n_bins + 1]
         shift = edges[:, edges.shape[1] // 2]  # ≈ median: centres the moment sums
-        del sample
         binner = Binner(edges, stride=n_tags * (edges.shape[1] + 1))
         self.stats = (TagStats(edges, shift, n_tags, binner=binner),
                       TagStats(edges, shift, n_tags, self.labels.ambiguous(cfg.ambiguous_min_count), binner=binner))
@@ -88,6 +117,9 @@ class NeuronJob:
     def control_corpus(self) -> TaggedCorpus:
         """The stories the untrained control analyses (the first ``control_max_stories``)."""
         n = len(self.corpus) if self.cfg.control_max_stories is None else min(len(self.corpus), self.cfg.control_max_stories)
+        if n < len(self.corpus) and self.corpus.share is not None:  # the pre-pass counted the whole corpus only
+            raise ConfigError("NeuronConfig.control_max_stories: a rank holding only its share cannot label a subset; "
+                              "give every rank the whole corpus (tinyinterp.analysis.distributed.rank_corpus does)")
         return self.corpus if n == len(self.corpus) else self.corpus.subset(np.arange(n))
 
     def batch_hooks(self, batch) -> list:
@@ -132,7 +164,7 @@ class NeuronJob:
         ctrl_cfg = dataclasses.replace(self.cfg, untrained_control=False, n_examples=0)
         ctrl_corpus = self.control_corpus()
         return NeuronJob(twin, ctrl_corpus, ctrl_cfg, label="untrained control",
-                         labels=self.labels if ctrl_corpus is self.corpus else None)
+                         labels=self.labels if ctrl_corpus is self.corpus else None, split=self.split)
 
     def run(self) -> NeuronResults:
         """Stream :attr:`groups` through the model with this job alone, then :meth:`finish`."""
