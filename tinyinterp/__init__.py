@@ -81,6 +81,7 @@ _LAZY = {
     "plot_offset_profile": "tinyinterp.plots",
     "plot_neuron_selectivity": "tinyinterp.plots",
     "plot_text_activations": "tinyinterp.plots",
+    "text_activation_html": "tinyinterp.plots",
     "plot_probe_accuracy": "tinyinterp.plots",
     "LABEL_COLORS": "tinyinterp.plots",
     # for the explorer (apps/explorer uses only names exported here)

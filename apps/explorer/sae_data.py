@@ -29,11 +29,11 @@ def sae_folders(ckpt: Path) -> list[Path]:
 
 def load_table(folder: Path | None):
     """The :class:`tinyinterp.FeatureResults` in ``folder`` (None when it has none)."""
-    import tinyinterp
+    from tinyinterp import FeatureResults
 
-    if folder is None or not tinyinterp.FeatureResults.exists(folder):
+    if folder is None or not FeatureResults.exists(folder):
         return None
-    return tinyinterp.FeatureResults.load(folder)
+    return FeatureResults.load(folder)
 
 
 def compute_features(model, corpus, sae_dir: Path, out: Path):
@@ -118,7 +118,7 @@ def pos_breakdown(shares: dict[str, float], feature: int) -> go.Figure:
 
 def example_html(ex: dict[str, Any], texts_label: str) -> str:
     """One top activation: its token window shaded by the feature (tokens escaped by ``text_activation_html``)."""
-    from tinyinterp.plots import text_activation_html
+    from tinyinterp import text_activation_html  # escapes the tokens
 
     return (f"<div style='font-family:monospace'>{text_activation_html([str(t) for t in ex['tokens']], np.asarray(ex['acts']))}"
             f"</div><small>activation {float(ex['activation']):.3f} · {texts_label} {int(ex['text']) + 1}, "

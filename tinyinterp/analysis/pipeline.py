@@ -298,7 +298,8 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
                 timings[key] = time.perf_counter() - t
         timings.update(run.timings)
         summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
-        summary["config"] = jsonable(asdict(cfg))
+        summary["config"] = jsonable({k: v for k, v in asdict(cfg).items()  # without --features: as before
+                                      if v or k not in ("features", "feature_config")})
         write_json(staging / "summary.json", summary)
         if cfg.report:
             from tinyinterp.report import write_report
