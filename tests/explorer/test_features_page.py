@@ -62,3 +62,9 @@ def test_features_page_renders_in_chromium(features_root, tmp_path):
         assert "feature=L0F5" in browser.eval("location.href")
         white, levels = blank_fraction(browser.screenshot(tmp_path / "features.png"))
         assert white < 0.97 and levels > 20, (white, levels)
+
+
+def test_features_page_without_an_sae_says_how_to_train_one(app):
+    app.switch_page("views/features.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert "has no sparse autoencoder" in app.info[0].value and "tinyinterp sae train" in app.info[0].value
