@@ -27,6 +27,12 @@ def sae_folders(ckpt: Path) -> list[Path]:
         if root.is_dir() else []
 
 
+def hook_layer(hook: str | None) -> int:
+    """The layer in a hook name (``blocks.3.mlp.hook_post`` → 3; 0 for hooks outside the blocks)."""
+    parts = str(hook or "").split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else 0
+
+
 def load_table(folder: Path | None):
     """The :class:`tinyinterp.FeatureResults` in ``folder`` (None when it has none)."""
     from tinyinterp import FeatureResults

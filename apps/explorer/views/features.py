@@ -73,7 +73,7 @@ else:
     st.dataframe(df, hide_index=True, key=f"features:table:{ckpt}")
     st.caption(f"{len(df)} rows.")
 
-layer = int(entry["hook"].split(".")[1]) if entry else int(sae.cfg.metadata.hook_name.split(".")[1])
+layer = sae_data.hook_layer(entry["hook"] if entry else sae.cfg.metadata.hook_name)
 key = f"feature:{ckpt}:{sae_dir.name}"
 wanted = state.from_url("feature")
 if wanted is not None:
