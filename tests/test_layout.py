@@ -46,7 +46,7 @@ def _library_names_used(path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("name", ["catalog.py", "live.py", "store.py", "figures.py"])
+@pytest.mark.parametrize("name", ["catalog.py", "live.py", "store.py", "figures.py", "sae_data.py"])
 def test_explorer_uses_only_the_public_api(name):
     import tinyinterp
 

@@ -179,6 +179,33 @@ def _identity_section(out: Path) -> list[str]:
     return parts
 
 
+def _features_section(out: Path) -> list[str]:
+    """SAE features vs neurons per tag (``features_summary.json``, from ``analyze --features``)."""
+    from tinyinterp.analysis.features.results import FeatureResults
+
+    if not FeatureResults.exists(out):
+        return []
+    res = FeatureResults.load(out)
+    parts = ["<h2>Sparse-autoencoder features vs neurons</h2>",
+             "<p class='note'>Each SAE's features go through the neuron rules above (same tokens, halves, lookup baseline, "
+             "story-bootstrap CIs). Per tag, the neuron and the feature with the best selection-half AUROC, measured on the "
+             "held-out half: AUROC, within-token-id AUROC on ambiguous words, precision of the top-50 activations for the "
+             "tag, word types with the tag among them, category (none = not a candidate or not replicated). Ablation sets "
+             "the tag's top features to their means through the SAE (error term kept) on held-out stories, against "
+             "random features matched on variance and decoder norm (features.json, features_summary.json).</p>"]
+    for s in res.saes:
+        parts.append(f"<h3>{html.escape(str(s['name']))} ({s['n_live']} live of {s['d_sae']} features)</h3>")
+        if s.get("comparison"):
+            parts.append(_table(pd.DataFrame(s["comparison"]), list(s["comparison"][0]),
+                                left=("tag", "neuron_unit", "feature_unit", "neuron_category", "feature_category")))
+        if s.get("ablation"):
+            df = pd.DataFrame([{k: a[k] for k in ("tag", "units", "delta_target", "delta_off_target", "ratio",
+                                                  "random_delta_target_mean", "p_random")} for a in s["ablation"]])
+            df["units"] = df["units"].map(", ".join)
+            parts.append(_table(df, list(df.columns), left=("tag", "units")))
+    return parts
+
+
 def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=None, summary: dict | None = None) -> Path:
     """Write ``out/report.html`` from analysis results (and the model, for attention plots)."""
     out = Path(out)
@@ -200,6 +227,7 @@ def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=N
         parts += _neurons_section(neurons, model, fig)
     parts += _identity_section(out)
     parts += _ablation_section(summary.get("ablation", []))
+    parts += _features_section(out)
     if probes is not None and probes.rows:
         parts += ["<h2>Linear probes for UPOS</h2>",
                   "<p class='note'>Held-out accuracy per site and the Hewitt & Liang control task (each word type "

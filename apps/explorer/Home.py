@@ -20,6 +20,7 @@ page = st.navigation([
     st.Page("views/overview.py", title="Overview", icon=":material/home:", default=True),
     st.Page("views/heads.py", title="Heads", icon=":material/visibility:"),
     st.Page("views/neurons.py", title="Neurons", icon=":material/memory:"),
+    st.Page("views/features.py", title="Features", icon=":material/scatter_plot:"),
     st.Page("views/playground.py", title="Playground", icon=":material/edit_note:"),
     st.Page("views/dynamics.py", title="Training dynamics", icon=":material/timeline:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),

@@ -9,11 +9,12 @@ param     pages                  value
 model     every page             a picker entry's name (``ts-1l``) or a folder path
 head      Heads                  ``L{layer}H{head}``, e.g. ``L0H3``
 neuron    Neurons                ``L{layer}N{neuron}``, e.g. ``L0N812``
+feature   Features               ``L{layer}F{feature}`` (of the chosen SAE), e.g. ``L0F17``
 a, b      Compare                a model as above, ``@STEP`` for a training snapshot
 ========  =====================  =====================================================
 
-A new page with a unit of its own (e.g. SAE features, ``L{layer}F{feature}``) adds a row here
-and calls ``state.from_url``/``state.to_url`` with its parameter, as the Heads page does.
+A new page with a unit of its own adds a row here and calls ``state.from_url``/``state.to_url``
+with its parameter, as the Heads and Features pages do.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
     heads/         calibration -> streaming scores -> label rule (classify_heads) -> HeadResults
     neurons/       streaming unit x tag statistics -> tests, controls (find_pos_neurons) -> NeuronResults;
                    ablation (the causal check), top-k buffer, max-activating examples
+    features/      SAE features as units through the neuron rules (find_pos_features) -> FeatureResults;
+                   best neuron vs best feature per tag, ablation through the SAE's error term
     probes/        dense probes per site (probe_layers), k-sparse probes (sparse_probe_curve)
     stats.py       story-level statistics (cluster bootstrap, weighted AUROC, BH q-values)
     results_io.py  the one results convention: save(folder)/load(folder), JSON sanitiser, folder lock

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 from tinyinterp.analysis.corpus.loading import load_corpus
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import eval_mode
+from tinyinterp.analysis.features.stage import features_stage
 from tinyinterp.analysis.heads.classify import HeadConfig, classify_heads
 from tinyinterp.analysis.heads.results import HeadResults
 from tinyinterp.analysis.neurons.ablation import AblationResults, ablation_effect
@@ -84,6 +85,13 @@ class AnalysisConfig:
     """k of the k-sparse probes compared with the lexical baselines (empty: none)."""
     report: bool = True
     """Write report.html."""
+    features: tuple[str, ...] = ()
+    """SAE folders (SAELens format, on ``blocks.L.mlp.hook_post`` of this model) whose features go through the
+    neuron rules (:mod:`tinyinterp.analysis.features`): ``features.json``/``.csv``, ``features_summary.json``
+    and the summary's ``features`` (best neuron vs best feature per tag). Empty: skip."""
+    feature_config: Any = None
+    """A :class:`~tinyinterp.analysis.features.find.FeatureConfig` (None: defaults); its identity rules and
+    split are the analysis' own."""
     sparse_probe_tags: tuple[str, ...] = ABLATION_TAGS
     """Tags whose k-sparse probe curve (how many MLP neurons reach AUROC 0.9) is measured with the probes
     (:mod:`tinyinterp.analysis.probes.sparse`; empty: skip)."""
@@ -124,6 +132,7 @@ class AnalysisRun:
     heads: HeadResults | None = None
     neurons: NeuronResults | None = None
     probes: ProbeResults | None = None
+    features: Any = None  # FeatureResults when --features ran
     timings: dict[str, float] = field(default_factory=dict)  # a stage's own cost breakdown (seconds)
 
 
@@ -226,6 +235,7 @@ STAGES: list[tuple[str, Callable[[AnalysisConfig], bool], Callable[[AnalysisRun]
     ("neuron_identity_s", lambda c: c.run_neurons and c.run_identity, _identity),
     ("ablation_s", lambda c: c.run_neurons and bool(c.ablation_tags), _ablation),
     ("probes_s", lambda c: c.run_probes, _probes),
+    ("features_s", lambda c: bool(c.features), features_stage),
 ]
 
 
@@ -289,7 +299,8 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
                 timings[key] = time.perf_counter() - t
         timings.update(run.timings)
         summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
-        summary["config"] = jsonable(asdict(cfg))
+        summary["config"] = jsonable({k: v for k, v in asdict(cfg).items()  # without --features: as before
+                                      if v or k not in ("features", "feature_config")})
         write_json(staging / "summary.json", summary)
         if cfg.report:
             from tinyinterp.report import write_report

@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-control", action="store_true", help="skip the untrained-model control")
     p.add_argument("--auroc", type=float, default=0.9, help="held-out AUROC a selective neuron needs")
     p.add_argument("--fdr", type=float, default=0.05, help="Benjamini–Hochberg false discovery rate")
+    p.add_argument("--features", nargs="+", default=[], metavar="SAE_DIR",
+                   help="SAE folders (SAELens format, trained on blocks.L.mlp.hook_post of CKPT) whose features go "
+                        "through the neuron rules: features.json/.csv and a best-neuron-vs-best-feature table per tag")
     _common(p)
     p.set_defaults(func=run)
 
@@ -111,6 +114,15 @@ def run(args) -> int:
         if args.no_heads or args.no_neurons:
             raise ConfigError("--shard needs both the head and the neuron analysis (drop --no-heads/--no-neurons)")
     model = load_model(args.ckpt, verify=not args.no_verify)
+    if args.features:
+        import dataclasses
+
+        from tinyinterp.analysis.features.stage import check_saes
+
+        if args.shard is not None:
+            raise ConfigError("--features runs on the whole corpus; drop --shard (or run it after the merge)")
+        check_saes(model, args.features)  # a wrong SAE fails now, in one line, not after the analysis
+        cfg = dataclasses.replace(cfg, features=tuple(str(Path(f).expanduser()) for f in args.features))
     from tinyinterp.analysis.distributed import init_distributed, shutdown
 
     info = init_distributed(str(model.cfg.device))  # under torchrun: WORLD_SIZE > 1
@@ -125,6 +137,10 @@ def run(args) -> int:
         shutdown(info)
     if info.is_main:
         print(json.dumps({k: summary[k] for k in ("heads", "corpus", "timings", "ranks") if k in summary}))
+        if "features" in summary:
+            from tinyinterp.analysis.features.stage import comparison_text
+
+            print(comparison_text(summary["features"]))
         print(f"results written to {args.out} (open {args.out}/report.html)")
     return 0
 

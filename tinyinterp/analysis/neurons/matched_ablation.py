@@ -102,7 +102,7 @@ def _targets(corpus, stories: np.ndarray, n_pos: int, lengths: np.ndarray, tag: 
 
 @torch.no_grad()
 def _token_losses(model, corpus, stories: np.ndarray, sets: list[list[tuple[str, int]]], means: dict[str, torch.Tensor],
-                  batch_tokens: int, progress: bool = False):
+                  batch_tokens: int, progress: bool = False, make_hook=None):
     """Per-position next-token loss, clean and under each ablation set; plus the batches' story/row layout."""
     from tinyinterp.analysis.engine import padded_tokens, plan_batches, story_lengths
 
@@ -124,7 +124,7 @@ def _token_losses(model, corpus, stories: np.ndarray, sets: list[list[tuple[str,
             by_hook: dict[str, list[int]] = {}
             for h, i in units:
                 by_hook.setdefault(h, []).append(i)
-            hooks = [(h, _mean_hook(torch.tensor(ix, device=dev), means[h])) for h, ix in by_hook.items()]
+            hooks = [(h, (make_hook or _mean_hook)(torch.tensor(ix, device=dev), means[h])) for h, ix in by_hook.items()]
             ablated.append(run(hooks))
         out.append((idx, valid, clean, ablated))
     return out
@@ -138,8 +138,12 @@ def _mean_hook(idx: torch.Tensor, mean: torch.Tensor):
 
 
 def ablation_table(model, corpus, ua: UnitActivations, units: Sequence[tuple[str, int]], norm: np.ndarray,
-                   group: np.ndarray, cfg: AblationConfig | None = None, progress: bool = False) -> list[dict[str, Any]]:
-    """One row per tag: target / off-target loss change of its top units vs matched random sets."""
+                   group: np.ndarray, cfg: AblationConfig | None = None, progress: bool = False,
+                   make_hook=None) -> list[dict[str, Any]]:
+    """One row per tag: target / off-target loss change of its top units vs matched random sets.
+
+    ``make_hook(idx, means)``: the hook that sets units ``idx`` of a hook point to ``means[idx]``
+    (default: overwrite the activations; SAE features splice through the SAE instead)."""
     cfg = cfg or AblationConfig()
     sel = ua.selection
     auc, _, _ = auroc_matrix(ua.acts[sel], ua.tags[sel], ua.n_tags)  # [unit, tag], selection half only
@@ -158,7 +162,8 @@ def ablation_table(model, corpus, ua: UnitActivations, units: Sequence[tuple[str
     held = np.unique(ua.story[~sel])
     held = held[: cfg.max_stories] if cfg.max_stories is not None else held
     flat = [s for t in tags for s in plan[t]]
-    batches = _token_losses(model, corpus, held, [[units[u] for u in s] for s in flat], means, cfg.batch_tokens, progress)
+    batches = _token_losses(model, corpus, held, [[units[u] for u in s] for s in flat], means, cfg.batch_tokens, progress,
+                            make_hook)
     return [_tag_row(t, ua, plan[t], flat, batches, corpus, model, auc, cfg) for t in tags]
 
 
