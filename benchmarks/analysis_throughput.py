@@ -77,7 +77,7 @@ class PassRss:
     the two halves run the same mix of batch shapes: with flat memory the held-out half peaks
     no higher than the selection half (``drift`` = its peak / the selection half's peak ≈ 1).
     Installed by wrapping ``tinyinterp.analysis.engine``'s ``PassBatch`` and ``run_hooked`` (which the
-    calibration passes share), counting only batches inside the pipeline's ``run_pass``.
+    calibration passes share), counting only batches inside the shared pass's ``run_pass`` (:meth:`tinyinterp.analysis.sharding.Jobs.stream`).
     """
 
     def __init__(self):
@@ -85,7 +85,7 @@ class PassRss:
 
     def __enter__(self) -> "PassRss":
         import tinyinterp.analysis.engine as stream
-        import tinyinterp.analysis.pipeline as pipeline
+        import tinyinterp.analysis.sharding as pipeline  # where the shared pass (Jobs.stream) calls run_pass
 
         self._stream, self._pipeline = stream, pipeline
         self._saved = (stream.PassBatch, stream.run_hooked, pipeline.run_pass)
