@@ -21,10 +21,17 @@ comparable; identical runs still differ by a few percent (allocator), so ``--rss
 more children per size repeat only the load + analysis + control, and the median peak is
 kept (every peak is reported).
 
-"Analysis" = :func:`classify_heads` + :func:`find_pos_neurons` with their default configs,
-run as :func:`tinyinterp.analysis.pipeline.heads_and_neurons` (what ``tinyinterp analyze``
-runs: the two analyses share one streaming forward pass); ``--separate`` also times the two
-functions called one after the other. The untrained control (a second, random-init model
+"Analysis" = what ``tinyinterp analyze`` runs without ablations and probes: :func:`classify_heads`
+(attention scores, the two label axes and the head output effects: direct logit attribution by
+next-token group and attention conditioned on the next token) + :func:`find_pos_neurons`, with their
+default configs, run as :func:`tinyinterp.analysis.pipeline.heads_and_neurons` (one shared streaming
+forward pass), then the head claim's bootstraps (:func:`~tinyinterp.analysis.heads.claims.analyse_heads`
+with no ablation and no halves check; no forward pass). The neuron identity stage (every token's
+activations, lexical baselines, k-sparse probes) is timed apart with the claim's bootstraps as
+``bootstraps_identity_s`` (``overhead_vs_forward_with_identity`` includes them); the head ablations
+and the halves check (extra forward passes by design) are not run here: ``tinyinterp analyze`` reports
+their cost as ``timings.head_ablation_s`` / ``head_halves_s``. ``--separate`` also times the head and
+neuron functions called one after the other. The untrained control (a second, random-init model
 analysed over the same corpus; on by default in ``NeuronConfig``) is timed on its own:
 ``overhead_vs_forward`` (the target, ≤ 2) excludes it, ``overhead_vs_forward_with_control``
 includes it. Probes (``--probes``) read a capped number of tokens and are reported apart.
@@ -70,7 +77,7 @@ class PassRss:
     the two halves run the same mix of batch shapes: with flat memory the held-out half peaks
     no higher than the selection half (``drift`` = its peak / the selection half's peak ≈ 1).
     Installed by wrapping ``tinyinterp.analysis.engine``'s ``PassBatch`` and ``run_hooked`` (which the
-    calibration passes share), counting only batches inside the pipeline's ``run_pass``.
+    calibration passes share), counting only batches inside the shared pass's ``run_pass`` (:meth:`tinyinterp.analysis.sharding.Jobs.stream`).
     """
 
     def __init__(self):
@@ -78,7 +85,7 @@ class PassRss:
 
     def __enter__(self) -> "PassRss":
         import tinyinterp.analysis.engine as stream
-        import tinyinterp.analysis.pipeline as pipeline
+        import tinyinterp.analysis.sharding as pipeline  # where the shared pass (Jobs.stream) calls run_pass
 
         self._stream, self._pipeline = stream, pipeline
         self._saved = (stream.PassBatch, stream.run_hooked, pipeline.run_pass)
@@ -233,7 +240,20 @@ def child(args: argparse.Namespace) -> dict:
     rss["after_analysis"] = peak_rss_mb()
     out["heads_labels"] = heads.meta["labels"]
     out["selective_neurons"] = neurons.summary["n_selective_neurons"]
+    from tinyinterp.analysis.heads.claims import analyse_heads
+    from tinyinterp.analysis.neurons.identity import IdentityConfig
+    from tinyinterp.analysis.neurons.identity_report import neuron_identity_report
+
+    t = time.perf_counter()
+    analyse_heads(model, corpus, heads=heads, config=hcfg, ablation_stories=0, halves=False)
+    claim_s = time.perf_counter() - t
     del heads, neurons
+    if not args.memory_only:
+        t = time.perf_counter()
+        neuron_identity_report(model, corpus, IdentityConfig(), layers=ncfg.layers, split_seed=ncfg.split_seed,
+                               dense_probe=False, sparse_ks=(1, 8))
+        out["bootstraps_identity_s"] = {"head_claim_bootstraps_s": claim_s, "neuron_identity_s": time.perf_counter() - t}
+    out["analysis_s"] += claim_s  # part of the analysis proper (no forward pass, but what analyze runs)
     if args.control:
         t = time.perf_counter()
         twin = untrained_copy(model, ncfg.control_seed)
@@ -347,6 +367,8 @@ def main() -> None:
         r["overhead_vs_forward_cpu"] = r["analysis_cpu_s"] / r["forward_cpu_s"]
         r["analysis_tokens_per_s"] = r["tokens"] / r["analysis_s"]
         r["forward_tokens_per_s"] = r["tokens"] / r["forward_s"]
+        if "bootstraps_identity_s" in r:
+            r["overhead_vs_forward_with_identity"] = (r["analysis_s"] + r["bootstraps_identity_s"]["neuron_identity_s"]) / r["forward_s"]
         if "control_s" in r:
             r["overhead_vs_forward_with_control"] = (r["analysis_s"] + r["control_s"]) / r["forward_s"]
         if "separate_heads_s" in r:
@@ -362,6 +384,8 @@ def main() -> None:
         **tagging,
         "overhead_vs_forward": large["overhead_vs_forward"],
         "overhead_vs_forward_with_control": large.get("overhead_vs_forward_with_control"),
+        "overhead_vs_forward_with_identity": large.get("overhead_vs_forward_with_identity"),
+        "bootstraps_identity_s": large.get("bootstraps_identity_s"),
         "analysis_tokens_per_s": large["analysis_tokens_per_s"],
         "forward_tokens_per_s": large["forward_tokens_per_s"],
         "peak_rss_mb_small": small["peak_rss_mb"], "peak_rss_mb_large": large["peak_rss_mb"],

@@ -15,7 +15,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-LABEL_COLORS = {"local": "#1f77b4", "semantic": "#d62728", "sink": "#7f7f7f", "mixed": "#ff7f0e"}
+LABEL_COLORS = {"local": "#1f77b4", "semantic": "#d62728", "local+semantic": "#9467bd", "sink": "#7f7f7f",
+                "local+sink": "#17becf", "semantic+sink": "#e377c2", "local+semantic+sink": "#8c564b", "mixed": "#ff7f0e"}
+"""A colour for every head label (:data:`tinyinterp.analysis.heads.LABELS`)."""
 
 
 def _frame(x: Any) -> pd.DataFrame:
@@ -69,14 +71,16 @@ def plot_head_grid(heads) -> go.Figure:
     for _, r in df.iterrows():
         z[int(r["layer"]), int(r["head"])] = order.index(r["label"]) if r["label"] in order else len(order)
         text[int(r["layer"])][int(r["head"])] = f"L{int(r['layer'])}H{int(r['head'])}: {r['label']}<br>" + "<br>".join(
-            f"{c} {r[c]:.3f}" for c in score_cols)
+            f"{c} {r[c]:.3f}" if pd.notna(r[c]) else f"{c} n/a" for c in score_cols)
     colorscale = []
     for i, lab in enumerate(order):
         colorscale += [[i / len(order), LABEL_COLORS[lab]], [(i + 1) / len(order), LABEL_COLORS[lab]]]
     fig = go.Figure(go.Heatmap(z=z, text=text, hoverinfo="text", colorscale=colorscale, zmin=0, zmax=len(order),
                                showscale=False, xgap=2, ygap=2))
-    for lab in order:  # legend entries
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=LABEL_COLORS[lab]), name=lab))
+    for lab in order:  # legend entries (the single labels always, combined ones when present)
+        if "+" not in lab or lab in set(df["label"]):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=LABEL_COLORS[lab]),
+                                     name=lab))
     fig.update_layout(title="Head labels", xaxis_title="head", yaxis_title="layer", yaxis_autorange="reversed",
                       xaxis=dict(dtick=1), yaxis=dict(dtick=1), height=200 + 40 * n_layers)
     return fig

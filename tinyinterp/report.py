@@ -50,17 +50,18 @@ def _table(df: pd.DataFrame, cols: list[str], left: tuple[str, ...] = ()) -> str
 def _heads_section(heads, model, fig) -> list[str]:
     df = heads.to_frame()
     parts = ["<h2>Attention heads</h2>",
-             "<p class='note'>Label rule (first match wins): sink if BOS mass ≥ threshold; local if the head's "
-             "offset profile explains its rows (positional R²) and shuffling the tokens barely changes it "
-             "(content JS); semantic if shuffling changes it and a token category gets significantly more "
-             "attention than the positional profile predicts (permutation test); otherwise mixed. "
-             "Thresholds are in <code>heads_meta.json</code>.</p>",
+             "<p class='note'>Label: every axis that passes its null-derived threshold, joined by '+' (no rule "
+             "order): local (held-out R² of a position-only surrogate, or TransformerLens previous-token score ≥ 0.4), "
+             "semantic (content JS real vs shuffled tokens and a key category with lift above the null, BH q ≤ 0.05), "
+             "sink (BOS mass ≥ 0.5); mixed when none passes. Thresholds and where each came from: "
+             "<code>HeadConfig</code>, docs/analysis.md; the values used are in <code>heads_meta.json</code>. "
+             "<code>pattern_label</code> is the older pattern-only rule, kept for comparison.</p>",
              fig(plots.plot_head_grid(df))]
     if {"positional_r2", "content_js"} <= set(df.columns):
         parts.append(fig(plots.plot_head_scatter(df, "positional_r2", "content_js")))
-    cols = ["layer", "head", "label", "positional_r2", "content_js", "mean_distance", "prev_token", "bos_mass",
-            "entropy_norm", "top_category", "reason"]
-    parts.append(_table(df, cols, left=("label", "top_category", "reason")))
+    cols = ["layer", "head", "label", "positional_r2", "content_js", "tl_previous_token", "mean_distance", "prev_token",
+            "bos_mass", "top_category", "pattern_label", "reason"]
+    parts.append(_table(df, [c for c in cols if c in df.columns], left=("label", "top_category", "pattern_label", "reason")))
     if model is not None:
         for lab in ("local", "semantic"):
             sub = df[df["label"] == lab]
@@ -124,6 +125,20 @@ def _ablation_section(ablations: list[dict[str, Any]]) -> list[str]:
             _table(pd.DataFrame(rows), list(rows[0]), left=("tag",))]
 
 
+def _claim_table(claim: dict) -> list[str]:
+    """Per measure and head set: per-token effect on function / content words / names and the contrast, with CIs."""
+    ci = lambda d: "–" if not d or d.get("estimate") is None else (  # noqa: E731
+        f"{d['estimate']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d.get("ci_low") is not None else f"{d['estimate']:+.3f}")
+    rows = [{"measure": kind, "heads": who, "function words": ci(b.get("FUNCTION")), "content words": ci(b.get("CONTENT")),
+             "names": ci(b.get("NAME")), "function − content": ci(b.get("function_minus_content")),
+             "function share": ci(b.get("function_share"))}
+            for kind, block in claim.get("measures", {}).items() for who, b in block.items() if isinstance(b, dict) and "FUNCTION" in b]
+    if not rows:
+        return []
+    return ["<p class='note'>Per head and per predicted token (dla: logit; mean/resample: loss increase when ablated, "
+            "nats), 95% story-bootstrap CIs.</p>", _table(pd.DataFrame(rows), list(rows[0]), left=("measure", "heads"))]
+
+
 def _head_effects_section(out: Path, summary: dict, fig) -> list[str]:
     """Labels from the two axes vs their nulls, output effects by next-token group, the paper claim."""
     import json
@@ -145,8 +160,10 @@ def _head_effects_section(out: Path, summary: dict, fig) -> list[str]:
                 if halves else "") + "</p>",
              f"<p><b>Paper claim.</b> {html.escape(str(claim.get('statement', 'not computed')))}</p>",
              fig(plots.plot_head_axes(rows))]
-    for layer in sorted({r["layer"] for r in rows}):
-        parts.append(fig(plots.plot_head_effects(rows, layer=layer, kind="dla")))
+    parts += _claim_table(claim)
+    kinds = [k for k in ("dla", "mean") if k in rows[0].get("effects", {})]
+    for layer in sorted({r["layer"] for r in rows}):  # the per-layer view, with 95% story-bootstrap CIs
+        parts += [fig(plots.plot_head_effects(rows, layer=layer, kind=k)) for k in kinds]
     df = pd.DataFrame([{"layer": r["layer"], "head": r["head"], "label": r["label"], "positional R²": r["positional"]["r2"],
                         "prev-token": r["positional"]["tl_previous_token"], "content JS": r["content"]["js"],
                         "top category": (r["content"]["categories"] or [{}])[0].get("category", ""),

@@ -15,8 +15,9 @@ from typing import Any
 import pandas as pd
 
 from apps.explorer import catalog, links
+from tinyinterp import LABEL_COLORS
 
-LABELS = ("local", "semantic", "sink", "mixed")
+LABELS = tuple(LABEL_COLORS)
 # Universal Dependencies' grouping of the UPOS tags (universaldependencies.org/u/pos).
 UPOS_CATEGORY = {
     **dict.fromkeys(("ADJ", "ADV", "INTJ", "NOUN", "PROPN", "VERB"), "open class"),

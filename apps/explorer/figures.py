@@ -14,6 +14,12 @@ from tinyinterp import LABEL_COLORS
 LABELS = tuple(LABEL_COLORS)
 
 
+def shown_labels(labels) -> list[str]:
+    """The labels a chart lists: the four single ones always, combined ones (``local+semantic``) when some head has them."""
+    seen = set(labels)
+    return [lab for lab in LABELS if "+" not in lab or lab in seen]
+
+
 def eval_sets(metrics: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """Evaluation records grouped by the set they read: the curve first (the periodic evaluations' token
     count), then any evaluation on a different set (e.g. the whole split at the end), each named for the plot.
@@ -64,8 +70,9 @@ def training_curves(metrics: pd.DataFrame) -> go.Figure:
 
 
 def label_counts(labels: Sequence[str]) -> go.Figure:
-    counts = [list(labels).count(lab) for lab in LABELS]
-    fig = go.Figure(go.Bar(x=list(LABELS), y=counts, marker_color=[LABEL_COLORS[lab] for lab in LABELS],
+    labs = shown_labels(labels)
+    counts = [list(labels).count(lab) for lab in labs]
+    fig = go.Figure(go.Bar(x=labs, y=counts, marker_color=[LABEL_COLORS[lab] for lab in labs],
                            text=counts, textposition="auto"))
     fig.update_layout(title="Attention heads by label", yaxis_title="heads", height=300, margin=dict(t=40, b=40))
     return fig
@@ -128,7 +135,7 @@ def labels_over_steps(heads: pd.DataFrame) -> go.Figure:
     """Stacked count of heads per label at every analysed step."""
     fig = go.Figure()
     steps = sorted(heads["step"].unique())
-    for lab in LABELS:
+    for lab in shown_labels(heads["label"]):
         counts = [int(((heads["step"] == s) & (heads["label"] == lab)).sum()) for s in steps]
         fig.add_trace(go.Scatter(x=steps, y=counts, mode="lines+markers", stackgroup="one", name=lab,
                                  line=dict(color=LABEL_COLORS[lab])))
@@ -176,7 +183,7 @@ def compare_head_labels(df: pd.DataFrame, names: Sequence[str]) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=list(names), shared_yaxes=True)
     for col, name in enumerate(names, start=1):
         sub = df[df["model"] == name]
-        for lab in LABELS:
+        for lab in shown_labels(df.loc[df["heads"] > 0, "label"]):
             part = sub[sub["label"] == lab]
             fig.add_trace(go.Bar(x=[f"L{v}" for v in part["layer"]], y=part["heads"], name=lab,
                                  marker_color=LABEL_COLORS[lab], legendgroup=lab, showlegend=col == 1), 1, col)

@@ -18,8 +18,11 @@ MAX_CHARS = 5000  # typed text beyond this is cut before tokenising (the context
 
 # What each head score measures, and the control it is read against.
 SCORE_HELP: dict[str, tuple[str, str]] = {
-    "positional_r2": ("R² of predicting each attention row from the head's mean attention-by-offset profile",
-                      "baseline: the uniform row (R² 0); 1 = attends purely by distance"),
+    "positional_r2": ("the label's positional axis: held-out R² of a position-only surrogate (the head's mean pattern "
+                      "at the same positions over the other stories)",
+                      "null: 99th percentile over untrained and content-only heads (HeadConfig.positional_min_r2)"),
+    "profile_r2": ("R² of predicting each attention row from the head's mean attention-by-offset profile",
+                   "the older pattern rule's score; baseline: the uniform row (R² 0)"),
     "content_js": ("Jensen–Shannon divergence (bits) between rows on the real story and on the same story with its tokens shuffled",
                    "control: the shuffled story; 0 = content does not matter"),
     "mean_distance": ("attention-weighted mean query − key distance (tokens)", "compare with the offset profile"),
@@ -78,7 +81,36 @@ _f = num
 
 
 def explain_head(rec: Any, config: dict[str, Any] | None = None) -> str:
-    """A few sentences saying why head ``rec`` (a ``HeadRecord``) got its label, with its numbers."""
+    """A few sentences saying why head ``rec`` (a ``HeadRecord``) got its label, with its numbers: each axis
+    against its null-derived threshold (analyses without ``rec.axes`` predate the axes: the pattern rule)."""
+    axes = getattr(rec, "axes", None)
+    if axes:
+        return _explain_axes(rec, axes)
+    return _explain_pattern(rec, config)
+
+
+def _explain_axes(rec: Any, axes: dict[str, Any]) -> str:
+    name = f"L{int(rec.layer)}H{int(rec.head)}"
+    pos, con, sink = axes.get("positional", {}), axes.get("content", {}), axes.get("sink", {})
+    verdict = lambda ok: "**passes**" if ok else "fails"  # noqa: E731
+    cats = con.get("categories") or []
+    best = (f"; its strongest key category is {md(cats[0]['category'], 40)}: lift {_f(cats[0]['lift'])} "
+            f"[{_f(cats[0]['ci_low'])}, {_f(cats[0]['ci_high'])}], BH q = {num(cats[0]['q'], '.2g')} "
+            f"(null: lift ≥ {num(con.get('min_lift'), 'g')}, q ≤ {num(con.get('fdr'), 'g')})") if cats else ""
+    return " ".join([
+        f"**{name} is {md(rec.label, 40)}.** Evidence against the nulls (thresholds = 99th percentiles over null heads):",
+        f"*positional* — held-out R² of a position-only surrogate {_f(pos.get('r2'))} (null {num(pos.get('min_r2'), 'g')}), "
+        f"previous-token score {_f(pos.get('tl_previous_token'))} (≥ {num(pos.get('previous_token_min'), 'g')} counts): "
+        f"{verdict(pos.get('pass'))};",
+        f"*content* — JS real vs shuffled {_f(con.get('js'), '.3f')} bits (null {num(con.get('min_js'), 'g')}){best}: "
+        f"{verdict(con.get('pass'))};",
+        f"*sink* — {num(sink.get('bos_mass'), '.0%')} of its attention on the first token (≥ "
+        f"{num(sink.get('min_bos'), '.0%')}): {verdict(sink.get('pass'))}.",
+        f"The older pattern-only rule said {md(str(rec.pattern_label), 40)}." if getattr(rec, "pattern_label", None) else ""]).strip()
+
+
+def _explain_pattern(rec: Any, config: dict[str, Any] | None = None) -> str:
+    """The pattern-only rule's reading (analyses written before the two-axis labels)."""
     c = {"sink_min_bos": 0.5, "local_min_r2": 0.5, "local_max_js": 0.15, "semantic_min_js": 0.05,
          "semantic_min_lift": 1.5, "near_offsets": 3, **(config or {})}
     name = f"L{int(rec.layer)}H{int(rec.head)}"

@@ -35,6 +35,14 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     assert summary["paper_claim"]["statement"] and summary["paper_claim"]["holds"] in (True, False, None)
     assert summary["label_agreement_halves"]["n_heads"] == 4
     assert "What each head produces" in html
+    # one label: heads.json carries the axis label (the pattern rule only as pattern_label), as do the summary counts
+    assert [h["label"] for h in heads] == [a["label"] for a in axes]
+    assert all(h["pattern_label"] in ("local", "semantic", "sink", "mixed") and h["axes"]["positional"] for h in heads)
+    assert {k: v for k, v in summary["heads"].items() if v} == summary["head_axes"]["labels"]
+    # report: the claim table with CIs and the per-layer effect views (direct effect and ablation)
+    assert "function − content" in html and "dla by next-token group, layer 0" in html
+    assert "mean by next-token group, layer 0" in html
+    assert {"head_ablation_s", "head_halves_s", "heads_and_neurons_s"} <= set(summary["timings"])
     # identity rules: counts per category and tag, lexical baseline per tag, paper-form result
     ident = summary["neuron_identity"]
     assert set(ident["categories_per_tag"]["NOUN"]) == {"pos", "token", "untestable", "none"}
@@ -44,6 +52,18 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     for tag, v in sparse.items():  # k grows to every neuron; each point is a held-out AUROC
         ks = [r["k"] for r in v["curve"]]
         assert ks == sorted(ks) and ks[-1] == summary["d_mlp"] * summary["n_layers"] and all(0.0 <= r["auroc"] <= 1.0 for r in v["curve"])
+
+
+def test_no_head_effects_keeps_the_labels(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "nofx"
+    rc = main(["analyze", str(tiny_ckpt), "--corpus", str(STORIES), "--out", str(out), "--max-stories", "12",
+               "--no-neurons", "--no-probes", "--no-report", "--no-head-effects"])
+    assert rc == 0, capsys.readouterr().err
+    heads = json.loads((out / "heads.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(heads) == 4 and all(h["axes"]["positional"]["min_r2"] == 0.519 for h in heads)
+    assert not (out / "heads_axes.json").exists() and "paper_claim" not in summary
+    assert sum(summary["heads"].values()) == 4 and summary["config"]["heads"]["output_effects"] is False
 
 
 def test_analyze_refuses_concurrent_writer(tiny_ckpt, tmp_path, capsys):

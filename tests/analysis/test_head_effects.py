@@ -9,17 +9,20 @@ ones on the evaluation text.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from tests.support.planted_effects import effects_model, make_cast_stories, name_token_ids, pre_det_token_ids
 from tests.support.planted_heads import make_tokenizer
-from tinyinterp.analysis.heads.axes import AxisThresholds, label_agreement_halves, label_heads, score_heads
-from tinyinterp.analysis.heads.claims import effect_rows, paper_claim, per_layer
+from tinyinterp.analysis.heads import HeadConfig, classify_heads
+from tinyinterp.analysis.heads.axes import label_heads
+from tinyinterp.analysis.heads.claims import effect_rows, label_agreement_halves, paper_claim, per_layer
 from tinyinterp.analysis.heads.ablation import ablation_effects
 from tinyinterp.analysis.heads.copying import ov_copying
-from tinyinterp.analysis.heads.effects import NEXT_GROUPS, EffectsConfig, next_groups
+from tinyinterp.analysis.heads.effects import NEXT_GROUPS, next_groups
 from tinyinterp.analysis.heads.nulls import SurrogateSpec, derive_thresholds, null_heads, surrogate_model
 from tinyinterp.analysis.corpus import tag_corpus
 from tinyinterp.analysis.stats import bootstrap_contrast, story_weights
@@ -43,7 +46,7 @@ def setup(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scores(setup):
     _, corpus, model = setup
-    sc = score_heads(model, corpus, effects_config=EffectsConfig(n_boot=500, progress=False))
+    sc = classify_heads(model, corpus, HeadConfig(n_boot=500, progress=False))
     keep = np.arange(len(corpus))
     full = ablation_effects(model, corpus, keep, torch.as_tensor(sc.effects.mean_z))
     sc.effects.ablation = {k: v[keep] for k, v in full.items()}
@@ -54,7 +57,8 @@ def scores(setup):
 def thresholds(setup):
     _, corpus, model = setup
     t = derive_thresholds(null_heads(model, corpus, untrained_seeds=(0, 1)))
-    return AxisThresholds(positional_min_r2=t["positional_min_r2"], content_min_js=t["content_min_js"], min_lift=t["min_lift"])
+    return HeadConfig(positional_min_r2=t["positional_min_r2"], content_min_js=t["content_min_js"], min_lift=t["min_lift"],
+                      n_boot=500, progress=False)
 
 
 def test_next_groups_mark_the_predicted_token(setup):
@@ -118,7 +122,7 @@ def test_position_axis_is_one_for_any_positional_shape(setup):
     specs = [SurrogateSpec("prev", "prev", 0.0), SurrogateSpec("win", "window32", 0.0), SurrogateSpec("dec", "decay64", 0.0),
              SurrogateSpec("content", None, 2.0), SurrogateSpec("mixed", "prev_soft", 2.0)]
     sur = surrogate_model(tok, model.cfg.d_vocab, N_CTX, specs)
-    sc = score_heads(sur, corpus, effects_config=EffectsConfig(n_boot=200, progress=False))
+    sc = classify_heads(sur, corpus, HeadConfig(n_boot=200, progress=False))
     r2 = sc.effects.position_r2[0]
     assert np.all(r2[:3] > 0.99), r2  # windows and slow decays too (the offset-profile R² fails them)
     assert r2[3] < 0.5 and 0.05 < r2[4] < 0.99, r2
@@ -141,7 +145,7 @@ def test_mixed_surrogate_gets_both_attributes(setup, thresholds):
     tok, corpus, model = setup
     specs = [SurrogateSpec("mixed", "prev_soft", 1.0), SurrogateSpec("pos", "prev", 0.0)]
     sur = surrogate_model(tok, model.cfg.d_vocab, N_CTX, specs, seed=3)
-    sc = score_heads(sur, corpus, effects_config=EffectsConfig(n_boot=300, progress=False))
+    sc = classify_heads(sur, corpus, HeadConfig(n_boot=300, progress=False))
     labels = [r["label"] for r in label_heads(sc, thresholds)]
     assert labels == ["local+semantic", "local"], labels
 
@@ -232,3 +236,37 @@ def test_plot_head_effects_and_axes(scores, thresholds):
         tinyinterp.plot_head_effects(rows, 0, 9)
     ax = tinyinterp.plot_head_axes(rows)
     assert {t.name for t in ax.data} == {"local", "semantic", "sink", "mixed"}
+
+
+def test_previous_token_heads_are_local_unless_content_says_otherwise(setup, thresholds):
+    """The issue's validity rule: a TransformerLens previous-token score >= 0.4 makes a head local even
+    when its positional R² misses the threshold; a head whose content axis also passes, with a lift
+    that survives BH, is local+semantic (never silently semantic); content JS alone is not evidence."""
+    import copy
+
+    tok, corpus, model = setup
+    specs = [SurrogateSpec("prev", "prev", 0.0), SurrogateSpec("content", None, 2.0)]
+    sur = surrogate_model(tok, model.cfg.d_vocab, N_CTX, specs, seed=5)
+    sc = classify_heads(sur, corpus, HeadConfig(n_boot=300, progress=False))
+    assert sc.records[0].tl_previous_token >= 0.4 and [r.label for r in sc.records] == ["local", "semantic"]
+    hidden = copy.deepcopy(sc)
+    hidden.effects.position_r2[:] = 0.0  # as if no head's pattern were explained by position
+    hidden.records[1].tl_previous_token = 0.5  # the content head now also scores as a previous-token head
+    rows = label_heads(hidden, thresholds)
+    assert rows[0]["label"] == "local" and not rows[0]["content"]["pass"], rows[0]["reason"]
+    assert rows[1]["label"] == "local+semantic", rows[1]["reason"]
+    assert rows[1]["content"]["categories"][0]["q"] <= thresholds.fdr
+    no_lift = label_heads(hidden, dataclasses.replace(thresholds, min_lift=1e6))  # JS passes, no category does
+    assert no_lift[1]["label"] == "local" and no_lift[1]["content"]["js_pass"], no_lift[1]["reason"]
+    below = label_heads(hidden, dataclasses.replace(thresholds, previous_token_min=0.99))
+    assert below[0]["label"] == "mixed" and below[1]["label"] == "semantic"
+
+
+def test_the_axis_label_is_the_record_label(scores, thresholds):
+    """One label: HeadRecord.label is the axis label; the pattern rule survives only as pattern_label."""
+    assert [r.label for r in scores.records] == [r["label"] for r in scores.axes]
+    assert all(r.pattern_label in ("local", "semantic", "sink", "mixed") for r in scores.records)
+    assert scores.records[0].axes["positional"]["pass"] and "positional: R²" in scores.records[0].reason
+    assert scores.meta["labels"]["local"] + scores.meta["labels"].get("local+semantic", 0) >= 1
+    frame = scores.to_frame()
+    assert {"label", "pattern_label", "positional_r2", "profile_r2"} <= set(frame.columns)

@@ -12,7 +12,7 @@ import torch
 from tests.support.planted_heads import make_tokenizer, noun_token_ids, planted_model
 from tests.support.stories import sentence_stories
 from tinyinterp.analysis.corpus import TaggedCorpus, tag_corpus
-from tinyinterp.analysis.heads import LABELS, HeadConfig, HeadResults, classify_heads, label_head
+from tinyinterp.analysis.heads import LABELS, HeadConfig, HeadResults, classify_heads, pattern_label
 from tinyinterp.errors import ConfigError, DataError
 
 N_CTX = 64
@@ -73,9 +73,9 @@ def test_labels_are_not_constant(results):
 
 
 def test_label_rule_is_configurable(results):
-    assert label_head(results[0, 0], HeadConfig(sink_min_bos=0.0))[0] == "sink"
+    assert pattern_label(results[0, 0], HeadConfig(sink_min_bos=0.0))[0] == "sink"
     semantic = results[0, 1]
-    assert label_head(semantic, HeadConfig(semantic_min_lift=50.0))[0] == "mixed"
+    assert pattern_label(semantic, HeadConfig(semantic_min_lift=50.0))[0] == "mixed"
 
 
 def test_padding_and_batching_do_not_change_scores(setup, results):

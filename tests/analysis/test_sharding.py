@@ -32,12 +32,13 @@ def test_two_shards_merge_to_the_unsharded_result(runs):
     s0, s1 = (json.loads((runs / f"s{i}" / "shard.json").read_text()) for i in range(2))
     assert s0["stories"] + s1["stories"] == 40 and min(s0["stories"], s1["stories"]) >= 15
     assert not (runs / "s0" / "heads.json").exists()  # a shard writes statistics, not results
-    for name in ("heads.json", "neurons.json", "neurons_summary.json", "ablation.json"):
+    for name in ("heads.json", "heads_axes.json", "neurons.json", "neurons_summary.json", "ablation.json"):
         full, merged = (json.loads((runs / d / name).read_text()) for d in ("full", "merged"))
         if name == "neurons_summary.json":
             for d in (full, merged):
                 d.get("config", {}).pop("progress", None)
-        assert_close(full, merged, name)
+        # heads_axes: the ablations use the mean z, whose float summation order differs between the two runs
+        assert_close(full, merged, name, rel=1e-3 if name == "heads_axes.json" else 1e-4)
     heads = json.loads((runs / "merged" / "heads.json").read_text())
     assert len({h["label"] for h in heads}) >= 1 and all("positional_r2" in h for h in heads)
     summary = json.loads((runs / "merged" / "summary.json").read_text())

@@ -190,3 +190,16 @@ def test_a_final_evaluation_on_another_set_is_a_marker_not_a_point_of_the_curve(
 
     same = pd.DataFrame([{"step": s, "val_bpb": 2.0 - s / 100, "val_tokens": 512} for s in (10, 20, 30)])
     assert [t.name for t in figures.training_curves(same).data] == ["every evaluation, same 512 validation tokens"]
+
+
+def test_explain_head_reads_the_axes_against_their_nulls():
+    axes = {"positional": {"r2": 0.31, "tl_previous_token": 0.45, "min_r2": 0.519, "previous_token_min": 0.4, "pass": True},
+            "content": {"js": 0.2, "min_js": 0.105, "js_pass": True, "min_lift": 1.693, "fdr": 0.05, "pass": True,
+                        "categories": [{"category": "NAME", "lift": 4.0, "ci_low": 3.5, "ci_high": 4.6, "p": 1e-9,
+                                        "q": 1e-8, "pass": True}]},
+            "sink": {"bos_mass": 0.05, "min_bos": 0.5, "pass": False}}
+    text = readings.explain_head(_record("local+semantic", axes=axes, pattern_label="semantic")).replace("\\+", "+")
+    for w in ("L1H2 is local+semantic", "R² of a position-only surrogate 0.31 (null 0.519)", "previous-token score 0.45",
+              "NAME: lift 4.00 [3.50, 4.60]", "null 0.105", "The older pattern-only rule said semantic"):
+        assert w in text, (w, text)
+    assert text.count("**passes**") == 2 and text.count("fails") == 1

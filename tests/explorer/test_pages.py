@@ -61,7 +61,7 @@ def test_heads_switching_head_changes_figures(app):
     # issue 12: what the head produces (effects by next-token group with CIs) and its axes against the nulls
     fx = after["heads.effects"]
     assert fx.layout.title.text.startswith("dla by next-token group, L0H2") and fx.data[0].error_y.array is not None
-    assert any(s.value and "axis label" in s.value for s in app.subheader)
+    assert any(s.value and "L0H2 produces · label:" in s.value for s in app.subheader)
 
 
 def test_heads_typed_text_empty_and_too_long(app):

@@ -35,7 +35,7 @@ from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import eval_mode
 from tinyinterp.analysis.features.stage import features_stage
 from tinyinterp.analysis.heads.classify import HeadConfig, classify_heads
-from tinyinterp.analysis.heads.results import HeadResults
+from tinyinterp.analysis.heads.results import HeadResults, label_counts
 from tinyinterp.analysis.neurons.ablation import AblationResults, ablation_effect
 from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.identity import IdentityConfig
@@ -69,13 +69,15 @@ class AnalysisConfig:
     ablation_random: int = 20
     """Random equal-size neuron sets per tag for the comparison (the smallest p-value is 1 / (n + 1))."""
     head_effects: bool = True
-    """Head output effects, the two label axes against their nulls, the paper claim and the halves check
-    (:func:`tinyinterp.analysis.heads.claims.analyse_heads`): ``heads_axes.json`` and ``summary.json``
-    keys ``paper_claim``, ``label_agreement_halves``, ``head_axes``."""
+    """Head output effects (sets ``HeadConfig.output_effects``: direct logit attribution by next-token group and
+    attention conditioned on the next token, in the shared pass), then the ablations, the paper claim and the halves
+    check (:func:`tinyinterp.analysis.heads.claims.analyse_heads`): ``heads_axes.json`` and ``summary.json`` keys
+    ``paper_claim``, ``label_agreement_halves``, ``head_axes``. The head labels come from the two axes either way."""
     head_ablation_stories: int = 100
-    """Stories for the mean/resample ablation of every head (two forwards per head; 0: skip)."""
+    """Stories for the mean/resample ablation of every head (two forwards per head, timed apart; 0: skip)."""
     head_halves: bool = True
-    """Also label the heads on two disjoint halves of the stories (``label_agreement_halves``)."""
+    """Also label the heads on two disjoint halves of the stories (``label_agreement_halves``; two more passes,
+    timed apart)."""
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     """Rules that separate part-of-speech neurons from token detectors (:mod:`tinyinterp.analysis.neurons.identity`)."""
     run_identity: bool = True
@@ -144,8 +146,7 @@ def _heads_and_neurons(run: AnalysisRun) -> None:
 def _heads(run: AnalysisRun) -> None:
     run.heads = run.heads if run.heads is not None else classify_heads(run.model, run.corpus, run.cfg.heads)
     run.heads.save(run.out)
-    labels = [r.label for r in run.heads.records]
-    run.summary["heads"] = {lab: labels.count(lab) for lab in ("local", "semantic", "sink", "mixed")}
+    run.summary["heads"] = label_counts(r.label for r in run.heads.records)
 
 
 def _head_axes(run: AnalysisRun) -> None:
@@ -154,14 +155,14 @@ def _head_axes(run: AnalysisRun) -> None:
     from tinyinterp.analysis.heads.claims import analyse_heads
 
     cfg = run.cfg
-    res = analyse_heads(run.model, run.corpus, ablation_stories=cfg.head_ablation_stories, halves=cfg.head_halves,
-                        progress=run.progress)
+    res = analyse_heads(run.model, run.corpus, heads=run.heads, config=cfg.heads, ablation_stories=cfg.head_ablation_stories,
+                        halves=cfg.head_halves, progress=run.progress)
     write_json(run.out / "heads_axes.json", jsonable(res["heads"]))
     s = res["summary"]
     keys = {"paper_claim": s["paper_claim"],
             "head_axes": {k: s[k] for k in ("labels", "per_layer", "thresholds", "n_stories", "n_boot")}}
     keys["head_axes"]["ablation_stories"] = s["cost"]["ablation_stories"]
-    run.timings.update({f"head_effects_{k}": v for k, v in s["cost"].items() if k.endswith("_s")})
+    run.timings.update({f"head_{k}": v for k, v in s["cost"].items() if k.endswith("_s")})
     if "label_agreement_halves" in s:
         keys["label_agreement_halves"] = s["label_agreement_halves"]
     run.summary.update(jsonable(keys))
@@ -230,7 +231,7 @@ def _probes(run: AnalysisRun) -> None:
 STAGES: list[tuple[str, Callable[[AnalysisConfig], bool], Callable[[AnalysisRun], None]]] = [
     ("heads_and_neurons_s", lambda c: c.run_heads and c.run_neurons, _heads_and_neurons),
     ("heads_s", lambda c: c.run_heads, _heads),
-    ("head_effects_s", lambda c: c.run_heads and c.head_effects, _head_axes),
+    ("head_claims_s", lambda c: c.run_heads and c.head_effects, _head_axes),  # ablations + claim + halves
     ("neurons_s", lambda c: c.run_neurons, _neurons),
     ("neuron_identity_s", lambda c: c.run_neurons and c.run_identity, _identity),
     ("ablation_s", lambda c: c.run_neurons and bool(c.ablation_tags), _ablation),
@@ -253,7 +254,8 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
     Returns the summary written to ``summary.json``.
     """
     cfg = config or AnalysisConfig()
-    cfg = dataclasses.replace(cfg, heads=dataclasses.replace(cfg.heads, progress=progress),  # the caller's stay as given
+    cfg = dataclasses.replace(cfg, heads=dataclasses.replace(cfg.heads, progress=progress,  # the caller's stay as given
+                                                             output_effects=cfg.head_effects and cfg.run_heads),
                               neurons=dataclasses.replace(cfg.neurons, progress=progress),
                               probes=dataclasses.replace(cfg.probes, progress=progress))
     out = Path(out)

@@ -3,7 +3,8 @@
 ``tinyinterp analyze CKPT --corpus F --out S0 --shard 0/2`` (and ``1/2`` elsewhere) runs
 the single forward pass of :func:`~tinyinterp.analysis.pipeline.heads_and_neurons` over
 the stories whose index ``i`` has ``i % n == shard`` and writes what it accumulated: every
-head sum (:class:`~tinyinterp.analysis.heads.scores.MainPass`), the neuron histograms and
+head sum (:class:`~tinyinterp.analysis.heads.scores.MainPass`), the per-story sums of the head
+output effects and label axes (:class:`~tinyinterp.analysis.heads.effects_pass.EffectsPass`), the neuron histograms and
 moments of both halves (:class:`~tinyinterp.analysis.neurons.stats.TagStats`), the top-k
 buffer, and the same for the untrained control. These are sums (and a top-k) over disjoint
 stories, so adding them gives the statistics of the whole corpus, up to float summation
@@ -16,7 +17,7 @@ Every shard tags the whole corpus and repeats the calibration passes (a fixed nu
 stories, independent of the corpus size), so that all shards bin and score identically;
 the merge step does so once more. A shard folder holds ``shard.json`` (provenance and
 fingerprints) and ``stats.safetensors``: each consumer's ``state_dict()`` under its prefix
-(``heads.``, ``neurons.``, ``control.``); the merge hands each prefix back to the same consumer's
+(``heads.``, ``head_effects.``, ``neurons.``, ``control.``); the merge hands each prefix back to the same consumer's
 ``merge_state()``, so this module never reads another class's attributes.
 """
 
@@ -103,7 +104,7 @@ class Jobs:
 
     def parts(self) -> dict[str, Any]:
         """Prefix in the statistics file -> the consumer whose ``state_dict()`` / ``merge_state()`` it holds."""
-        out = {"heads": self.heads.main, "neurons": self.neurons}
+        out = {"heads": self.heads.main, "head_effects": self.heads.effects, "neurons": self.neurons}
         return out if self.control is None else {**out, "control": self.control}
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -120,7 +121,7 @@ class Jobs:
         i, n = shard
         model, corpus = self.heads.model, self.heads.corpus
         bt = min(self.heads.cfg.batch_tokens, self.neurons.cfg.batch_tokens)
-        tokens = run_pass(model, corpus, [self.heads.main, self.neurons], shard_groups(self.neurons.groups, i, n), bt,
+        tokens = run_pass(model, corpus, [*self.heads.consumers, self.neurons], shard_groups(self.neurons.groups, i, n), bt,
                           progress, desc)
         if self.control is not None:
             run_pass(self.twin, self.control.corpus, [self.control], shard_groups(self.control.groups, i, n), bt,

@@ -19,6 +19,12 @@ def _common(p) -> None:
     p.add_argument("--no-ablation", action="store_true", help="skip the causal ablation check")
     p.add_argument("--no-identity", action="store_true",
                    help="skip the identity rules (pos vs token neurons, lexical baselines; neuron_identity.json)")
+    p.add_argument("--no-head-effects", action="store_true",
+                   help="skip the head output effects (direct logit attribution, attention by next token), the head "
+                        "ablations, the paper claim and the halves check (heads_axes.json); the labels stay")
+    p.add_argument("--head-ablation-stories", type=int, default=None, metavar="N",
+                   help="stories for the mean/resample ablation of every head (0: skip; default: "
+                        "AnalysisConfig.head_ablation_stories)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--no-verify", action="store_true", help="skip the checkpoint's sha256 check")
 
@@ -80,6 +86,7 @@ def _sources(specs: list[str]) -> list:
 
 
 def _config(options: dict):
+    from tinyinterp.analysis.heads import HeadConfig
     from tinyinterp.analysis.neurons import NeuronConfig
     from tinyinterp.analysis.pipeline import AnalysisConfig
 
@@ -88,13 +95,17 @@ def _config(options: dict):
         run_neurons=not options["no_neurons"], run_probes=not options["no_probes"], report=not options["no_report"],
         ablation_tags=() if options["no_ablation"] else AnalysisConfig.ablation_tags,
         run_identity=not options.get("no_identity", False),  # shards written before the option lack it
+        head_effects=not options.get("no_head_effects", False),
+        heads=HeadConfig(output_effects=not options.get("no_head_effects", False)),  # as analyze() sets it: shards match
+        head_ablation_stories=(AnalysisConfig.head_ablation_stories if options.get("head_ablation_stories") is None
+                               else options["head_ablation_stories"]),
         neurons=NeuronConfig(auroc_threshold=options["auroc"], fdr=options["fdr"],
                              untrained_control=not options["no_control"]),
     )
 
 
 OPTIONS = ("max_stories", "no_heads", "no_neurons", "no_probes", "no_report", "no_ablation", "no_identity", "auroc", "fdr",
-           "no_control")
+           "no_control", "no_head_effects", "head_ablation_stories")
 
 
 def run(args) -> int:
@@ -102,6 +113,8 @@ def run(args) -> int:
     from tinyinterp.checkpoint import load_model
     from tinyinterp.errors import ConfigError
 
+    if args.head_ablation_stories is not None and args.head_ablation_stories < 0:
+        raise ConfigError(f"--head-ablation-stories {args.head_ablation_stories}: must be >= 0 (0: skip)")
     if args.max_stories is not None and args.max_stories < 0:
         raise ConfigError(f"--max-stories {args.max_stories}: must be a positive number of stories (0: all)")
     options = {k: getattr(args, k) for k in OPTIONS}
@@ -179,6 +192,8 @@ def run_merge(args) -> int:
     options = dict(rec["options"])
     for k in ("no_probes", "no_ablation", "no_report"):  # stages that run only here may still be switched off
         options[k] = options[k] or getattr(args, k)
+    if args.head_ablation_stories is not None:  # the head ablations run only here too
+        options["head_ablation_stories"] = args.head_ablation_stories
     ckpt = args.ckpt or rec["ckpt"]
     corpus = _sources(args.corpus) if args.corpus else rec["corpus"]
     model = load_model(ckpt, verify=not args.no_verify)

@@ -38,7 +38,7 @@ st.session_state["selected_head"] = (rec.layer, rec.head)
 state.to_url("head", links.unit_id("H", rec.layer, rec.head))
 
 st.markdown(readings.explain_head(rec, heads.config))
-st.caption(f"Rule that fired: {readings.md(rec.reason, 300)}")
+st.caption(f"{'Axis values' if rec.axes else 'Rule that fired'}: {readings.md(rec.reason, 400)}")
 
 left, right = st.columns(2)
 with left:
@@ -53,11 +53,17 @@ if axes_file.is_file():  # output effects and the two-axis label (tinyinterp ana
 
     axes_rows = json.loads(axes_file.read_text(encoding="utf-8"))
     ax = next(r for r in axes_rows if (r["layer"], r["head"]) == (rec.layer, rec.head))
-    st.subheader(f"What L{rec.layer}H{rec.head} produces · axis label: {ax['label']}")
+    st.subheader(f"What L{rec.layer}H{rec.head} produces · label: {ax['label']}")
     kinds = [k for k in ("dla", "mean", "resample") if k in ax.get("effects", {})]
     kind = st.radio("Effect", kinds, horizontal=True, key="heads:effect",
                     format_func={"dla": "direct logit attribution", "mean": "mean-ablation loss change",
                                  "resample": "resample-ablation loss change"}.get)
+    ci = lambda d: "n/a" if d is None or d.get("estimate") is None else (  # noqa: E731
+        f"{d['estimate']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d.get("ci_low") is not None else f"{d['estimate']:+.3f}")
+    eff = ax["effects"][kind]
+    st.caption(f"Per predicted token, 95% story-bootstrap CI ({'logit' if kind == 'dla' else 'nats of loss added'}): "
+               f"function words {ci(eff.get('FUNCTION'))} · content words {ci(eff.get('CONTENT'))} · "
+               f"names {ci(eff.get('NAME'))}")
     fx_l, fx_r = st.columns(2)
     with fx_l:
         state.show("heads.effects", plots.plot_head_effects(axes_rows, rec.layer, rec.head, kind=kind))
@@ -73,9 +79,8 @@ if axes_file.is_file():  # output effects and the two-axis label (tinyinterp ana
         if con["categories"]:
             st.caption(f"Category lift vs the head's offset profile (pass: lift ≥ {con['min_lift']:.2f} and BH q ≤ {con['fdr']})")
             st.dataframe(pd.DataFrame(con["categories"]), hide_index=True)
-    if len({r["layer"] for r in axes_rows}) > 1:
-        with st.expander(f"Layer {rec.layer}: every head's {kind} by next-token group"):
-            state.show("heads.layer_effects", plots.plot_head_effects(axes_rows, layer=rec.layer, kind=kind))
+    with st.expander(f"Per-layer view · layer {rec.layer}: every head's {kind} by next-token group"):
+        state.show("heads.layer_effects", plots.plot_head_effects(axes_rows, layer=rec.layer, kind=kind))
     claim = res.summary.get("paper_claim", {}).get("statement")
     if claim:
         st.info(f"Paper claim on this model: {claim}")
@@ -115,6 +120,8 @@ with ev_r:
 
 with st.expander("All heads: positional fit against content dependence"):
     state.show("heads.scatter", plots.plot_head_scatter(heads, "positional_r2", "content_js"))
-    st.dataframe(heads.to_frame()[["layer", "head", "label", "positional_r2", "content_js", "mean_distance",
-                                   "near_mass", "prev_token", "bos_mass", "top_category", "top_category_lift"]],
+    frame = heads.to_frame()
+    st.dataframe(frame[[c for c in ["layer", "head", "label", "positional_r2", "content_js", "tl_previous_token",
+                                    "mean_distance", "near_mass", "prev_token", "bos_mass", "top_category",
+                                    "top_category_lift", "pattern_label", "profile_r2"] if c in frame.columns]],
                  hide_index=True)

@@ -58,7 +58,7 @@ h, n = st.columns(2)
 with h:
     if res.heads is not None:
         labels = [r.label for r in res.heads.records]
-        counts = {lab: labels.count(lab) for lab in figures.LABELS}
+        counts = {lab: labels.count(lab) for lab in figures.shown_labels(labels)}
         st.markdown("**Heads:** " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
         state.show("overview.labels", figures.label_counts(labels))
     else:

@@ -25,7 +25,7 @@ import numpy as np
 from tinyinterp.analysis.heads.effects import NEXT_GROUPS, HeadEffects
 from tinyinterp.analysis.stats import bootstrap_contrast, bootstrap_mean, bootstrap_ratio, story_weights
 
-__all__ = ["paper_claim", "per_layer", "effect_rows"]
+__all__ = ["paper_claim", "per_layer", "effect_rows", "label_agreement_halves", "analyse_heads"]
 
 _G = {g: i for i, g in enumerate(NEXT_GROUPS)}
 
@@ -147,61 +147,74 @@ def effect_rows(fx: HeadEffects, groups: tuple[str, ...] = ("FUNCTION", "CONTENT
 
 
 
-def _bare_forward_s(model, corpus) -> float:
-    """Seconds for a bare ``model(tokens)`` over the corpus in the analysis's batches (the cost yardstick)."""
+def label_agreement_halves(model, corpus, config=None, seed: int = 0, progress: bool = False) -> dict:
+    """Labels computed separately on two disjoint halves of the stories (each its own calibration and pass,
+    without the output effects); share of heads whose labels agree."""
+    import dataclasses
+
+    from tinyinterp.analysis.heads.classify import HeadConfig, classify_heads
+
+    cfg = dataclasses.replace(config if config is not None else HeadConfig(), output_effects=False, progress=progress)
+    a, b = corpus.split_indices(seed)
+    la = [r.label for r in classify_heads(model, corpus.subset(a), cfg).records]
+    lb = [r.label for r in classify_heads(model, corpus.subset(b), cfg).records]
+    agree = [x == y for x, y in zip(la, lb)]
+    H = model.cfg.n_heads
+    return {"agreement": float(np.mean(agree)), "n_heads": len(agree), "n_agree": int(sum(agree)),
+            "stories": [int(len(a)), int(len(b))], "seed": seed,
+            "disagreements": [{"layer": i // H, "head": i % H, "half_a": x, "half_b": y}
+                              for i, (x, y) in enumerate(zip(la, lb)) if x != y]}
+
+
+def analyse_heads(model, corpus, heads=None, config=None, ablation_stories: int | None = 200, halves: bool = True,
+                  progress: bool = False) -> dict:
+    """Everything the head analysis reports: per-head axes, labels, effects; paper claim; halves; per layer; cost.
+
+    ``heads``: :class:`~tinyinterp.analysis.heads.results.HeadResults` with their output effects, e.g. from the
+    shared pass of ``tinyinterp analyze``; None scores them here (one pass). The mean/resample ablations
+    (``ablation_stories`` stories, 0: none) and the halves check are extra passes, timed apart in ``cost``.
+    """
     import time
 
     import torch
 
-    from tinyinterp.analysis.engine import iter_batches
-
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for batch in iter_batches(model, corpus):
-            model(batch.tokens)
-    return time.perf_counter() - t0
-
-
-def analyse_heads(model, corpus, thresholds=None, ablation_stories: int | None = 200, halves: bool = True,
-                  n_boot: int = 2000, progress: bool = False) -> dict:
-    """Everything the head analysis reports: per-head axes, labels, effects; paper claim; halves; per layer; cost."""
-    import time
-
-    import torch
-
-    from tinyinterp.analysis.heads.axes import default_thresholds, label_agreement_halves, label_heads, score_heads
     from tinyinterp.analysis.heads.ablation import ablation_effects
-    from tinyinterp.analysis.heads.effects import EffectsConfig
+    from tinyinterp.analysis.heads.classify import HeadConfig, classify_heads
 
-    thr = thresholds if thresholds is not None else default_thresholds()
+    cfg = config if config is not None else HeadConfig(progress=progress)
+    cost = {}
+    if heads is None:
+        t0 = time.perf_counter()
+        heads = classify_heads(model, corpus, cfg)
+        cost["heads_pass_s"] = time.perf_counter() - t0
+    fx = heads.effects
+    if fx is None or not fx.meta.get("output_effects", True):
+        from tinyinterp.errors import ConfigError
+
+        raise ConfigError("these head results carry no output effects; score them with HeadConfig(output_effects=True)")
     t0 = time.perf_counter()
-    sc = score_heads(model, corpus, effects_config=EffectsConfig(n_boot=n_boot, progress=progress),
-                     progress=progress)
-    t_score = time.perf_counter() - t0
-    fx = sc.effects
-    t_abl = 0.0
     if ablation_stories != 0:
         keep = np.nonzero(np.minimum(corpus.lengths(), model.cfg.n_ctx) >= 2)[0]
         n_ab = len(keep) if ablation_stories is None else min(ablation_stories, len(keep))
         sel = np.sort(np.random.default_rng(0).choice(keep, n_ab, replace=False))
-        t0 = time.perf_counter()
         full = ablation_effects(model, corpus, sel, torch.as_tensor(fx.mean_z), progress=progress)
-        t_abl = time.perf_counter() - t0
         fx.ablation = {k: v[sel] for k, v in full.items()}
-    rows = label_heads(sc, thr)
+    cost["ablation_s"] = time.perf_counter() - t0
+    cost["ablation_stories"] = int(fx.ablation["n"].shape[0]) if fx.ablation else 0
+    rows = [dict(r) for r in heads.axes]
     labels = [r["label"] for r in rows]
-    eff = effect_rows(fx)
-    for r, e in zip(rows, eff):
+    for r, e in zip(rows, effect_rows(fx)):
         r.update({k: v for k, v in e.items() if k not in ("layer", "head")})
-    t_fwd = _bare_forward_s(model, corpus)
+    thr = ("positional_min_r2", "previous_token_min", "content_min_js", "min_lift", "fdr", "sink_min_bos",
+           "min_category_expected")
     summary = {"paper_claim": paper_claim(fx, labels), "per_layer": per_layer(rows, fx),
                "labels": {lab: labels.count(lab) for lab in sorted(set(labels))},
-               "thresholds": {k: getattr(thr, k) for k in thr.__dataclass_fields__},
-               "cost": {"heads_pass_s": t_score, "bare_forward_s": t_fwd, "ratio_vs_forward": t_score / max(t_fwd, 1e-9),
-                        "ablation_s": t_abl, "ablation_stories": int(fx.ablation["n"].shape[0]) if fx.ablation else 0},
-               "n_stories": fx.meta["n_stories"], "n_boot": n_boot}
+               "thresholds": {k: getattr(cfg, k) for k in thr}, "cost": cost,
+               "n_stories": fx.meta["n_stories"], "n_boot": fx.n_boot}
     if halves:
-        summary["label_agreement_halves"] = label_agreement_halves(model, corpus, thr, progress=progress)
+        t0 = time.perf_counter()
+        summary["label_agreement_halves"] = label_agreement_halves(model, corpus, cfg, progress=progress)
+        cost["halves_s"] = time.perf_counter() - t0
     return {"heads": rows, "summary": summary}
 
 

@@ -121,19 +121,22 @@ def null_heads(model, corpus, specs: list[SurrogateSpec] | None = None, untraine
     ``content_null`` (whether the head counts as a null for that axis), and the axis values of
     :func:`tinyinterp.analysis.heads.axes.axis_values`.
     """
-    from tinyinterp.analysis.heads.axes import axis_values, score_heads
+    from tinyinterp.analysis.heads.axes import axis_values
+    from tinyinterp.analysis.heads.classify import HeadConfig, classify_heads
+
+    cfg = HeadConfig(progress=progress)
 
     specs = specs if specs is not None else default_specs()
     rows = []
     for s in untrained_seeds:
-        res = score_heads(untrained_like(model, s), corpus, progress=progress)
+        res = classify_heads(untrained_like(model, s), corpus, cfg)
         for v in axis_values(res):
             rows.append({"source": "untrained", "name": f"seed{s}:L{v['layer']}H{v['head']}",
                          "positional_null": True, "content_null": True, **v})
     if not specs:
         return rows
     sur = surrogate_model(model.tokenizer, model.cfg.d_vocab, model.cfg.n_ctx, specs)
-    res = score_heads(sur, corpus, progress=progress)
+    res = classify_heads(sur, corpus, cfg)
     for spec, v in zip(specs, axis_values(res)):
         rows.append({"source": "surrogate", "name": spec.name, "positional_null": spec.shape is None,
                      "content_null": spec.content == 0, **v})

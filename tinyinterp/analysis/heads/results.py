@@ -21,8 +21,10 @@ from tinyinterp.analysis.results_io import jsonable, read_result, read_result_js
 from tinyinterp.errors import DataError
 
 HEADS_JSON, HEADS_META_JSON = "heads.json", "heads_meta.json"
-LABELS = ("local", "semantic", "sink", "mixed")
-SCALAR_SCORES = ("positional_r2", "content_js", "mean_distance", "near_mass", "prev_token", "entropy",
+LABELS = ("local", "semantic", "local+semantic", "sink", "local+sink", "semantic+sink", "local+semantic+sink", "mixed")
+"""Every label :func:`~tinyinterp.analysis.heads.axes.label_heads` can give: the attributes that pass, joined by ``+``."""
+PATTERN_LABELS = ("local", "semantic", "sink", "mixed")  # the older pattern-only rule (``pattern_label``)
+SCALAR_SCORES = ("positional_r2", "profile_r2", "content_js", "mean_distance", "near_mass", "prev_token", "entropy",
                  "entropy_norm", "bos_mass", "tl_previous_token", "tl_duplicate_token", "tl_induction")
 
 
@@ -32,9 +34,9 @@ class HeadRecord:
 
     layer: int
     head: int
-    label: str  # one of LABELS
-    reason: str  # the rule that fired, with its numbers
-    positional_r2: float | None  # R^2 of rows predicted by the renormalised offset profile
+    label: str  # one of LABELS: the attributes whose axis passes its null-derived threshold (tinyinterp.analysis.heads.axes)
+    reason: str  # each axis's value against its threshold
+    positional_r2: float | None  # the positional axis: held-out R^2 of the position-only surrogate
     content_js: float | None  # mean JS divergence (bits, 0..1) real vs within-story shuffled tokens
     mean_distance: float  # attention-weighted mean of q - k
     near_mass: float  # attention on offsets 0..near_offsets (default 0-3)
@@ -52,6 +54,10 @@ class HeadRecord:
     top_tokens: list[dict[str, Any]] = field(default_factory=list)  # {token, id, count, mass, expected, excess, lift}
     categories: dict[str, dict[str, float | None]] = field(default_factory=dict)  # every category: mass/expected/lift/p
     offset_profile: list[float] = field(default_factory=list)  # mean attention at offset 0, 1, 2, ...
+    profile_r2: float | None = None  # R^2 of rows predicted by the renormalised offset profile (the pattern rule's)
+    axes: dict[str, Any] = field(default_factory=dict)  # evidence per axis against its null: positional, content, sink
+    pattern_label: str | None = None  # the older pattern-only rule (PATTERN_LABELS; first match wins): not the label to cite
+    pattern_reason: str | None = None  # the pattern rule that fired, with its numbers
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -72,6 +78,10 @@ class HeadResults:
     records: list[HeadRecord]
     config: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    # from the streaming pass, in memory only (not saved with the records): the output effects'
+    # per-story sums (HeadEffects) and every head's axis row (tinyinterp.analysis.heads.axes.label_heads)
+    effects: Any = field(default=None, repr=False, compare=False)
+    axes: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -116,7 +126,7 @@ class HeadResults:
 
         rows = []
         for r in self.records:
-            row: dict[str, Any] = {"layer": r.layer, "head": r.head, "label": r.label}
+            row: dict[str, Any] = {"layer": r.layer, "head": r.head, "label": r.label, "pattern_label": r.pattern_label}
             row.update({k: getattr(r, k) for k in SCALAR_SCORES})
             row.update(top_category=r.top_category, top_category_lift=r.top_category_lift, top_category_p=r.top_category_p)
             row["top_categories"] = "; ".join(f"{c['category']} x{_fmt(c['lift'])}" for c in r.top_categories)
@@ -163,6 +173,14 @@ class HeadResults:
         extra = read_result_json(Path(out_dir) / HEADS_META_JSON, "HeadResults.save(folder)", default={})
         res.config, res.meta = extra.get("config") or {}, extra.get("meta") or {}
         return res
+
+
+def label_counts(labels) -> dict[str, int]:
+    """Heads per label: the four single labels always (zeros included), combined labels (``local+semantic``...)
+    only when some head has them, in the order of :data:`LABELS`."""
+    labels = list(labels)
+    keep = [lab for lab in (*LABELS, *sorted(set(labels) - set(LABELS))) if lab in PATTERN_LABELS or lab in labels]
+    return {lab: labels.count(lab) for lab in keep}
 
 
 def _fmt(x: float | None) -> str:
