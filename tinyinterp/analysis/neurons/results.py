@@ -1,4 +1,4 @@
-"""Results of the neuron analysis: one row per reported neuron × tag, a summary, examples, the control.
+"""Results of the neuron analysis: one row per tested neuron × tag with its category, a summary, examples, the control.
 
 ``NeuronResults.save(folder)`` writes ``neurons.json`` (the rows), ``neurons.csv``,
 ``neurons_summary.json`` (the summary, with the untrained control's whole result under
@@ -26,7 +26,8 @@ NEURONS_JSON, NEURONS_CSV, SUMMARY_JSON, EXAMPLES_JSON = (
 
 @dataclass
 class NeuronResults:
-    """One row per reported neuron × tag (see :meth:`to_frame`), a summary, examples, control."""
+    """One row per tested neuron × tag (columns: :mod:`~tinyinterp.analysis.neurons.decision`), a summary
+    (counts per category per tag, paper-form specificity, lexical baselines), examples, the untrained control."""
 
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
@@ -36,18 +37,26 @@ class NeuronResults:
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
 
-    def selective(self, tag: str | None = None) -> pd.DataFrame:
-        """Selective rows (optionally of one tag), best held-out AUROC first."""
+    def category(self, category: str | None = "pos", tag: str | None = None) -> pd.DataFrame:
+        """Rows of one ``category`` (``pos``, ``token``, ``untestable``; None: not replicated), optionally
+        of one tag, best held-out AUROC first."""
         df = self.to_frame()
         if df.empty:
             return df
-        df = df[df["selective"] & ((df["pos"] == tag) if tag else True)]
+        want = df["category"].isna() if category is None else df["category"] == category
+        df = df[want & ((df["tag"] == tag) if tag else True)]
         return df.sort_values("auroc", ascending=False)
 
-    def top_neurons(self, tag: str, n: int = 5, selective_only: bool = False) -> list[tuple[int, int]]:
-        """(layer, neuron) of the ``n`` rows for ``tag`` with the highest held-out AUROC."""
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{tag: {"pos": n, "token": n, "untestable": n, "none": n}}``."""
+        return self.summary["categories_per_tag"]
+
+    def top_neurons(self, tag: str, n: int = 5, category: str | None = None) -> list[tuple[int, int]]:
+        """(layer, neuron) of the ``n`` rows for ``tag`` (of one ``category``, if given) with the highest held-out AUROC."""
         df = self.to_frame()
-        df = df[(df["pos"] == tag) & (df["selective"] if selective_only else True)].dropna(subset=["auroc"])
+        if df.empty:
+            return []
+        df = df[(df["tag"] == tag) & ((df["category"] == category) if category else True)].dropna(subset=["auroc"])
         df = df.sort_values("auroc", ascending=False).head(n)
         return [(int(r.layer), int(r.neuron)) for r in df.itertuples()]
 
@@ -58,7 +67,7 @@ class NeuronResults:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NeuronResults":
         control = None if d.get("control") is None else cls.from_dict(d["control"])
-        rows = [{k: (math.nan if v is None and k in _FLOAT_COLS else v) for k, v in r.items()} for r in d["rows"]]
+        rows = [{k: _nan(k, v) for k, v in r.items()} for r in d["rows"]]
         return cls(rows=rows, summary=d["summary"], examples=d.get("examples", {}), control=control)
 
     def to_json(self) -> str:
@@ -94,5 +103,13 @@ class NeuronResults:
                             path, writer)
 
 
-_FLOAT_COLS = {"auroc", "auroc_select", "auroc_err", "ap", "cohens_d", "mean_diff", "mean_pos", "mean_neg",
-               "p_value", "q_value", "top_k_precision", "ambiguous_auroc", "top_k_word_share"}
+def _nan(key: str, v: Any) -> Any:
+    """JSON null back to NaN in numeric columns and inside lists of numbers (CIs)."""
+    if isinstance(v, list):
+        return [math.nan if x is None else x for x in v]
+    return math.nan if v is None and key in _FLOAT_COLS else v
+
+
+_FLOAT_COLS = {"auroc", "auroc_select", "auroc_err", "p_value", "q_value", "ap", "base_rate", "ap_lift", "top_k_precision",
+               "unseen_auroc", "ambiguous_auroc", "ambiguous_p", "ambiguous_q", "cohens_d", "mean_pos", "mean_neg",
+               *(f"{b}_{k}" for b in ("lookup", "embedding") for k in ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc"))}
