@@ -75,30 +75,42 @@ def _heads_section(heads, model, fig) -> list[str]:
 
 
 def _neurons_section(neurons, model, fig) -> list[str]:
-    df = neurons.to_frame()
-    parts = ["<h2>Part-of-speech-selective neurons</h2>",
-             "<p class='note'>Neurons are selected on one half of the stories and every number below is "
-             "measured on the other half (held out). q = Benjamini–Hochberg FDR over all neuron × tag tests. "
-             "Controls: distinct word types among the top activations, AUROC restricted to ambiguous words, "
-             "and an untrained model of the same shape.</p>"]
     s = neurons.summary
-    ctrl = neurons.control.to_frame() if neurons.control is not None else None
-    n_ctrl = int(ctrl["selective"].sum()) if ctrl is not None and not ctrl.empty else 0
-    parts.append(f"<p>Selective neuron × tag pairs: <b>{int(df['selective'].sum()) if not df.empty else 0}</b>; "
-                 f"untrained control: <b>{n_ctrl}</b>. Summary: <code>{html.escape(str({k: v for k, v in s.items() if not isinstance(v, (dict, list))}))}</code></p>")
+    ctrl = s.get("untrained_control") or {}
+    paper = s.get("paper_specificity") or {}
+    parts = ["<h2>Neurons: part of speech beyond token identity</h2>",
+             "<p class='note'>A neuron × tag is tested when the selection half selects it (AUROC ≥ "
+             f"{s.get('auroc_threshold')} on one token-id fold); every other number is measured on the held-out half. "
+             "<b>pos</b>: replicated (AUROC ≥ threshold, story-bootstrap p with BH q &lt; "
+             f"{s.get('fdr')}), generalises to token ids unseen when selecting, tells ambiguous words apart within one "
+             "token id (story-bootstrap CI above 0.5, BH) and spans enough word types among its top activations; "
+             "<b>token</b>: replicated but one of those identity tests fails; <b>untestable</b>: a deciding test lacks "
+             "support (or, in a streaming run, cannot run). Sensitivity (AUROC) and specificity (top-k precision, AP "
+             "lift over the base rate) side by side; the token-id lookup and the embedding use no MLP at all "
+             "(docs/analysis.md has the rules).</p>",
+             f"<p>Mode: <b>{html.escape(str(s.get('mode')))}</b>. Neurons with a <b>pos</b> row: "
+             f"<b>{s.get('n_pos_neurons', 0)}</b>, with a <b>token</b> row: {s.get('n_token_neurons', 0)}, "
+             f"untestable: {s.get('n_untestable_neurons', 0)} (of {s.get('n_neurons')}); untrained control: "
+             f"<b>{ctrl.get('n_pos_neurons', 'not run')}</b> pos, {ctrl.get('n_token_neurons', '-')} token.</p>"]
+    if s.get("untestable_why"):
+        parts.append(f"<p class='note'>Untestable here: {html.escape(s['untestable_why'])}.</p>")
+    if paper:
+        parts.append(f"<p>Paper-form specificity ({html.escape(paper.get('rule', ''))}): "
+                     f"<b>{paper.get('n_units', 0)}</b> neuron(s).</p>")
+    parts.append(_table(neurons.tag_table(), list(neurons.tag_table().columns), left=("tag",)))
+    df = neurons.display_frame()
     if df.empty:
         return parts
-    cols = ["layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value", "top_k_precision", "n_word_types_top_k",
-            "ambiguous_auroc", "selective"]
-    best = df.sort_values("auroc", ascending=False).groupby("pos").head(3).sort_values(["pos", "auroc"], ascending=[True, False])
-    parts.append(_table(best, cols, left=("pos",)))
+    shown = df[df["category"] != "none"].groupby("tag").head(5)
+    parts.append(_table(shown, [c for c in df.columns if c not in ("layer", "index")],
+                        left=("neuron", "tag", "category", "reasons", "AUROC CI", "ambiguous CI", "ambiguous n")))
     for tag in ("NOUN", "VERB", "ADJ", "PROPN"):
         top = neurons.top_neurons(tag, n=1)
         if not top:
             continue
         L, N = top[0]
-        parts.append(f"<h3>Best {tag} neuron: L{L}N{N}</h3>")
-        parts.append(fig(plots.plot_neuron_selectivity(df, L, N)))
+        parts.append(f"<h3>Best {tag} row: L{L}N{N}</h3>")
+        parts.append(fig(plots.plot_neuron_selectivity(neurons.to_frame(), L, N)))
         if model is not None:
             toks, acts = plots.neuron_activations(model, DEMO_PROMPT, L, N)
             parts.append(f"<p class='ex'>{plots.text_activation_html(toks, acts)}</p>")
@@ -111,17 +123,21 @@ def _neurons_section(neurons, model, fig) -> list[str]:
 def _ablation_section(ablations: list[dict[str, Any]]) -> list[str]:
     if not ablations:
         return []
-    rows = []
-    for a in ablations:
-        rnd = a.get("random_deltas") or []
-        mean_r = sum(rnd) / len(rnd) if rnd else float("nan")
-        rows.append({"tag": a["tag"], "neurons": len(a["neurons"]), "positions": a["n_positions"],
-                     "clean_loss": a["clean_loss"], "delta_after_tag": a["delta"], "delta_elsewhere": a["delta_other"],
-                     "mean_random_delta": mean_r, "p_value": a["p_value"]})
-    return ["<h2>Causal check: mean-ablating each tag's top neurons</h2>",
-            "<p class='note'>Loss change (nats) on the tokens that follow a word of the tag, against "
-            "equal-size random neuron sets from the same layers (held-out stories).</p>",
-            _table(pd.DataFrame(rows), list(rows[0]), left=("tag",))]
+
+    def ci(v) -> str:
+        return f"[{v[0]:.3g}, {v[1]:.3g}]"
+
+    rows = [{"tag": a["tag"], "neurons": ", ".join(a["units"]), "target Δloss": a["delta_target"],
+             "CI": ci(a["delta_target_ci"]), "off-target Δloss": a["delta_off_target"], "CI ": ci(a["delta_off_target_ci"]),
+             "ratio": a["ratio"], "ratio CI": ci(a["ratio_ci"]), "matched random target (mean)": a["random_delta_target_mean"],
+             "matched random ratio (mean)": a.get("random_ratio_mean"), "p (target)": a["p_random"],
+             "p (ratio)": a["p_random_ratio"]} for a in ablations]
+    return ["<h2>Ablation: each tag's top neurons vs matched random sets</h2>",
+            "<p class='note'>Neurons chosen by selection-half AUROC, mean-ablated (selection-half means) on held-out "
+            "stories. Target: next-token loss after the last token of a word with the tag; off-target: every other "
+            "position; ratio = target / off-target (specificity). Random sets are matched neuron by neuron on "
+            "activation variance and output-weight norm in the same layer. CIs: story bootstrap.</p>",
+            _table(pd.DataFrame(rows), list(rows[0]), left=("tag", "neurons", "CI", "CI ", "ratio CI"))]
 
 
 def _head_effects_section(out: Path, summary: dict, fig) -> list[str]:
@@ -158,27 +174,6 @@ def _head_effects_section(out: Path, summary: dict, fig) -> list[str]:
     return parts
 
 
-def _identity_section(out: Path) -> list[str]:
-    from tinyinterp.analysis.neurons.identity_report import identity_tables, load_identity
-
-    rep = load_identity(out)
-    if rep is None:
-        return []
-    per_tag, rows = identity_tables(rep)
-    parts = ["<h2>Part of speech beyond token identity</h2>",
-             "<p class='note'>Candidates: neuron × tag rows with AUROC ≥ 0.9 on the selection half. On the held-out half "
-             "a row is <b>pos</b> when it also generalises to token ids unseen when selecting, tells ambiguous words apart "
-             "within one token id (story-bootstrap CI above 0.5, BH), and spans ≥ 5 word types among its top activations; "
-             "<b>token</b> when one of these fails; <b>untestable</b> without support. Paper form: ≥ 90% one tag among the "
-             "top-50 held-out activations across ≥ 10 word types. The token-id lookup uses no model (neuron_identity.json "
-             "has everything; docs/analysis.md the rules).</p>",
-             _table(pd.DataFrame(per_tag), list(per_tag[0]), left=("tag",))]
-    if rows:
-        parts.append(_table(pd.DataFrame(rows), list(rows[0]), left=("unit", "tag", "category", "reasons", "ambiguous CI",
-                                                                       "ambiguous n")))
-    return parts
-
-
 def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=None, summary: dict | None = None) -> Path:
     """Write ``out/report.html`` from analysis results (and the model, for attention plots)."""
     out = Path(out)
@@ -198,7 +193,6 @@ def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=N
     parts += _head_effects_section(out, summary, fig)
     if neurons is not None:
         parts += _neurons_section(neurons, model, fig)
-    parts += _identity_section(out)
     parts += _ablation_section(summary.get("ablation", []))
     if probes is not None and probes.rows:
         parts += ["<h2>Linear probes for UPOS</h2>",

@@ -22,6 +22,7 @@ fingerprints) and ``stats.safetensors``: each consumer's ``state_dict()`` under 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -146,6 +147,7 @@ def run_shard(model, corpus, out: str | os.PathLike, hcfg, ncfg, shard: tuple[in
     """Stream shard ``shard = (i, n)`` of ``corpus`` and write its statistics to ``out``."""
     i, n = shard
     out = Path(out)
+    ncfg = dataclasses.replace(ncfg, in_memory=False)  # a shard's sums merge; kept activations would not
     with folder_lock(out), eval_mode(model):
         jobs = build_jobs(model, corpus, hcfg, ncfg)
         tokens = jobs.stream(shard, progress, f"shard {i}/{n}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 
 import numpy as np
@@ -28,6 +27,7 @@ from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.controls import examples_for, logit_effects, untrained_copy
 from tinyinterp.analysis.neurons.decision import STREAMING_UNTESTABLE, category_summary, exact_rows, sort_rows, streaming_rows
 from tinyinterp.analysis.neurons.identity import classify_units
+from tinyinterp.analysis.neurons.matched_ablation import SelectionStats
 from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.neurons.stats import Binner, TagStats, quantile_edges, run_tests
 from tinyinterp.analysis.neurons.tail_ap import TailHistogram
@@ -215,6 +215,7 @@ class NeuronJob:
         self._add_logits(rows)
         timings["decision_s"] = time.perf_counter() - t0
         res = NeuronResults(rows=rows, summary={**self._summary(mode), **category_summary(rows, labels.tags), **extra})
+        res.selection = self._selection_stats(sel.auroc)
         if cfg.n_examples:
             t0 = time.perf_counter()
             res.examples = examples_for(self.model, self.corpus, res, self.top, self.layers, cfg)
@@ -232,6 +233,17 @@ class NeuronJob:
         log.info("neurons: %d candidate row(s); %d pos, %d token neuron(s) (%s)", len(rows), res.summary["n_pos_neurons"],
                  res.summary["n_token_neurons"], mode)
         return res
+
+    def _selection_stats(self, auroc: np.ndarray) -> SelectionStats:
+        """Selection-half mean and variance per neuron (from the streamed moments) and binned AUROC: what the
+        ablation ranks, ablates to and matches on."""
+        st = self.stats[0]
+        n = max(st.n_tokens, 1)
+        m = st.sum.sum(1).cpu().numpy() / n
+        d_mlp = self.model.cfg.d_mlp
+        return SelectionStats(layer=np.repeat(self.layers, d_mlp), neuron=np.tile(np.arange(d_mlp), len(self.layers)),
+                              mean=st.shift.cpu().numpy() + m, variance=np.maximum(st.sumsq.sum(1).cpu().numpy() / n - m ** 2, 0),
+                              held_out=np.asarray(self.out_idx), tag_names=list(self.labels.tags), auroc=auroc)
 
     def _add_logits(self, rows: list[dict]) -> None:
         keys = sorted({(r["layer"], r["neuron"]) for r in rows})
@@ -284,6 +296,16 @@ def _top_k_controls(top: TopKBuffer, labels: CorpusLabels) -> dict[str, np.ndarr
         for t, _ in pairs:
             n_types[u, t] += 1
     return {"tag": top_tag, "filled": filled, "n_types": n_types}
+
+
+def neuron_activations(model, corpus: TaggedCorpus, cfg: NeuronConfig | None = None) -> UnitActivations:
+    """Every analysed token's MLP-neuron activations with their labels, as the neuron analysis keeps them
+    (``cfg.layers``, ``split_seed``, continuations; memory ``4 * tokens * neurons`` bytes)."""
+    cfg = dataclasses.replace(cfg or NeuronConfig(), in_memory=True, untrained_control=False, n_examples=0)
+    with eval_mode(model):
+        job = NeuronJob(model, corpus, cfg)
+        run_pass(model, corpus, [job], job.groups, cfg.batch_tokens, cfg.progress, "neuron activations")
+    return job.unit_activations()
 
 
 def run_neuron_job(model, corpus: TaggedCorpus, cfg: NeuronConfig, label: str = "neurons",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tinyinterp.analysis.results_io import jsonable, parse_result, read_result_json, write_result_json
@@ -33,6 +34,7 @@ class NeuronResults:
     summary: dict[str, Any]
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "layer.neuron" -> examples
     control: "NeuronResults | None" = None  # the untrained model's results
+    selection: Any = None  # SelectionStats of a fresh analysis (what the ablation ranks and matches on); not saved
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -59,6 +61,42 @@ class NeuronResults:
         df = df[(df["tag"] == tag) & ((df["category"] == category) if category else True)].dropna(subset=["auroc"])
         df = df.sort_values("auroc", ascending=False).head(n)
         return [(int(r.layer), int(r.neuron)) for r in df.itertuples()]
+
+    def tag_table(self) -> pd.DataFrame:
+        """Per tag: rows per category, the untrained control's ``pos`` rows, the paper-form result and the lexical
+        baselines (lookup AUROC held out; lookup and embedding AUROC on unseen token ids)."""
+        s = self.summary
+        ctrl = (s.get("untrained_control") or {}).get("pos_per_tag", {})
+        paper = (s.get("paper_specificity") or {}).get("per_tag", {})
+        lex = s.get("lexical_baseline") or {}
+        out = []
+        for tag, c in s.get("categories_per_tag", {}).items():
+            p, lx = paper.get(tag, {}), lex.get(tag, {})
+            out.append({"tag": tag, **{k: c[k] for k in ("pos", "token", "untestable", "none")},
+                        "untrained pos": ctrl.get(tag), "best AUROC": s.get("best_auroc_by_tag", {}).get(tag),
+                        "paper-form neurons": p.get("n_units"), "paper-form beyond identity": p.get("n_beyond_identity"),
+                        "lookup AUROC": lx.get("lookup", {}).get("auroc"),
+                        "lookup AUROC unseen ids": lx.get("lookup", {}).get("unseen_auroc"),
+                        "embedding AUROC unseen ids": lx.get("embedding", {}).get("unseen_auroc")})
+        return pd.DataFrame(out)
+
+    def display_frame(self) -> pd.DataFrame:
+        """The rows for reading: category and reasons, sensitivity and specificity side by side, the
+        identity evidence with CIs, and the tag's lexical baseline."""
+        def ci(v) -> str:
+            return "" if not isinstance(v, list) or not all(np.isfinite(v)) else f"[{v[0]:.2f}, {v[1]:.2f}]"
+
+        out = []
+        for r in self.rows:
+            out.append({"neuron": f"L{r['layer']}N{r['neuron']}", "layer": r["layer"], "index": r["neuron"], "tag": r["tag"],
+                        "category": r["category"] or "none", "reasons": "; ".join(r.get("reasons", [])),
+                        "AUROC": r["auroc"], "AUROC CI": ci(r.get("auroc_ci")), "q": r.get("q_value"),
+                        "top-k precision": r.get("top_k_precision"), "AP lift": r.get("ap_lift"),
+                        "word types in top-k": r.get("n_top_types"), "AUROC unseen ids": r.get("unseen_auroc"),
+                        "ambiguous AUROC": r.get("ambiguous_auroc"), "ambiguous CI": ci(r.get("ambiguous_ci")),
+                        "ambiguous n": f"{r.get('ambiguous_n_pos', '')}/{r.get('ambiguous_n_neg', '')}",
+                        "lookup AUROC": r.get("lookup_auroc"), "lookup AUROC unseen": r.get("lookup_unseen_auroc")})
+        return pd.DataFrame(out)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "summary": self.summary, "examples": self.examples,
