@@ -104,6 +104,8 @@ class NeuronResults:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NeuronResults":
+        if d["rows"] and "category" not in d["rows"][0]:
+            raise ValueError("its rows have no 'category' (written by a tinyinterp before the identity categories)")
         control = None if d.get("control") is None else cls.from_dict(d["control"])
         rows = [{k: _nan(k, v) for k, v in r.items()} for r in d["rows"]]
         return cls(rows=rows, summary=d["summary"], examples=d.get("examples", {}), control=control)
