@@ -102,7 +102,7 @@ def _neurons_section(neurons, model, fig) -> list[str]:
     if df.empty:
         return parts
     shown = df[df["category"] != "none"].groupby("tag").head(5)
-    parts.append(_table(shown, [c for c in df.columns if c not in ("layer", "index")],
+    parts.append(_table(shown, [c for c in df.columns if c not in ("layer", "neuron_index")],
                         left=("neuron", "tag", "category", "reasons", "AUROC CI", "ambiguous CI", "ambiguous n")))
     for tag in ("NOUN", "VERB", "ADJ", "PROPN"):
         top = neurons.top_neurons(tag, n=1)

@@ -155,7 +155,7 @@ def _analysis_config(light: bool):
         return AnalysisConfig(max_stories=None, run_probes=False, report=False, ablation_tags=(),
                               heads=HeadConfig(detector_stories=0, n_permutations=199),
                               neurons=NeuronConfig(untrained_control=False, n_examples=0),
-                              head_effects=False, run_identity=False)
+                              head_effects=False)
     # on demand, while the user waits: head ablations on 25 stories, no halves check (the CLI does both)
     return AnalysisConfig(max_stories=None, run_probes=False, report=False, head_ablation_stories=25, head_halves=False)
 

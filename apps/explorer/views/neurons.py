@@ -75,7 +75,7 @@ if sparse:
 
 if df.empty:
     st.info("No neuron × tag was selected on the selection half: no row to list. Pick any neuron below.")
-    df = res.neurons.display_frame().reindex(columns=["neuron", "layer", "index", "tag", "category", "AUROC"])
+    df = res.neurons.display_frame().reindex(columns=["neuron", "layer", "neuron_index", "tag", "category", "AUROC"])
 
 f1, f2, f3, f4 = st.columns(4)
 tags = f1.multiselect("Tag", sorted(df["tag"].unique()), key="neurons:pos")
@@ -93,12 +93,12 @@ if cats:
     view = view[view["category"].isin(cats)]
 view = view[view["AUROC"].fillna(0) >= min_auroc]
 col, asc = SORTS[sort]
-view = view.sort_values([col, "index"], ascending=[asc, True]).reset_index(drop=True)
+view = view.sort_values([col, "neuron_index"], ascending=[asc, True]).reset_index(drop=True)
 st.session_state["neuron_table"] = view
 table = st.dataframe(view[[c for c in COLUMNS if c in view]], hide_index=True, on_select="rerun", column_config=number_formats(),
                      selection_mode="single-row", key=f"neurons:table:{ckpt}")
 st.caption(f"{len(view)} of {len(df)} rows. Click a row or use the picker below.")
-choices = list(dict.fromkeys(links.unit_id("N", int(r.layer), int(r.index)) for r in view.itertuples()))
+choices = list(dict.fromkeys(links.unit_id("N", int(r.layer), int(r.neuron_index)) for r in view.itertuples()))
 if not choices:  # no row (or none left by the filters): every neuron can still be looked at
     if len(df):
         st.info("No neuron matches these filters.")
@@ -118,7 +118,7 @@ if linked and linked not in choices:
 picked = table.selection.rows if table is not None and hasattr(table, "selection") else []
 if picked and picked[0] < len(view):
     r = view.iloc[picked[0]]
-    clicked = f"L{int(r['layer'])}N{int(r['index'])}"
+    clicked = f"L{int(r['layer'])}N{int(r['neuron_index'])}"
     if st.session_state.get("neurons:last_click") != clicked:
         st.session_state["neurons:last_click"] = clicked
         st.session_state[key] = clicked
@@ -129,7 +129,7 @@ layer, neuron = (int(x) for x in choice[1:].split("N"))
 st.session_state["selected_neuron"] = (layer, neuron)
 state.to_url("neuron", choice)
 
-rows = df[(df["layer"] == layer) & (df["index"] == neuron)]
+rows = df[(df["layer"] == layer) & (df["neuron_index"] == neuron)]
 raw = res.neurons.to_frame()
 raw = raw[(raw["layer"] == layer) & (raw["neuron"] == neuron)] if not raw.empty else raw
 st.subheader(f"Neuron L{layer}N{neuron}")

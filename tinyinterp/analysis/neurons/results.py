@@ -88,7 +88,7 @@ class NeuronResults:
 
         out = []
         for r in self.rows:
-            out.append({"neuron": f"L{r['layer']}N{r['neuron']}", "layer": r["layer"], "index": r["neuron"], "tag": r["tag"],
+            out.append({"neuron": f"L{r['layer']}N{r['neuron']}", "layer": r["layer"], "neuron_index": r["neuron"], "tag": r["tag"],
                         "category": r["category"] or "none", "reasons": "; ".join(r.get("reasons", [])),
                         "AUROC": r["auroc"], "AUROC CI": ci(r.get("auroc_ci")), "q": r.get("q_value"),
                         "top-k precision": r.get("top_k_precision"), "AP lift": r.get("ap_lift"),
