@@ -154,9 +154,15 @@ def text_activation_html(tokens: list[str], acts: np.ndarray) -> str:
 
 
 def plot_probe_accuracy(probes) -> go.Figure:
-    """Probe accuracy by layer for POS and the control task (selectivity = gap)."""
+    """Probe accuracy by layer for POS and the control task (selectivity = gap), with the lexical baselines
+    (token-id lookup, embedding probe; no context at all) as horizontal lines when the results carry them."""
     df = _frame(probes)
     fig = go.Figure()
+    summary = getattr(probes, "summary", None) or {}
+    for key, name, dash in (("token_lookup_accuracy", "token-id lookup", "dash"),
+                            ("embedding_probe_accuracy", "embedding probe", "dashdot")):
+        if summary.get(key) is not None:
+            fig.add_hline(y=summary[key], line_dash=dash, line_color="#777", annotation_text=f"{name} {summary[key]:.3f}")
     groups = df.groupby("kind", sort=False) if "kind" in df else [("resid", df)]
     for kind, sub in groups:
         x = sub["site"] if "site" in sub else sub["layer"]

@@ -197,16 +197,26 @@ def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=N
     if probes is not None and probes.rows:
         parts += ["<h2>Linear probes for UPOS</h2>",
                   "<p class='note'>Held-out accuracy per site and the Hewitt & Liang control task (each word type "
-                  f"gets a random tag); baselines: {html.escape(str(probes.summary))}</p>",
-                  fig(plots.plot_probe_accuracy(probes.to_frame())),
-                  _table(probes.to_frame(), ["site", "accuracy", "control_accuracy", "selectivity"], left=("site",))]
+                  "gets a random tag). Lexical baselines (no context): token-id lookup accuracy "
+                  f"{probes.summary.get('token_lookup_accuracy', float('nan')):.3f}, embedding probe "
+                  f"{probes.summary.get('embedding_probe_accuracy') or float('nan'):.3f}. A site is credited with a tag "
+                  "<i>beyond identity</i> only where its probe beats the lookup on ambiguous words (within one token id) "
+                  "or the lookup and the embedding on token ids unseen in training.</p>",
+                  fig(plots.plot_probe_accuracy(probes)),
+                  _table(probes.to_frame().assign(beyond_identity=lambda d: d.get("beyond_identity", "").map(
+                      lambda v: ", ".join(v) if isinstance(v, list) else "")),
+                         ["site", "accuracy", "control_accuracy", "selectivity", "beyond_identity"],
+                         left=("site", "beyond_identity"))]
     sparse = summary.get("sparse_probes") or {}
     if sparse:
         df = pd.DataFrame([{"tag": t, "best single neuron AUROC": v["k1_auroc"], "neurons for AUROC 0.9": str(v["k_for_0.9"] or "not reached"),
-                            "all neurons AUROC": v["all_neurons_auroc"]} for t, v in sparse.items()])
+                            "all neurons AUROC": v["all_neurons_auroc"], "token-id lookup AUROC": v.get("lookup_auroc"),
+                            "k beyond identity": ", ".join(map(str, v.get("beyond_identity_ks") or [])) or "none"}
+                           for t, v in sparse.items()])
         parts += ["<h2>How many neurons carry a tag (k-sparse probes)</h2>",
                   "<p class='note'>Neurons ranked on one half of the stories, a logistic regression on the top k, "
-                  "AUROC on the other half; the full curves are in sparse_probes.json.</p>",
+                  "AUROC on the other half; the full curves are in sparse_probes.json. The token-id lookup uses no model; "
+                  "k beyond identity: the k whose probe beats it on ambiguous words or unseen token ids.</p>",
                   _table(df, list(df.columns), left=("tag",))]
     parts.append("</body></html>")
     path = out / "report.html"
