@@ -69,8 +69,8 @@ class AnalysisConfig:
     """Top neurons per tag ablated together."""
     ablation_random: int = 20
     """Random neuron sets per tag, matched on activation variance and output-weight norm (smallest p: 1 / (n + 1))."""
-    ablation_stories: int | None = 200
-    """Held-out stories the ablations run on (None: all)."""
+    ablation_stories: int | None = 100
+    """Held-out stories the ablations run on (None: all); every set is one full forward pass over them."""
     head_effects: bool = True
     """Head output effects, the two label axes against their nulls, the paper claim and the halves check
     (:func:`tinyinterp.analysis.heads.claims.analyse_heads`): ``heads_axes.json`` and ``summary.json``
