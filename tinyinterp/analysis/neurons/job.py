@@ -113,7 +113,7 @@ class NeuronJob:
                 return
             acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
             x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
-            self.stats[batch.group].update_units(x, tags.to(dev), words.to(dev))
+            self.stats[batch.group].update_units(x, tags.to(dev))
             if batch.group == 1:
                 self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
                 if self.tail is not None:
