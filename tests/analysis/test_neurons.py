@@ -91,7 +91,7 @@ def test_every_tag_a_neuron_is_tested_on_has_a_row_and_counts_add_up(res):
     assert (df.groupby(["neuron", "tag"]).size() == 1).all()  # one row per neuron x tag
     assert {"lookup", "embedding"} <= set(res.summary["lexical_baseline"]["NOUN"])
     assert res.summary["paper_specificity"]["per_tag"]["NOUN"]["n_units"] >= 1
-    assert {"identity_rules_s", "lexical_baselines_s"} <= set(res.summary["timings"])
+    assert {"identity_rules_s", "lexical_baselines_s"} <= set(res.timings)
 
 
 def test_streaming_run_says_what_is_untestable_and_never_claims_pos(streamed, res, planted, corpus):

@@ -34,8 +34,6 @@ def _compare(a: Path, b: Path) -> None:
         if name == "neurons_summary.json":
             for d in (x, y):
                 d.get("config", {}).pop("progress", None)
-                d.pop("timings", None)  # wall-clock seconds differ run to run
-                (d.get("control") or {}).get("summary", {}).pop("timings", None)
         _close(x, y, name)
 
 

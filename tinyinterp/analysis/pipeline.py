@@ -166,7 +166,7 @@ def _neurons(run: AnalysisRun) -> None:
         keep = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
         run.summary["lexical_baseline"] = jsonable({t: {b: {k: m[k] for k in keep} for b, m in d.items()}
                                                     for t, d in lex.items()})
-    run.timings.update({f"neurons_{k}": v for k, v in run.neurons.summary.get("timings", {}).items()})
+    run.timings.update({f"neurons_{k}": v for k, v in run.neurons.timings.items()})
 
 
 def _ablation(run: AnalysisRun) -> None:
@@ -285,7 +285,7 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
 
 def _neuron_summary(neurons: NeuronResults) -> dict[str, Any]:
     """The neuron summary without what is long (config, per-unit paper-form list, full lexical metrics, timings)."""
-    s = {k: v for k, v in neurons.summary.items() if k not in ("config", "lexical_baseline", "timings")}
+    s = {k: v for k, v in neurons.summary.items() if k not in ("config", "lexical_baseline")}
     if "paper_specificity" in s:
         s["paper_specificity"] = {k: v for k, v in s["paper_specificity"].items() if k != "units"}
     return jsonable(s)

@@ -229,7 +229,7 @@ class NeuronJob:
                 "n_candidates", "n_stories", "mode")}
             timings["control_s"] = time.perf_counter() - t0
             log.info("untrained control: %d pos neuron(s)", c["n_pos_neurons"])
-        res.summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        res.timings = {k: round(v, 3) for k, v in timings.items()}
         log.info("neurons: %d candidate row(s); %d pos, %d token neuron(s) (%s)", len(rows), res.summary["n_pos_neurons"],
                  res.summary["n_token_neurons"], mode)
         return res

@@ -35,6 +35,7 @@ class NeuronResults:
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "layer.neuron" -> examples
     control: "NeuronResults | None" = None  # the untrained model's results
     selection: Any = None  # SelectionStats of a fresh analysis (what the ablation ranks and matches on); not saved
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step of a fresh analysis; not saved
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
