@@ -174,3 +174,9 @@ def test_bad_configs_and_inputs(planted, corpus):
 
     with pytest.raises(DataError, match="at least 4"):
         find_pos_neurons(planted, TaggedCorpus(corpus.stories[:3]))
+
+
+def test_a_corpus_too_big_for_memory_streams_instead(planted, corpus):
+    out = find_pos_neurons(planted, corpus, NeuronConfig(identity=IDC, untrained_control=False, n_examples=0,
+                                                         max_memory_gb=1e-6))
+    assert out.summary["mode"] == "streaming" and not (out.to_frame().category == "pos").any()

@@ -24,6 +24,8 @@ class NeuronConfig:
     """Keep every analysed token's activations (4 bytes x tokens x neurons) for the exact tests: identity
     tests, exact AUROC/AP, story bootstrap, lexical baselines. False (and always in sharded / torchrun runs):
     streaming statistics only; rows then say which identity tests were untestable and why."""
+    max_memory_gb: float = 8.0
+    """``in_memory`` falls back to streaming (with a warning) when the kept activations would exceed this."""
     tail: int = 2048
     """Streaming runs: activations per neuron kept exactly at the top for average precision (rare tags)."""
     n_bins: int = 128
@@ -69,6 +71,8 @@ class NeuronConfig:
         for name in ("n_examples", "example_window", "max_example_neurons", "n_logit_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise bad(name, "must be a non-negative integer")
+        if not self.max_memory_gb > 0:
+            raise bad("max_memory_gb", "must be > 0")
         if not isinstance(self.identity, IdentityConfig):
             raise bad("identity", "must be an IdentityConfig")
         if self.n_examples > self.identity.top_k:

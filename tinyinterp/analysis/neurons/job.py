@@ -89,9 +89,13 @@ class NeuronJob:
         self.stats = (TagStats(edges, shift, n_tags, binner=binner), TagStats(edges, shift, n_tags, binner=binner))
         self.top = TopKBuffer(edges.shape[0], cfg.identity.top_k, edges.device)
         # in memory: every analysed token's activations and labels, per batch; streaming: the exact-tail AP histogram
-        self.kept: dict[str, list] | None = ({k: [] for k in ("acts", "tags", "words", "tok", "story", "sel")}
-                                             if cfg.in_memory else None)
-        self.tail = None if cfg.in_memory else TailHistogram(edges, n_tags, cfg.tail)
+        need_gb = int((self.labels.flat_tags >= 0).sum()) * edges.shape[0] * 4 / 2 ** 30  # upper bound (before n_ctx cuts)
+        keep = cfg.in_memory and need_gb <= cfg.max_memory_gb
+        if cfg.in_memory and not keep:
+            log.warning("%s: keeping every token's activations needs ~%.1f GB > max_memory_gb=%g; streaming instead "
+                        "(identity tests untestable)", label, need_gb, cfg.max_memory_gb)
+        self.kept: dict[str, list] | None = {k: [] for k in ("acts", "tags", "words", "tok", "story", "sel")} if keep else None
+        self.tail = None if keep else TailHistogram(edges, n_tags, cfg.tail)
         self.control_result: NeuronResults | None = None  # set to skip the untrained control's own pass in finish()
 
     def control_corpus(self) -> TaggedCorpus:
