@@ -14,6 +14,7 @@ network does not grow with the corpus.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any, Callable
@@ -103,6 +104,7 @@ def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     from tinyinterp.analysis.sharding import build_jobs
 
     def run(model, corpus, hcfg, ncfg, progress: bool = False):
+        ncfg = dataclasses.replace(ncfg, in_memory=False)  # ranks add sums; kept activations would not add up
         with eval_mode(model):
             jobs = build_jobs(model, corpus, hcfg, ncfg)
             tokens = jobs.stream((info.rank, info.world), progress and info.is_main,
