@@ -40,7 +40,8 @@ def test_result_plots():
     assert len(plots.plot_head_scatter(heads).data) == 4
     assert "positional_r2 0.900" in grid.data[0].text[0][0]
     assert list(plots.plot_offset_profile([0.1, 0.8, 0.1], 0, 0).data[0].y) == [0.1, 0.8, 0.1]
-    neurons = pd.DataFrame({"layer": [0, 0], "neuron": [3, 3], "pos": ["NOUN", "VERB"], "auroc": [0.95, 0.4], "q_value": [1e-5, 0.9]})
+    neurons = pd.DataFrame({"layer": [0, 0], "neuron": [3, 3], "tag": ["NOUN", "VERB"], "category": ["pos", None],
+                            "auroc": [0.95, 0.4], "q_value": [1e-5, 0.9]})
     sel = plots.plot_neuron_selectivity(neurons, 0, 3)
     assert list(sel.data[0].x) == ["NOUN", "VERB"]
     probes = pd.DataFrame({"site": ["embed", "resid0"], "kind": ["embed", "resid"], "accuracy": [0.8, 0.9],

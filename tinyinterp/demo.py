@@ -65,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in heads.records:
         print(f"   L{r.layer}H{r.head}: {r.label:<8} positional R² {r.positional_r2 or 0:.2f}  content JS {r.content_js or 0:.3f}  "
               f"mean distance {r.mean_distance or 0:5.1f}  top category {r.top_category}")
-    print("\n== most selective neuron per part of speech (held-out AUROC, FDR q)")
+    print("\n== most selective neuron per part of speech (held-out AUROC; category: pos = beyond token identity)")
     df = neurons.to_frame()
     if not df.empty:
-        best = df.sort_values("auroc", ascending=False).groupby("pos").head(1)
+        best = df.sort_values("auroc", ascending=False).groupby("tag").head(1)
         for r in best.itertuples():
-            print(f"   {r.pos:<6} L{r.layer}N{r.neuron:<5} AUROC {r.auroc:.3f}  q {r.q_value:.2g}  selective={r.selective}")
+            print(f"   {r.tag:<6} L{r.layer}N{r.neuron:<5} AUROC {r.auroc:.3f}  q {r.q_value:.2g}  category={r.category or 'none'}"
+                  f"  ({'; '.join(r.reasons) or 'passes every identity test'})")
     sparse = summary.get("sparse_probes") or {}
     if sparse:
         print("\n== how many neurons a part of speech needs (k-sparse probes, held-out AUROC 0.9)")

@@ -109,13 +109,18 @@ def plot_offset_profile(profile: np.ndarray | list[float], layer: int, head: int
 
 
 def plot_neuron_selectivity(neurons, layer: int, neuron: int, metric: str = "auroc") -> go.Figure:
-    """Held-out selectivity of one neuron for every POS tag."""
+    """Held-out ``metric`` of one neuron for every tag it was tested on, coloured by category."""
     df = _frame(neurons)
     sub = df[(df["layer"] == layer) & (df["neuron"] == neuron)].sort_values(metric, ascending=False)
-    fig = go.Figure(go.Bar(x=sub["pos"], y=sub[metric],
-                           customdata=np.stack([sub.get("q_value", pd.Series([np.nan] * len(sub))).to_numpy()], -1),
-                           hovertemplate="%{x}<br>" + metric + " %{y:.3f}<br>q %{customdata[0]:.2g}<extra></extra>"))
-    fig.update_layout(title=f"Neuron L{layer}N{neuron}: held-out {metric} by POS", xaxis_title="UPOS", yaxis_title=metric)
+    cat = sub["category"].fillna("none") if "category" in sub else pd.Series(["?"] * len(sub), index=sub.index)
+    colours = {"pos": "#2a9d8f", "token": "#e76f51", "untestable": "#8d99ae", "none": "#cccccc"}
+    fig = go.Figure(go.Bar(x=sub["tag"], y=sub[metric], marker_color=[colours.get(c, "#999") for c in cat],
+                           customdata=np.stack([cat.to_numpy(),
+                                                sub.get("q_value", pd.Series([np.nan] * len(sub))).to_numpy()], -1),
+                           hovertemplate="%{x}: %{customdata[0]}<br>" + metric
+                                         + " %{y:.3f}<br>q %{customdata[1]:.2g}<extra></extra>"))
+    fig.update_layout(title=f"Neuron L{layer}N{neuron}: held-out {metric} by tag (colour: category)", xaxis_title="UPOS",
+                      yaxis_title=metric)
     return fig
 
 
@@ -153,9 +158,15 @@ def text_activation_html(tokens: list[str], acts: np.ndarray) -> str:
 
 
 def plot_probe_accuracy(probes) -> go.Figure:
-    """Probe accuracy by layer for POS and the control task (selectivity = gap)."""
+    """Probe accuracy by layer for POS and the control task (selectivity = gap), with the lexical baselines
+    (token-id lookup, embedding probe; no context at all) as horizontal lines when the results carry them."""
     df = _frame(probes)
     fig = go.Figure()
+    summary = getattr(probes, "summary", None) or {}
+    for key, name, dash in (("token_lookup_accuracy", "token-id lookup", "dash"),
+                            ("embedding_probe_accuracy", "embedding probe", "dashdot")):
+        if summary.get(key) is not None:
+            fig.add_hline(y=summary[key], line_dash=dash, line_color="#777", annotation_text=f"{name} {summary[key]:.3f}")
     groups = df.groupby("kind", sort=False) if "kind" in df else [("resid", df)]
     for kind, sub in groups:
         x = sub["site"] if "site" in sub else sub["layer"]

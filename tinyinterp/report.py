@@ -76,30 +76,42 @@ def _heads_section(heads, model, fig) -> list[str]:
 
 
 def _neurons_section(neurons, model, fig) -> list[str]:
-    df = neurons.to_frame()
-    parts = ["<h2>Part-of-speech-selective neurons</h2>",
-             "<p class='note'>Neurons are selected on one half of the stories and every number below is "
-             "measured on the other half (held out). q = Benjamini–Hochberg FDR over all neuron × tag tests. "
-             "Controls: distinct word types among the top activations, AUROC restricted to ambiguous words, "
-             "and an untrained model of the same shape.</p>"]
     s = neurons.summary
-    ctrl = neurons.control.to_frame() if neurons.control is not None else None
-    n_ctrl = int(ctrl["selective"].sum()) if ctrl is not None and not ctrl.empty else 0
-    parts.append(f"<p>Selective neuron × tag pairs: <b>{int(df['selective'].sum()) if not df.empty else 0}</b>; "
-                 f"untrained control: <b>{n_ctrl}</b>. Summary: <code>{html.escape(str({k: v for k, v in s.items() if not isinstance(v, (dict, list))}))}</code></p>")
+    ctrl = s.get("untrained_control") or {}
+    paper = s.get("paper_specificity") or {}
+    parts = ["<h2>Neurons: part of speech beyond token identity</h2>",
+             "<p class='note'>A neuron × tag is tested when the selection half selects it (AUROC ≥ "
+             f"{s.get('auroc_threshold')} on one token-id fold); every other number is measured on the held-out half. "
+             "<b>pos</b>: replicated (AUROC ≥ threshold, story-bootstrap p with BH q &lt; "
+             f"{s.get('fdr')}), generalises to token ids unseen when selecting, tells ambiguous words apart within one "
+             "token id (story-bootstrap CI above 0.5, BH) and spans enough word types among its top activations; "
+             "<b>token</b>: replicated but one of those identity tests fails; <b>untestable</b>: a deciding test lacks "
+             "support (or, in a streaming run, cannot run). Sensitivity (AUROC) and specificity (top-k precision, AP "
+             "lift over the base rate) side by side; the token-id lookup and the embedding use no MLP at all "
+             "(docs/analysis.md has the rules).</p>",
+             f"<p>Mode: <b>{html.escape(str(s.get('mode')))}</b>. Neurons with a <b>pos</b> row: "
+             f"<b>{s.get('n_pos_neurons', 0)}</b>, with a <b>token</b> row: {s.get('n_token_neurons', 0)}, "
+             f"untestable: {s.get('n_untestable_neurons', 0)} (of {s.get('n_neurons')}); untrained control: "
+             f"<b>{ctrl.get('n_pos_neurons', 'not run')}</b> pos, {ctrl.get('n_token_neurons', '-')} token.</p>"]
+    if s.get("untestable_why"):
+        parts.append(f"<p class='note'>Untestable here: {html.escape(s['untestable_why'])}.</p>")
+    if paper:
+        parts.append(f"<p>Paper-form specificity ({html.escape(paper.get('rule', ''))}): "
+                     f"<b>{paper.get('n_units', 0)}</b> neuron(s).</p>")
+    parts.append(_table(neurons.tag_table(), list(neurons.tag_table().columns), left=("tag",)))
+    df = neurons.display_frame()
     if df.empty:
         return parts
-    cols = ["layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value", "top_k_precision", "n_word_types_top_k",
-            "ambiguous_auroc", "selective"]
-    best = df.sort_values("auroc", ascending=False).groupby("pos").head(3).sort_values(["pos", "auroc"], ascending=[True, False])
-    parts.append(_table(best, cols, left=("pos",)))
+    shown = df[df["category"] != "none"].groupby("tag").head(5)
+    parts.append(_table(shown, [c for c in df.columns if c not in ("layer", "neuron_index")],
+                        left=("neuron", "tag", "category", "reasons", "AUROC CI", "ambiguous CI", "ambiguous n")))
     for tag in ("NOUN", "VERB", "ADJ", "PROPN"):
         top = neurons.top_neurons(tag, n=1)
         if not top:
             continue
         L, N = top[0]
-        parts.append(f"<h3>Best {tag} neuron: L{L}N{N}</h3>")
-        parts.append(fig(plots.plot_neuron_selectivity(df, L, N)))
+        parts.append(f"<h3>Best {tag} row: L{L}N{N}</h3>")
+        parts.append(fig(plots.plot_neuron_selectivity(neurons.to_frame(), L, N)))
         if model is not None:
             toks, acts = plots.neuron_activations(model, DEMO_PROMPT, L, N)
             parts.append(f"<p class='ex'>{plots.text_activation_html(toks, acts)}</p>")
@@ -112,17 +124,21 @@ def _neurons_section(neurons, model, fig) -> list[str]:
 def _ablation_section(ablations: list[dict[str, Any]]) -> list[str]:
     if not ablations:
         return []
-    rows = []
-    for a in ablations:
-        rnd = a.get("random_deltas") or []
-        mean_r = sum(rnd) / len(rnd) if rnd else float("nan")
-        rows.append({"tag": a["tag"], "neurons": len(a["neurons"]), "positions": a["n_positions"],
-                     "clean_loss": a["clean_loss"], "delta_after_tag": a["delta"], "delta_elsewhere": a["delta_other"],
-                     "mean_random_delta": mean_r, "p_value": a["p_value"]})
-    return ["<h2>Causal check: mean-ablating each tag's top neurons</h2>",
-            "<p class='note'>Loss change (nats) on the tokens that follow a word of the tag, against "
-            "equal-size random neuron sets from the same layers (held-out stories).</p>",
-            _table(pd.DataFrame(rows), list(rows[0]), left=("tag",))]
+
+    def ci(v) -> str:
+        return f"[{v[0]:.3g}, {v[1]:.3g}]"
+
+    rows = [{"tag": a["tag"], "neurons": ", ".join(a["units"]), "target Δloss": a["delta_target"],
+             "CI": ci(a["delta_target_ci"]), "off-target Δloss": a["delta_off_target"], "CI ": ci(a["delta_off_target_ci"]),
+             "ratio": a["ratio"], "ratio CI": ci(a["ratio_ci"]), "matched random target (mean)": a["random_delta_target_mean"],
+             "matched random ratio (mean)": a.get("random_ratio_mean"), "p (target)": a["p_random"],
+             "p (ratio)": a["p_random_ratio"]} for a in ablations]
+    return ["<h2>Ablation: each tag's top neurons vs matched random sets</h2>",
+            "<p class='note'>Neurons chosen by selection-half AUROC, mean-ablated (selection-half means) on held-out "
+            "stories. Target: next-token loss after the last token of a word with the tag; off-target: every other "
+            "position; ratio = target / off-target (specificity). Random sets are matched neuron by neuron on "
+            "activation variance and output-weight norm in the same layer. CIs: story bootstrap.</p>",
+            _table(pd.DataFrame(rows), list(rows[0]), left=("tag", "neurons", "CI", "CI ", "ratio CI"))]
 
 
 def _claim_table(claim: dict) -> list[str]:
@@ -175,27 +191,6 @@ def _head_effects_section(out: Path, summary: dict, fig) -> list[str]:
     return parts
 
 
-def _identity_section(out: Path) -> list[str]:
-    from tinyinterp.analysis.neurons.identity_report import identity_tables, load_identity
-
-    rep = load_identity(out)
-    if rep is None:
-        return []
-    per_tag, rows = identity_tables(rep)
-    parts = ["<h2>Part of speech beyond token identity</h2>",
-             "<p class='note'>Candidates: neuron × tag rows with AUROC ≥ 0.9 on the selection half. On the held-out half "
-             "a row is <b>pos</b> when it also generalises to token ids unseen when selecting, tells ambiguous words apart "
-             "within one token id (story-bootstrap CI above 0.5, BH), and spans ≥ 5 word types among its top activations; "
-             "<b>token</b> when one of these fails; <b>untestable</b> without support. Paper form: ≥ 90% one tag among the "
-             "top-50 held-out activations across ≥ 10 word types. The token-id lookup uses no model (neuron_identity.json "
-             "has everything; docs/analysis.md the rules).</p>",
-             _table(pd.DataFrame(per_tag), list(per_tag[0]), left=("tag",))]
-    if rows:
-        parts.append(_table(pd.DataFrame(rows), list(rows[0]), left=("unit", "tag", "category", "reasons", "ambiguous CI",
-                                                                       "ambiguous n")))
-    return parts
-
-
 def _features_section(out: Path) -> list[str]:
     """SAE features vs neurons per tag (``features_summary.json``, from ``analyze --features``)."""
     from tinyinterp.analysis.features.results import FeatureResults
@@ -242,22 +237,31 @@ def write_report(out: str | Path, model=None, heads=None, neurons=None, probes=N
     parts += _head_effects_section(out, summary, fig)
     if neurons is not None:
         parts += _neurons_section(neurons, model, fig)
-    parts += _identity_section(out)
     parts += _ablation_section(summary.get("ablation", []))
     parts += _features_section(out)
     if probes is not None and probes.rows:
         parts += ["<h2>Linear probes for UPOS</h2>",
                   "<p class='note'>Held-out accuracy per site and the Hewitt & Liang control task (each word type "
-                  f"gets a random tag); baselines: {html.escape(str(probes.summary))}</p>",
-                  fig(plots.plot_probe_accuracy(probes.to_frame())),
-                  _table(probes.to_frame(), ["site", "accuracy", "control_accuracy", "selectivity"], left=("site",))]
+                  "gets a random tag). Lexical baselines (no context): token-id lookup accuracy "
+                  f"{probes.summary.get('token_lookup_accuracy', float('nan')):.3f}, embedding probe "
+                  f"{probes.summary.get('embedding_probe_accuracy') or float('nan'):.3f}. A site is credited with a tag "
+                  "<i>beyond identity</i> only where its probe beats the lookup on ambiguous words (within one token id) "
+                  "or the lookup and the embedding on token ids unseen in training.</p>",
+                  fig(plots.plot_probe_accuracy(probes)),
+                  _table(probes.to_frame().assign(beyond_identity=lambda d: d.get("beyond_identity", "").map(
+                      lambda v: ", ".join(v) if isinstance(v, list) else "")),
+                         ["site", "accuracy", "control_accuracy", "selectivity", "beyond_identity"],
+                         left=("site", "beyond_identity"))]
     sparse = summary.get("sparse_probes") or {}
     if sparse:
         df = pd.DataFrame([{"tag": t, "best single neuron AUROC": v["k1_auroc"], "neurons for AUROC 0.9": str(v["k_for_0.9"] or "not reached"),
-                            "all neurons AUROC": v["all_neurons_auroc"]} for t, v in sparse.items()])
+                            "all neurons AUROC": v["all_neurons_auroc"], "token-id lookup AUROC": v.get("lookup_auroc"),
+                            "k beyond identity": ", ".join(map(str, v.get("beyond_identity_ks") or [])) or "none"}
+                           for t, v in sparse.items()])
         parts += ["<h2>How many neurons carry a tag (k-sparse probes)</h2>",
                   "<p class='note'>Neurons ranked on one half of the stories, a logistic regression on the top k, "
-                  "AUROC on the other half; the full curves are in sparse_probes.json.</p>",
+                  "AUROC on the other half; the full curves are in sparse_probes.json. The token-id lookup uses no model; "
+                  "k beyond identity: the k whose probe beats it on ambiguous words or unseen token ids.</p>",
                   _table(df, list(df.columns), left=("tag",))]
     parts.append("</body></html>")
     path = out / "report.html"

@@ -80,11 +80,12 @@ def head_labels(heads: Any, model: str) -> pd.DataFrame:
 
 
 def pos_neurons(neurons: Any, model: str) -> pd.DataFrame:
-    """Rows (model, tag, category, selective): POS-selective neurons per tag (held-out AUROC and FDR)."""
-    per_tag = ((neurons.summary if neurons is not None else {}) or {}).get("selective_per_tag") or {}
-    rows = [{"model": model, "tag": tag, "category": UPOS_CATEGORY.get(tag, "other"), "selective": int(n)}
+    """Rows (model, tag, category, pos_neurons): neurons whose row for the tag is ``pos`` (selective beyond
+    token identity, held out; see the Neurons page)."""
+    per_tag = ((neurons.summary if neurons is not None else {}) or {}).get("pos_per_tag") or {}
+    rows = [{"model": model, "tag": tag, "category": UPOS_CATEGORY.get(tag, "other"), "pos_neurons": int(n)}
             for tag, n in sorted(per_tag.items())]
-    return pd.DataFrame(rows, columns=["model", "tag", "category", "selective"])
+    return pd.DataFrame(rows, columns=["model", "tag", "category", "pos_neurons"])
 
 
 def probe_accuracy(probes: Any, model: str) -> pd.DataFrame:

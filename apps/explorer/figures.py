@@ -78,12 +78,15 @@ def label_counts(labels: Sequence[str]) -> go.Figure:
     return fig
 
 
-def selective_by_pos(per_tag: dict[str, int], control: dict[str, int] | None = None) -> go.Figure:
-    tags = sorted(per_tag, key=lambda t: -per_tag[t])
-    fig = go.Figure(go.Bar(x=tags, y=[per_tag[t] for t in tags], name="trained model"))
+def categories_by_tag(pos: dict[str, int], token: dict[str, int], control: dict[str, int] | None = None) -> go.Figure:
+    """Neurons per tag whose row is ``pos`` / ``token`` (and the untrained control's ``pos``)."""
+    tags = sorted(set(pos) | set(token), key=lambda t: (-pos.get(t, 0), -token.get(t, 0), t))
+    tags = [t for t in tags if pos.get(t, 0) or token.get(t, 0)]
+    fig = go.Figure([go.Bar(x=tags, y=[pos.get(t, 0) for t in tags], name="pos (beyond token identity)"),
+                     go.Bar(x=tags, y=[token.get(t, 0) for t in tags], name="token (identity explains it)")])
     if control:
-        fig.add_trace(go.Bar(x=tags, y=[control.get(t, 0) for t in tags], name="untrained control"))
-    fig.update_layout(title="POS-selective neuron × tag pairs (held-out, FDR-controlled)", yaxis_title="pairs",
+        fig.add_trace(go.Bar(x=tags, y=[control.get(t, 0) for t in tags], name="untrained control: pos"))
+    fig.update_layout(title="Neurons per tag by category (held out)", yaxis_title="neurons",
                       barmode="group", height=300, margin=dict(t=40, b=40))
     return fig
 
@@ -163,11 +166,11 @@ def head_label_timeline(heads: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def selectivity_over_steps(pos: pd.DataFrame, value: str = "selective") -> go.Figure:
+def selectivity_over_steps(pos: pd.DataFrame, value: str = "pos_neurons") -> go.Figure:
     fig = go.Figure()
     for tag, sub in pos.sort_values("step").groupby("pos"):
         fig.add_trace(go.Scatter(x=sub["step"], y=sub[value], mode="lines+markers", name=str(tag)))
-    title = "POS-selective neurons over training" if value == "selective" else "Best held-out AUROC per POS over training"
+    title = "pos neurons over training" if value == "pos_neurons" else "Best held-out AUROC per POS over training"
     fig.update_layout(title=title, xaxis_title="step", yaxis_title=value, xaxis_type="log", height=340,
                       margin=dict(t=40, b=40))
     return fig

@@ -61,10 +61,9 @@ def _layer_acts(path: str, fingerprint: str, corpus_fp: str, layer: int):
 def _ablation(path: str, fingerprint: str, corpus_fp: str, layer: int, neuron: int, tag: str) -> dict:
     import tinyinterp
 
-    _, held_out = _tagged_corpus(path, fingerprint, corpus_fp).split(0)  # the neuron analysis' reporting half
-    res = tinyinterp.ablation_effect(_model(path, fingerprint), held_out, [(layer, neuron)], tag, n_random=10,
-                                     max_stories=100)
-    return res.to_dict()
+    # means from the selection half, ablated on the held-out half (the neuron analysis' split), matched random neurons
+    return tinyinterp.neuron_ablation(_model(path, fingerprint), _tagged_corpus(path, fingerprint, corpus_fp),
+                                      [(layer, neuron)], tag, tinyinterp.AblationConfig(n_random=10, max_stories=100))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -255,7 +254,7 @@ def layer_acts(ckpt: Path, layer: int):
 
 
 def ablation(ckpt: Path, layer: int, neuron: int, tag: str) -> dict:
-    """Mean-ablation of one neuron against random single neurons (``tinyinterp.ablation_effect``)."""
+    """Mean-ablation of one neuron against matched random neurons (``tinyinterp.neuron_ablation``)."""
     model(ckpt)
     stories(ckpt)
     return _ablation(str(ckpt), catalog.fingerprint(ckpt), _corpus_fp(ckpt), layer, neuron, tag)

@@ -155,7 +155,7 @@ def _analysis_config(light: bool):
         return AnalysisConfig(max_stories=None, run_probes=False, report=False, ablation_tags=(),
                               heads=HeadConfig(detector_stories=0, n_permutations=199),
                               neurons=NeuronConfig(untrained_control=False, n_examples=0),
-                              head_effects=False, run_identity=False)
+                              head_effects=False)
     # on demand, while the user waits: head ablations on 25 stories, no halves check (the CLI does both)
     return AnalysisConfig(max_stories=None, run_probes=False, report=False, head_ablation_stories=25, head_halves=False)
 
@@ -255,9 +255,9 @@ def dynamics_tables(steps_dirs: list[tuple[int, Path]]):
                 for row in json.loads(nf.read_text(encoding="utf-8")):
                     a = row.get("auroc")
                     if a is not None:
-                        best[row["pos"]] = max(best.get(row["pos"], 0.0), a)
-            for tag, n in (s.get("selective_per_tag") or {}).items():
-                pos_rows.append({"step": step, "pos": tag, "selective": int(n), "best_auroc": best.get(tag)})
+                        best[row["tag"]] = max(best.get(row["tag"], 0.0), a)
+            for tag, n in (s.get("pos_per_tag") or {}).items():
+                pos_rows.append({"step": step, "pos": tag, "pos_neurons": int(n), "best_auroc": best.get(tag)})
     return pd.DataFrame(head_rows), pd.DataFrame(pos_rows)
 
 

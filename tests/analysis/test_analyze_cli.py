@@ -16,13 +16,12 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     rc = main(["analyze", str(tiny_ckpt), "--corpus", str(STORIES), "--out", str(out), "--max-stories", "30"])
     assert rc == 0, capsys.readouterr().err
     for name in ("heads.json", "heads.csv", "neurons.json", "neurons.csv", "probes.json", "sparse_probes.json", "summary.json",
-                 "report.html", "neuron_identity.json"):
+                 "report.html", "ablation.json", "neurons_summary.json"):
         assert (out / name).exists(), name
     heads = json.loads((out / "heads.json").read_text())
     assert len(heads) == 4 and {"layer", "head", "label", "positional_r2", "content_js"} <= set(heads[0])
     neurons = json.loads((out / "neurons.json").read_text())
-    assert neurons and {"layer", "neuron", "pos", "auroc", "q_value", "held_out"} <= set(neurons[0])
-    assert all(n["held_out"] is True for n in neurons)
+    assert all({"layer", "neuron", "tag", "category", "reasons", "auroc", "auroc_ci", "q_value"} <= set(n) for n in neurons)
     html = (out / "report.html").read_text()
     assert "<script" in html and "cdn.plot.ly" not in html.split("<body>")[0]  # plotly inlined, no CDN
     summary = json.loads((out / "summary.json").read_text())
@@ -43,11 +42,15 @@ def test_analyze_writes_every_file(tiny_ckpt, tmp_path, capsys):
     assert "function − content" in html and "dla by next-token group, layer 0" in html
     assert "mean by next-token group, layer 0" in html
     assert {"head_ablation_s", "head_halves_s", "heads_and_neurons_s"} <= set(summary["timings"])
-    # identity rules: counts per category and tag, lexical baseline per tag, paper-form result
-    ident = summary["neuron_identity"]
-    assert set(ident["categories_per_tag"]["NOUN"]) == {"pos", "token", "untestable", "none"}
+    # the decision: counts per category and tag, lexical baseline per tag, paper-form result, own timings
+    ident = summary["neurons"]
+    assert set(ident["categories_per_tag"]["NOUN"]) == {"pos", "token", "untestable", "none"} and ident["mode"] == "exact"
     assert "lookup" in summary["lexical_baseline"]["NOUN"] and "embedding" in summary["lexical_baseline"]["NOUN"]
-    assert "per_tag" in ident["paper_specificity"] and "Part of speech beyond token identity" in html
+    assert "per_tag" in ident["paper_specificity"] and "part of speech beyond token identity" in html
+    assert {"neurons_identity_rules_s", "neurons_lexical_baselines_s"} <= set(summary["timings"])
+    # the ablation: chosen on the selection half, run on the held-out half, matched random sets
+    abl = json.loads((out / "ablation.json").read_text())
+    assert abl and {"delta_target", "delta_off_target", "ratio", "ratio_ci", "p_random"} <= set(abl[0])
     sparse = json.loads((out / "sparse_probes.json").read_text())
     for tag, v in sparse.items():  # k grows to every neuron; each point is a held-out AUROC
         ks = [r["k"] for r in v["curve"]]

@@ -45,7 +45,7 @@ def test_two_gloo_ranks_equal_one_process(two_ranks, tiny_ckpt, tmp_path):
 
     model = load_model(tiny_ckpt)
     corpus = corpus_from_texts(list(islice(iter_stories([str(STORIES)]), N_STORIES)), model, progress=False)
-    heads, neurons = heads_and_neurons(model, corpus, HeadConfig(), NeuronConfig())
+    heads, neurons = heads_and_neurons(model, corpus, HeadConfig(), NeuronConfig(in_memory=False))  # ranks stream
     heads.save(tmp_path)
     neurons.save(tmp_path)
     for name in ("heads.json", "neurons.json", "neurons_summary.json"):

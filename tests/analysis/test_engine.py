@@ -82,10 +82,8 @@ def test_label_corpus_excludes_bos_and_continuations(corpus):
     assert chunked.tags == labels.tags and chunked.words == labels.words
     assert all((a == b).all() for a, b in zip(chunked.word_ids, labels.word_ids))
     assert (chunked.tag_counts == labels.tag_counts).all()
-    amb = labels.ambiguous(min_count=1)
-    amb_words = {labels.words[i] for i in np.nonzero(amb.any(1))[0]}
-    assert amb_words and all(w in {"w36", "w37", "w38", "w39"} for w in amb_words)
-    assert set(np.nonzero(amb.any(0))[0].tolist()) == {labels.tags.index("NOUN"), labels.tags.index("VERB")}
+    multi = np.nonzero((labels.tag_counts > 0).sum(1) >= 2)[0]  # word types carrying two tags: the ambiguous ids
+    assert multi.size and all(labels.words[i] in {"w36", "w37", "w38", "w39"} for i in multi)
 
 
 def test_topk_buffer_matches_global_topk_and_merges():

@@ -15,7 +15,7 @@ from tinyinterp.analysis.corpus import StoryStore, TaggedCorpus
 from tinyinterp.analysis.heads.scores import story_signs
 from tinyinterp.analysis.heads import HeadConfig, classify_heads
 from tinyinterp.analysis.neurons.stats import Binner, TagStats, quantile_edges, run_tests
-from tinyinterp.analysis.neurons import NeuronConfig, find_pos_neurons
+from tinyinterp.analysis.neurons import IdentityConfig, NeuronConfig, find_pos_neurons
 from tinyinterp.analysis.pipeline import heads_and_neurons
 
 
@@ -53,20 +53,17 @@ def test_tagstats_chunked_update_matches_one_pass():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(900, 5, generator=g)
     tags = torch.randint(0, 3, (900,), generator=g)
-    words = torch.randint(0, 4, (900,), generator=g)
-    amb = np.array([[True, True, False], [False, True, True], [False, False, False], [True, False, True]])
     edges = quantile_edges(x[:300], 16)
-    whole = TagStats(edges, edges[:, 7], 3, amb)
-    whole.update(x, tags, words)
-    parts = TagStats(edges, edges[:, 7], 3, amb)
+    whole = TagStats(edges, edges[:, 7], 3)
+    whole.update(x, tags)
+    parts = TagStats(edges, edges[:, 7], 3)
     for lo in range(0, 900, 250):
         for c0 in (0, 3):  # units 0-2 and 3-4 separately
-            parts.update_units(x[lo:lo + 250, c0:c0 + 3].T.contiguous(), tags[lo:lo + 250], words[lo:lo + 250], c0)
-    assert torch.equal(whole.hist, parts.hist) and torch.equal(whole.amb_hist, parts.amb_hist)
+            parts.update_units(x[lo:lo + 250, c0:c0 + 3].T.contiguous(), tags[lo:lo + 250], c0)
+    assert torch.equal(whole.hist, parts.hist)
     torch.testing.assert_close(whole.sum, parts.sum, atol=1e-4, rtol=1e-6)
-    a, b = run_tests(whole, 5, 5), run_tests(parts, 5, 5)
+    a, b = run_tests(whole, 5), run_tests(parts, 5)
     np.testing.assert_array_equal(a.auroc, b.auroc)
-    np.testing.assert_array_equal(a.ambiguous_auroc, b.ambiguous_auroc)
 
 
 def test_story_store_round_trip_and_views(corpus):
@@ -123,7 +120,7 @@ def test_story_signs_depend_on_story_not_batch():
 
 def test_shared_pass_matches_separate_calls(model, corpus):
     hcfg = HeadConfig(progress=False, n_permutations=199, alpha=0.05, calibration_stories=40)
-    ncfg = NeuronConfig(min_support=10, untrained_control=False, n_examples=2)
+    ncfg = NeuronConfig(identity=IdentityConfig(min_support=10, n_boot=200), untrained_control=False, n_examples=2)
     heads, neurons = classify_heads(model, corpus, hcfg), find_pos_neurons(model, corpus, ncfg)
     h2, n2 = heads_and_neurons(model, corpus, hcfg, ncfg)
     small = classify_heads(model, corpus, HeadConfig(**{**hcfg.__dict__, "batch_tokens": 64}))
@@ -135,8 +132,8 @@ def test_shared_pass_matches_separate_calls(model, corpus):
             for c, v in r.categories.items():
                 assert v["p"] == o.categories[c]["p"], c
     a, b = neurons.to_frame(), n2.to_frame()
-    key = ["layer", "neuron", "pos"]
+    key = ["layer", "neuron", "tag"]
     m = a.merge(b, on=key, suffixes=("", "_shared"))
-    assert len(m) == len(a) == len(b)
+    assert len(m) == len(a) == len(b) > 0
     np.testing.assert_allclose(m.auroc, m.auroc_shared, atol=1e-6)
-    assert (m.selective == m.selective_shared).all() and m.selective.any()
+    assert (m.category.fillna("none") == m.category_shared.fillna("none")).all() and (m.category == "token").any()

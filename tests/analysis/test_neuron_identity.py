@@ -1,14 +1,14 @@
-"""The identity rules on real hooked models: neuron activations, untrained control, planted token neuron."""
+"""The identity rules' inputs on real hooked models, and identity_report for any units (e.g. SAE features).
 
-import json
+The decision on MLP neurons (pos / token / untestable through find_pos_neurons) is tested in test_neurons.py."""
 
 import numpy as np
 import pytest
 
-from tests.support.planted_neurons import NOUN, PLANTED, make_corpus, planted_model, random_model, single_thread  # noqa: F401
-from tinyinterp.analysis.neurons.identity_report import identity_report, neuron_identity_report
-from tinyinterp.analysis.neurons.units import neuron_activations
+from tests.support.planted_neurons import NOUN, PLANTED, make_corpus, planted_model, single_thread  # noqa: F401
 from tinyinterp.analysis.neurons.identity import IdentityConfig
+from tinyinterp.analysis.neurons.identity_report import identity_report
+from tinyinterp.analysis.neurons.job import neuron_activations
 
 CFG = IdentityConfig(n_boot=200)
 
@@ -26,17 +26,6 @@ def test_neuron_activations_line_up_with_the_hooks(corpus):
     assert all((s in held) != sel for s, sel in zip(ua.story, ua.selection))
     fires = ua.acts[:, PLANTED] > 1.0
     assert np.array_equal(fires, np.isin(ua.token_ids, NOUN))  # wired: NOUN ids only
-
-
-def test_planted_id_list_neuron_is_token_and_untrained_model_has_no_pos_row(corpus):
-    rep = neuron_identity_report(planted_model(), corpus, CFG, dense_probe=False, sparse_ks=())
-    row = [r for r in rep["rows"] if r["unit"] == PLANTED and r["tag"] == "NOUN"][0]
-    # it fires on a list of noun ids and never on the ambiguous words in a noun slot: identity
-    assert row["replicated"] and row["category"] == "token" and "ambiguous words" in row["reasons"]
-    assert not any(r["category"] == "pos" for r in rep["rows"])
-    ctrl = neuron_identity_report(random_model(seed=3), corpus, CFG, dense_probe=False, sparse_ks=())
-    assert not any(r["category"] == "pos" for r in ctrl["rows"])
-    json.dumps(rep)  # JSON-ready
 
 
 def test_report_joins_the_lexical_baseline_onto_rows():

@@ -71,35 +71,18 @@ def test_support_and_bh():
     np.testing.assert_allclose(q[np.isfinite(p)], stats.false_discovery_control([0.001, 0.04, 0.3]))
 
 
-def test_ambiguous_histograms_count_only_ambiguous_words():
-    # words 0,1 ambiguous for tags 0/1; word 2 only tag 0
-    words = np.array([0, 0, 1, 1, 2, 2, 2])
-    tags = np.array([0, 1, 0, 1, 0, 0, 0])
-    x = np.array([[5.0], [1.0], [6.0], [2.0], [9.0], [9.0], [9.0]])
-    amb = np.array([[True, True], [True, True], [False, False]])
-    ts = TagStats(quantile_edges(torch.as_tensor(x), 4), torch.zeros(1), 2, ambiguous=amb)
-    ts.update(torch.as_tensor(x), torch.as_tensor(tags), torch.as_tensor(words))
-    res = run_tests(ts, min_support=1, ambiguous_min_support=1)
-    assert res.ambiguous_n_pos.tolist() == [[2, 2]] and res.ambiguous_n_neg.tolist() == [[2, 2]]
-    assert res.ambiguous_auroc[0, 0] == 1.0 and res.ambiguous_auroc[0, 1] == 0.0
-    assert res.auroc[0, 0] > 0.9  # the unambiguous word 2 dominates the plain AUROC
-
-
 def test_state_dicts_of_two_halves_merge_to_the_whole():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(400, 5, generator=g)
     tags = torch.randint(0, 3, (400,), generator=g)
-    words = torch.randint(0, 6, (400,), generator=g)
-    amb = np.zeros((6, 3), dtype=bool)
-    amb[:3] = True
     edges = quantile_edges(x[:200], 16)
     shift = edges[:, 8]
-    whole, a, b = (TagStats(edges, shift, 3, amb) for _ in range(3))
-    whole.update(x, tags, words)
-    a.update(x[:150], tags[:150], words[:150])
-    b.update(x[150:], tags[150:], words[150:])
+    whole, a, b = (TagStats(edges, shift, 3) for _ in range(3))
+    whole.update(x, tags)
+    a.update(x[:150], tags[:150])
+    b.update(x[150:], tags[150:])
     a.merge_state(b.state_dict())
-    assert set(a.state_dict()) == {"hist", "sum", "sumsq", "amb_hist"}
+    assert set(a.state_dict()) == {"hist", "sum", "sumsq"}
     for k, v in whole.state_dict().items():  # counts exactly; moments up to float32 batch sums
         torch.testing.assert_close(a.state_dict()[k], v, rtol=1e-5, atol=1e-5)
         assert v.is_floating_point() or torch.equal(a.state_dict()[k], v)

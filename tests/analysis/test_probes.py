@@ -63,3 +63,30 @@ def test_probe_config_validation(corpus):
         probe_layers(random_model(), corpus, ProbeConfig(layers=[2], max_tokens=100))
     only = probe_layers(random_model(), corpus, ProbeConfig(sites=("resid",), max_tokens=200, max_iter=50))
     assert [r["site"] for r in only.rows] == ["resid0"]
+
+
+def test_probes_are_credited_beyond_identity_only_where_they_beat_the_lookup():
+    """A context-reading neuron (the noun slot) lets MLP probes beat the token-id lookup on ambiguous words;
+    the embedding site, a function of the token (and position), gets no claim."""
+    from tests.support.planted_neurons import slot_model
+
+    corpus = make_corpus(160, seed=5, ambig_rate=0.15)
+    res = probe_layers(slot_model(), corpus, ProbeConfig(max_tokens=1500, max_iter=100, n_boot=200))
+    rows = {r["site"]: r for r in res.rows}
+    assert "NOUN" in rows["mlp0"]["beyond_identity"] and rows["mlp0"]["identity"]["NOUN"]["ambiguous_ci"][0] > 0.9
+    assert rows["embed"]["beyond_identity"] == []
+    s = res.summary
+    assert s["lexical_baseline"]["NOUN"]["lookup"]["ambiguous_auroc"] == pytest.approx(0.5)
+    assert s["token_lookup_accuracy"] > 0.9 and s["embedding_probe_accuracy"] is not None
+
+
+def test_sparse_probe_identity_checks_next_to_the_curve():
+    from tests.support.planted_neurons import planted_model, slot_model
+    from tinyinterp.analysis.probes import sparse_probe_curve
+
+    corpus = make_corpus(160, seed=5, ambig_rate=0.15)
+    slot = sparse_probe_curve(slot_model(), corpus, ("NOUN",), ks=(1, 2), max_tokens=1500, identity_ks=(1,), n_boot=200)
+    assert slot["NOUN"]["beyond_identity_ks"] == [1] and slot["NOUN"]["identity"][0]["ambiguous_auroc"] > 0.95
+    assert slot.headline()["NOUN"]["lookup_auroc"] > 0.95  # the lookup alone is almost perfect held out
+    ids = sparse_probe_curve(planted_model(), corpus, ("NOUN",), ks=(1,), max_tokens=1500, identity_ks=(1,), n_boot=200)
+    assert ids["NOUN"]["curve"][0]["auroc"] > 0.85 and ids["NOUN"]["beyond_identity_ks"] == []  # a list of noun ids

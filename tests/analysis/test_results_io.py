@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.planted_neurons import make_corpus, random_model
 from tests.support.planted_neurons import single_thread  # noqa: F401  (autouse fixture)
-from tinyinterp.analysis.neurons import AblationResult, AblationResults, NeuronConfig
+from tinyinterp.analysis.neurons import AblationResults, NeuronConfig
 from tinyinterp.analysis.pipeline import AnalysisConfig, analyze
 from tinyinterp.analysis.probes import SparseProbeResults
 from tinyinterp.analysis.results_io import jsonable
@@ -28,11 +28,12 @@ def test_jsonable_is_strict_json():
 
 
 def test_ablation_and_sparse_probe_results_round_trip(tmp_path):
-    checks = AblationResults([AblationResult("NOUN", [(0, 3), (0, 7)], 120, 2.5, 0.4, 0.01, [0.1, math.nan], 0.5)])
+    checks = AblationResults([{"tag": "NOUN", "neurons": [[0, 3], [0, 7]], "delta_target": 0.4,
+                               "random_delta_target": [0.1, math.nan]}])
     assert checks.save(tmp_path) == tmp_path
     back = AblationResults.load(tmp_path)
-    assert back.checks[0].neurons == [(0, 3), (0, 7)] and math.isnan(back.checks[0].random_deltas[1])
-    assert back.to_list()[0]["delta"] == 0.4
+    assert back.rows[0]["neurons"] == [[0, 3], [0, 7]] and back.rows[0]["random_delta_target"][1] is None
+    assert back.rows[0]["delta_target"] == 0.4
     curves = SparseProbeResults({"NOUN": {"curve": [{"k": 1, "auroc": 0.7}, {"k": 32, "auroc": 0.95}], "k_for_0.9": 32,
                                           "n_train": 10, "n_test": 10, "n_pos_test": 3}})
     curves.save(tmp_path)

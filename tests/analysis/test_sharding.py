@@ -13,7 +13,7 @@ from tinyinterp.cli.main import main
 from tinyinterp.errors import ConfigError
 
 STORIES = Path(__file__).resolve().parents[1] / "golden" / "stories.txt"
-OPTS = ["--max-stories", "40", "--no-probes", "--no-report"]
+OPTS = ["--max-stories", "40", "--no-probes", "--no-report", "--no-identity"]  # the unsharded run streams too
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,12 @@ def test_two_shards_merge_to_the_unsharded_result(runs):
     heads = json.loads((runs / "merged" / "heads.json").read_text())
     assert len({h["label"] for h in heads}) >= 1 and all("positional_r2" in h for h in heads)
     summary = json.loads((runs / "merged" / "summary.json").read_text())
-    assert len(summary["shards"]) == 2 and summary["neurons"]["untrained_selective"] is not None
+    assert len(summary["shards"]) == 2 and summary["neurons"]["untrained_control"]["n_pos_neurons"] == 0
+    # a sharded run streams: rows say which identity tests could not run and never claim pos
+    assert summary["neurons"]["mode"] == "streaming" and "story bootstrap" in summary["neurons"]["untestable_why"]
+    rows = json.loads((runs / "merged" / "neurons.json").read_text())
+    assert not any(r["category"] == "pos" for r in rows)
+    assert all("streaming" in " ".join(r["reasons"]) for r in rows if r["category"] in ("untestable", "token"))
 
 
 def test_merge_refuses_incomplete_or_mismatched_shards(runs, tmp_path, capsys):

@@ -109,3 +109,16 @@ def test_bootstrap_auroc_chunks_match_one_block():
     a = bootstrap_auroc(s, y, story, w, strata=g, chunk=7)
     b = bootstrap_auroc(s, y, story, w, strata=g, chunk=1000)
     assert a.ci_low == pytest.approx(b.ci_low) and a.p_value == pytest.approx(b.p_value)
+
+
+def test_story_pair_bootstrap_matches_the_token_bootstrap():
+    from tinyinterp.analysis.stats import story_pair_bootstrap_auroc
+
+    rng = np.random.default_rng(3)
+    story = rng.integers(0, 40, 3000)
+    y = rng.random(3000) < 0.2
+    x = np.round(rng.normal(size=3000) + 0.8 * y + 0.3 * (story % 3), 1)  # ties and story effects
+    w = story_weights(40, 300, seed=1)
+    a, b = bootstrap_auroc(x, y, story, w), story_pair_bootstrap_auroc(x, y, story, w)
+    for k in ("estimate", "ci_low", "ci_high", "p_value"):
+        assert np.allclose(getattr(a, k), getattr(b, k), rtol=1e-9, atol=1e-12), k

@@ -131,11 +131,11 @@ def test_dynamics_tables(tmp_path):
     d.mkdir()
     heads = [_record("local", layer=0, head=h).to_dict() for h in range(2)]
     (d / "heads.json").write_text(json.dumps(heads))
-    (d / "neurons_summary.json").write_text(json.dumps({"selective_per_tag": {"NOUN": 3, "VERB": 0}}))
-    (d / "neurons.json").write_text(json.dumps([{"pos": "NOUN", "auroc": 0.93}, {"pos": "NOUN", "auroc": 0.97}]))
+    (d / "neurons_summary.json").write_text(json.dumps({"pos_per_tag": {"NOUN": 3, "VERB": 0}}))
+    (d / "neurons.json").write_text(json.dumps([{"tag": "NOUN", "auroc": 0.93}, {"tag": "NOUN", "auroc": 0.97}]))
     h, p = store.dynamics_tables([(10, d)])
     assert list(h["head"]) == ["L0H0", "L0H1"] and set(h["label"]) == {"local"}
-    assert dict(zip(p["pos"], p["selective"])) == {"NOUN": 3, "VERB": 0}
+    assert dict(zip(p["pos"], p["pos_neurons"])) == {"NOUN": 3, "VERB": 0}
     assert p.loc[p["pos"] == "NOUN", "best_auroc"].item() == pytest.approx(0.97)
 
 

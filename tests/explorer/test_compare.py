@@ -44,9 +44,9 @@ def test_sides_list_checkpoints_and_their_snapshots(explorer_root):
 
 
 def test_tables_put_models_side_by_side():
-    a = pd.DataFrame([{"model": "A", "tag": "NOUN", "selective": 3}, {"model": "A", "tag": "DET", "selective": 1}])
-    b = pd.DataFrame([{"model": "B", "tag": "NOUN", "selective": 0}])
-    wide = comparison.side_by_side(a, b, ["tag"], "selective", ("A", "B"))
+    a = pd.DataFrame([{"model": "A", "tag": "NOUN", "pos_neurons": 3}, {"model": "A", "tag": "DET", "pos_neurons": 1}])
+    b = pd.DataFrame([{"model": "B", "tag": "NOUN", "pos_neurons": 0}])
+    wide = comparison.side_by_side(a, b, ["tag"], "pos_neurons", ("A", "B"))
     w = wide.set_index("tag")
     assert w.loc["NOUN", "A"] == 3 and w.loc["NOUN", "B"] == 0 and w.loc["DET", "A"] == 1 and pd.isna(w.loc["DET", "B"])
     assert comparison.UPOS_CATEGORY["NOUN"] == "open class" and comparison.UPOS_CATEGORY["DET"] == "closed class"
@@ -116,7 +116,7 @@ def test_compare_the_bundled_model_with_itself(monkeypatch):
     card = json.loads((root / "ts-1l" / "training.json").read_text())["final_eval"]
     assert rows[0]["validation bits/byte recorded in training"] == round(card["val_bpb"], 4)
     pos = at.session_state["figures"]["compare.pos"]
-    expected = json.loads((root / "ts-1l" / "analysis" / "summary.json").read_text())["neurons"]["selective_per_tag"]
+    expected = json.loads((root / "ts-1l" / "analysis" / "summary.json").read_text())["neurons"]["pos_per_tag"]
     assert dict(zip(pos.data[0].x, pos.data[0].y)) == expected
     probes = at.session_state["figures"]["compare.probes"]
     assert len(probes.data) == 4 and list(probes.data[0].y) == list(probes.data[2].y)

@@ -72,7 +72,7 @@ def test_neuron_link_round_trips_even_without_a_table_row(explorer_env):
     at = open_link("views/neurons.py")
     first = params(at)["neuron"]
     table = at.session_state["neuron_table"]
-    listed = {links.unit_id("N", r.layer, r.neuron) for r in table.itertuples()}
+    listed = set(table["neuron"])
     d_mlp = json.loads((explorer_env / "tiny-1l" / "config.json").read_text())["d_mlp"]
     unlisted = next((f"L0N{n}" for n in range(d_mlp) if f"L0N{n}" not in listed), f"L0N{d_mlp - 1}")
     at = open_link("views/neurons.py", model="tiny-1l", neuron=unlisted)

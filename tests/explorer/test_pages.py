@@ -83,12 +83,12 @@ def test_neurons_table_filters_and_switch(app):
     app.switch_page("views/neurons.py").run()
     no_errors(app)
     assert app.title[0].value == "Neurons · tiny-1l"
-    # the identity rules: a per-tag table with categories and the lexical baseline
-    ident = [t.value for t in app.dataframe if "lookup AUROC" in t.value.columns and "pos" in t.value.columns]
-    assert len(ident) == 1 and {"token", "untestable", "paper-form units"} <= set(ident[0].columns)
+    # the decision: a per-tag table with categories, the untrained control, paper form and the lexical baseline
+    per_tag = [t.value for t in app.dataframe if "lookup AUROC" in t.value.columns and "pos" in t.value.columns]
+    assert len(per_tag) == 1 and {"token", "untestable", "untrained pos", "paper-form neurons"} <= set(per_tag[0].columns)
     table = app.session_state["neuron_table"]
-    assert {"layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value"} <= set(table.columns)
-    assert list(table["auroc"]) == sorted(table["auroc"], reverse=True)
+    assert {"neuron", "tag", "category", "AUROC", "top-k precision", "AP lift", "ambiguous CI", "lookup AUROC"} <= set(table.columns)
+    assert list(table["AUROC"]) == sorted(table["AUROC"], reverse=True)
     box = app.selectbox(key=next(k for k in [s.key for s in app.selectbox] if k and k.startswith("neuron:")))
     first, second = box.options[0], box.options[1]
     d0 = figs(app)["neurons.distribution"]
@@ -99,18 +99,23 @@ def test_neurons_table_filters_and_switch(app):
     d1 = figs(app)["neurons.distribution"]
     assert d1.layout.title.text.startswith(f"Activation of {second} ")
     assert [list(t.y) for t in d0.data] != [list(t.y) for t in d1.data]
-    # filters: sort by q-value ascending; one part of speech only
-    app.selectbox(key="neurons:sort").select("q-value").run()
-    q = app.session_state["neuron_table"]["q_value"].to_numpy()
-    assert np.all(np.diff(q[~np.isnan(q)]) >= 0)
-    tag = table["pos"].iloc[0]
-    app.multiselect(key="neurons:pos").select(tag).run()
-    no_errors(app)
-    assert set(app.session_state["neuron_table"]["pos"]) == {tag}
+    # filters: sort by top-k precision; one tag only; one category only
+    app.selectbox(key="neurons:sort").select("top-k precision").run()
+    prec = app.session_state["neuron_table"]["top-k precision"].to_numpy(dtype=float)
+    assert np.all(np.diff(prec[~np.isnan(prec)]) <= 0)
+    if len(table):
+        tag = table["tag"].iloc[0]
+        app.multiselect(key="neurons:pos").select(tag).run()
+        no_errors(app)
+        assert set(app.session_state["neuron_table"]["tag"]) == {tag}
+        app.multiselect(key="neurons:category").select("pos").run()
+        no_errors(app)
+        assert set(app.session_state["neuron_table"]["category"]) <= {"pos"}
     app.button(key="neurons:ablate").click().run()  # ablate the chosen neuron alone, now
     no_errors(app)
     shown = app.session_state["neurons:ablation_shown"]
-    assert shown["neurons"] == [app.session_state["selected_neuron"]] and len(shown["random_deltas"]) == 10
+    assert shown["neurons"] == [list(app.session_state["selected_neuron"])] and len(shown["random_delta_target"]) == 10
+    assert {"delta_off_target", "ratio", "delta_target_ci"} <= set(shown)
     app.slider(key="neurons:min_auroc").set_value(1.0).run()
     no_errors(app)
     assert any("No neuron matches" in i.value for i in app.info) or len(app.session_state["neuron_table"])

@@ -33,7 +33,7 @@ def config():
         max_stories=24, report=False, ablation_neurons=2, ablation_random=3,
         heads=tinyinterp.HeadConfig(calibration_stories=8, detector_stories=2, n_permutations=199),
         neurons=tinyinterp.NeuronConfig(calib_tokens=2048, n_bins=32, n_examples=2, max_example_neurons=4,
-                                        n_logit_tokens=2, min_support=5),
+                                        n_logit_tokens=2, identity=tinyinterp.IdentityConfig(min_support=5, n_boot=200)),
         probes=tinyinterp.ProbeConfig(max_tokens=800, max_iter=50),
     )
 

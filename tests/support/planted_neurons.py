@@ -24,7 +24,8 @@ PUNCT = list(range(33, 36))
 AMBIG = list(range(36, 40))  # NOUN or VERB depending on the slot
 SUFFIX = 40  # continuation token (tagged like its word)
 SUCCESSORS = VERB + PUNCT  # what follows a NOUN
-PLANTED = 0  # index of the planted NOUN neuron in layer 0
+PLANTED = 0  # index of the planted NOUN neuron in layer 0 (a list of noun ids: a token detector)
+SLOT = 1  # slot_model(): fires in a noun slot (after DET/ADJ), whatever the word: a part-of-speech neuron
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -123,6 +124,42 @@ def planted_model(seed: int = 0, d_mlp: int = 32):
     mlp.b_out.data[:2] = 0.0
     m.unembed.W_U.data[1, :] = 0.0
     m.unembed.W_U.data[1, SUCCESSORS] = 1.5
+    return m
+
+
+@torch.no_grad()
+def slot_model(seed: int = 0, d_mlp: int = 32):
+    """:func:`planted_model` plus neuron ``SLOT``, which fires on the word after a determiner or adjective
+    unless that word is an adjective itself: the noun slot of ``DET [ADJ] NOUN``. It fires on "play"
+    (an ``AMBIG`` id) used as a noun and not on "play" used as a verb, and on noun ids never seen.
+
+    Residual dims 2 and 3 carry "this token is DET/ADJ/suffix" and "this token is ADJ" (±3); neurons 2
+    and 3 read them. A permanent hook on ``blocks.0.mlp.hook_pre`` stands in for a previous-token head:
+    ``SLOT``'s pre-activation is +3 where the previous token's neuron 2 and this token's neuron 3 say
+    "noun slot", else -3.
+    """
+    m = planted_model(seed, d_mlp)
+    prev_ids = DET + ADJ + [SUFFIX]
+    for dim, ids in ((2, prev_ids), (3, ADJ)):
+        m.embed.W_E.data[:, dim] = -3.0
+        m.embed.W_E.data[ids, dim] = 3.0
+    m.pos_embed.W_pos.data[:, 2:4] = 0.0
+    m.blocks[0].attn.W_O.data[..., 2:4] = 0.0
+    m.blocks[0].attn.b_O.data[2:4] = 0.0
+    mlp = m.blocks[0].mlp
+    mlp.W_in.data[2:4, :] = 0.0
+    mlp.W_in.data[:, 1:4] = 0.0
+    mlp.W_in.data[2, 2] = 1.0
+    mlp.W_in.data[3, 3] = 1.0
+    mlp.b_in.data[1:4] = 0.0
+
+    def previous_token(pre, hook):  # [batch, pos, d_mlp]
+        slot = torch.full_like(pre[..., SLOT], -3.0)
+        slot[:, 1:] = torch.where((pre[:, :-1, 2] > 0) & (pre[:, 1:, 3] < 0), 3.0, -3.0)
+        pre[..., SLOT] = slot
+        return pre
+
+    m.add_hook("blocks.0.mlp.hook_pre", previous_token, is_permanent=True)
     return m
 
 

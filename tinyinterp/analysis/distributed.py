@@ -137,6 +137,7 @@ def distributed_stats(info: DistInfo) -> Callable[..., tuple[Any, Any]]:
     from tinyinterp.analysis.sharding import build_jobs
 
     def run(model, corpus, hcfg, ncfg, progress: bool = False):
+        ncfg = dataclasses.replace(ncfg, in_memory=False)  # ranks add sums; kept activations would not add up
         if not info.is_main:  # one set of progress bars (rank 0's)
             hcfg, ncfg = dataclasses.replace(hcfg, progress=False), dataclasses.replace(ncfg, progress=False)
         with eval_mode(model):

@@ -1,13 +1,16 @@
 """``analyze()``: the whole analysis of one model on one corpus, written to a folder.
 
 Stages (:data:`STAGES`, each with a progress bar): tag the corpus with spaCy → classify heads
-and find POS-selective neurons (held-out, FDR, untrained control), sharing one forward pass
-(:func:`heads_and_neurons`) → causal ablation check for the top neurons of NOUN/VERB/ADJ →
-layer-wise and k-sparse probes → ``report.html``. Each result class writes its own files
-(``save(folder)``); the output folder::
+and decide for every neuron × tag tested whether it is a ``pos`` neuron, a ``token`` detector or
+``untestable`` (held out, identity tests, story-level statistics, lexical baselines, untrained
+control), sharing one forward pass (:func:`heads_and_neurons`) → ablation of each tag's top
+neurons (chosen on the selection half, ablated on the held-out half, against random sets matched
+on activation variance and output-weight norm) → layer-wise and k-sparse probes with their
+lexical baselines → ``report.html``. Each result class writes its own files (``save(folder)``);
+the output folder::
 
     heads.json  heads.csv  heads_meta.json  heads_axes.json
-    neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json  neuron_identity.json
+    neurons.json  neurons.csv  neurons_summary.json  neuron_examples.json
     probes.json  sparse_probes.json  ablation.json  summary.json  report.html
 
 Only one analysis may write a folder at a time (an advisory lock, ``.lock``). Results are written
@@ -36,14 +39,13 @@ from tinyinterp.analysis.engine import eval_mode
 from tinyinterp.analysis.features.stage import features_stage
 from tinyinterp.analysis.heads.classify import HeadConfig, classify_heads
 from tinyinterp.analysis.heads.results import HeadResults, label_counts
-from tinyinterp.analysis.neurons.ablation import AblationResults, ablation_effect
 from tinyinterp.analysis.neurons.config import NeuronConfig
-from tinyinterp.analysis.neurons.identity import IdentityConfig
+from tinyinterp.analysis.neurons.matched_ablation import AblationConfig, AblationResults, ablation_table
 from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.neurons.selection import find_pos_neurons
 from tinyinterp.analysis.probes.dense import ProbeConfig, ProbeResults, probe_layers
 from tinyinterp.analysis.probes.sparse import sparse_probe_curve
-from tinyinterp.analysis.results_io import folder_lock, jsonable, staged_results, write_result_json
+from tinyinterp.analysis.results_io import folder_lock, jsonable, staged_results
 from tinyinterp.analysis.sharding import build_jobs, merged_stats, read_shards
 from tinyinterp.atomic import write_json
 from tinyinterp.errors import TinyInterpError
@@ -63,11 +65,13 @@ class AnalysisConfig:
     run_neurons: bool = True
     run_probes: bool = True
     ablation_tags: tuple[str, ...] = ABLATION_TAGS
-    """Tags whose top neurons get the causal mean-ablation check (empty: skip)."""
+    """Tags whose top neurons (selection-half AUROC) are mean-ablated on the held-out half (empty: skip)."""
     ablation_neurons: int = 5
     """Top neurons per tag ablated together."""
     ablation_random: int = 20
-    """Random equal-size neuron sets per tag for the comparison (the smallest p-value is 1 / (n + 1))."""
+    """Random neuron sets per tag, matched on activation variance and output-weight norm (smallest p: 1 / (n + 1))."""
+    ablation_stories: int | None = 100
+    """Held-out stories the ablations run on (None: all); every set is one full forward pass over them."""
     head_effects: bool = True
     """Head output effects (sets ``HeadConfig.output_effects``: direct logit attribution by next-token group and
     attention conditioned on the next token, in the shared pass), then the ablations, the paper claim and the halves
@@ -78,13 +82,6 @@ class AnalysisConfig:
     head_halves: bool = True
     """Also label the heads on two disjoint halves of the stories (``label_agreement_halves``; two more passes,
     timed apart)."""
-    identity: IdentityConfig = field(default_factory=IdentityConfig)
-    """Rules that separate part-of-speech neurons from token detectors (:mod:`tinyinterp.analysis.neurons.identity`)."""
-    run_identity: bool = True
-    """Run the identity rules, lexical baselines and k-sparse probes on the neurons (``neuron_identity.json``;
-    in memory: 4 bytes per analysed token per neuron; not with shards)."""
-    identity_sparse_ks: tuple[int, ...] = (1, 8)
-    """k of the k-sparse probes compared with the lexical baselines (empty: none)."""
     report: bool = True
     """Write report.html."""
     features: tuple[str, ...] = ()
@@ -169,45 +166,35 @@ def _head_axes(run: AnalysisRun) -> None:
 
 
 def _neurons(run: AnalysisRun) -> None:
+    """``neurons.json`` (the decision), the summary's ``neurons`` / ``lexical_baseline`` entries and the
+    decision's own timings (identity rules with their bootstraps, lexical baselines, examples, control)."""
     run.neurons = run.neurons if run.neurons is not None else find_pos_neurons(run.model, run.corpus, run.cfg.neurons)
     run.neurons.save(run.out)
     run.summary["neurons"] = _neuron_summary(run.neurons)
-
-
-def _identity(run: AnalysisRun) -> None:
-    """``neuron_identity.json`` and the summary's ``neuron_identity`` / ``lexical_baseline`` entries."""
-    from tinyinterp.analysis.neurons.identity_report import neuron_identity_report
-
-    cfg = run.cfg
-    with eval_mode(run.model):
-        rep = neuron_identity_report(run.model, run.corpus, cfg.identity, layers=cfg.neurons.layers,
-                                     split_seed=cfg.neurons.split_seed, dense_probe=False, sparse_ks=cfg.identity_sparse_ks)
-    write_result_json(run.out / "neuron_identity.json", rep)
-    s = rep["summary"]
-    keep = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
-    run.summary["neuron_identity"] = {k: s[k] for k in ("categories_per_tag", "n_candidates", "n_pos_units",
-                                                        "n_token_units", "paper_specificity", "beyond_identity_tags")}
-    run.summary["lexical_baseline"] = {t: {b: {k: m[k] for k in keep} for b, m in d.items()}
-                                       for t, d in s["lexical_baseline"].items()}
+    lex = run.neurons.summary.get("lexical_baseline")
+    if lex:
+        keep = ("auroc", "ap_lift", "ambiguous_auroc", "unseen_auroc")
+        run.summary["lexical_baseline"] = jsonable({t: {b: {k: m[k] for k in keep} for b, m in d.items()}
+                                                    for t, d in lex.items()})
+    run.timings.update({f"neurons_{k}": v for k, v in run.neurons.timings.items()})
 
 
 def _ablation(run: AnalysisRun) -> None:
-    """Mean-ablate the top neurons of each tag on the held-out half, against random sets."""
+    """Each tag's top neurons (selection half) mean-ablated on the held-out half against matched random sets."""
     cfg = run.cfg
-    _, held_out = run.corpus.split(cfg.neurons.split_seed)
-    checks = []
-    for tag in cfg.ablation_tags:
-        top = run.neurons.top_neurons(tag, n=cfg.ablation_neurons)
-        if not top:
-            continue
-        try:
-            checks.append(ablation_effect(run.model, held_out, top, tag, n_random=cfg.ablation_random,
-                                          progress=run.progress))
-        except TinyInterpError as exc:
-            log.warning("ablation for %s skipped: %s", tag, exc)
-    results = AblationResults(checks)
-    results.save(run.out)
-    run.summary["ablation"] = results.to_list()
+    tags = tuple(t for t in cfg.ablation_tags if t in run.neurons.summary["tags"])
+    if run.neurons.selection is None or not tags:
+        log.warning("ablation skipped: %s", "no selection-half statistics" if tags else "no ablation tag in the corpus")
+        return
+    acfg = AblationConfig(n_units=cfg.ablation_neurons, n_random=cfg.ablation_random, max_stories=cfg.ablation_stories,
+                          tags=tags, batch_tokens=cfg.neurons.batch_tokens)
+    try:
+        rows = ablation_table(run.model, run.corpus, run.neurons.selection, acfg, run.progress)
+    except TinyInterpError as exc:
+        log.warning("ablation skipped: %s", exc)
+        return
+    AblationResults(rows).save(run.out)
+    run.summary["ablation"] = jsonable(rows)
 
 
 def _probes(run: AnalysisRun) -> None:
@@ -233,7 +220,6 @@ STAGES: list[tuple[str, Callable[[AnalysisConfig], bool], Callable[[AnalysisRun]
     ("heads_s", lambda c: c.run_heads, _heads),
     ("head_claims_s", lambda c: c.run_heads and c.head_effects, _head_axes),  # ablations + claim + halves
     ("neurons_s", lambda c: c.run_neurons, _neurons),
-    ("neuron_identity_s", lambda c: c.run_neurons and c.run_identity, _identity),
     ("ablation_s", lambda c: c.run_neurons and bool(c.ablation_tags), _ablation),
     ("probes_s", lambda c: c.run_probes, _probes),
     ("features_s", lambda c: bool(c.features), features_stage),
@@ -261,9 +247,9 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
     out = Path(out)
     if shards and not (cfg.run_heads and cfg.run_neurons):
         raise TinyInterpError("merging shards needs both the head and the neuron analysis (drop --no-heads/--no-neurons)")
-    if shards:  # the identity rules need every token's activations, which shards do not keep
-        cfg = dataclasses.replace(cfg, run_identity=False)
     ranks = dist is not None and dist.enabled
+    if shards or ranks:  # shards and ranks stream: the identity tests that need every token are reported untestable
+        cfg = dataclasses.replace(cfg, neurons=dataclasses.replace(cfg.neurons, in_memory=False))
     if ranks:
         from tinyinterp.analysis.distributed import distributed_stats, rank_corpus
 
@@ -312,13 +298,8 @@ def analyze(model, corpus: TaggedCorpus | str | os.PathLike | Sequence[str | os.
 
 
 def _neuron_summary(neurons: NeuronResults) -> dict[str, Any]:
-    df = neurons.to_frame()
-    s = dict(neurons.summary)
-    if not df.empty:
-        sel = df[df["selective"]]
-        s["selective_by_tag"] = {str(k): int(v) for k, v in sel.groupby("pos").size().items()}
-        s["best_auroc_by_tag"] = {str(k): float(v) for k, v in df.groupby("pos")["auroc"].max().items()}
-    if neurons.control is not None:
-        cdf = neurons.control.to_frame()
-        s["untrained_selective"] = int(cdf["selective"].sum()) if not cdf.empty else 0
-    return s
+    """The neuron summary without what is long (config, per-unit paper-form list, full lexical metrics, timings)."""
+    s = {k: v for k, v in neurons.summary.items() if k not in ("config", "lexical_baseline")}
+    if "paper_specificity" in s:
+        s["paper_specificity"] = {k: v for k, v in s["paper_specificity"].items() if k != "units"}
+    return jsonable(s)

@@ -6,7 +6,9 @@ the stories whose index ``i`` has ``i % n == shard`` and writes what it accumula
 head sum (:class:`~tinyinterp.analysis.heads.scores.MainPass`), the per-story sums of the head
 output effects and label axes (:class:`~tinyinterp.analysis.heads.effects_pass.EffectsPass`), the neuron histograms and
 moments of both halves (:class:`~tinyinterp.analysis.neurons.stats.TagStats`), the top-k
-buffer, and the same for the untrained control. These are sums (and a top-k) over disjoint
+buffer, the exact-tail AP histogram, and the same for the untrained control (shards stream:
+``NeuronConfig.in_memory`` is off, so the identity tests that need every token's activations
+are reported untestable after the merge). These are sums (and a top-k) over disjoint
 stories, so adding them gives the statistics of the whole corpus, up to float summation
 order. ``tinyinterp analyze merge S0 S1 --out DIR`` checks that the shards belong together
 (same model weights, same tagged corpus, same configuration, shards ``0..n-1`` exactly once),
@@ -23,6 +25,7 @@ fingerprints) and ``stats.safetensors``: each consumer's ``state_dict()`` under 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -151,6 +154,7 @@ def run_shard(model, corpus, out: str | os.PathLike, hcfg, ncfg, shard: tuple[in
     """Stream shard ``shard = (i, n)`` of ``corpus`` and write its statistics to ``out``."""
     i, n = shard
     out = Path(out)
+    ncfg = dataclasses.replace(ncfg, in_memory=False)  # a shard's sums merge; kept activations would not
     with folder_lock(out), eval_mode(model):
         jobs = build_jobs(model, corpus, hcfg, ncfg)
         tokens = jobs.stream(shard, progress, f"shard {i}/{n}")
@@ -263,7 +267,8 @@ def _read_stats(path: Path, want: dict[str, torch.Tensor]) -> dict[str, torch.Te
         if not ok:
             what = "missing" if got is None else f"shape {tuple(got.shape)} {got.dtype}, expected {tuple(v.shape)} {v.dtype}"
             raise TinyInterpError(f"{path}: statistic {k} is {what}; the shard does not match this analysis, rerun it")
-        if got.is_floating_point() and not k.endswith(".top.values") and not torch.isfinite(got).all():
+        padded = k.endswith(".top.values") or k.endswith(".tail.values")  # -inf marks empty slots
+        if got.is_floating_point() and not padded and not torch.isfinite(got).all():
             raise TinyInterpError(f"{path}: statistic {k} holds NaN or inf; rerun that shard")
     return sd
 

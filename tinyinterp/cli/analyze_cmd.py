@@ -16,9 +16,11 @@ MERGE = "analyze-merge"  # `tinyinterp analyze merge ...` is rewritten to this c
 
 def _common(p) -> None:
     p.add_argument("--no-probes", action="store_true", help="skip the probes")
-    p.add_argument("--no-ablation", action="store_true", help="skip the causal ablation check")
+    p.add_argument("--no-ablation", action="store_true",
+                   help="skip the ablation (top neurons per tag vs matched random sets, on the held-out half)")
     p.add_argument("--no-identity", action="store_true",
-                   help="skip the identity rules (pos vs token neurons, lexical baselines; neuron_identity.json)")
+                   help="stream the neuron statistics instead of keeping every token's activations (4 bytes x tokens x "
+                        "neurons): the identity tests and lexical baselines are then reported untestable")
     p.add_argument("--no-head-effects", action="store_true",
                    help="skip the head output effects (direct logit attribution, attention by next token), the head "
                         "ablations, the paper claim and the halves check (heads_axes.json); the labels stay")
@@ -34,8 +36,9 @@ def add_parser(sub) -> None:
         "analyze", help="classify heads, find POS-selective neurons, probe layers, write report.html",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Tag --corpus with spaCy, classify every attention head (local/semantic/sink/mixed), "
-                    "find part-of-speech-selective MLP neurons (held-out AUROC, FDR, untrained control, "
-                    "ablation check), fit layer-wise UPOS probes, and write heads.json/.csv, neurons.json/.csv, "
+                    "sort MLP neurons into part-of-speech (pos) neurons, token detectors (token) and untestable rows "
+                    "(held-out AUROC, identity tests, story bootstrap, BH, lexical baselines, untrained control, "
+                    "matched ablation), fit layer-wise UPOS probes, and write heads.json/.csv, neurons.json/.csv, "
                     "probes.json, summary.json and a self-contained report.html to --out. "
                     "To scale out, start it with torchrun (`torchrun --nproc_per_node N -m tinyinterp analyze ...`): "
                     "the ranks split the stories and rank 0 writes --out. For schedulers without torchrun, "
@@ -54,8 +57,8 @@ def add_parser(sub) -> None:
     p.add_argument("--no-heads", action="store_true", help="skip head classification")
     p.add_argument("--no-neurons", action="store_true", help="skip the neuron analysis (and ablations)")
     p.add_argument("--no-control", action="store_true", help="skip the untrained-model control")
-    p.add_argument("--auroc", type=float, default=0.9, help="held-out AUROC a selective neuron needs")
-    p.add_argument("--fdr", type=float, default=0.05, help="Benjamini–Hochberg false discovery rate")
+    p.add_argument("--auroc", type=float, default=0.9, help="AUROC a neuron x tag needs on the selection half (candidate) and held out (replicated)")
+    p.add_argument("--fdr", type=float, default=0.05, help="Benjamini–Hochberg false discovery rate (story-level p-values)")
     p.add_argument("--features", nargs="+", default=[], metavar="SAE_DIR",
                    help="SAE folders (SAELens format, trained on blocks.L.mlp.hook_post of CKPT) whose features go "
                         "through the neuron rules: features.json/.csv and a best-neuron-vs-best-feature table per tag")
@@ -87,20 +90,20 @@ def _sources(specs: list[str]) -> list:
 
 def _config(options: dict):
     from tinyinterp.analysis.heads import HeadConfig
-    from tinyinterp.analysis.neurons import NeuronConfig
+    from tinyinterp.analysis.neurons import IdentityConfig, NeuronConfig
     from tinyinterp.analysis.pipeline import AnalysisConfig
 
     return AnalysisConfig(
         max_stories=options["max_stories"] or None, run_heads=not options["no_heads"],
         run_neurons=not options["no_neurons"], run_probes=not options["no_probes"], report=not options["no_report"],
         ablation_tags=() if options["no_ablation"] else AnalysisConfig.ablation_tags,
-        run_identity=not options.get("no_identity", False),  # shards written before the option lack it
         head_effects=not options.get("no_head_effects", False),
         heads=HeadConfig(output_effects=not options.get("no_head_effects", False)),  # as analyze() sets it: shards match
         head_ablation_stories=(AnalysisConfig.head_ablation_stories if options.get("head_ablation_stories") is None
                                else options["head_ablation_stories"]),
-        neurons=NeuronConfig(auroc_threshold=options["auroc"], fdr=options["fdr"],
-                             untrained_control=not options["no_control"]),
+        neurons=NeuronConfig(identity=IdentityConfig(auroc_threshold=options["auroc"], fdr=options["fdr"]),
+                             untrained_control=not options["no_control"],
+                             in_memory=not options.get("no_identity", False)),  # shards written before the option lack it
     )
 
 

@@ -68,7 +68,7 @@ def _corpus(r: store.Results) -> str:
 
 
 st.caption("Analyses: " + "; ".join(f"**{n}** on {_corpus(r)}" for n, r in zip(shown, results)) +
-           ". Counts of selective neurons depend on the corpus size (the tests' power): compare them across "
+           ". Counts of pos neurons depend on the corpus size (the tests' power): compare them across "
            "analyses of similar size.")
 
 # --- bits per byte -----------------------------------------------------------------------------------
@@ -104,24 +104,24 @@ else:
         st.dataframe(wide, hide_index=True)
 
 # --- neurons -----------------------------------------------------------------------------------------
-st.header("Part-of-speech-selective neurons")
+st.header("Part-of-speech (pos) neurons")
 pos = pd.concat([comparison.pos_neurons(r.neurons, n) for r, n in zip(results, names)], ignore_index=True)
 if pos.empty:
     st.info("Neither analysis has neuron results.")
 else:
     left, right = st.columns([3, 2])
     with left:
-        state.show("compare.pos", figures.compare_bars(pos, "tag", "selective", names,
-                                                       "Selective neurons per part of speech", "neurons"))
+        state.show("compare.pos", figures.compare_bars(pos, "tag", "pos_neurons", names,
+                                                       "pos neurons per part of speech", "neurons"))
     with right:
-        cats = pos.groupby(["category", "model"], as_index=False)["selective"].sum()
+        cats = pos.groupby(["category", "model"], as_index=False)["pos_neurons"].sum()
         st.dataframe(comparison.side_by_side(cats[cats["model"] == names[0]], cats[cats["model"] == names[1]],
-                                             ["category"], "selective", names), hide_index=True)
-        st.caption("Held-out AUROC and FDR rule of each analysis (see the Neurons page); categories are Universal "
+                                             ["category"], "pos_neurons", names), hide_index=True)
+        st.caption("pos: selective beyond token identity on held-out stories (see the Neurons page); categories are Universal "
                    "Dependencies' open class, closed class and other.")
     with st.expander("Per tag, as a table"):
         st.dataframe(comparison.side_by_side(pos[pos["model"] == names[0]], pos[pos["model"] == names[1]],
-                                             ["category", "tag"], "selective", names), hide_index=True)
+                                             ["category", "tag"], "pos_neurons", names), hide_index=True)
 
 # --- probes ------------------------------------------------------------------------------------------
 st.header("Linear probes for part of speech")

@@ -41,7 +41,7 @@ if not heads.empty:
 if not pos.empty:
     left, right = st.columns(2)
     with left:
-        state.show("dynamics.selective", figures.selectivity_over_steps(pos, "selective"))
+        state.show("dynamics.selective", figures.selectivity_over_steps(pos, "pos_neurons"))
     with right:
         state.show("dynamics.auroc", figures.selectivity_over_steps(pos.dropna(subset=["best_auroc"]), "best_auroc"))
 metrics = catalog.read_metrics(ckpt)

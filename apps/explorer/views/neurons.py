@@ -1,4 +1,5 @@
-"""Neurons: filterable, sortable table; per neuron its POS distribution, examples, logit effects, ablation."""
+"""Neurons: category per neuron × tag (pos / token / untestable), specificity, ambiguous-word evidence with CIs,
+the lexical baseline; per neuron its tags, examples, logit effects, ablation."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import streamlit as st
 
 from apps.explorer import catalog, figures, links, readings, state
 from tinyinterp import plots
-from tinyinterp.analysis.neurons.identity_report import identity_tables, load_identity
 
-COLUMNS = ["layer", "neuron", "pos", "auroc", "ap", "cohens_d", "q_value", "selective", "top_k_precision",
-           "n_word_types_top_k", "ambiguous_auroc"]
-FORMATS = {"auroc": "%.3f", "ap": "%.3f", "cohens_d": "%.2f", "q_value": "%.1e", "top_k_precision": "%.2f",
-           "ambiguous_auroc": "%.3f", "mean_pos": "%.3f", "mean_neg": "%.3f"}
-SORTS = {"held-out AUROC": ("auroc", False), "AP": ("ap", False), "Cohen's d": ("cohens_d", False),
-         "q-value": ("q_value", True), "layer, neuron": ("layer", True)}
+COLUMNS = ["neuron", "tag", "category", "AUROC", "AUROC CI", "q", "top-k precision", "AP lift", "word types in top-k",
+           "AUROC unseen ids", "ambiguous AUROC", "ambiguous CI", "ambiguous n", "lookup AUROC", "reasons"]
+FORMATS = {"AUROC": "%.3f", "q": "%.1e", "top-k precision": "%.2f", "AP lift": "%.1f", "AUROC unseen ids": "%.3f",
+           "ambiguous AUROC": "%.3f", "lookup AUROC": "%.3f", "lookup AUROC unseen": "%.3f", "best AUROC": "%.3f",
+           "lookup AUROC unseen ids": "%.3f", "embedding AUROC unseen ids": "%.3f"}
+SORTS = {"held-out AUROC": ("AUROC", False), "top-k precision": ("top-k precision", False), "AP lift": ("AP lift", False),
+         "ambiguous AUROC": ("ambiguous AUROC", False), "layer, neuron": ("layer", True)}
+CATEGORIES = ["pos", "token", "untestable", "none"]
 
 
 def number_formats() -> dict:
@@ -22,10 +24,12 @@ def number_formats() -> dict:
 
 def describe_ablation(a: dict, what: str) -> None:
     num, tag = readings.num, readings.md(a.get("tag"), 20)
-    st.markdown(f"Mean-ablating {what} raises the loss on the token after a {tag} by **{num(a.get('delta'), '+.4f')}** "
-                f"nats (random sets of the same size: {num(a.get('random_mean'), '+.4f')}; on other tokens "
-                f"{num(a.get('delta_other'), '+.4f')}; p = {num(a.get('p_value'), '.3f')}, "
-                f"{num(a.get('n_positions'), '.0f')} positions).")
+    ci = a.get("delta_target_ci") or [None, None]
+    st.markdown(f"Mean-ablating {what} on held-out stories changes the loss after a {tag} word by "
+                f"**{num(a.get('delta_target'), '+.4f')}** nats (95% CI {num(ci[0], '+.4f')} to {num(ci[1], '+.4f')}) and "
+                f"elsewhere by {num(a.get('delta_off_target'), '+.4f')} (ratio {num(a.get('ratio'), '.2f')}); random sets "
+                f"matched on activation variance and output-weight norm: {num(a.get('random_delta_target_mean'), '+.4f')} "
+                f"(p = {num(a.get('p_random'), '.3f')}, {num(a.get('n_target'), '.0f')} target positions).")
     st.session_state["neurons:ablation_shown"] = a
 
 
@@ -36,11 +40,28 @@ if res.neurons is None or not res.neurons.rows:
     st.info("This analysis has no neuron results; re-run `tinyinterp analyze` without --no-neurons.")
     st.stop()
 
-df = res.neurons.to_frame()
+df = res.neurons.display_frame()
 s = res.neurons.summary
-st.caption(f"One row per neuron × part of speech tested on held-out stories ({readings.num(s.get('n_stories_held_out'), '.0f')} "
-           f"stories); selective = AUROC ≥ {readings.num(s.get('auroc_threshold'), 'g')} on both halves and "
-           f"q < {readings.num(s.get('fdr'), 'g')} (Benjamini–Hochberg).")
+ctrl = s.get("untrained_control") or {}
+st.caption(f"One row per neuron × tag the selection half selected (AUROC ≥ {readings.num(s.get('auroc_threshold'), 'g')}); "
+           f"every number is measured on the held-out half ({readings.num(s.get('n_stories_held_out'), '.0f')} stories). "
+           "**pos**: replicated (story-bootstrap p, BH q < "
+           f"{readings.num(s.get('fdr'), 'g')}), generalises to token ids unseen when selecting, tells ambiguous words "
+           "apart within one token id (\"play\" the noun vs the verb; CI above 0.5) and spans enough word types at the "
+           "top; **token**: one of those identity tests fails; **untestable**: a deciding test lacks support.")
+st.markdown(f"**{readings.num(s.get('n_pos_neurons'), '.0f')}** neuron(s) with a pos row, "
+            f"{readings.num(s.get('n_token_neurons'), '.0f')} token, {readings.num(s.get('n_untestable_neurons'), '.0f')} "
+            f"untestable (of {readings.num(s.get('n_neurons'), '.0f')}); untrained control: "
+            f"{readings.num(ctrl.get('n_pos_neurons'), '.0f')} pos, {readings.num(ctrl.get('n_token_neurons'), '.0f')} token.")
+if s.get("untestable_why"):
+    st.info(f"Streaming run: {readings.md(s['untestable_why'], 300)}.")
+paper = s.get("paper_specificity") or {}
+with st.expander("Per tag: categories, paper-form specificity, lexical baseline", expanded=True):
+    if paper:
+        st.markdown(f"Paper form ({readings.md(paper.get('rule', ''), 300)}): "
+                    f"**{readings.num(paper.get('n_units'), '.0f')}** neuron(s). The token-id lookup and the embedding "
+                    "use no MLP at all: a neuron that only matches them is reported as such.")
+    st.dataframe(res.neurons.tag_table(), hide_index=True, column_config=number_formats(), key=f"neurons:tags:{ckpt}")
 
 sparse = (getattr(res, "summary", None) or {}).get("sparse_probes") or {}
 if sparse:
@@ -52,43 +73,36 @@ if sparse:
                        "all neurons": round(v["all_neurons_auroc"], 3)} for t, v in sparse.items()],
                      hide_index=True, key=f"neurons:sparse:{ckpt}")
 
-identity = load_identity(res.dir)
-if identity is not None:
-    with st.expander("Part of speech beyond token identity (pos / token / untestable)", expanded=True):
-        st.markdown("A **pos** neuron generalises to token ids it was not selected on and tells ambiguous words apart "
-                    "within one token id (\"play\" the noun vs the verb; story-bootstrap CI above 0.5); a **token** neuron "
-                    "fails one of these. The token-id lookup (no model) is the baseline every number must beat.")
-        per_tag, id_rows = identity_tables(identity)
-        st.dataframe(per_tag, hide_index=True, key=f"neurons:identity_tags:{ckpt}")
-        if id_rows:
-            st.dataframe(id_rows, hide_index=True, key=f"neurons:identity_rows:{ckpt}")
+if df.empty:
+    st.info("No neuron × tag was selected on the selection half: no row to list. Pick any neuron below.")
+    df = res.neurons.display_frame().reindex(columns=["neuron", "layer", "neuron_index", "tag", "category", "AUROC"])
 
 f1, f2, f3, f4 = st.columns(4)
-tags = f1.multiselect("Part of speech", sorted(df["pos"].unique()), key="neurons:pos")
+tags = f1.multiselect("Tag", sorted(df["tag"].unique()), key="neurons:pos")
 layers = f2.multiselect("Layer", sorted(df["layer"].unique()), key="neurons:layer")
-only = f3.checkbox("Selective only", value=False, key="neurons:selective")
+cats = f3.multiselect("Category", CATEGORIES, default=[], key="neurons:category")
 sort = f4.selectbox("Sort by", list(SORTS), key="neurons:sort")
 min_auroc = st.slider("Minimum held-out AUROC", 0.0, 1.0, 0.0, 0.01, key="neurons:min_auroc")
 
 view = df
 if tags:
-    view = view[view["pos"].isin(tags)]
+    view = view[view["tag"].isin(tags)]
 if layers:
     view = view[view["layer"].isin(layers)]
-if only:
-    view = view[view["selective"]]
-view = view[view["auroc"].fillna(0) >= min_auroc]
+if cats:
+    view = view[view["category"].isin(cats)]
+view = view[view["AUROC"].fillna(0) >= min_auroc]
 col, asc = SORTS[sort]
-view = view.sort_values([col, "neuron"], ascending=[asc, True]).reset_index(drop=True)
+view = view.sort_values([col, "neuron_index"], ascending=[asc, True]).reset_index(drop=True)
 st.session_state["neuron_table"] = view
 table = st.dataframe(view[[c for c in COLUMNS if c in view]], hide_index=True, on_select="rerun", column_config=number_formats(),
                      selection_mode="single-row", key=f"neurons:table:{ckpt}")
 st.caption(f"{len(view)} of {len(df)} rows. Click a row or use the picker below.")
-if view.empty:
-    st.info("No neuron matches these filters.")
-    st.stop()
-
-choices = list(dict.fromkeys(links.unit_id("N", r.layer, r.neuron) for r in view.itertuples()))
+choices = list(dict.fromkeys(links.unit_id("N", int(r.layer), int(r.neuron_index)) for r in view.itertuples()))
+if not choices:  # no row (or none left by the filters): every neuron can still be looked at
+    if len(df):
+        st.info("No neuron matches these filters.")
+    choices = [links.unit_id("N", int(x), n) for x in s.get("layers", [0]) for n in range(int(s.get("d_mlp") or 0))]
 key = f"neuron:{ckpt}"
 wanted = state.from_url("neuron")
 if wanted is not None:  # a link to this view: show its neuron (even one without a table row), or say why not
@@ -104,7 +118,7 @@ if linked and linked not in choices:
 picked = table.selection.rows if table is not None and hasattr(table, "selection") else []
 if picked and picked[0] < len(view):
     r = view.iloc[picked[0]]
-    clicked = f"L{int(r['layer'])}N{int(r['neuron'])}"
+    clicked = f"L{int(r['layer'])}N{int(r['neuron_index'])}"
     if st.session_state.get("neurons:last_click") != clicked:
         st.session_state["neurons:last_click"] = clicked
         st.session_state[key] = clicked
@@ -115,10 +129,15 @@ layer, neuron = (int(x) for x in choice[1:].split("N"))
 st.session_state["selected_neuron"] = (layer, neuron)
 state.to_url("neuron", choice)
 
-rows = df[(df["layer"] == layer) & (df["neuron"] == neuron)]
+rows = df[(df["layer"] == layer) & (df["neuron_index"] == neuron)]
+raw = res.neurons.to_frame()
+raw = raw[(raw["layer"] == layer) & (raw["neuron"] == neuron)] if not raw.empty else raw
 st.subheader(f"Neuron L{layer}N{neuron}")
-st.dataframe(rows[[c for c in COLUMNS + ["mean_pos", "mean_neg", "n_pos", "n_neg"] if c in rows]], hide_index=True,
-             column_config=number_formats())
+if rows.empty:
+    st.caption("Not selected for any tag on the selection half (no row).")
+else:
+    st.dataframe(rows[[c for c in COLUMNS if c in rows]], hide_index=True, column_config=number_formats())
+    state.show("neurons.tags", plots.plot_neuron_selectivity(raw, layer, neuron))
 
 acts, act_tags = state.layer_acts(ckpt, layer)
 if len(act_tags):
@@ -142,7 +161,7 @@ if len(shown) > sum(map(bool, shown)):
 left, right = st.columns(2)
 with left:
     st.subheader("Promoted / suppressed tokens")
-    fig = figures.logit_effects(rows.iloc[0].to_dict()) if not rows.empty else None
+    fig = figures.logit_effects(raw.iloc[0].to_dict()) if not raw.empty else None
     if fig is None:
         st.info("No direct logit effects stored for this neuron.")
     else:
@@ -153,7 +172,7 @@ with right:
     for a in hits:
         units = readings.md(", ".join(f"L{x}N{y}" for x, y in a["neurons"]))
         describe_ablation(a, f"the top {readings.md(a.get('tag'), 20)} neurons ({units})")
-    tag = str(rows.iloc[0]["pos"]) if not rows.empty else "NOUN"
+    tag = str(rows.iloc[0]["tag"]) if not rows.empty else "NOUN"
     if not hits:
         st.caption("This neuron was not in the analysis' ablated sets (the top neurons of NOUN, VERB and ADJ).")
     key = f"ablate:{ckpt}:{layer}.{neuron}:{tag}"

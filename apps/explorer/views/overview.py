@@ -66,16 +66,17 @@ with h:
 with n:
     if res.neurons is not None:
         s = res.neurons.summary
-        per_tag = {k: v for k, v in (s.get("selective_per_tag") or {}).items() if v}
-        ctrl = (s.get("untrained_control") or {}).get("selective_per_tag")
+        per_tag = {k: v for k, v in (s.get("pos_per_tag") or {}).items()}
+        token = s.get("token_per_tag") or {}
+        ctrl = s.get("untrained_control") or {}
         num = readings.num
-        st.markdown(f"**POS-selective neurons:** {num(s.get('n_selective_neurons', 0), '.0f')} of "
-                    f"{num(s.get('n_neurons'), '.0f')} ({num(s.get('n_selective', 0), '.0f')} neuron × tag pairs; "
-                    f"untrained control: {num((s.get('untrained_control') or {}).get('n_selective'), '.0f')})")
-        if per_tag:
-            state.show("overview.neurons", figures.selective_by_pos(per_tag, ctrl))
+        st.markdown(f"**Part-of-speech (pos) neurons:** {num(s.get('n_pos_neurons', 0), '.0f')} of "
+                    f"{num(s.get('n_neurons'), '.0f')}; token detectors: {num(s.get('n_token_neurons', 0), '.0f')} "
+                    f"(untrained control: {num(ctrl.get('n_pos_neurons'), '.0f')} pos)")
+        if any(per_tag.values()) or any(token.values()):
+            state.show("overview.neurons", figures.categories_by_tag(per_tag, token, ctrl.get("pos_per_tag")))
         else:
-            st.info("No neuron passed the held-out AUROC and FDR thresholds.")
+            st.info("No neuron × tag replicated on the held-out half.")
     else:
         st.info("No neuron analysis in this analysis.")
 
@@ -85,11 +86,11 @@ if res.probes is not None:
     st.subheader("Linear probes for part of speech")
     state.show("overview.probes", plot_probe_accuracy(res.probes))
 if res.ablation:
-    st.subheader("Causal check: mean-ablating the top neurons of a tag")
-    st.dataframe(pd.DataFrame([{"tag": a["tag"], "neurons": ", ".join(f"L{x}N{y}" for x, y in a["neurons"]),
-                                "loss increase on the tag's next token": a["delta"],
-                                "random sets (mean)": a.get("random_mean"), "elsewhere": a["delta_other"],
-                                "p": a["p_value"]} for a in res.ablation]), hide_index=True)
+    st.subheader("Ablation: each tag's top neurons (selection half) on held-out stories")
+    st.dataframe(pd.DataFrame([{"tag": a["tag"], "neurons": ", ".join(a.get("units", [])),
+                                "target Δloss": a["delta_target"], "off-target Δloss": a["delta_off_target"],
+                                "ratio": a["ratio"], "matched random (mean)": a.get("random_delta_target_mean"),
+                                "p": a["p_random"]} for a in res.ablation]), hide_index=True)
 if card["samples"]:
     with st.expander("Samples written at the end of training"):
         for s in card["samples"][:6]:

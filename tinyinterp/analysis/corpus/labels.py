@@ -2,7 +2,7 @@
 
 :func:`label_corpus` turns a corpus's tags into integer arrays once, so the per-batch work of
 the neuron statistics and the probes stays vectorised; :class:`CorpusLabels` hands them out
-per batch (:meth:`CorpusLabels.padded`) and knows which words are ambiguous between tags.
+per batch (:meth:`CorpusLabels.padded`) and how often each word type carries each tag.
 """
 
 from __future__ import annotations
@@ -89,10 +89,6 @@ class CorpusLabels:
                   else np.array([(self.tag_ids[i] >= 0).sum() for i in order]))
         return order[: int(np.searchsorted(np.cumsum(counts), n_tokens)) + 1]
 
-    def ambiguous(self, min_count: int = 1) -> np.ndarray:
-        """bool [n_words, n_tags]: word takes this tag (>= min_count times) and at least one other."""
-        takes = self.tag_counts >= min_count
-        return takes & (takes.sum(1, keepdims=True) >= 2)
 
 
 def _table(present: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray]:

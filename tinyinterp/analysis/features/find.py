@@ -28,7 +28,7 @@ from tinyinterp.analysis.features.results import FeatureResults
 from tinyinterp.analysis.features.units import decoder_norms, feature_units, splice_ablation_hook
 from tinyinterp.analysis.neurons.identity import IdentityConfig, classify_units
 from tinyinterp.analysis.neurons.identity_report import identity_report
-from tinyinterp.analysis.neurons.matched_ablation import AblationConfig, ablation_table
+from tinyinterp.analysis.neurons.matched_ablation import AblationConfig, AblationUnits, SelectionStats, ablation_table
 from tinyinterp.analysis.neurons.metrics import auroc_matrix
 from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.errors import ConfigError
@@ -75,9 +75,14 @@ def _ablation(model, corpus, sae, feats: UnitActivations, tags: list[str], cfg: 
     pool = np.random.default_rng(acfg.seed).permutation(rest)[: cfg.ablation_pool]
     sub = _columns(feats, np.array(sorted(chosen | set(pool.tolist()))))
     idx = sub.unit_meta["feature"]
-    refs = [(sae_hook_name(sae), int(i)) for i in idx]
-    return ablation_table(model, corpus, sub, refs, decoder_norms(model, sae, idx), np.zeros(len(idx), dtype=int), acfg,
-                          progress=progress, make_hook=splice_ablation_hook(sae))
+    sel = sub.selection
+    auc, _, _ = auroc_matrix(sub.acts[sel], sub.tags[sel], sub.n_tags)
+    stats = SelectionStats(layer=np.zeros(len(idx), dtype=int), neuron=np.asarray(idx), mean=sub.acts[sel].mean(0),
+                           variance=sub.acts[sel].var(0), held_out=np.unique(sub.story[~sel]),
+                           tag_names=list(sub.tag_names), auroc=auc, names=list(sub.unit_names))
+    units = AblationUnits([(sae_hook_name(sae), int(i)) for i in idx], decoder_norms(model, sae, idx),
+                          splice_ablation_hook(sae), "activation variance (selection half) and decoder norm")
+    return ablation_table(model, corpus, stats, acfg, progress=progress, units=units)
 
 
 def find_pos_features(model, corpus, sae, cfg: FeatureConfig | None = None, neurons: UnitActivations | None = None,

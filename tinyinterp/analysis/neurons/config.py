@@ -1,10 +1,16 @@
-"""Settings of the neuron analysis (:func:`~tinyinterp.analysis.neurons.selection.find_pos_neurons`)."""
+"""Settings of the neuron analysis (:func:`~tinyinterp.analysis.neurons.selection.find_pos_neurons`).
+
+The decision thresholds (AUROC, FDR, support, the identity tests) live in
+:class:`~tinyinterp.analysis.neurons.identity.IdentityConfig` (``NeuronConfig.identity``); the
+fields here say what is streamed and how.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG
+from tinyinterp.analysis.neurons.identity import IdentityConfig
 from tinyinterp.errors import ConfigError
 
 
@@ -12,26 +18,24 @@ from tinyinterp.errors import ConfigError
 class NeuronConfig:
     layers: list[int] | None = None
     """MLP layers to analyse (None: all)."""
-    min_support: int = 20
-    """A neuron × tag test needs at least this many tag tokens and non-tag tokens in a half."""
-    auroc_threshold: float = 0.9
-    """AUROC needed to be selected (selection half) and to count as selective (held-out half)."""
-    fdr: float = 0.05
-    """Benjamini–Hochberg false discovery rate for the held-out tests."""
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    """The decision: candidates, replication, the identity tests, BH level, top-k size (see its fields)."""
+    in_memory: bool = True
+    """Keep every analysed token's activations (4 bytes x tokens x neurons) for the exact tests: identity
+    tests, exact AUROC/AP, story bootstrap, lexical baselines. False (and always in sharded / torchrun runs):
+    streaming statistics only; rows then say which identity tests were untestable and why."""
+    max_memory_gb: float = 8.0
+    """``in_memory`` falls back to streaming (with a warning) when the kept activations would exceed this."""
+    tail: int = 2048
+    """Streaming runs: activations per neuron kept exactly at the top for average precision (rare tags)."""
     n_bins: int = 128
     """Quantile bins per neuron for the streamed AUROC (error ≲ 1/(2·n_bins))."""
     calib_tokens: int = 16_384
     """Tokens from the selection half used to place the bin edges."""
-    top_k: int = 20
-    """Max-activating tokens kept per neuron (top-k precision, word-type control, examples)."""
     include_continuations: bool = False
     """Analyse continuation tokens too (with their word's tag); default: word-initial tokens only."""
     exclude_tags: tuple[str, ...] = (BOS_TAG, SPACE_TAG)
     """Tags whose tokens are never analysed."""
-    ambiguous_min_count: int = 2
-    """A word is ambiguous for a tag when it carries it and another tag, each this many times."""
-    ambiguous_min_support: int = 10
-    """Ambiguous-word AUROC needs this many ambiguous tokens with and without the tag (else NaN)."""
     split_seed: int = 0
     """Seed of ``TaggedCorpus.split`` (which stories select, which report)."""
     batch_tokens: int = 4096
@@ -43,14 +47,12 @@ class NeuronConfig:
     """Initialisation seed of the untrained control model."""
     control_max_stories: int | None = None
     """Analyse the control on the first N stories only (None: the whole corpus, as the model)."""
-    rows: str = "candidates"
-    """``candidates``: each neuron's best tag plus every selected pair; ``all``: every neuron × tag."""
     n_examples: int = 5
     """Max-activating examples stored per example neuron (0: none)."""
     example_window: int = 8
     """Tokens either side of an example's max-activating token."""
     max_example_neurons: int = 32
-    """Neurons (selective first, then by held-out AUROC) that get examples."""
+    """Neurons (``pos`` rows first, then ``token``, ``untestable``, by held-out AUROC) that get examples."""
     n_logit_tokens: int = 10
     """Top promoted / suppressed tokens per reported neuron (direct path W_out[n] @ W_U)."""
     progress: bool = False
@@ -60,8 +62,7 @@ class NeuronConfig:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"NeuronConfig.{name}={getattr(self, name)!r}: {why}")
 
-        for name in ("min_support", "n_bins", "calib_tokens", "top_k", "batch_tokens", "ambiguous_min_count",
-                     "ambiguous_min_support"):
+        for name in ("n_bins", "calib_tokens", "batch_tokens", "tail"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < (2 if name == "n_bins" else 1):
                 raise bad(name, "must be a positive integer" + (" >= 2" if name == "n_bins" else ""))
         if self.control_max_stories is not None and (not isinstance(self.control_max_stories, int)
@@ -70,14 +71,12 @@ class NeuronConfig:
         for name in ("n_examples", "example_window", "max_example_neurons", "n_logit_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise bad(name, "must be a non-negative integer")
-        if not 0.5 <= self.auroc_threshold <= 1.0:
-            raise bad("auroc_threshold", "must lie in [0.5, 1]")
-        if not 0.0 < self.fdr < 1.0:
-            raise bad("fdr", "must lie in (0, 1)")
-        if self.rows not in ("candidates", "all"):
-            raise bad("rows", "must be 'candidates' or 'all'")
-        if self.n_examples > self.top_k:
-            raise bad("n_examples", f"cannot exceed top_k={self.top_k}")
+        if not self.max_memory_gb > 0:
+            raise bad("max_memory_gb", "must be > 0")
+        if not isinstance(self.identity, IdentityConfig):
+            raise bad("identity", "must be an IdentityConfig")
+        if self.n_examples > self.identity.top_k:
+            raise bad("n_examples", f"cannot exceed identity.top_k={self.identity.top_k}")
         self.exclude_tags = tuple(self.exclude_tags)
         if self.layers is not None:
             self.layers = [int(x) for x in self.layers]

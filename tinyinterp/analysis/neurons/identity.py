@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from tinyinterp.analysis.stats import bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_weights, weighted_auroc
+from tinyinterp.analysis.stats import (bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_pair_bootstrap_auroc,
+                                       story_weights, weighted_auroc)
 from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.analysis.neurons.metrics import auroc_matrix, average_precision, specificity, top_tokens
 from tinyinterp.errors import ConfigError
@@ -126,7 +127,7 @@ def _unseen(ua: UnitActivations, X: np.ndarray, out: np.ndarray, fold: np.ndarra
 def _category(replicated: bool, unseen_fail: bool, unseen_missing: bool, amb: dict[str, Any], top_types: int,
               cfg: IdentityConfig) -> tuple[str | None, list[str]]:
     if not replicated:
-        return None, ["held-out AUROC below threshold"]
+        return None, ["not replicated on the held-out half (AUROC below threshold or story-level q >= fdr)"]
     fails, missing = [], []
     if unseen_fail:
         fails.append("unseen token ids")
@@ -163,10 +164,12 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     log.info("identity: %d candidate unit x tag rows of %d units x %d tags", len(cand), ua.n_units, T)
     ap = average_precision(X, tags_o, cand)
 
+    rep_ci = _replication(X, tags_o, cand, out_auc, story_o, weights, cfg)
     rows = []
     for u, t in cand:
         s = amb_sets[t]
-        replicated = bool(np.nan_to_num(out_auc[u, t], nan=0.0) >= thr)
+        ci_lo, ci_hi, p_rep, q_rep = rep_ci[(u, t)]
+        replicated = bool(np.nan_to_num(out_auc[u, t], nan=0.0) >= thr and q_rep < cfg.fdr)
         folds = [f for f in (0, 1) if selected[f, u, t]]
         uv = [unseen[f]["auroc"][u, t] for f in folds]
         unseen_fail = any(np.isfinite(v) and v < cfg.unseen_auroc_threshold for v in uv)
@@ -180,7 +183,8 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
             "unit": int(u), "name": ua.unit_names[u], "tag": ua.tag_names[t],
             **{k: int(v[u]) for k, v in ua.unit_meta.items()},
             "auroc_select": [float(sel_auc[f, u, t]) for f in (0, 1)], "selected_folds": folds,
-            "auroc": float(out_auc[u, t]), "n_pos": int(n_pos[t]), "n_neg": int(n_neg[t]), "replicated": replicated,
+            "auroc": float(out_auc[u, t]), "auroc_ci": [ci_lo, ci_hi], "p_value": p_rep, "q_value": q_rep,
+            "n_pos": int(n_pos[t]), "n_neg": int(n_neg[t]), "replicated": replicated,
             "ap": a_ap, "base_rate": base, "ap_lift": a_ap / base if base > 0 else math.nan,
             "top_k_precision": float(spec["precision"][u, t]), "n_top_types": int(spec["n_types"][u, t]),
             "unseen_auroc": float(unseen[worst]["auroc"][u, t]), "unseen_fold": worst,
@@ -194,11 +198,27 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
         amb = {"supported": r["ambiguous_supported"], "passed": r.get("ambiguous_passed", False)}
         r["category"], r["reasons"] = _category(r["replicated"], r.pop("_unseen_fail"), r.pop("_unseen_missing"), amb,
                                                 r["n_top_types"], cfg)
-    _pos_intervals(rows, X, unseen, story_o, weights, ua, cfg)
+    _pos_intervals(rows, X, unseen, ua, cfg)
     rows.sort(key=lambda r: (CATEGORIES.index(r["category"]) if r["category"] in CATEGORIES else 9, r["tag"], -r["auroc"]))
     paper = paper_specificity(ua, top, spec, cfg)
     _paper_identity(paper, X, amb_sets, story_o, weights, ua, cfg)
     return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper)
+
+
+def _replication(X, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig) -> dict:
+    """Per candidate: story-bootstrap CI and Wald p (vs 0.5) of its held-out AUROC, and the BH q-value over
+    every candidate (the stories, not the tokens, are the independent units)."""
+    out, ps = {}, []
+    for u, t in cand:
+        if not np.isfinite(out_auc[u, t]):
+            out[(u, t)] = [math.nan, math.nan, math.nan]
+        else:
+            b = story_pair_bootstrap_auroc(X[:, u], tags_o == t, story_o, weights)
+            out[(u, t)] = [float(b.ci_low), float(b.ci_high), float(b.p_value)]
+        ps.append(out[(u, t)][2])
+    for key, q in zip(cand, bh_qvalues(np.array(ps, dtype=np.float64))):
+        out[key].append(float(q) if np.isfinite(q) else math.nan)
+    return out
 
 
 def _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua: UnitActivations, cfg: IdentityConfig) -> None:
@@ -215,20 +235,18 @@ def _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua: UnitActivation
         r["ambiguous_passed"] = bool(r["ambiguous_auroc"] > 0.5 and r["ambiguous_ci_low"] > 0.5 and qq < cfg.fdr)
 
 
-def _pos_intervals(rows, X, unseen, story_o, weights, ua: UnitActivations, cfg: IdentityConfig) -> None:
-    """CIs for the claims of ``pos`` rows: held-out AUROC (story bootstrap) and unseen-type AUROC
-    (token-id bootstrap: generalising to new tokens is a claim about tokens, so ids are resampled).
-    A ``pos`` row whose unseen-type CI reaches 0.5 becomes ``token``."""
+def _pos_intervals(rows, X, unseen, ua: UnitActivations, cfg: IdentityConfig) -> None:
+    """CI for the unseen-type claim of ``pos`` rows (token-id bootstrap: generalising to new tokens is a
+    claim about tokens, so ids are resampled). A ``pos`` row whose unseen-type CI reaches 0.5 becomes ``token``."""
     tag_idx = {n: i for i, n in enumerate(ua.tag_names)}
     ids_o = ua.token_ids[~ua.selection]
     for r in rows:
         if r["category"] != "pos":
             continue
         y = ua.tags[~ua.selection] == tag_idx[r["tag"]]
-        b = bootstrap_auroc(X[:, r["unit"]], y, story_o, weights)
         m = unseen[r["unseen_fold"]]["mask"]
         bu = cluster_bootstrap_auroc(X[m, r["unit"]], y[m], ids_o[m], cfg.n_boot_types, cfg.boot_seed)
-        r.update(auroc_ci=[float(b.ci_low), float(b.ci_high)], unseen_ci=[float(bu.ci_low), float(bu.ci_high)])
+        r["unseen_ci"] = [float(bu.ci_low), float(bu.ci_high)]
         if not bu.ci_low > 0.5:
             r["category"], r["reasons"] = "token", ["unseen token ids (token-id bootstrap CI reaches 0.5)"]
 

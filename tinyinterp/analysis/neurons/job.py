@@ -1,19 +1,21 @@
-"""The neuron analysis as a job: preparation, a streaming pass consumer, and the final tests.
+"""The neuron analysis as a job: preparation, a streaming pass consumer, and the decision.
 
 :class:`NeuronJob` prepares (labels, the story split, quantile bin edges from a calibration
 sample of the selection half), then folds every batch of a
 :func:`~tinyinterp.analysis.engine.run_pass` into fixed-size statistics inside the MLP hooks
-(selection half → selection :class:`TagStats`; held-out half → held-out :class:`TagStats` and
-the top-k buffer), and :meth:`NeuronJob.finish` turns them into :class:`NeuronResults`:
-tests, FDR, the token-identity controls, examples and the untrained control
-(:meth:`NeuronJob.control_job`, the same job on a randomly initialised twin).
+(selection half → selection :class:`TagStats`; held-out half → held-out :class:`TagStats`, the
+top-k buffer and, when streaming, the exact-tail AP histogram). With ``in_memory`` (the default,
+never in shards) it also keeps every analysed token's activations, so :meth:`NeuronJob.finish`
+can run the identity rules exactly (:mod:`~tinyinterp.analysis.neurons.decision`); otherwise it
+decides from the streamed statistics and says which tests were untestable. The untrained control
+(:meth:`NeuronJob.control_job`) is the same job on a randomly initialised twin.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
+import time
 
 import numpy as np
 import torch
@@ -23,10 +25,14 @@ from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import eval_mode, mlp_hook, run_pass, stream_activations
 from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.controls import examples_for, logit_effects, untrained_copy
+from tinyinterp.analysis.neurons.decision import STREAMING_UNTESTABLE, category_summary, exact_rows, sort_rows, streaming_rows
+from tinyinterp.analysis.neurons.identity import classify_units
+from tinyinterp.analysis.neurons.matched_ablation import SelectionStats
 from tinyinterp.analysis.neurons.results import NeuronResults
-from tinyinterp.analysis.neurons.stats import Binner, TagStats, TagTests, quantile_edges, run_tests
+from tinyinterp.analysis.neurons.stats import Binner, TagStats, quantile_edges, run_tests
+from tinyinterp.analysis.neurons.tail_ap import TailHistogram
 from tinyinterp.analysis.neurons.topk import TopKBuffer
-from tinyinterp.analysis.stats import bh_qvalues
+from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -89,10 +95,10 @@ class NeuronJob:
     (0: selection half, 1: held-out half); :meth:`finish` for the results. Build it in eval mode."""
 
     def __init__(self, model, corpus: TaggedCorpus, cfg: NeuronConfig, label: str = "neurons",
-                 labels: CorpusLabels | None = None, split=None):
+                 labels: CorpusLabels | None = None, baselines: bool = True, split=None):
         if len(corpus) < 4:
             raise DataError(f"corpus has {len(corpus)} stories; neuron analysis needs at least 4 (two halves)")
-        self.model, self.corpus, self.cfg, self.label = model, corpus, cfg, label
+        self.model, self.corpus, self.cfg, self.label, self.baselines = model, corpus, cfg, label, baselines
         self.layers = _layers(model, cfg)
         self.hook_names = [mlp_hook(x) for x in self.layers]
         # ``labels``: label_corpus(corpus) with these options, when the caller has it (the untrained control shares it)
@@ -109,9 +115,16 @@ class NeuronJob:
         edges = _edges(model, corpus, self.labels, self.sel_idx, self.hook_names, cfg, split)  # [unit, n_bins + 1]
         shift = edges[:, edges.shape[1] // 2]  # ≈ median: centres the moment sums
         binner = Binner(edges, stride=n_tags * (edges.shape[1] + 1))
-        self.stats = (TagStats(edges, shift, n_tags, binner=binner),
-                      TagStats(edges, shift, n_tags, self.labels.ambiguous(cfg.ambiguous_min_count), binner=binner))
-        self.top = TopKBuffer(edges.shape[0], cfg.top_k, edges.device)
+        self.stats = (TagStats(edges, shift, n_tags, binner=binner), TagStats(edges, shift, n_tags, binner=binner))
+        self.top = TopKBuffer(edges.shape[0], cfg.identity.top_k, edges.device)
+        # in memory: every analysed token's activations and labels, per batch; streaming: the exact-tail AP histogram
+        need_gb = int((self.labels.flat_tags >= 0).sum()) * edges.shape[0] * 4 / 2 ** 30  # upper bound (before n_ctx cuts)
+        keep = cfg.in_memory and need_gb <= cfg.max_memory_gb
+        if cfg.in_memory and not keep:
+            log.warning("%s: keeping every token's activations needs ~%.1f GB > max_memory_gb=%g; streaming instead "
+                        "(identity tests untestable)", label, need_gb, cfg.max_memory_gb)
+        self.kept: dict[str, list] | None = {k: [] for k in ("acts", "tags", "words", "tok", "story", "sel")} if keep else None
+        self.tail = None if keep else TailHistogram(edges, n_tags, cfg.tail)
         self.control_result: NeuronResults | None = None  # set to skip the untrained control's own pass in finish()
 
     def control_corpus(self) -> TaggedCorpus:
@@ -136,17 +149,47 @@ class NeuronJob:
                 return
             acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
             x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
-            self.stats[batch.group].update_units(x, tags.to(dev), words.to(dev))
+            self.stats[batch.group].update_units(x, tags.to(dev))
             if batch.group == 1:
                 self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
+                if self.tail is not None:
+                    self.tail.update(x, tags.to(dev))
+            if self.kept is not None:
+                self._keep(acts, tags, words, batch.tokens[bd, pd], np.asarray(batch.stories)[b.numpy()], batch.group == 0)
             parts.clear()
 
         return [(h, hook) for h in names]
 
+    def _keep(self, acts, tags, words, tok, story, selection: bool) -> None:
+        k = self.kept
+        k["acts"].append(acts.float().cpu().numpy())  # [tok, unit]
+        k["tags"].append(tags.numpy())
+        k["words"].append(words.numpy())
+        k["tok"].append(tok.cpu().numpy())
+        k["story"].append(story)
+        k["sel"].append(np.full(len(story), selection))
+
+    def unit_activations(self) -> UnitActivations:
+        """The kept activations with their labels (``in_memory`` runs, after the pass)."""
+        if self.kept is None or not self.kept["acts"]:
+            raise ConfigError("NeuronJob.unit_activations: no activations kept (in_memory=False, or no pass yet)")
+        cat = {k: np.concatenate(v) for k, v in self.kept.items()}
+        self.kept = {k: [] for k in self.kept}  # hand the memory over
+        d_mlp = self.model.cfg.d_mlp
+        return UnitActivations(
+            acts=cat["acts"], tags=cat["tags"], token_ids=cat["tok"], words=cat["words"], story=cat["story"],
+            selection=cat["sel"], tag_names=list(self.labels.tags), word_names=list(self.labels.words),
+            unit_names=[f"L{x}.N{n}" for x in self.layers for n in range(d_mlp)],
+            unit_meta={"layer": np.repeat(self.layers, d_mlp), "neuron": np.tile(np.arange(d_mlp), len(self.layers))})
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """What the pass accumulated: both halves' :class:`TagStats` (``sel.*``, ``out.*``) and the top-k (``top.*``)."""
+        """What the pass accumulated: both halves' :class:`TagStats` (``sel.*``, ``out.*``), the top-k (``top.*``)
+        and the tail histogram (``tail.*``). Streaming jobs only: kept activations are not a mergeable sum."""
+        if self.kept is not None:
+            raise ConfigError("NeuronConfig.in_memory=True cannot be sharded; shards stream (in_memory=False)")
         out = {f"{half}.{k}": v for half, st in zip(("sel", "out"), self.stats) for k, v in st.state_dict().items()}
         out.update({f"top.{k}": v for k, v in self.top.state_dict().items()})
+        out.update({f"tail.{k}": v for k, v in self.tail.state_dict().items()})
         return out
 
     def merge_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -154,17 +197,18 @@ class NeuronJob:
         for half, st in zip(("sel", "out"), self.stats):
             st.merge_state({k.partition(".")[2]: v for k, v in state.items() if k.startswith(f"{half}.")})
         self.top.merge_state({k.partition(".")[2]: v for k, v in state.items() if k.startswith("top.")})
+        self.tail.merge_state({k.partition(".")[2]: v for k, v in state.items() if k.startswith("tail.")})
 
     def control_job(self) -> "NeuronJob | None":
-        """The untrained control: this job's analysis (no control of its own, no examples) of a randomly
-        initialised twin of the model on :meth:`control_corpus`; None when the config switches it off."""
+        """The untrained control: this job's analysis (no control of its own, no examples, no lexical baselines)
+        of a randomly initialised twin of the model on :meth:`control_corpus`; None when switched off."""
         if not self.cfg.untrained_control:
             return None
         twin = untrained_copy(self.model, self.cfg.control_seed)
         ctrl_cfg = dataclasses.replace(self.cfg, untrained_control=False, n_examples=0)
         ctrl_corpus = self.control_corpus()
         return NeuronJob(twin, ctrl_corpus, ctrl_cfg, label="untrained control",
-                         labels=self.labels if ctrl_corpus is self.corpus else None, split=self.split)
+                         labels=self.labels if ctrl_corpus is self.corpus else None, baselines=False, split=self.split)
 
     def run(self) -> NeuronResults:
         """Stream :attr:`groups` through the model with this job alone, then :meth:`finish`."""
@@ -173,58 +217,86 @@ class NeuronJob:
         return self.finish()
 
     def finish(self) -> NeuronResults:
-        """Tests, FDR, controls, examples (and the untrained control) from the accumulated statistics."""
-        cfg, labels = self.cfg, self.labels
-        sel = run_tests(self.stats[0], cfg.min_support)
-        rep = run_tests(self.stats[1], cfg.min_support, cfg.ambiguous_min_support)
-        q = bh_qvalues(rep.p_value)  # over every held-out neuron × tag test with support
-        dec = _decide(sel, rep, q, cfg)
-        rows = self._rows(sel, rep, q, dec)
-        res = NeuronResults(rows=rows, summary=self._summary(rep, q, dec))
+        """The decision (exact or streaming), examples and the untrained control, from what the pass kept."""
+        cfg, labels, idc = self.cfg, self.labels, self.cfg.identity
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        sel, rep = run_tests(self.stats[0], idc.min_support), run_tests(self.stats[1], idc.min_support)
+        extra: dict = {}
+        if self.kept is not None:
+            ua = self.unit_activations()
+            t1 = time.perf_counter()
+            ident = classify_units(ua, idc)
+            timings["identity_rules_s"] = time.perf_counter() - t1
+            lexical = {}
+            if self.baselines:
+                from tinyinterp.analysis.neurons.baselines import lexical_baseline
+
+                t1 = time.perf_counter()
+                lexical = lexical_baseline(ua, self.model.W_E.detach().cpu().numpy(), idc)
+                timings["lexical_baselines_s"] = time.perf_counter() - t1
+            del ua
+            rows = exact_rows(ident, rep, lexical)
+            extra = {"paper_specificity": _paper(ident), "n_ambiguous_tests": ident.summary["n_ambiguous_tests"]}
+            if lexical:
+                extra["lexical_baseline"] = lexical
+            mode = "exact"
+        else:
+            ap = self.tail.average_precision()
+            rows = streaming_rows(sel, rep, ap, _top_k_controls(self.top, labels), labels.tags, self.layers,
+                                  self.model.cfg.d_mlp, idc)
+            extra = {"untestable_why": f"unseen token ids, ambiguous words, story bootstrap: {STREAMING_UNTESTABLE}"}
+            mode = "streaming"
+        rows = sort_rows(rows)
+        self._add_logits(rows)
+        timings["decision_s"] = time.perf_counter() - t0
+        res = NeuronResults(rows=rows, summary={**self._summary(mode), **category_summary(rows, labels.tags), **extra})
+        res.selection = self._selection_stats(sel.auroc)
         if cfg.n_examples:
+            t0 = time.perf_counter()
             res.examples = examples_for(self.model, self.corpus, res, self.top, self.layers, cfg)
+            timings["examples_s"] = time.perf_counter() - t0
         if cfg.untrained_control:
+            t0 = time.perf_counter()
             res.control = self.control_result if self.control_result is not None else self.control_job().run()
-            res.summary["untrained_control"] = {k: res.control.summary[k] for k in (
-                "n_selective", "n_selective_neurons", "selective_per_tag", "n_discoveries", "discovery_rate", "n_tests",
-                "n_stories")}
-            log.info("untrained control: %d selective neuron(s)", res.control.summary["n_selective_neurons"])
-        log.info("neurons: %d selective neuron x tag pair(s) of %d tests", res.summary["n_selective"], dec["n_valid"])
+            c = res.control.summary
+            res.summary["untrained_control"] = {k: c[k] for k in (
+                "categories_per_tag", "pos_per_tag", "n_pos_neurons", "n_token_neurons", "n_untestable_neurons",
+                "n_candidates", "n_stories", "mode")}
+            timings["control_s"] = time.perf_counter() - t0
+            log.info("untrained control: %d pos neuron(s)", c["n_pos_neurons"])
+        res.timings = {k: round(v, 3) for k, v in timings.items()}
+        log.info("neurons: %d candidate row(s); %d pos, %d token neuron(s) (%s)", len(rows), res.summary["n_pos_neurons"],
+                 res.summary["n_token_neurons"], mode)
         return res
 
-    def _rows(self, sel: TagTests, rep: TagTests, q: np.ndarray, dec: dict) -> list[dict]:
-        """One row per kept neuron × tag (see :class:`NeuronConfig` ``rows``), selective first, best AUROC next."""
-        labels, layers, d_mlp = self.labels, self.layers, self.model.cfg.d_mlp
-        units, tag_ids = dec["keep"].nonzero()
-        top = _top_k_controls(self.top, labels)
-        logits = logit_effects(self.model, [(layers[u // d_mlp], u % d_mlp) for u in sorted(set(units.tolist()))],
-                               self.cfg.n_logit_tokens)
-        rows = []
-        for u, t in zip(units.tolist(), tag_ids.tolist()):
-            layer, neuron = layers[u // d_mlp], u % d_mlp
-            n_top = int(top["filled"][u].sum())
-            rows.append({
-                "layer": layer, "neuron": neuron, "pos": labels.tags[t], "held_out": True,
-                "auroc": float(rep.auroc[u, t]), "ap": float(rep.ap[u, t]), "cohens_d": float(rep.cohens_d[u, t]),
-                "mean_diff": float(rep.mean_diff[u, t]), "mean_pos": float(rep.mean_pos[u, t]),
-                "mean_neg": float(rep.mean_neg[u, t]), "p_value": float(rep.p_value[u, t]), "q_value": float(q[u, t]),
-                "n_pos": int(rep.n_pos[u, t]), "n_neg": int(rep.n_neg[u, t]), "auroc_err": float(rep.auroc_err[u, t]),
-                "auroc_select": float(sel.auroc[u, t]), "best_tag": bool(dec["best"][u] == t),
-                "selected": bool(dec["selected"][u, t]), "selective": bool(dec["selective"][u, t]),
-                "top_k_precision": float((top["tag"][u] == t).sum() / n_top) if n_top else math.nan,
-                "n_word_types_top_k": int(top["n_types"][u]), "top_k_word_share": float(top["share"][u]),
-                "ambiguous_auroc": float(rep.ambiguous_auroc[u, t]),
-                "n_ambiguous_pos": int(rep.ambiguous_n_pos[u, t]), "n_ambiguous_neg": int(rep.ambiguous_n_neg[u, t]),
-                **logits.get((layer, neuron), {}),
-            })
-        rows.sort(key=lambda r: (not r["selective"], -np.nan_to_num(r["auroc"], nan=-1.0), r["layer"], r["neuron"]))
-        return rows
+    def _selection_stats(self, auroc: np.ndarray) -> SelectionStats:
+        """Selection-half mean and variance per neuron (from the streamed moments) and binned AUROC: what the
+        ablation ranks, ablates to and matches on."""
+        st = self.stats[0]
+        n = max(st.n_tokens, 1)
+        m = st.sum.sum(1).cpu().numpy() / n
+        d_mlp = self.model.cfg.d_mlp
+        return SelectionStats(layer=np.repeat(self.layers, d_mlp), neuron=np.tile(np.arange(d_mlp), len(self.layers)),
+                              mean=st.shift.cpu().numpy() + m, variance=np.maximum(st.sumsq.sum(1).cpu().numpy() / n - m ** 2, 0),
+                              held_out=np.asarray(self.out_idx), tag_names=list(self.labels.tags), auroc=auroc)
 
-    def _summary(self, rep: TagTests, q: np.ndarray, dec: dict) -> dict:
-        cfg, labels, corpus, model = self.cfg, self.labels, self.corpus, self.model
+    def _add_logits(self, rows: list[dict]) -> None:
+        keys = sorted({(r["layer"], r["neuron"]) for r in rows})
+        logits = logit_effects(self.model, keys, self.cfg.n_logit_tokens)
+        for r in rows:
+            r.update(logits.get((r["layer"], r["neuron"]), {}))
+
+    def _summary(self, mode: str) -> dict:
+        cfg, labels, corpus, model, idc = self.cfg, self.labels, self.corpus, self.model, self.cfg.identity
         sel_stats, out_stats = self.stats
-        n_valid, selective, discovered = dec["n_valid"], dec["selective"], dec["discovered"]
+        how = ("exact AUROC/AP on every held-out token; story-bootstrap CIs and Wald p (vs 0.5), BH over every row; "
+               "identity tests (unseen token ids, within-identity ambiguous words, word types at the top)"
+               if mode == "exact" else
+               f"binned AUROC ({cfg.n_bins} quantile bins); AP with the top {cfg.tail} activations per neuron exact; "
+               "word types at the top from the top-k buffer; no story-level inference")
         return {
+            "mode": mode, "method": how,
             "n_stories": len(corpus), "n_stories_select": len(self.sel_idx), "n_stories_held_out": len(self.out_idx),
             "n_tokens_select": sel_stats.n_tokens, "n_tokens_held_out": out_stats.n_tokens,
             "truncated_stories": int((corpus.lengths() > model.cfg.n_ctx).sum()),
@@ -232,41 +304,21 @@ class NeuronJob:
             "tags": labels.tags,
             "tag_support_held_out": dict(zip(labels.tags, out_stats.support.tolist())),
             "tag_word_types": dict(zip(labels.tags, (labels.tag_counts > 0).sum(0).tolist())),  # whole corpus
-            "n_tests": n_valid, "auroc_threshold": cfg.auroc_threshold, "fdr": cfg.fdr,
-            "n_significant": int((np.nan_to_num(q, nan=1.0) < cfg.fdr).sum()),
-            "n_discoveries": int(discovered.sum()), "discovery_rate": float(discovered.sum() / max(n_valid, 1)),
-            "n_selected": int(dec["selected"].sum()),
-            "selective_per_tag": {tag: int(selective[:, i].sum()) for i, tag in enumerate(labels.tags)},
-            "n_selective": int(selective.sum()), "n_selective_neurons": int(selective.any(1).sum()),
-            "max_auroc_err": float(np.nanmax(rep.auroc_err)) if n_valid else math.nan,
-            "method": (f"AUROC/AP from {cfg.n_bins} per-neuron quantile bins (edges from {cfg.calib_tokens} selection-half "
-                       "tokens); one-sided Mann-Whitney (normal approx., tie+continuity corrected); BH over all held-out tests"),
+            "auroc_threshold": idc.auroc_threshold, "fdr": idc.fdr,
             "config": dataclasses.asdict(cfg),
         }
 
 
-def _decide(sel: TagTests, rep: TagTests, q: np.ndarray, cfg: NeuronConfig) -> dict:
-    """The decision rule: ``selected`` (selection half), ``selective`` (and held out), ``discovered``
-    (held out alone), each neuron's ``best`` tag on the selection half, and the rows to ``keep``."""
-    thr = cfg.auroc_threshold
-    selected = sel.valid & (np.nan_to_num(sel.auroc, nan=0.0) >= thr)
-    selective = selected & (np.nan_to_num(rep.auroc, nan=0.0) >= thr) & (np.nan_to_num(q, nan=1.0) < cfg.fdr)
-    discovered = (np.nan_to_num(rep.auroc, nan=0.0) >= thr) & (np.nan_to_num(q, nan=1.0) < cfg.fdr)
-    best = np.where(sel.valid.any(1), np.nanargmax(np.where(sel.valid, sel.auroc, -1.0), 1), -1)  # [unit]
-    keep = np.zeros_like(selected)
-    if cfg.rows == "all":
-        keep[:] = True
-    else:
-        has = best >= 0
-        keep[np.arange(len(best))[has], best[has]] = True
-        keep |= selected
-    return {"selected": selected, "selective": selective, "discovered": discovered, "best": best, "keep": keep,
-            "n_valid": int(rep.valid.sum())}
+def _paper(ident) -> dict:
+    """The paper-form specificity summary, with the passing neurons listed."""
+    out = dict(ident.summary["paper_specificity"])
+    out["units"] = [{k: p[k] for k in p if k != "unit"} for p in ident.paper if p["passes"]]
+    return out
 
 
 def _top_k_controls(top: TopKBuffer, labels: CorpusLabels) -> dict[str, np.ndarray]:
     """Per unit, from the held-out top-k (exact values from the buffer): each entry's tag and whether it is
-    filled, the number of distinct word types and the share of the top-k held by its most frequent word type."""
+    filled, and ``n_types [unit, tag]``: distinct word types carrying the tag among the top-k."""
     top_story, top_pos = top.story.cpu().numpy(), top.pos.cpu().numpy()  # [unit, k]
     top_tag = np.full(top_story.shape, -1)
     top_word = np.full(top_story.shape, -1)
@@ -274,10 +326,22 @@ def _top_k_controls(top: TopKBuffer, labels: CorpusLabels) -> dict[str, np.ndarr
     for u, j in zip(*filled.nonzero()):  # units × k lookups, independent of corpus size
         top_tag[u, j] = labels.tag_ids[top_story[u, j]][top_pos[u, j]]
         top_word[u, j] = labels.word_ids[top_story[u, j]][top_pos[u, j]]
-    n_types = np.array([len(set(w[w >= 0].tolist())) for w in top_word])
-    share = np.array([np.bincount(w[w >= 0]).max() / (w >= 0).sum() if (w >= 0).any() else math.nan
-                      for w in top_word])
-    return {"tag": top_tag, "filled": filled, "n_types": n_types, "share": share}
+    n_types = np.zeros((top_story.shape[0], len(labels.tags)), dtype=np.int64)
+    for u in range(top_story.shape[0]):
+        pairs = {(t, w) for t, w in zip(top_tag[u].tolist(), top_word[u].tolist()) if t >= 0}
+        for t, _ in pairs:
+            n_types[u, t] += 1
+    return {"tag": top_tag, "filled": filled, "n_types": n_types}
+
+
+def neuron_activations(model, corpus: TaggedCorpus, cfg: NeuronConfig | None = None) -> UnitActivations:
+    """Every analysed token's MLP-neuron activations with their labels, as the neuron analysis keeps them
+    (``cfg.layers``, ``split_seed``, continuations; memory ``4 * tokens * neurons`` bytes)."""
+    cfg = dataclasses.replace(cfg or NeuronConfig(), in_memory=True, untrained_control=False, n_examples=0)
+    with eval_mode(model):
+        job = NeuronJob(model, corpus, cfg)
+        run_pass(model, corpus, [job], job.groups, cfg.batch_tokens, cfg.progress, "neuron activations")
+    return job.unit_activations()
 
 
 def run_neuron_job(model, corpus: TaggedCorpus, cfg: NeuronConfig, label: str = "neurons",

@@ -12,30 +12,37 @@ with their ratio (specificity of the effect). The same is done for ``n_random`` 
 matched unit by unit on activation variance and output-weight norm within the same group
 (layer), so "bigger than random" does not just mean "louder units". Loss changes get story-
 bootstrap CIs (:func:`~tinyinterp.analysis.stats.bootstrap_mean`); ``p_random`` is the share of
-random sets whose target change reaches the chosen set's.
+random sets whose target change reaches the chosen set's. :func:`neuron_ablation` does the same
+for a set of neurons you choose (e.g. one neuron in the explorer).
 
-Units are addressed as ``(hook name, index)``: MLP neurons today (:func:`neuron_units`); an SAE
-feature would pass its feature-activation hook and decoder norms.
+What is ranked and matched on comes as :class:`SelectionStats` (selection half only): from the
+neuron analysis (``NeuronResults.selection``), from in-memory activations
+(:meth:`SelectionStats.from_units`) or from one pass over the selection half
+(:func:`selection_stats`). :class:`AblationResults` is what ``ablation.json`` holds.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tinyinterp.analysis.stats import bootstrap_mean, story_sums, story_weights
+from tinyinterp.analysis.results_io import JsonResult
+from tinyinterp.analysis.stats import bootstrap_mean, story_weights
 from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.analysis.neurons.metrics import auroc_matrix
-from tinyinterp.errors import ConfigError
+from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AblationConfig", "ablation_table", "matched_random_sets", "neuron_units"]
+__all__ = ["ABLATION_JSON", "AblationConfig", "AblationResults", "AblationUnits", "SelectionStats", "ablation_table", "matched_random_sets",
+           "neuron_ablation", "selection_stats"]
+
+ABLATION_JSON = "ablation.json"
 
 
 @dataclass
@@ -59,14 +66,88 @@ class AblationConfig:
             raise ConfigError("AblationConfig: n_units and n_neighbours must be >= 1, n_random >= 0")
 
 
-def neuron_units(model, ua: UnitActivations) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
-    """``(hook, index)`` per neuron unit of ``ua``, its output-weight norm, and its group (layer)."""
+@dataclass
+class SelectionStats:
+    """Per MLP neuron, on the selection half's analysed tokens: mean and variance (and AUROC per tag, to
+    rank); plus which stories are held out (where the ablation runs)."""
+
+    layer: np.ndarray  # int [unit]
+    neuron: np.ndarray  # int [unit]
+    mean: np.ndarray  # [unit]: the mean-ablation value
+    variance: np.ndarray  # [unit]: matched on
+    held_out: np.ndarray  # story indices of the held-out half
+    tag_names: list[str] = field(default_factory=list)
+    auroc: np.ndarray | None = None  # [unit, tag], selection half; None: nothing to rank by
+    names: list[str] | None = None  # unit names when the units are not MLP neurons (e.g. SAE features)
+
+    @property
+    def unit_names(self) -> list[str]:
+        if self.names is not None:
+            return list(self.names)
+        return [f"L{int(x)}.N{int(n)}" for x, n in zip(self.layer, self.neuron)]
+
+    def index(self, layer: int, neuron: int) -> int:
+        hit = np.flatnonzero((self.layer == layer) & (self.neuron == neuron))
+        if not hit.size:
+            raise ConfigError(f"neuron ({layer}, {neuron}) is not among the analysed neurons")
+        return int(hit[0])
+
+    @classmethod
+    def from_units(cls, ua: UnitActivations) -> "SelectionStats":
+        """From in-memory MLP-neuron activations (``unit_meta`` has ``layer`` and ``neuron``)."""
+        sel = ua.selection
+        auc, _, _ = auroc_matrix(ua.acts[sel], ua.tags[sel], ua.n_tags)
+        return cls(layer=np.asarray(ua.unit_meta["layer"]), neuron=np.asarray(ua.unit_meta["neuron"]),
+                   mean=ua.acts[sel].mean(0), variance=ua.acts[sel].var(0), held_out=np.unique(ua.story[~sel]),
+                   tag_names=list(ua.tag_names), auroc=auc)
+
+
+@torch.no_grad()
+def selection_stats(model, corpus, split_seed: int = 0, layers: Sequence[int] | None = None,
+                    batch_tokens: int = 8192) -> SelectionStats:
+    """Mean and variance of every MLP neuron over the selection half's analysed tokens (one pass)."""
+    from tinyinterp.analysis.corpus.labels import label_corpus
+    from tinyinterp.analysis.engine import mlp_hook, stream_activations
+
+    layers = list(range(model.cfg.n_layers)) if layers is None else [int(x) for x in layers]
+    labels, hooks = label_corpus(corpus), [mlp_hook(x) for x in layers]
+    sel, held = corpus.split_indices(split_seed)
+    s = ss = None
+    n = 0
+    for bt in stream_activations(model, corpus, hooks, batch_tokens, indices=sel, desc="ablation: selection half"):
+        b, p, _, _ = labels.analysed(bt.stories, bt.mask)
+        dev = bt.acts[hooks[0]].device
+        x = torch.cat([bt.acts[h][b.to(dev), p.to(dev)] for h in hooks], 1).double()  # [tok, unit]
+        s = x.sum(0) if s is None else s + x.sum(0)
+        ss = x.square().sum(0) if ss is None else ss + x.square().sum(0)
+        n += x.shape[0]
+    if not n:
+        raise DataError("the selection half has no analysed tokens; use more stories")
+    mean = (s / n).cpu().numpy()
+    d_mlp = model.cfg.d_mlp
+    return SelectionStats(layer=np.repeat(layers, d_mlp), neuron=np.tile(np.arange(d_mlp), len(layers)), mean=mean,
+                          variance=np.maximum((ss / n).cpu().numpy() - mean ** 2, 0.0), held_out=np.asarray(held),
+                          tag_names=list(labels.tags))
+
+
+@dataclass
+class AblationUnits:
+    """Where each unit of :class:`SelectionStats` lives and how to ablate it (default: MLP neurons,
+    overwritten with their mean; SAE features pass their own, spliced through the SAE)."""
+
+    refs: list[tuple[str, int]]  # (hook name, index at that hook) per unit
+    norm: np.ndarray  # [unit]: output-weight (or decoder) norm, matched on
+    make_hook: Callable[[torch.Tensor, torch.Tensor], Callable] | None = None  # (idx, means) -> hook; None: overwrite
+    matched_on: str = "activation variance (selection half) and output-weight norm, same layer"
+
+
+def _refs(model, stats: SelectionStats) -> AblationUnits:
+    """``(hook, index)`` per neuron and its output-weight norm ``|W_out[n]|``."""
     from tinyinterp.analysis.engine import mlp_hook
 
-    layer, neuron = ua.unit_meta["layer"], ua.unit_meta["neuron"]
-    refs = [(mlp_hook(int(x)), int(n)) for x, n in zip(layer, neuron)]
-    norms = np.array([float(model.blocks[int(x)].mlp.W_out[int(n)].detach().norm()) for x, n in zip(layer, neuron)])
-    return refs, norms, np.asarray(layer)
+    refs = [(mlp_hook(int(x)), int(n)) for x, n in zip(stats.layer, stats.neuron)]
+    norms = np.array([float(model.blocks[int(x)].mlp.W_out[int(n)].detach().norm()) for x, n in zip(stats.layer, stats.neuron)])
+    return AblationUnits(refs, norms)
 
 
 def matched_random_sets(chosen: np.ndarray, variance: np.ndarray, norm: np.ndarray, group: np.ndarray,
@@ -137,37 +218,62 @@ def _mean_hook(idx: torch.Tensor, mean: torch.Tensor):
     return hook
 
 
-def ablation_table(model, corpus, ua: UnitActivations, units: Sequence[tuple[str, int]], norm: np.ndarray,
-                   group: np.ndarray, cfg: AblationConfig | None = None, progress: bool = False,
-                   make_hook=None) -> list[dict[str, Any]]:
-    """One row per tag: target / off-target loss change of its top units vs matched random sets.
-
-    ``make_hook(idx, means)``: the hook that sets units ``idx`` of a hook point to ``means[idx]``
-    (default: overwrite the activations; SAE features splice through the SAE instead)."""
-    cfg = cfg or AblationConfig()
-    sel = ua.selection
-    auc, _, _ = auroc_matrix(ua.acts[sel], ua.tags[sel], ua.n_tags)  # [unit, tag], selection half only
-    variance = ua.acts[sel].var(0)
+def _ablate(model, corpus, stats: SelectionStats, plan: dict[str, list[np.ndarray]], cfg: AblationConfig,
+            progress: bool, units: AblationUnits) -> list[dict[str, Any]]:
+    """Run every set of ``plan`` (tag -> [chosen, random...]) on the held-out stories; one row per tag."""
+    refs = units.refs
+    size: dict[str, int] = {}
+    for h, i in refs:
+        size[h] = max(size.get(h, 0), i + 1)
     means: dict[str, torch.Tensor] = {}
-    mu = ua.acts[sel].mean(0)
-    for (h, i), m in zip(units, mu):
-        means.setdefault(h, torch.zeros(int(max(j for hh, j in units if hh == h)) + 1, device=model.cfg.device))[i] = float(m)
-    rng = np.random.default_rng(cfg.seed)
-    tags = [t for t in ua.tag_names if cfg.tags is None or t in cfg.tags]
-    plan = {}
-    for t in tags:
-        col = np.nan_to_num(auc[:, ua.tag_names.index(t)], nan=0.0)
-        chosen = np.argsort(-col, kind="stable")[: cfg.n_units]
-        plan[t] = [chosen] + matched_random_sets(chosen, variance, norm, group, cfg.n_random, cfg.n_neighbours, rng)
-    held = np.unique(ua.story[~sel])
+    for (h, i), m in zip(refs, stats.mean):
+        means.setdefault(h, torch.zeros(size[h], device=model.cfg.device))[i] = float(m)
+    held = np.asarray(stats.held_out)
     held = held[: cfg.max_stories] if cfg.max_stories is not None else held
+    tags = list(plan)
     flat = [s for t in tags for s in plan[t]]
-    batches = _token_losses(model, corpus, held, [[units[u] for u in s] for s in flat], means, cfg.batch_tokens, progress,
-                            make_hook)
-    return [_tag_row(t, ua, plan[t], flat, batches, corpus, model, auc, cfg) for t in tags]
+    batches = _token_losses(model, corpus, held, [[refs[u] for u in s] for s in flat], means, cfg.batch_tokens, progress,
+                            units.make_hook)
+    return [{**_tag_row(t, stats, plan[t], flat, batches, corpus, model, cfg), "matched_on": units.matched_on} for t in tags]
 
 
-def _tag_row(tag, ua, sets, flat, batches, corpus, model, auc, cfg) -> dict[str, Any]:
+def ablation_table(model, corpus, stats: SelectionStats, cfg: AblationConfig | None = None,
+                   progress: bool = False, units: AblationUnits | None = None) -> list[dict[str, Any]]:
+    """One row per tag: target / off-target loss change of its top units (selection-half AUROC) vs matched random sets.
+
+    ``units``: where the units live and how to ablate them (default: ``stats``' MLP neurons, mean-overwritten)."""
+    cfg = cfg or AblationConfig()
+    if stats.auroc is None:
+        raise ConfigError("ablation_table needs SelectionStats with a selection-half AUROC to rank by")
+    units = units or _refs(model, stats)
+    norm = units.norm
+    rng = np.random.default_rng(cfg.seed)
+    plan = {}
+    for t in [t for t in stats.tag_names if cfg.tags is None or t in cfg.tags]:
+        col = np.nan_to_num(stats.auroc[:, stats.tag_names.index(t)], nan=0.0)
+        chosen = np.argsort(-col, kind="stable")[: cfg.n_units]
+        plan[t] = [chosen] + matched_random_sets(chosen, stats.variance, norm, stats.layer, cfg.n_random,
+                                                 cfg.n_neighbours, rng)
+    return _ablate(model, corpus, stats, plan, cfg, progress, units)
+
+
+def neuron_ablation(model, corpus, neurons: Sequence[tuple[int, int]], tag: str, cfg: AblationConfig | None = None,
+                    stats: SelectionStats | None = None, progress: bool = False) -> dict[str, Any]:
+    """Mean-ablate chosen ``(layer, neuron)`` on the held-out half against matched random sets; one row as in
+    :func:`ablation_table`. ``stats``: from the neuron analysis if you have them, else one selection-half pass."""
+    cfg = cfg or AblationConfig()
+    stats = stats if stats is not None else selection_stats(model, corpus)
+    if tag not in stats.tag_names:
+        raise DataError(f"tag {tag!r} does not occur in the corpus ({', '.join(stats.tag_names)})")
+    chosen = np.array([stats.index(int(x), int(n)) for x, n in neurons])
+    units = _refs(model, stats)
+    rng = np.random.default_rng(cfg.seed)
+    sets = [chosen] + matched_random_sets(chosen, stats.variance, units.norm, stats.layer, cfg.n_random, cfg.n_neighbours,
+                                          rng)
+    return _ablate(model, corpus, stats, {tag: sets}, cfg, progress, units)[0]
+
+
+def _tag_row(tag, stats: SelectionStats, sets, flat, batches, corpus, model, cfg) -> dict[str, Any]:
     from tinyinterp.analysis.engine import story_lengths
 
     lengths = story_lengths(corpus, model.cfg.n_ctx)
@@ -186,21 +292,52 @@ def _tag_row(tag, ua, sets, flat, batches, corpus, model, auc, cfg) -> dict[str,
             off_sum[r0:r0 + len(idx), j] = (d * off).sum(1)
         n_tgt[r0:r0 + len(idx)], n_off[r0:r0 + len(idx)] = tgt.sum(1), off.sum(1)
         r0 += len(idx)
+    if not n_tgt.sum():
+        raise DataError(f"no '{tag}' word followed by another token in the held-out stories; pick another tag or more stories")
     w = story_weights(n_st, cfg.n_boot, cfg.seed)
     d_t, d_o = tgt_sum.sum(0) / max(n_tgt.sum(), 1), off_sum.sum(0) / max(n_off.sum(), 1)
     bt = bootstrap_mean(tgt_sum[:, 0], n_tgt, w)
     bo = bootstrap_mean(off_sum[:, 0], n_off, w)
-    ratio_reps = (w @ tgt_sum[:, 0] / (w @ n_tgt)) / (w @ off_sum[:, 0] / (w @ n_off))
-    rand_t, rand_ratio = d_t[1:], d_t[1:] / d_o[1:]
-    t = ua.tag_names.index(tag)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio_reps = (w @ tgt_sum[:, 0] / (w @ n_tgt)) / (w @ off_sum[:, 0] / (w @ n_off))
+        rand_t, rand_o, rand_ratio = d_t[1:], d_o[1:], d_t[1:] / d_o[1:]
+        ratio = d_t[0] / d_o[0]
+    t = stats.tag_names.index(tag)
+    nan = float("nan")
     return {
-        "tag": tag, "units": [ua.unit_names[u] for u in sets[0]],
-        "selection_auroc": [float(auc[u, t]) for u in sets[0]], "n_target": int(n_tgt.sum()), "n_stories": n_st,
+        "tag": tag, "units": [stats.unit_names[u] for u in sets[0]],
+        "neurons": [[int(stats.layer[u]), int(stats.neuron[u])] for u in sets[0]],
+        "selection_auroc": [float(stats.auroc[u, t]) if stats.auroc is not None else nan for u in sets[0]],
+        "n_target": int(n_tgt.sum()), "n_off_target": int(n_off.sum()), "n_stories": n_st,
         "delta_target": float(d_t[0]), "delta_target_ci": [float(bt.ci_low), float(bt.ci_high)],
         "delta_off_target": float(d_o[0]), "delta_off_target_ci": [float(bo.ci_low), float(bo.ci_high)],
-        "ratio": float(d_t[0] / d_o[0]), "ratio_ci": [float(x) for x in np.nanquantile(ratio_reps, [0.025, 0.975])],
-        "random_delta_target": rand_t.tolist(), "random_ratio": rand_ratio.tolist(),
-        "random_delta_target_mean": float(rand_t.mean()) if len(rand_t) else float("nan"),
+        "ratio": float(ratio), "ratio_ci": [float(x) for x in np.nanquantile(ratio_reps, [0.025, 0.975])],
+        "random_delta_target": rand_t.tolist(), "random_delta_off_target": rand_o.tolist(), "random_ratio": rand_ratio.tolist(),
+        "random_delta_target_mean": float(rand_t.mean()) if len(rand_t) else nan,
+        "random_ratio_mean": float(np.nanmean(rand_ratio)) if len(rand_ratio) else nan,
         "p_random": float((1 + (rand_t >= d_t[0]).sum()) / (1 + len(rand_t))),
-        "p_random_ratio": float((1 + (rand_ratio >= d_t[0] / d_o[0]).sum()) / (1 + len(rand_ratio))),
+        "p_random_ratio": float((1 + (rand_ratio >= ratio).sum()) / (1 + len(rand_ratio))),
     }
+
+
+@dataclass
+class AblationResults(JsonResult):
+    """The rows of :func:`ablation_table` (one per tag); ``save(folder)`` writes ``ablation.json`` (a list)."""
+
+    FILE: ClassVar[str] = ABLATION_JSON
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def to_json_obj(self) -> list[dict[str, Any]]:
+        return self.rows
+
+    @classmethod
+    def from_json_obj(cls, data: Any) -> "AblationResults":
+        if not isinstance(data, list):
+            raise TypeError("ablation.json must hold a list of rows")
+        return cls([dict(d) for d in data])

@@ -1,28 +1,28 @@
-"""Part-of-speech-selective MLP neurons, selected on one half of the stories, reported on the other.
+"""Part-of-speech neurons that survive token identity: selected on one half of the stories, decided on the other.
 
-For every MLP neuron × UPOS tag with enough support, :func:`find_pos_neurons` streams the
-corpus once per half (see :mod:`tinyinterp.analysis.neurons.stats` for the binned AUROC,
-average precision and Mann–Whitney method) and:
+:func:`find_pos_neurons` streams the corpus once (selection half, then held-out half) and
+decides, for every MLP neuron × UPOS tag the selection half selects (AUROC >= 0.9 on one
+token-id fold), one category (:mod:`~tinyinterp.analysis.neurons.identity`):
 
-* **selects** on the selection half: a neuron × tag pair is ``selected`` when its AUROC there
-  reaches ``auroc_threshold``; every neuron's best tag on that half is reported too;
-* **reports** on the held-out half: AUROC, AP, Cohen's d, mean difference, one-sided p-value,
-  Benjamini–Hochberg q-value over *all* neuron × tag tests with support on that half,
-  precision of the top-k activations, and the token-identity controls (distinct word types
-  among the top-k; AUROC restricted to ambiguous words, i.e. word types that carry this tag
-  and another one at least ``ambiguous_min_count`` times each in the corpus);
-* a row is ``selective`` when selected, its held-out AUROC ≥ ``auroc_threshold`` and its
-  q-value < ``fdr``;
-* **controls** with an untrained model of the same architecture (random init, fixed seed)
-  analysed the same way; it should find ≈ 0 selective neurons.
+* ``pos`` — replicated on the held-out half (AUROC >= 0.9, story-bootstrap p with BH q < 0.05
+  over every row) and selective beyond token identity: it generalises to token ids unseen when
+  selecting, tells ambiguous words apart within one token id ("play" the noun vs the verb;
+  story-bootstrap CI above 0.5, BH), and spans >= 5 word types among its top activations;
+* ``token`` — replicated, but an identity test fails (one or a few word types carry it);
+* ``untestable`` — replicated, a deciding test lacks support (or cannot run: streaming runs);
+* None — not replicated.
 
-Reading the controls: a neuron that detects one word (or one position, e.g. the "upon" of
-"Once upon a time") looks selective for a tag dominated by that word; random untrained
-neurons do this too. Such rows show few word types in the top-k (``n_word_types_top_k``,
-``top_k_word_share`` near 1), an ambiguous-word AUROC near 0.5, and the untrained control
-finds neurons for the same tag (``summary["untrained_control"]["selective_per_tag"]``;
-``summary["tag_word_types"]`` says how many word types each tag has). Open-class tags
-(NOUN, VERB, ADJ) have too many word types for a random neuron to reach a high AUROC.
+Sensitivity (AUROC) and specificity (precision among the top activations, AP lift over the
+base rate) are reported side by side, with the paper's form ("fires only on adjectives": >= 90%
+one tag among the top 50 held-out activations across >= 10 word types) and the lexical
+baselines (token-id lookup, embedding probe) per tag. The same analysis runs on an untrained
+model of the same shape (the control; it should have no ``pos`` row).
+
+By default every analysed token's activations are kept in memory (exact AUROC/AP, story
+bootstrap, identity tests; 4 bytes x tokens x neurons). Sharded and torchrun runs stream
+instead (``NeuronConfig.in_memory=False``): binned AUROC, AP with an exact top tail, the
+word-type test from the top-k; the other identity tests are reported ``untestable``, never
+passed silently. Rows, columns and counts: :mod:`~tinyinterp.analysis.neurons.decision`.
 
 Tokens analysed: BOS and whitespace tokens are left out (``exclude_tags``); continuation
 tokens (the 2nd, 3rd … token of a word) are left out by default, so each word counts once,
@@ -40,7 +40,8 @@ from tinyinterp.analysis.neurons.results import NeuronResults
 
 def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = None, *,
                      label: str = "neurons", labels: CorpusLabels | None = None) -> NeuronResults:
-    """Find MLP neurons selective for a part of speech; see the module docstring for the method.
+    """Decide for every neuron × tag tested whether it is a ``pos`` neuron, a ``token`` detector or
+    ``untestable``; see the module docstring for the method.
 
     ``label`` prefixes the progress bars (the untrained control runs as "untrained control").
     ``labels``: an existing ``label_corpus(corpus, ...)`` with this config's options, to share its memory.
@@ -48,6 +49,7 @@ def find_pos_neurons(model, corpus: TaggedCorpus, config: NeuronConfig | None = 
     on up to ``calib_tokens`` selection-half tokens; see :class:`~tinyinterp.analysis.neurons.job.NeuronJob`.
 
     >>> res = find_pos_neurons(model, corpus)            # doctest: +SKIP
-    >>> res.selective("NOUN").head()                     # doctest: +SKIP
+    >>> res.category("pos", "NOUN").head()               # doctest: +SKIP
+    >>> res.tag_table()                                  # doctest: +SKIP
     """
     return run_neuron_job(model, corpus, config or NeuronConfig(), label, labels)

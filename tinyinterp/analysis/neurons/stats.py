@@ -128,15 +128,10 @@ def _count(hist: Tensor, idx: Tensor) -> None:
 
 
 class TagStats:
-    """Fixed-size histograms and moments per unit × tag, updated one batch of tokens at a time.
-
-    With ``ambiguous`` (bool ``[n_words, n_tags]``: the word type takes this tag and another)
-    it also keeps, per unit × tag, histograms restricted to ambiguous word types: tokens of
-    words ambiguous for tag t, split by whether they carry t (label 1) or not (label 0).
-    """
+    """Fixed-size histograms and moments per unit × tag, updated one batch of tokens at a time."""
 
     def __init__(self, edges: Float[Tensor, "unit edge"], shift: Float[Tensor, " unit"], n_tags: int,
-                 ambiguous: np.ndarray | None = None, binner: Binner | None = None):
+                 binner: Binner | None = None):
         self.edges = edges.float().contiguous()
         self.shift = shift.double().to(edges.device)  # subtracted before summing (numerical stability)
         self.shift32 = self.shift.float()
@@ -149,22 +144,18 @@ class TagStats:
         self.hist = torch.zeros((self.n_units, n_tags, self.n_bins), dtype=torch.long, device=dev)
         self.sum = torch.zeros((self.n_units, n_tags), dtype=torch.float64, device=dev)
         self.sumsq = torch.zeros((self.n_units, n_tags), dtype=torch.float64, device=dev)
-        self.ambiguous = None if ambiguous is None else torch.as_tensor(ambiguous, dtype=torch.bool, device=dev)
-        self.amb_hist = (None if ambiguous is None else
-                         torch.zeros((self.n_units, n_tags, 2, self.n_bins), dtype=torch.long, device=dev))
 
-    def update(self, acts: Float[Tensor, "tok unit"], tags: Int[Tensor, " tok"], words: Int[Tensor, " tok"] | None = None) -> None:
-        """Add one batch: activations of analysed tokens, their tag ids (0…n_tags-1) and word ids."""
+    def update(self, acts: Float[Tensor, "tok unit"], tags: Int[Tensor, " tok"]) -> None:
+        """Add one batch: activations of analysed tokens and their tag ids (0…n_tags-1)."""
         n_tok = acts.shape[0]
         if n_tok == 0:
             return
         step = max(1, _CHUNK_ELEMS // n_tok)
         for c0 in range(0, self.n_units, step):
             c1 = min(c0 + step, self.n_units)
-            self.update_units(acts[:, c0:c1].T.float().contiguous(), tags, words, c0)
+            self.update_units(acts[:, c0:c1].T.float().contiguous(), tags, c0)
 
-    def update_units(self, x: Float[Tensor, "unit tok"], tags: Int[Tensor, " tok"], words: Int[Tensor, " tok"] | None = None,
-                     first_unit: int = 0) -> None:
+    def update_units(self, x: Float[Tensor, "unit tok"], tags: Int[Tensor, " tok"], first_unit: int = 0) -> None:
         """:meth:`update` with activations already as ``[unit, tok]`` (contiguous float32) for units
         ``first_unit …`` (all units when ``first_unit`` is 0 and ``x`` has every row)."""
         n_tok = x.shape[1]
@@ -183,30 +174,17 @@ class TagStats:
         d = x - self.shift32[c0:c1, None]  # [unit_chunk, tok]
         self.sum[c0:c1] += (d @ onehot).double()
         self.sumsq[c0:c1] += (d.square_() @ onehot).double()
-        if self.amb_hist is None:
-            return
-        if words is None:
-            raise ConfigError("TagStats with ambiguous words needs word ids in update()")
-        pair_tok, pair_tag = self.ambiguous[words.to(x.device)].nonzero(as_tuple=True)  # (token, tag) pairs
-        if not len(pair_tok):
-            return
-        pair_lab = (tags[pair_tok] == pair_tag).long()
-        # from a token's main-histogram index to its (pair tag, label) index: (unit * nt + tag') * 2 * nb + label * nb + bin
-        delta = ((pair_tag * 2 + pair_lab) * nb - tags[pair_tok] * nb).to(torch.int32)[None, :]
-        unit = torch.arange(c1 - c0, device=x.device, dtype=torch.int32)[:, None] * (nt * nb)
-        _count(self.amb_hist[c0:c1], idx[:, pair_tok] + unit + delta)
 
-    STATE = ("hist", "sum", "sumsq", "amb_hist")  # the sums a shard contributes (amb_hist: with ambiguous words)
+    STATE = ("hist", "sum", "sumsq")  # the sums a shard contributes
 
     def state_dict(self) -> dict[str, Tensor]:
         """The accumulated counts and moments (CPU tensors); bins and shift are set up from the calibration."""
-        return {k: getattr(self, k).cpu() for k in self.STATE if getattr(self, k) is not None}
+        return {k: getattr(self, k).cpu() for k in self.STATE}
 
     def merge_state(self, state: dict[str, Tensor]) -> None:
         """Add the :meth:`state_dict` of a :class:`TagStats` over other tokens, with the same bins."""
         for k in self.STATE:
-            if getattr(self, k) is not None:
-                getattr(self, k).add_(state[k].to(getattr(self, k).device))
+            getattr(self, k).add_(state[k].to(getattr(self, k).device))
 
     @property
     def support(self) -> np.ndarray:
@@ -269,10 +247,7 @@ class TagTests:
     mean_neg: np.ndarray
     mean_diff: np.ndarray
     cohens_d: np.ndarray
-    p_value: np.ndarray  # NaN where not valid
-    ambiguous_auroc: np.ndarray | None = None  # NaN where too few ambiguous tokens
-    ambiguous_n_pos: np.ndarray | None = None
-    ambiguous_n_neg: np.ndarray | None = None
+    p_value: np.ndarray  # NaN where not valid (token-level: optimistic; the decision uses story-level tests)
 
 
 def _hist_tests(hist: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -285,7 +260,7 @@ def _hist_tests(hist: np.ndarray) -> tuple[np.ndarray, ...]:
     return n_pos, n_neg, auc, err, ap, mannwhitney_greater(auc, n_pos, n_neg, tot)
 
 
-def run_tests(ts: TagStats, min_support: int, ambiguous_min_support: int = 10, chunk_units: int = 256) -> TagTests:
+def run_tests(ts: TagStats, min_support: int, chunk_units: int = 256) -> TagTests:
     """Compute every statistic from the accumulated counts and moments (``chunk_units`` at a time)."""
     parts = [_hist_tests(ts.hist[c:c + chunk_units].cpu().numpy()) for c in range(0, ts.n_units, chunk_units)]
     n_pos, n_neg, auc, err, ap, p = (np.concatenate(x) for x in zip(*parts))
@@ -303,15 +278,4 @@ def run_tests(ts: TagStats, min_support: int, ambiguous_min_support: int = 10, c
     out = TagTests(n_pos=n_pos, n_neg=n_neg, valid=valid, auroc=nan(auc), auroc_err=nan(err), ap=nan(ap),
                    mean_pos=nan(m_pos + shift), mean_neg=nan(m_neg + shift), mean_diff=nan(m_pos - m_neg),
                    cohens_d=nan(d), p_value=nan(p))
-    if ts.amb_hist is not None:
-        a_auc, a_pos, a_neg = [], [], []
-        for c in range(0, ts.n_units, chunk_units):
-            amb = ts.amb_hist[c:c + chunk_units].cpu().numpy()  # [unit, tag, label, bin]
-            a_auc.append(auroc_from_hist(amb[:, :, 1], amb[:, :, 0])[0])
-            a_pos.append(amb[:, :, 1].sum(-1))
-            a_neg.append(amb[:, :, 0].sum(-1))
-        a_pos, a_neg = np.concatenate(a_pos), np.concatenate(a_neg)
-        ok = (a_pos >= ambiguous_min_support) & (a_neg >= ambiguous_min_support)
-        out.ambiguous_auroc = np.where(ok, np.concatenate(a_auc), np.nan)
-        out.ambiguous_n_pos, out.ambiguous_n_neg = a_pos, a_neg
     return out

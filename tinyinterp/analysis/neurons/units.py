@@ -6,7 +6,8 @@ of a corpus together with each token's tag, token id, word type and story, and w
 the stories it belongs to (select on one, report on the other). Everything in
 :mod:`~tinyinterp.analysis.neurons.identity` and :mod:`~tinyinterp.analysis.neurons.baselines`
 works on this object only, so SAE features go through the same rules by building one (see
-:func:`from_arrays`); :func:`neuron_activations` builds it for MLP neurons.
+:func:`from_arrays`); for MLP neurons the neuron analysis builds it during its pass
+(:func:`~tinyinterp.analysis.neurons.job.neuron_activations`).
 
 Two partitions are fixed here, before any activation is looked at:
 
@@ -25,12 +26,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import torch
 from jaxtyping import Bool, Float, Int
 
 from tinyinterp.errors import ConfigError, DataError
 
-__all__ = ["UnitActivations", "from_arrays", "neuron_activations"]
+__all__ = ["UnitActivations", "from_arrays"]
 
 
 @dataclass
@@ -140,43 +140,3 @@ def from_arrays(acts, tags: Sequence[str], token_ids, words: Sequence[str], stor
         token_ids=np.asarray(token_ids, dtype=np.int64), words=np.array([w_idx[w.lower()] for w in words], dtype=np.int64),
         story=story, selection=~np.isin(story, np.asarray(held_out_stories)), tag_names=tag_names,
         word_names=word_names, unit_names=list(unit_names) if unit_names is not None else [])
-
-
-@torch.no_grad()
-def neuron_activations(model, corpus, layers: Sequence[int] | None = None, split_seed: int = 0,
-                       include_continuations: bool = False, batch_tokens: int = 8192,
-                       progress: bool = False) -> UnitActivations:
-    """MLP neuron activations (``blocks.L.mlp.hook_post``) of every analysed token of ``corpus``.
-
-    Tokens as in :func:`~tinyinterp.analysis.corpus.labels.label_corpus` (BOS and whitespace left
-    out; word-initial tokens only unless ``include_continuations``). Stories are split with
-    ``corpus.split_indices(split_seed)``. Memory: ``4 * tokens * units`` bytes.
-    """
-    from tinyinterp.analysis.corpus.labels import label_corpus
-    from tinyinterp.analysis.engine import mlp_hook, stream_activations
-
-    layers = list(range(model.cfg.n_layers)) if layers is None else [int(x) for x in layers]
-    if model.cfg.d_mlp is None or getattr(model.cfg, "attn_only", False):
-        raise ConfigError("model has no MLP layers; neuron activations need d_mlp")
-    if any(not 0 <= x < model.cfg.n_layers for x in layers):
-        raise ConfigError(f"layers {layers}: out of range for a {model.cfg.n_layers}-layer model")
-    labels = label_corpus(corpus, include_continuations)
-    hooks = [mlp_hook(x) for x in layers]
-    parts: dict[str, list] = {k: [] for k in ("acts", "tags", "words", "tok", "story")}
-    for bt in stream_activations(model, corpus, hooks, batch_tokens, desc="neurons", progress=progress):
-        tags, words = labels.padded(bt.stories, bt.tokens.shape[1])  # [batch, pos]
-        b, p = ((tags >= 0) & bt.mask.cpu()).nonzero(as_tuple=True)
-        bd, pd = b.to(bt.mask.device), p.to(bt.mask.device)
-        parts["acts"].append(torch.cat([bt.acts[h][bd, pd].float() for h in hooks], 1).cpu().numpy())
-        parts["tags"].append(tags[b, p].numpy())
-        parts["words"].append(words[b, p].numpy())
-        parts["tok"].append(bt.tokens[b, p].numpy())
-        parts["story"].append(np.asarray(bt.stories)[b.numpy()])
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
-    _, held_out = corpus.split_indices(split_seed)
-    d_mlp = model.cfg.d_mlp
-    return UnitActivations(
-        acts=cat["acts"], tags=cat["tags"], token_ids=cat["tok"], words=cat["words"], story=cat["story"],
-        selection=~np.isin(cat["story"], held_out), tag_names=list(labels.tags), word_names=list(labels.words),
-        unit_names=[f"L{x}.N{n}" for x in layers for n in range(d_mlp)],
-        unit_meta={"layer": np.repeat(layers, d_mlp), "neuron": np.tile(np.arange(d_mlp), len(layers))})

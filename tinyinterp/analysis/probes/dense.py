@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
 from tinyinterp.analysis.corpus.store import BOS_TAG, SPACE_TAG, TaggedCorpus
 from tinyinterp.analysis.engine import EMBED_LAYER, mlp_hook, resid_hook, stream_activations
-from tinyinterp.analysis.results_io import JsonResult
+from tinyinterp.analysis.results_io import JsonResult, jsonable
 from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,17 @@ class ProbeConfig:
     """Seed of the random word-type → tag assignment of the control task."""
     batch_tokens: int = 8192
     """Padded tokens per forward batch."""
+    identity: bool = True
+    """Score every probe against the lexical baselines (token-id lookup, embedding probe) on ambiguous words and
+    unseen token ids (:mod:`tinyinterp.analysis.probes.identity`); a site's ``beyond_identity`` lists the tags
+    where it beats the lookup."""
+    n_boot: int = 500
+    """Story-bootstrap resamples of those tests."""
     progress: bool = False
     """Show tqdm progress bars."""
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "max_iter", "batch_tokens"):
+        for name in ("max_tokens", "max_iter", "batch_tokens", "n_boot"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"ProbeConfig.{name}={v!r}: must be a positive integer")
@@ -132,36 +138,43 @@ def _sites(model, cfg: ProbeConfig) -> list[tuple[str, int, str]]:
 
 def token_activations(model, corpus: TaggedCorpus, hooks: list[str], stories: np.ndarray | None = None, *,
                       labels: CorpusLabels | None = None, batch_tokens: int = 8192, progress: bool = False,
-                      desc: str = "activations") -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+                      desc: str = "activations", with_ids: bool = False) -> tuple:
     """Activations at ``hooks`` of the analysed tokens of ``stories`` (default: all), as the neuron analysis
     and the probes see them: no BOS, whitespace or word-continuation tokens (see :func:`label_corpus`).
 
     Returns float32 features per hook ``[tok, d]``, and per token its tag id and word id (indices into
     ``labels.tags`` / ``labels.words``; ``labels`` defaults to ``label_corpus(corpus)``). Tokens come in
-    batch order (stories sorted by length).
+    batch order (stories sorted by length). ``with_ids``: also each token's id and story index (the lexical
+    baselines need them).
     """
     labels = labels if labels is not None else label_corpus(corpus)
     feats: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
-    tags, words = [], []
+    tags, words, ids, story = [], [], [], []
     for bt in stream_activations(model, corpus, hooks, batch_tokens, stories, progress, desc):
         b, p, t, w = labels.analysed(bt.stories, bt.mask)
         for h in hooks:
             feats[h].append(bt.acts[h][b.to(bt.acts[h].device), p.to(bt.acts[h].device)].float().cpu().numpy())
         tags.append(t.numpy())
         words.append(w.numpy())
-    if not tags:
-        return {h: np.zeros((0, 0), np.float32) for h in hooks}, np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return {h: np.concatenate(v) for h, v in feats.items()}, np.concatenate(tags), np.concatenate(words)
+        ids.append(bt.tokens[b.to(bt.tokens.device), p.to(bt.tokens.device)].cpu().numpy())
+        story.append(np.asarray(bt.stories)[b.numpy()])
+    empty = np.zeros(0, np.int64)
+    out = (({h: np.zeros((0, 0), np.float32) for h in hooks}, empty, empty, empty, empty) if not tags else
+           ({h: np.concatenate(v) for h, v in feats.items()}, np.concatenate(tags), np.concatenate(words),
+            np.concatenate(ids), np.concatenate(story)))
+    return out if with_ids else out[:3]
 
 
 def collect_features(model, corpus: TaggedCorpus, labels: CorpusLabels, indices: np.ndarray, hooks: list[str],
-                     cfg: ProbeConfig, desc: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """:func:`token_activations` of up to ``max_tokens`` tokens of ``indices``, whole stories in a seeded random order."""
+                     cfg: ProbeConfig, desc: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """:func:`token_activations` of up to ``max_tokens`` tokens of ``indices``, whole stories in a seeded random
+    order: features per hook, tag ids, word ids, and ``{"token_ids", "story"}``."""
     take = labels.sample_stories(indices, cfg.max_tokens, cfg.split_seed + 7)
-    feats, tags, words = token_activations(model, corpus, hooks, take, labels=labels, batch_tokens=cfg.batch_tokens,
-                                           progress=cfg.progress, desc=desc)
+    feats, tags, words, ids, story = token_activations(model, corpus, hooks, take, labels=labels,
+                                                       batch_tokens=cfg.batch_tokens, progress=cfg.progress, desc=desc,
+                                                       with_ids=True)
     n = cfg.max_tokens
-    return {h: v[:n] for h, v in feats.items()}, tags[:n], words[:n]
+    return {h: v[:n] for h, v in feats.items()}, tags[:n], words[:n], {"token_ids": ids[:n], "story": story[:n]}
 
 
 def _fit_score(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, cfg: ProbeConfig):
@@ -196,8 +209,8 @@ def probe_layers(model, corpus: TaggedCorpus, config: ProbeConfig | None = None)
     sites = _sites(model, cfg)
     hooks = [h for _, _, h in sites]
     halves = corpus.split_indices(cfg.split_seed)
-    x_tr, y_tr, w_tr = collect_features(model, corpus, labels, halves[0], hooks, cfg, "probes: train half")
-    x_te, y_te, w_te = collect_features(model, corpus, labels, halves[1], hooks, cfg, "probes: test half")
+    x_tr, y_tr, w_tr, i_tr = collect_features(model, corpus, labels, halves[0], hooks, cfg, "probes: train half")
+    x_te, y_te, w_te, i_te = collect_features(model, corpus, labels, halves[1], hooks, cfg, "probes: test half")
     if len(y_tr) == 0 or len(y_te) == 0:
         raise DataError("a corpus half has no analysable tokens; use more stories")
 
@@ -228,4 +241,23 @@ def probe_layers(model, corpus: TaggedCorpus, config: ProbeConfig | None = None)
             np.where(word_tag.sum(1)[w_te] > 0, c_te, np.bincount(c_tr, minlength=n_tags).argmax()) == c_te)),
         "config": dataclasses.asdict(cfg),
     }
+    if cfg.identity:
+        _identity(model, rows, sites, (x_tr, (y_tr, w_tr, i_tr)), (x_te, (y_te, w_te, i_te)), labels, summary, cfg)
     return ProbeResults(rows=rows, summary=summary)
+
+
+def _identity(model, rows, sites, train, test, labels, summary, cfg: ProbeConfig) -> None:
+    """Lexical baselines in the summary; per site the probe's identity tests and ``beyond_identity`` tags."""
+    from tinyinterp.analysis.neurons.baselines import probe_scorer
+    from tinyinterp.analysis.neurons.identity import IdentityConfig
+    from tinyinterp.analysis.probes.identity import halves_units, lexical_summary, probe_identity
+
+    idc = IdentityConfig(n_boot=cfg.n_boot)
+    units = [halves_units(train[0][h], test[0][h], train[1], test[1], labels.tags, labels.words) for _, _, h in sites]
+    lex = lexical_summary(units[0], model.W_E.detach().cpu().numpy(), idc)
+    summary["lexical_baseline"] = jsonable(lex["per_tag"])  # NaN (no support) as null, as saved
+    summary["token_lookup_accuracy"] = lex["accuracy"]["lookup"]
+    summary["embedding_probe_accuracy"] = lex["accuracy"].get("embedding")
+    for row, ua in tqdm(list(zip(rows, units)), desc="probes: identity tests", disable=not cfg.progress, leave=False):
+        pid = probe_identity(ua, probe_scorer(C=cfg.C, max_train=cfg.max_tokens), lex["_full"], idc)
+        row["beyond_identity"], row["identity"] = pid["beyond_identity"], jsonable(pid["per_tag"])

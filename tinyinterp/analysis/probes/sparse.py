@@ -9,6 +9,12 @@ for each ``k``; the curve reports the held-out AUROC on the other half. ``k = 1`
 single neuron (either sign), the last point uses every neuron (the dense ceiling);
 ``k_for_0.9`` is the smallest ``k`` reaching 0.9 held out. The curves come back as
 :class:`SparseProbeResults` (saved as ``sparse_probes.json``).
+
+Next to each curve (``identity_ks``): the token-id lookup and the embedding probe (``lexical``), and
+for a few ``k`` the probe's AUROC on ambiguous words and on unseen token ids (``identity``): a
+high AUROC that the lookup matches is identity, not evidence that the neurons encode the tag;
+``beyond_identity_ks`` lists the ``k`` that beat the lookup on ambiguous words or unseen ids
+(:mod:`tinyinterp.analysis.probes.identity`).
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ import numpy as np
 from tinyinterp.analysis.corpus.labels import label_corpus
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import mlp_hook
+from tinyinterp.analysis.neurons.baselines import sparse_probe_scorer
+from tinyinterp.analysis.neurons.identity import IdentityConfig
 from tinyinterp.analysis.probes.dense import ProbeConfig, collect_features
-from tinyinterp.analysis.results_io import JsonResult
+from tinyinterp.analysis.probes.identity import halves_units, lexical_summary, probe_identity
+from tinyinterp.analysis.results_io import JsonResult, jsonable
 from tinyinterp.errors import ConfigError, DataError
 
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -56,7 +65,9 @@ class SparseProbeResults(JsonResult):
     def headline(self) -> dict[str, dict[str, Any]]:
         """Per tag: the smallest k reaching AUROC 0.9, the best single neuron's and every neuron's AUROC."""
         return {tag: {"k_for_0.9": v["k_for_0.9"], "k1_auroc": v["curve"][0]["auroc"],
-                      "all_neurons_auroc": v["curve"][-1]["auroc"]} for tag, v in self.curves.items()}
+                      "all_neurons_auroc": v["curve"][-1]["auroc"],
+                      "lookup_auroc": (v.get("lexical") or {}).get("lookup", {}).get("auroc"),
+                      "beyond_identity_ks": v.get("beyond_identity_ks")} for tag, v in self.curves.items()}
 
     def to_json_obj(self) -> dict[str, dict[str, Any]]:
         return self.curves
@@ -111,7 +122,8 @@ def sparse_curve(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.
 
 def sparse_probe_curve(model, corpus: TaggedCorpus, tags: Sequence[str] = ("NOUN", "VERB", "ADJ"),
                        ks: Sequence[int] = DEFAULT_KS, max_tokens: int = 8000, split_seed: int = 0,
-                       batch_tokens: int = 4096) -> SparseProbeResults:
+                       batch_tokens: int = 4096, identity_ks: Sequence[int] = (1, 8, 64),
+                       n_boot: int = 500) -> SparseProbeResults:
     """k-sparse probe curves for ``tags`` from the MLP neurons of every layer (see the module docstring).
 
     Returns a :class:`SparseProbeResults` (one curve per tag that occurs in the corpus); unit ``u`` is
@@ -123,9 +135,12 @@ def sparse_probe_curve(model, corpus: TaggedCorpus, tags: Sequence[str] = ("NOUN
     cfg = ProbeConfig(max_tokens=max_tokens, split_seed=split_seed, batch_tokens=batch_tokens, progress=False)
     hooks = [mlp_hook(x) for x in range(model.cfg.n_layers)]
     halves = corpus.split_indices(split_seed)
-    f_tr, t_tr, _ = collect_features(model, corpus, labels, halves[0], hooks, cfg, "sparse probes: train half")
-    f_te, t_te, _ = collect_features(model, corpus, labels, halves[1], hooks, cfg, "sparse probes: test half")
+    f_tr, t_tr, w_tr, i_tr = collect_features(model, corpus, labels, halves[0], hooks, cfg, "sparse probes: train half")
+    f_te, t_te, w_te, i_te = collect_features(model, corpus, labels, halves[1], hooks, cfg, "sparse probes: test half")
     x_tr, x_te = np.concatenate([f_tr[h] for h in hooks], 1), np.concatenate([f_te[h] for h in hooks], 1)
+    ua = halves_units(x_tr, x_te, (t_tr, w_tr, i_tr), (t_te, w_te, i_te), labels.tags, labels.words) if identity_ks else None
+    idc = IdentityConfig(n_boot=n_boot)
+    lex = lexical_summary(ua, model.W_E.detach().cpu().numpy(), idc) if ua is not None else None
     out = {}
     for tag in tags:
         if tag not in labels.tags:
@@ -135,4 +150,9 @@ def sparse_probe_curve(model, corpus: TaggedCorpus, tags: Sequence[str] = ("NOUN
         reach = [r["k"] for r in curve if r["auroc"] >= 0.9]
         out[tag] = {"curve": curve, "k_for_0.9": reach[0] if reach else None,
                     "n_train": len(t_tr), "n_test": len(t_te), "n_pos_test": int((t_te == t).sum())}
+        if ua is not None:
+            checks = [{"k": k, **probe_identity(ua, sparse_probe_scorer(k, tags=[tag]), lex["_full"], idc, [tag])["per_tag"][tag]}
+                      for k in sorted({min(int(k), ua.n_units) for k in identity_ks})]
+            out[tag].update(lexical=jsonable(lex["per_tag"][tag]), identity=jsonable(checks),
+                            beyond_identity_ks=[c["k"] for c in checks if c["beyond_identity"]])
     return SparseProbeResults(out)
