@@ -90,7 +90,7 @@ def find_pos_features(model, corpus, sae, cfg: FeatureConfig | None = None, neur
     """Part-of-speech features of ``sae`` (an ``sae_lens.SAE`` or an SAE folder) on ``corpus``, beside the neurons.
 
     ``corpus``: a :class:`~tinyinterp.analysis.corpus.TaggedCorpus` or story files (tagged with spaCy).
-    ``neurons``: the SAE layer's :func:`~tinyinterp.analysis.neurons.units.neuron_activations`, when already computed.
+    ``neurons``: the SAE layer's :func:`~tinyinterp.analysis.neurons.job.neuron_activations`, when already computed.
     Returns :class:`~tinyinterp.analysis.features.results.FeatureResults` (``save(folder)`` / ``load(folder)``).
     """
     from tinyinterp.analysis.corpus import TaggedCorpus

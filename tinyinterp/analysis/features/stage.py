@@ -50,7 +50,7 @@ def summary_entry(s: dict[str, Any]) -> dict[str, Any]:
 def features_stage(run) -> None:
     """Run every SAE of ``run.cfg.features`` through :func:`find_pos_features`; save; summarise."""
     cfg = run.cfg
-    fcfg = dataclasses.replace(cfg.feature_config or FeatureConfig(), identity=cfg.identity,
+    fcfg = dataclasses.replace(cfg.feature_config or FeatureConfig(), identity=cfg.neurons.identity,
                                split_seed=cfg.neurons.split_seed)  # the caller's config stays as given
     parts = []
     for path, name, sae in zip(cfg.features, sae_names(cfg.features), check_saes(run.model, cfg.features)):

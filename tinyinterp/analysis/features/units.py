@@ -23,7 +23,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tinyinterp.analysis.neurons.units import UnitActivations, neuron_activations
+from tinyinterp.analysis.neurons.config import NeuronConfig
+from tinyinterp.analysis.neurons.job import neuron_activations
+from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.errors import ConfigError
 from tinyinterp.sae.features import sae_hook_name
 
@@ -84,7 +86,7 @@ def feature_units(model, corpus, sae, split_seed: int = 0, chunk: int = 8192,
     if sae.cfg.d_in != model.cfg.d_mlp:
         raise ConfigError(f"SAE d_in={sae.cfg.d_in} but the model's d_mlp is {model.cfg.d_mlp}; "
                           "this SAE belongs to another model")
-    ua = neurons if neurons is not None else neuron_activations(model, corpus, [layer], split_seed)
+    ua = neurons if neurons is not None else neuron_activations(model, corpus, NeuronConfig(layers=[layer], split_seed=split_seed))
     dev = next(sae.parameters()).device
     acts = np.empty((ua.acts.shape[0], sae.cfg.d_sae), dtype=np.float32)
     for i in range(0, len(acts), chunk):
