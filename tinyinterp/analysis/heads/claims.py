@@ -149,19 +149,27 @@ def effect_rows(fx: HeadEffects, groups: tuple[str, ...] = ("FUNCTION", "CONTENT
 
 def label_agreement_halves(model, corpus, config=None, seed: int = 0, progress: bool = False) -> dict:
     """Labels computed separately on two disjoint halves of the stories (each its own calibration and pass,
-    without the output effects); share of heads whose labels agree."""
+    without the output effects); share of heads whose labels agree. ``other_reading``: the same halves
+    labelled with the other ``HeadConfig.lift_test`` (docs/analysis.md shows both)."""
     import dataclasses
 
+    from tinyinterp.analysis.heads.axes import label_heads
     from tinyinterp.analysis.heads.classify import HeadConfig, classify_heads
 
     cfg = dataclasses.replace(config if config is not None else HeadConfig(), output_effects=False, progress=progress)
+    other = dataclasses.replace(cfg, lift_test="one" if cfg.lift_test == "min_lift" else "min_lift")
     a, b = corpus.split_indices(seed)
-    la = [r.label for r in classify_heads(model, corpus.subset(a), cfg).records]
-    lb = [r.label for r in classify_heads(model, corpus.subset(b), cfg).records]
+    ra, rb = classify_heads(model, corpus.subset(a), cfg), classify_heads(model, corpus.subset(b), cfg)
+    out = _agreement([r.label for r in ra.records], [r.label for r in rb.records], model.cfg.n_heads)
+    out.update({"stories": [int(len(a)), int(len(b))], "seed": seed, "lift_test": cfg.lift_test})
+    out["other_reading"] = {"lift_test": other.lift_test, **_agreement(
+        [r["label"] for r in label_heads(ra, other)], [r["label"] for r in label_heads(rb, other)], model.cfg.n_heads)}
+    return out
+
+
+def _agreement(la: list[str], lb: list[str], H: int) -> dict:
     agree = [x == y for x, y in zip(la, lb)]
-    H = model.cfg.n_heads
     return {"agreement": float(np.mean(agree)), "n_heads": len(agree), "n_agree": int(sum(agree)),
-            "stories": [int(len(a)), int(len(b))], "seed": seed,
             "disagreements": [{"layer": i // H, "head": i % H, "half_a": x, "half_b": y}
                               for i, (x, y) in enumerate(zip(la, lb)) if x != y]}
 

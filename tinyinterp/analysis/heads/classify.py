@@ -107,6 +107,10 @@ class HeadConfig:
     min_lift: float = 1.693
     # Benjamini-Hochberg level across every head x category lift test of a model: the conventional 5%, not tuned
     fdr: float = 0.05
+    # what the lift test tests: "min_lift" = lift > min_lift (evidence beyond the null heads' 99th pct); "one" = lift > 1
+    # with the point estimate >= min_lift (the first reading). Changed to "min_lift" after looking at ts-1l, whose head 0
+    # flipped between corpus halves on an INTJ lift of 1.66 [1.58, 1.74]: docs/analysis.md shows both readings
+    lift_test: str = "min_lift"
     # sink: mean attention on the first token at least this; a majority by definition, not tuned (also the pattern rule's)
     sink_min_bos: float = 0.5
     # --- output effects (in the shared pass; tinyinterp.analysis.heads.effects) ---
@@ -151,6 +155,8 @@ class HeadConfig:
             raise ConfigError(f"HeadConfig.alpha={self.alpha!r}: must be in (0, 1)")
         if self.semantic_min_lift < 1.0:
             raise ConfigError(f"HeadConfig.semantic_min_lift={self.semantic_min_lift!r}: must be >= 1 (1 = no preference)")
+        if self.lift_test not in ("min_lift", "one"):
+            raise ConfigError(f"HeadConfig.lift_test={self.lift_test!r}: use 'min_lift' or 'one'")
         if self.rank_categories_by not in ("excess", "lift"):
             raise ConfigError(f"HeadConfig.rank_categories_by={self.rank_categories_by!r}: use 'excess' or 'lift'")
         positive = {"top_k": 1, "min_token_count": 1, "near_offsets": 0, "n_permutations": 1, "batch_tokens": 1,

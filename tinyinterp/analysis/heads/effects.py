@@ -122,13 +122,13 @@ class HeadEffects:
             lo, hi = percentile_ci(reps)
             return BootstrapResult(est, lo, hi, wald_pvalue(est, reps, 0.0), self.n_boot, 0.0)
 
-    def lift(self) -> BootstrapResult:
-        """``[LH, C]`` observed ÷ profile-predicted attention mass per key category; p against 1."""
+    def lift(self, null: float = 1.0) -> BootstrapResult:
+        """``[LH, C]`` observed ÷ profile-predicted attention mass per key category; Wald p against ``null``."""
         S = self.obs.shape[0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             r = bootstrap_mean(rearrange(self.obs, "s x c -> s (x c)"), rearrange(self.exp, "s x c -> s (x c)"),
-                               self.weights(S), null=1.0)
+                               self.weights(S), null=null)
         shape = self.obs.shape[1:]
         return BootstrapResult(r.estimate.reshape(shape), r.ci_low.reshape(shape), r.ci_high.reshape(shape),
                                r.p_value.reshape(shape), r.n_boot, r.null)
