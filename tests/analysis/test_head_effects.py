@@ -26,6 +26,7 @@ from tinyinterp.analysis.heads.effects import NEXT_GROUPS, next_groups
 from tinyinterp.analysis.heads.nulls import SurrogateSpec, derive_thresholds, null_heads, surrogate_model
 from tinyinterp.analysis.corpus import tag_corpus
 from tinyinterp.analysis.stats import bootstrap_contrast, story_weights
+from tinyinterp.errors import ConfigError
 
 N_CTX = 64
 G = {g: i for i, g in enumerate(NEXT_GROUPS)}
@@ -270,3 +271,18 @@ def test_the_axis_label_is_the_record_label(scores, thresholds):
     assert scores.meta["labels"]["local"] + scores.meta["labels"].get("local+semantic", 0) >= 1
     frame = scores.to_frame()
     assert {"label", "pattern_label", "positional_r2", "profile_r2"} <= set(frame.columns)
+
+
+def test_lift_is_tested_against_the_null_threshold_not_against_one(scores, thresholds):
+    """lift_test="min_lift" (default) needs evidence that the lift exceeds min_lift; a lift whose point estimate
+    clears min_lift while its CI straddles it passes only the earlier reading (lift_test="one")."""
+    x = next(i for i, r in enumerate(scores.axes) if r["content"]["pass"])
+    best = scores.axes[x]["content"]["categories"][0]
+    assert best["ci_low"] < best["lift"]
+    straddle = (best["lift"] + best["ci_low"]) / 2  # below the estimate, inside its CI
+    one = label_heads(scores, dataclasses.replace(thresholds, min_lift=straddle, lift_test="one"))[x]
+    strict = label_heads(scores, dataclasses.replace(thresholds, min_lift=straddle, lift_test="min_lift"))[x]
+    assert one["content"]["pass"] and not strict["content"]["pass"], (one["reason"], strict["reason"])
+    assert strict["content"]["categories"][0]["null"] == straddle and one["content"]["categories"][0]["null"] == 1.0
+    with pytest.raises(ConfigError, match="lift_test"):
+        HeadConfig(lift_test="bogus")
