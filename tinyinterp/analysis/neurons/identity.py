@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,23 +106,45 @@ class IdentityResults:
     rows: list[dict[str, Any]]  # one per candidate unit x tag
     summary: dict[str, Any]
     paper: list[dict[str, Any]] = field(default_factory=list)  # paper-form specificity, one per unit
+    timings: dict[str, float] = field(default_factory=dict)  # bootstrap_s: the story/token-id resampling alone
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{tag: {category: n}}`` over the rows (``none``: selected but not replicated)."""
         return self.summary["categories_per_tag"]
 
 
-def _unseen(ua: UnitActivations, X: np.ndarray, out: np.ndarray, fold: np.ndarray, cfg: IdentityConfig):
-    """Per fold f: AUROC [unit, tag] on held-out tokens of the other fold's ids (NaN without support)."""
+def _unseen(ua: UnitActivations, X: np.ndarray, out: np.ndarray, fold: np.ndarray, cfg: IdentityConfig,
+            units: np.ndarray | None = None):
+    """Per fold f: AUROC [unit, tag] on held-out tokens of the other fold's ids (NaN without support;
+    ``units``: only these, the others NaN)."""
     res = []
     for f in (0, 1):
         m = fold[out] == 1 - f
-        a, n_pos, _ = auroc_matrix(X[m], ua.tags[out][m], ua.n_tags, cfg.min_support)
+        a, n_pos, _ = auroc_matrix(X, ua.tags[out][m], ua.n_tags, cfg.min_support, rows=m, units=units)
         rows = np.flatnonzero(out)[m]
         n_types = np.array([np.unique(ua.token_ids[rows][ua.tags[rows] == t]).size for t in range(ua.n_tags)])  # [tag]
         a[:, n_types < cfg.unseen_min_types] = np.nan
         res.append({"auroc": a, "mask": m, "n_pos": n_pos, "n_types": n_types})
     return res
+
+
+def _block(mask: np.ndarray) -> slice | np.ndarray:
+    """``mask``'s rows as a slice when they are one contiguous block (then ``acts[...]`` is a view, not a copy)."""
+    idx = np.flatnonzero(mask)
+    return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) and idx[-1] - idx[0] + 1 == len(idx) else idx
+
+
+class _Clock:
+    """Seconds spent inside ``with clock:`` blocks, summed (the resampling, reported apart from the rest)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self._t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._t
 
 
 def _category(replicated: bool, unseen_fail: bool, unseen_missing: bool, amb: dict[str, Any], top_types: int,
@@ -148,23 +171,27 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     thr, T = cfg.auroc_threshold, ua.n_tags
     sel, out = ua.selection, ~ua.selection
     fold = ua.id_fold(cfg.type_seed)
-    sel_auc = np.stack([auroc_matrix(ua.acts[sel & (fold == f)], ua.tags[sel & (fold == f)], T, cfg.min_support)[0]
-                        for f in (0, 1)])  # [fold, unit, tag]
+    sel_auc = np.stack([auroc_matrix(ua.acts, ua.tags[m], T, cfg.min_support, rows=m)[0]
+                        for m in (sel & (fold == f) for f in (0, 1))])  # [fold, unit, tag]
     selected = np.nan_to_num(sel_auc, nan=0.0) >= thr
-    X = ua.acts[out]  # [held-out token, unit]
+    cand_units = np.flatnonzero(selected.any((0, 2)))  # only these units' held-out AUROCs are ever read
+    X = ua.acts[_block(out)]  # [held-out token, unit]: a view when the held-out tokens come last (the neuron job)
     tags_o, words_o = ua.tags[out], ua.words[out]
-    out_auc, n_pos, n_neg = auroc_matrix(X, tags_o, T, cfg.min_support)
-    unseen = _unseen(ua, X, out, fold, cfg)
+    out_auc, n_pos, n_neg = auroc_matrix(X, tags_o, T, cfg.min_support, units=cand_units)
+    unseen = _unseen(ua, X, out, fold, cfg, cand_units)
     amb_sets = ua.ambiguous_sets(cfg.ambiguous_min_count)
     top = top_tokens(X, cfg.top_k)
     spec = specificity(top, tags_o, words_o, T)
     _, story_o = np.unique(ua.story[out], return_inverse=True)
-    weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
+    clock = _Clock()
+    with clock:
+        weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
     cand = list(zip(*np.nonzero(selected.any(0))))
     log.info("identity: %d candidate unit x tag rows of %d units x %d tags", len(cand), ua.n_units, T)
     ap = average_precision(X, tags_o, cand)
 
-    rep_ci = _replication(X, tags_o, cand, out_auc, story_o, weights, cfg)
+    with clock:
+        rep_ci = _replication(X, tags_o, cand, out_auc, story_o, weights, cfg)
     rows = []
     for u, t in cand:
         s = amb_sets[t]
@@ -193,16 +220,20 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
             "ambiguous_n_types": s["n_types"], "ambiguous_n_stories": s["n_stories"], "ambiguous_supported": supported,
             "_unseen_fail": unseen_fail, "_unseen_missing": unseen_missing,
         })
-    _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua, cfg)
+    with clock:
+        _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua, cfg)
     for r in rows:
         amb = {"supported": r["ambiguous_supported"], "passed": r.get("ambiguous_passed", False)}
         r["category"], r["reasons"] = _category(r["replicated"], r.pop("_unseen_fail"), r.pop("_unseen_missing"), amb,
                                                 r["n_top_types"], cfg)
-    _pos_intervals(rows, X, unseen, ua, cfg)
+    with clock:
+        _pos_intervals(rows, X, unseen, ua, cfg)
     rows.sort(key=lambda r: (CATEGORIES.index(r["category"]) if r["category"] in CATEGORIES else 9, r["tag"], -r["auroc"]))
     paper = paper_specificity(ua, top, spec, cfg)
-    _paper_identity(paper, X, amb_sets, story_o, weights, ua, cfg)
-    return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper)
+    with clock:
+        _paper_identity(paper, X, amb_sets, story_o, weights, ua, cfg)
+    return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper,
+                           timings={"bootstrap_s": clock.seconds})
 
 
 def _replication(X, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig) -> dict:
@@ -255,7 +286,7 @@ def paper_specificity(ua: UnitActivations, top_out: np.ndarray, spec_out: dict[s
                       cfg: IdentityConfig) -> list[dict[str, Any]]:
     """Per unit: dominant tag of its top-k on the selection half, and its share and word types held out."""
     sel = ua.selection
-    spec_sel = specificity(top_tokens(ua.acts[sel], cfg.top_k), ua.tags[sel], ua.words[sel], ua.n_tags)
+    spec_sel = specificity(top_tokens(ua.acts, cfg.top_k, rows=_block(sel)), ua.tags[sel], ua.words[sel], ua.n_tags)
     out = []
     for u in range(ua.n_units):
         t = int(spec_sel["dominant"][u])

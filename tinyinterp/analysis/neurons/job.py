@@ -27,6 +27,7 @@ from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.controls import examples_for, logit_effects, untrained_copy
 from tinyinterp.analysis.neurons.decision import STREAMING_UNTESTABLE, category_summary, exact_rows, sort_rows, streaming_rows
 from tinyinterp.analysis.neurons.identity import classify_units
+from tinyinterp.analysis.neurons.kept import KeptActivations
 from tinyinterp.analysis.neurons.matched_ablation import SelectionStats
 from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.neurons.stats import Binner, TagStats, quantile_edges, run_tests
@@ -123,7 +124,8 @@ class NeuronJob:
         if cfg.in_memory and not keep:
             log.warning("%s: keeping every token's activations needs ~%.1f GB > max_memory_gb=%g; streaming instead "
                         "(identity tests untestable)", label, need_gb, cfg.max_memory_gb)
-        self.kept: dict[str, list] | None = {k: [] for k in ("acts", "tags", "words", "tok", "story", "sel")} if keep else None
+        n_upper = int((self.labels.flat_tags >= 0).sum())
+        self.kept: KeptActivations | None = KeptActivations(n_upper, edges.shape[0]) if keep else None
         self.tail = None if keep else TailHistogram(edges, n_tags, cfg.tail)
         self.control_result: NeuronResults | None = None  # set to skip the untrained control's own pass in finish()
 
@@ -155,30 +157,20 @@ class NeuronJob:
                 if self.tail is not None:
                     self.tail.update(x, tags.to(dev))
             if self.kept is not None:
-                self._keep(acts, tags, words, batch.tokens[bd, pd], np.asarray(batch.stories)[b.numpy()], batch.group == 0)
+                self.kept.add(acts.float().cpu().numpy(), tags.numpy(), words.numpy(), batch.tokens[bd, pd].cpu().numpy(),
+                              np.asarray(batch.stories)[b.numpy()], batch.group == 0)
             parts.clear()
 
         return [(h, hook) for h in names]
 
-    def _keep(self, acts, tags, words, tok, story, selection: bool) -> None:
-        k = self.kept
-        k["acts"].append(acts.float().cpu().numpy())  # [tok, unit]
-        k["tags"].append(tags.numpy())
-        k["words"].append(words.numpy())
-        k["tok"].append(tok.cpu().numpy())
-        k["story"].append(story)
-        k["sel"].append(np.full(len(story), selection))
-
     def unit_activations(self) -> UnitActivations:
         """The kept activations with their labels (``in_memory`` runs, after the pass)."""
-        if self.kept is None or not self.kept["acts"]:
+        if self.kept is None or not len(self.kept):
             raise ConfigError("NeuronJob.unit_activations: no activations kept (in_memory=False, or no pass yet)")
-        cat = {k: np.concatenate(v) for k, v in self.kept.items()}
-        self.kept = {k: [] for k in self.kept}  # hand the memory over
-        d_mlp = self.model.cfg.d_mlp
-        return UnitActivations(
-            acts=cat["acts"], tags=cat["tags"], token_ids=cat["tok"], words=cat["words"], story=cat["story"],
-            selection=cat["sel"], tag_names=list(self.labels.tags), word_names=list(self.labels.words),
+        kept, d_mlp = self.kept, self.model.cfg.d_mlp
+        self.kept = KeptActivations(0, kept.n_units)  # hand the memory over (views of the filled rows, no copy)
+        return kept.unit_activations(
+            tag_names=list(self.labels.tags), word_names=list(self.labels.words),
             unit_names=[f"L{x}.N{n}" for x in self.layers for n in range(d_mlp)],
             unit_meta={"layer": np.repeat(self.layers, d_mlp), "neuron": np.tile(np.arange(d_mlp), len(self.layers))})
 
@@ -228,13 +220,15 @@ class NeuronJob:
             t1 = time.perf_counter()
             ident = classify_units(ua, idc)
             timings["identity_rules_s"] = time.perf_counter() - t1
+            boot = {"bootstrap_s": ident.timings.get("bootstrap_s", 0.0)}
             lexical = {}
             if self.baselines:
                 from tinyinterp.analysis.neurons.baselines import lexical_baseline
 
                 t1 = time.perf_counter()
-                lexical = lexical_baseline(ua, self.model.W_E.detach().cpu().numpy(), idc)
+                lexical = lexical_baseline(ua, self.model.W_E.detach().cpu().numpy(), idc, timings=boot)
                 timings["lexical_baselines_s"] = time.perf_counter() - t1
+            timings["decision_bootstraps_s"] = boot["bootstrap_s"]  # story/token-id resampling, inside the two above
             del ua
             rows = exact_rows(ident, rep, lexical)
             extra = {"paper_specificity": _paper(ident), "n_ambiguous_tests": ident.summary["n_ambiguous_tests"]}

@@ -16,39 +16,86 @@ from __future__ import annotations
 
 import numpy as np
 from jaxtyping import Bool, Float, Int
-from scipy.stats import rankdata
 
 __all__ = ["auroc_matrix", "average_precision", "specificity", "top_tokens"]
 
 
+def _sort_keys(a: Float[np.ndarray, "unit token"], tags: Int[np.ndarray, " token"]) -> np.ndarray:
+    """Per row, the tokens as sorted uint64 keys: the activation (as order-preserving bits) above the tag.
+
+    Sorting the keys sorts by activation (ties in any order) and carries each token's tag along, so
+    one value sort replaces an argsort plus a gather. ``-0.0`` is folded into ``+0.0`` first (equal as
+    floats, so tied, as ``rankdata`` has them)."""
+    bits = (a + np.float32(0.0)).astype(np.float32, copy=False).view(np.uint32)
+    bits = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000))  # IEEE order -> unsigned order
+    keys = (bits.astype(np.uint64) << np.uint64(32)) | tags.astype(np.uint64)[None, :]
+    keys.sort(axis=1)
+    return keys
+
+
+def _rank_sums(keys: np.ndarray, n_tags: int) -> np.ndarray:
+    """``[row, tag]`` sums of average ranks (1-based, ties share their mean rank) from :func:`_sort_keys`."""
+    c, n = keys.shape
+    v = keys >> np.uint64(32)
+    new = np.ones((c, n), dtype=bool)
+    new[:, 1:] = v[:, 1:] != v[:, :-1]  # a tie group starts (every row starts one)
+    starts = np.flatnonzero(new)
+    size = np.diff(np.append(starts, c * n))
+    avg = starts % n + (size + 1) / 2.0  # mean 1-based rank of each tie group
+    ranks = np.repeat(avg, size)  # [c * n], row-major like keys
+    cell = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    cell += (np.arange(c, dtype=np.int64) * n_tags)[:, None]
+    return np.bincount(cell.ravel(), weights=ranks, minlength=c * n_tags).reshape(c, n_tags)
+
+
 def auroc_matrix(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"], n_tags: int,
-                 min_support: int = 1, chunk: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(auroc [unit, tag], n_pos [tag], n_neg [tag])``; NaN where a tag has < ``min_support`` positives or negatives."""
-    n, n_units = acts.shape
-    onehot = np.zeros((n, n_tags), dtype=np.float64)
-    onehot[np.arange(n), tags] = 1.0
-    n_pos = onehot.sum(0)
+                 min_support: int = 1, rows: np.ndarray | slice | None = None, units: np.ndarray | None = None,
+                 max_elems: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(auroc [unit, tag], n_pos [tag], n_neg [tag])``; NaN where a tag has < ``min_support`` positives or negatives.
+
+    ``rows``: the tokens to use (an index array, boolean mask or slice of ``acts``' rows; None: all), read a
+    few units at a time, so no copy of ``acts[rows]`` is made; ``tags`` are those of the chosen rows.
+    ``units``: compute only these units (the others stay NaN). Exact Mann–Whitney AUROC with ties
+    counted half (average ranks), as ``sklearn.metrics.roc_auc_score``: each unit's chosen activations
+    are sorted once (float32), and a tag's AUROC is ``(Σ positive ranks - n+(n+ + 1)/2) / (n+ n-)``.
+    """
+    if isinstance(rows, np.ndarray) and rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    rows = slice(None) if rows is None else rows
+    tags = np.asarray(tags)
+    n, n_units = len(tags), acts.shape[1]
+    n_pos = np.bincount(tags, minlength=n_tags)[:n_tags].astype(np.float64) if n else np.zeros(n_tags)
     n_neg = n - n_pos
     out = np.full((n_units, n_tags), np.nan)
-    if n == 0:
-        return out, n_pos.astype(int), n_neg.astype(int)
-    for u0 in range(0, n_units, chunk):
-        ranks = rankdata(acts[:, u0:u0 + chunk], axis=0)  # [token, chunk] average ranks
-        rank_sum = ranks.T @ onehot  # [chunk, tag]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[u0:u0 + chunk] = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     ok = (n_pos >= min_support) & (n_neg >= min_support)
+    todo = np.arange(n_units) if units is None else np.asarray(units, dtype=np.int64)
+    if n == 0 or not ok.any() or not len(todo):
+        return out, n_pos.astype(int), n_neg.astype(int)
+    chunk = max(1, max_elems // n)
+    for i in range(0, len(todo), chunk):
+        us = todo[i:i + chunk]
+        cols = slice(int(us[0]), int(us[-1]) + 1) if us[-1] - us[0] + 1 == len(us) else us
+        block = acts[np.ix_(rows, cols)] if isinstance(rows, np.ndarray) and isinstance(cols, np.ndarray) else acts[rows, cols]
+        a = np.ascontiguousarray(block.T, dtype=np.float32)  # [chunk, token]
+        rank_sum = _rank_sums(_sort_keys(a, tags), n_tags)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[us] = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     out[:, ~ok] = np.nan
     return out, n_pos.astype(int), n_neg.astype(int)
 
 
-def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int = 256) -> Int[np.ndarray, "unit k"]:
-    """Row indices of each unit's ``k`` largest activations, largest first (ties: lower row first)."""
-    n, n_units = acts.shape
+def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int = 256,
+               rows: np.ndarray | slice | None = None) -> Int[np.ndarray, "unit k"]:
+    """Row indices of each unit's ``k`` largest activations, largest first (ties: lower row first).
+
+    ``rows``: only these rows of ``acts`` (index array or slice, read a chunk of units at a time); the
+    indices returned then count within them."""
+    rows = slice(None) if rows is None else rows
+    n, n_units = len(np.arange(acts.shape[0])[rows]), acts.shape[1]
     k = min(k, n)
     out = np.empty((n_units, k), dtype=np.int64)
     for u0 in range(0, n_units, chunk):
-        a = acts[:, u0:u0 + chunk].T  # [chunk, token]
+        a = acts[rows, u0:u0 + chunk].T  # [chunk, token]
         part = np.argpartition(-a, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (a.shape[0], 1))
         # order the candidates by (value desc, row asc); boundary ties resolved by the partition
         vals = np.take_along_axis(a, part, 1)
