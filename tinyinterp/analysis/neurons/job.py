@@ -128,6 +128,7 @@ class NeuronJob:
         self.kept: KeptActivations | None = KeptActivations(n_upper, edges.shape[0]) if keep else None
         self.tail = None if keep else TailHistogram(edges, n_tags, cfg.tail)
         self.control_result: NeuronResults | None = None  # set to skip the untrained control's own pass in finish()
+        self.hand_on = False  # set: finish() leaves the kept activations on the results (the features stage reuses them)
 
     def control_corpus(self) -> TaggedCorpus:
         """The stories the untrained control analyses (the first ``control_max_stories``)."""
@@ -215,6 +216,7 @@ class NeuronJob:
         t0 = time.perf_counter()
         sel, rep = run_tests(self.stats[0], idc.min_support), run_tests(self.stats[1], idc.min_support)
         extra: dict = {}
+        kept_ua = None
         if self.kept is not None:
             ua = self.unit_activations()
             t1 = time.perf_counter()
@@ -229,6 +231,7 @@ class NeuronJob:
                 lexical = lexical_baseline(ua, self.model.W_E.detach().cpu().numpy(), idc, timings=boot)
                 timings["lexical_baselines_s"] = time.perf_counter() - t1
             timings["decision_bootstraps_s"] = boot["bootstrap_s"]  # story/token-id resampling, inside the two above
+            kept_ua = ua if self.hand_on else None
             del ua
             rows = exact_rows(ident, rep, lexical)
             extra = {"paper_specificity": _paper(ident), "n_ambiguous_tests": ident.summary["n_ambiguous_tests"]}
@@ -246,6 +249,7 @@ class NeuronJob:
         timings["decision_s"] = time.perf_counter() - t0
         res = NeuronResults(rows=rows, summary={**self._summary(mode), **category_summary(rows, labels.tags), **extra})
         res.selection = self._selection_stats(sel.auroc)
+        res.activations = kept_ua
         if cfg.n_examples:
             t0 = time.perf_counter()
             res.examples = examples_for(self.model, self.corpus, res, self.top, self.layers, cfg)
