@@ -10,7 +10,7 @@ among the top-k held-out activations, AP and AP lift over the base rate) side by
 
 * :func:`exact_rows` — in memory (the default): the rows of
   :func:`~tinyinterp.analysis.neurons.identity.classify_units`, with the tag's lexical baselines
-  (token-id lookup, embedding) and the streamed moments joined on.
+  (token-id lookup, embedding) and the held-out moments joined on.
 * :func:`streaming_rows` — sharded / torchrun / ``in_memory=False`` runs: binned AUROC, AP from
   the exact top tail (:class:`~tinyinterp.analysis.neurons.tail_ap.TailHistogram`), the word-type
   test from the top-k buffer. The tests that need every token's activations (unseen token ids,
@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from tinyinterp.analysis.neurons.identity import CATEGORIES, IdentityConfig, IdentityResults
+from tinyinterp.analysis.neurons.identity import CATEGORIES, IdentityConfig, IdentityResults, block_rows
+from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.analysis.neurons.stats import TagTests
 
-__all__ = ["STREAMING_UNTESTABLE", "category_summary", "exact_rows", "sort_rows", "streaming_rows"]
+__all__ = ["STREAMING_UNTESTABLE", "category_summary", "exact_rows", "held_out_moments", "sort_rows", "streaming_rows"]
 
 STREAMING_UNTESTABLE = ("needs every token's activations, which a streaming (sharded, torchrun or in_memory=False) run "
                         "does not keep")
@@ -41,8 +42,29 @@ def _moments(rep: TagTests, u: int, t: int) -> dict[str, float]:
             "cohens_d": float(rep.cohens_d[u, t])}
 
 
-def exact_rows(ident: IdentityResults, rep: TagTests, lexical: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The identity rows as neuron rows: ``layer``/``neuron``/``tag`` + lexical baselines + moments."""
+def held_out_moments(ua: UnitActivations, pairs: list[tuple[int, int]], min_support: int) -> dict:
+    """``{(unit, tag): {mean_pos, mean_neg, cohens_d}}`` on the held-out tokens, exactly (float64 over the kept
+    float32 activations; pooled SD with ``n - 1``, as :func:`~tinyinterp.analysis.neurons.stats.run_tests`
+    from streamed moments); NaN when the tag has fewer than ``min_support`` positives or negatives."""
+    out_rows = ~ua.selection
+    X, tags = ua.acts[block_rows(out_rows)], ua.tags[out_rows]
+    res = {}
+    for u, t in pairs:
+        x, y = X[:, u].astype(np.float64), tags == t
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        if n_pos < min_support or n_neg < min_support:
+            res[(u, t)] = {"mean_pos": math.nan, "mean_neg": math.nan, "cohens_d": math.nan}
+            continue
+        xp, xn = x[y], x[~y]
+        pooled = math.sqrt(((n_pos - 1) * xp.var(ddof=1) + (n_neg - 1) * xn.var(ddof=1)) / (n_pos + n_neg - 2))
+        d = (xp.mean() - xn.mean()) / pooled if pooled > 0 else 0.0
+        res[(u, t)] = {"mean_pos": float(xp.mean()), "mean_neg": float(xn.mean()), "cohens_d": float(d)}
+    return res
+
+
+def exact_rows(ident: IdentityResults, moments: dict, lexical: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The identity rows as neuron rows: ``layer``/``neuron``/``tag`` + lexical baselines + held-out moments
+    (:func:`held_out_moments`)."""
     tag_idx = {t: i for i, t in enumerate(ident.summary["tags"])}
     rows = []
     for r in ident.rows:
@@ -55,7 +77,7 @@ def exact_rows(ident: IdentityResults, rep: TagTests, lexical: dict[str, dict[st
         for base, m in lexical.get(r["tag"], {}).items():
             for k in _LEXICAL:
                 row[f"{base}_{k}"] = m[k]
-        row.update(_moments(rep, r["unit"], tag_idx[r["tag"]]), exact=True)
+        row.update(moments[(r["unit"], tag_idx[r["tag"]])], exact=True)
         rows.append(row)
     return rows
 

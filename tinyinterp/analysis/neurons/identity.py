@@ -128,7 +128,7 @@ def _unseen(ua: UnitActivations, X: np.ndarray, out: np.ndarray, fold: np.ndarra
     return res
 
 
-def _block(mask: np.ndarray) -> slice | np.ndarray:
+def block_rows(mask: np.ndarray) -> slice | np.ndarray:
     """``mask``'s rows as a slice when they are one contiguous block (then ``acts[...]`` is a view, not a copy)."""
     idx = np.flatnonzero(mask)
     return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) and idx[-1] - idx[0] + 1 == len(idx) else idx
@@ -175,7 +175,7 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
                         for m in (sel & (fold == f) for f in (0, 1))])  # [fold, unit, tag]
     selected = np.nan_to_num(sel_auc, nan=0.0) >= thr
     cand_units = np.flatnonzero(selected.any((0, 2)))  # only these units' held-out AUROCs are ever read
-    X = ua.acts[_block(out)]  # [held-out token, unit]: a view when the held-out tokens come last (the neuron job)
+    X = ua.acts[block_rows(out)]  # [held-out token, unit]: a view when the held-out tokens come last (the neuron job)
     tags_o, words_o = ua.tags[out], ua.words[out]
     out_auc, n_pos, n_neg = auroc_matrix(X, tags_o, T, cfg.min_support, units=cand_units)
     unseen = _unseen(ua, X, out, fold, cfg, cand_units)
@@ -286,7 +286,7 @@ def paper_specificity(ua: UnitActivations, top_out: np.ndarray, spec_out: dict[s
                       cfg: IdentityConfig) -> list[dict[str, Any]]:
     """Per unit: dominant tag of its top-k on the selection half, and its share and word types held out."""
     sel = ua.selection
-    spec_sel = specificity(top_tokens(ua.acts, cfg.top_k, rows=_block(sel)), ua.tags[sel], ua.words[sel], ua.n_tags)
+    spec_sel = specificity(top_tokens(ua.acts, cfg.top_k, rows=block_rows(sel)), ua.tags[sel], ua.words[sel], ua.n_tags)
     out = []
     for u in range(ua.n_units):
         t = int(spec_sel["dominant"][u])

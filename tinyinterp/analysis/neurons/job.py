@@ -3,10 +3,11 @@
 :class:`NeuronJob` prepares (labels, the story split, quantile bin edges from a calibration
 sample of the selection half), then folds every batch of a
 :func:`~tinyinterp.analysis.engine.run_pass` into fixed-size statistics inside the MLP hooks
-(selection half → selection :class:`TagStats`; held-out half → held-out :class:`TagStats`, the
-top-k buffer and, when streaming, the exact-tail AP histogram). With ``in_memory`` (the default,
-never in shards) it also keeps every analysed token's activations, so :meth:`NeuronJob.finish`
-can run the identity rules exactly (:mod:`~tinyinterp.analysis.neurons.decision`); otherwise it
+(selection half → selection :class:`TagStats`; held-out half → the top-k buffer and, when
+streaming, held-out :class:`TagStats` and the exact-tail AP histogram). With ``in_memory`` (the
+default, never in shards) it also keeps every analysed token's activations
+(:class:`~tinyinterp.analysis.neurons.kept.KeptActivations`, filled in place), so :meth:`NeuronJob.finish`
+can run the identity rules and the held-out moments exactly (:mod:`~tinyinterp.analysis.neurons.decision`); otherwise it
 decides from the streamed statistics and says which tests were untestable. The untrained control
 (:meth:`NeuronJob.control_job`) is the same job on a randomly initialised twin.
 """
@@ -25,7 +26,8 @@ from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import eval_mode, mlp_hook, run_pass, stream_activations
 from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.controls import examples_for, logit_effects, untrained_copy
-from tinyinterp.analysis.neurons.decision import STREAMING_UNTESTABLE, category_summary, exact_rows, sort_rows, streaming_rows
+from tinyinterp.analysis.neurons.decision import (STREAMING_UNTESTABLE, category_summary, exact_rows, held_out_moments,
+                                                  sort_rows, streaming_rows)
 from tinyinterp.analysis.neurons.identity import classify_units
 from tinyinterp.analysis.neurons.kept import KeptActivations
 from tinyinterp.analysis.neurons.matched_ablation import SelectionStats
@@ -124,6 +126,7 @@ class NeuronJob:
         if cfg.in_memory and not keep:
             log.warning("%s: keeping every token's activations needs ~%.1f GB > max_memory_gb=%g; streaming instead "
                         "(identity tests untestable)", label, need_gb, cfg.max_memory_gb)
+        self.out_support = torch.zeros(n_tags, dtype=torch.long)  # held-out tokens per tag (exact mode)
         n_upper = int((self.labels.flat_tags >= 0).sum())
         self.kept: KeptActivations | None = KeptActivations(n_upper, edges.shape[0]) if keep else None
         self.tail = None if keep else TailHistogram(edges, n_tags, cfg.tail)
@@ -152,7 +155,10 @@ class NeuronJob:
                 return
             acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
             x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
-            self.stats[batch.group].update_units(x, tags.to(dev))
+            if batch.group == 0 or self.kept is None:
+                self.stats[batch.group].update_units(x, tags.to(dev))
+            else:  # exact mode: the held-out moments come from the kept activations (finish); count the tags only
+                self.out_support += torch.bincount(tags, minlength=len(self.out_support))
             if batch.group == 1:
                 self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
                 if self.tail is not None:
@@ -214,7 +220,7 @@ class NeuronJob:
         cfg, labels, idc = self.cfg, self.labels, self.cfg.identity
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        sel, rep = run_tests(self.stats[0], idc.min_support), run_tests(self.stats[1], idc.min_support)
+        sel = run_tests(self.stats[0], idc.min_support)
         extra: dict = {}
         kept_ua = None
         if self.kept is not None:
@@ -231,15 +237,17 @@ class NeuronJob:
                 lexical = lexical_baseline(ua, self.model.W_E.detach().cpu().numpy(), idc, timings=boot)
                 timings["lexical_baselines_s"] = time.perf_counter() - t1
             timings["decision_bootstraps_s"] = boot["bootstrap_s"]  # story/token-id resampling, inside the two above
+            tag_idx = {t: i for i, t in enumerate(labels.tags)}
+            moments = held_out_moments(ua, [(r["unit"], tag_idx[r["tag"]]) for r in ident.rows], idc.min_support)
             kept_ua = ua if self.hand_on else None
             del ua
-            rows = exact_rows(ident, rep, lexical)
+            rows = exact_rows(ident, moments, lexical)
             extra = {"paper_specificity": _paper(ident), "n_ambiguous_tests": ident.summary["n_ambiguous_tests"]}
             if lexical:
                 extra["lexical_baseline"] = lexical
             mode = "exact"
         else:
-            ap = self.tail.average_precision()
+            ap, rep = self.tail.average_precision(), run_tests(self.stats[1], idc.min_support)
             rows = streaming_rows(sel, rep, ap, _top_k_controls(self.top, labels), labels.tags, self.layers,
                                   self.model.cfg.d_mlp, idc)
             extra = {"untestable_why": f"unseen token ids, ambiguous words, story bootstrap: {STREAMING_UNTESTABLE}"}
@@ -288,6 +296,7 @@ class NeuronJob:
     def _summary(self, mode: str) -> dict:
         cfg, labels, corpus, model, idc = self.cfg, self.labels, self.corpus, self.model, self.cfg.identity
         sel_stats, out_stats = self.stats
+        support = out_stats.support if self.kept is None else self.out_support.numpy()  # exact: counted in the hook
         how = ("exact AUROC/AP on every held-out token; story-bootstrap CIs and Wald p (vs 0.5), BH over every row; "
                "identity tests (unseen token ids, within-identity ambiguous words, word types at the top)"
                if mode == "exact" else
@@ -296,11 +305,11 @@ class NeuronJob:
         return {
             "mode": mode, "method": how,
             "n_stories": len(corpus), "n_stories_select": len(self.sel_idx), "n_stories_held_out": len(self.out_idx),
-            "n_tokens_select": sel_stats.n_tokens, "n_tokens_held_out": out_stats.n_tokens,
+            "n_tokens_select": sel_stats.n_tokens, "n_tokens_held_out": int(support.sum()),
             "truncated_stories": int((corpus.lengths() > model.cfg.n_ctx).sum()),
             "layers": self.layers, "d_mlp": model.cfg.d_mlp, "n_neurons": len(self.layers) * model.cfg.d_mlp,
             "tags": labels.tags,
-            "tag_support_held_out": dict(zip(labels.tags, out_stats.support.tolist())),
+            "tag_support_held_out": dict(zip(labels.tags, support.tolist())),
             "tag_word_types": dict(zip(labels.tags, (labels.tag_counts > 0).sum(0).tolist())),  # whole corpus
             "auroc_threshold": idc.auroc_threshold, "fdr": idc.fdr,
             "config": dataclasses.asdict(cfg),
