@@ -121,11 +121,12 @@ def test_kept_activations_grow_and_hand_out_views():
 
     kept = KeptActivations(3, 2)
     for i in range(3):  # 6 rows into room for 3: grows once, keeps the order
-        kept.add(np.full((2, 2), i, np.float32), [i, i], [0, 0], [5, 6], [i, i], i < 2)
+        kept.add(np.full((2, 2), i, np.float32), [i, i], [0, 0], [5, 6], [i, i], [1, 2], i < 2)
     ua = kept.unit_activations(tag_names=["A", "B", "C"], word_names=["w"])
     assert len(kept) == 6 and ua.acts.base is not None  # a view of the filled rows, not a copy
     np.testing.assert_array_equal(ua.acts[:, 0], [0, 0, 1, 1, 2, 2])
     np.testing.assert_array_equal(ua.selection, [True] * 4 + [False] * 2)
+    np.testing.assert_array_equal(kept.positions(), [1, 2] * 3)
 
 
 def test_config_and_input_validation():

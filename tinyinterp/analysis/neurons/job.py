@@ -25,7 +25,7 @@ from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import eval_mode, mlp_hook, run_pass, stream_activations
 from tinyinterp.analysis.neurons.config import NeuronConfig
-from tinyinterp.analysis.neurons.controls import examples_for, logit_effects, untrained_copy
+from tinyinterp.analysis.neurons.controls import example_neurons, examples_for, logit_effects, top_from_kept, untrained_copy
 from tinyinterp.analysis.neurons.decision import (STREAMING_UNTESTABLE, category_summary, exact_rows, held_out_moments,
                                                   sort_rows, streaming_rows)
 from tinyinterp.analysis.neurons.identity import classify_units
@@ -159,13 +159,12 @@ class NeuronJob:
                 self.stats[batch.group].update_units(x, tags.to(dev))
             else:  # exact mode: the held-out moments come from the kept activations (finish); count the tags only
                 self.out_support += torch.bincount(tags, minlength=len(self.out_support))
-            if batch.group == 1:
+            if batch.group == 1 and self.kept is None:  # exact mode: the examples' top-k comes from the kept rows
                 self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
-                if self.tail is not None:
-                    self.tail.update(x, tags.to(dev))
+                self.tail.update(x, tags.to(dev))
             if self.kept is not None:
                 self.kept.add(acts.float().cpu().numpy(), tags.numpy(), words.numpy(), batch.tokens[bd, pd].cpu().numpy(),
-                              np.asarray(batch.stories)[b.numpy()], batch.group == 0)
+                              np.asarray(batch.stories)[b.numpy()], p.numpy(), batch.group == 0)
             parts.clear()
 
         return [(h, hook) for h in names]
@@ -222,8 +221,9 @@ class NeuronJob:
         t0 = time.perf_counter()
         sel = run_tests(self.stats[0], idc.min_support)
         extra: dict = {}
-        kept_ua = None
+        ua = pos = None
         if self.kept is not None:
+            pos = self.kept.positions()
             ua = self.unit_activations()
             t1 = time.perf_counter()
             ident = classify_units(ua, idc)
@@ -239,8 +239,6 @@ class NeuronJob:
             timings["decision_bootstraps_s"] = boot["bootstrap_s"]  # story/token-id resampling, inside the two above
             tag_idx = {t: i for i, t in enumerate(labels.tags)}
             moments = held_out_moments(ua, [(r["unit"], tag_idx[r["tag"]]) for r in ident.rows], idc.min_support)
-            kept_ua = ua if self.hand_on else None
-            del ua
             rows = exact_rows(ident, moments, lexical)
             extra = {"paper_specificity": _paper(ident), "n_ambiguous_tests": ident.summary["n_ambiguous_tests"]}
             if lexical:
@@ -257,11 +255,13 @@ class NeuronJob:
         timings["decision_s"] = time.perf_counter() - t0
         res = NeuronResults(rows=rows, summary={**self._summary(mode), **category_summary(rows, labels.tags), **extra})
         res.selection = self._selection_stats(sel.auroc)
-        res.activations = kept_ua
         if cfg.n_examples:
             t0 = time.perf_counter()
-            res.examples = examples_for(self.model, self.corpus, res, self.top, self.layers, cfg)
+            top = self.top if ua is None else self._top_from_kept(res, ua, pos)
+            res.examples = examples_for(self.model, self.corpus, res, top, self.layers, cfg)
             timings["examples_s"] = time.perf_counter() - t0
+        res.activations = ua if self.hand_on else None
+        del ua, pos
         if cfg.untrained_control:
             t0 = time.perf_counter()
             res.control = self.control_result if self.control_result is not None else self.control_job().run()
@@ -275,6 +275,12 @@ class NeuronJob:
         log.info("neurons: %d candidate row(s); %d pos, %d token neuron(s) (%s)", len(rows), res.summary["n_pos_neurons"],
                  res.summary["n_token_neurons"], mode)
         return res
+
+    def _top_from_kept(self, res: NeuronResults, ua: UnitActivations, pos: np.ndarray) -> TopKBuffer:
+        """The held-out top-k of the neurons that get examples, from the kept activations (exact mode)."""
+        d_mlp = self.model.cfg.d_mlp
+        units = [self.layers.index(layer) * d_mlp + n for layer, n in example_neurons(res, self.cfg.max_example_neurons)]
+        return top_from_kept(ua, pos, units, self.cfg.identity.top_k)
 
     def _selection_stats(self, auroc: np.ndarray) -> SelectionStats:
         """Selection-half mean and variance per neuron (from the streamed moments) and binned AUROC: what the

@@ -17,7 +17,7 @@ from tinyinterp.analysis.neurons.units import UnitActivations
 
 __all__ = ["KeptActivations"]
 
-_LABELS = {"tags": np.int64, "words": np.int64, "tok": np.int64, "story": np.int64, "sel": bool}
+_LABELS = {"tags": np.int64, "words": np.int64, "tok": np.int64, "story": np.int64, "pos": np.int64, "sel": bool}
 
 
 class KeptActivations:
@@ -38,8 +38,9 @@ class KeptActivations:
             new[: self.n] = v[: self.n]
             self.labels[k] = new
 
-    def add(self, acts: np.ndarray, tags, words, tok, story, selection: bool) -> None:
-        """Append one batch: ``acts [tok, unit]`` (any float dtype) and per-token labels."""
+    def add(self, acts: np.ndarray, tags, words, tok, story, pos, selection: bool) -> None:
+        """Append one batch: ``acts [tok, unit]`` (any float dtype) and per-token labels (``pos``: position in
+        the story, which the examples need)."""
         m = len(acts)
         if self.n + m > len(self.acts):
             self._grow(self.n + m)
@@ -47,8 +48,13 @@ class KeptActivations:
         self.acts[rows] = acts
         lab = self.labels
         lab["tags"][rows], lab["words"][rows], lab["tok"][rows], lab["story"][rows] = tags, words, tok, story
+        lab["pos"][rows] = pos
         lab["sel"][rows] = selection
         self.n += m
+
+    def positions(self) -> np.ndarray:
+        """Each filled row's position in its story."""
+        return self.labels["pos"][: self.n]
 
     def __len__(self) -> int:
         return self.n
