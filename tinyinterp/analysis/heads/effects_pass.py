@@ -161,9 +161,10 @@ class EffectsPass:
                 self.att_out[idx, sl] += (tot - ins).double().cpu().numpy()
             self.obs[idx, sl] += tot.double().cpu().numpy()
             # the pattern without the first key (a sink), renormalised; padding rows do not count
-            rest = pat[..., 1:] / (1.0 - pat[..., :1]).clamp(min=1e-6) * rm[:, None, :, None]  # [B, H, q, k-1]
+            scale = rm[:, None, :, None] / (1.0 - pat[..., :1]).clamp(min=1e-6)  # [B, H, q, 1]: one row factor
+            rest = pat[..., 1:] * scale  # [B, H, q, k-1]
             self.cell_s1[layer, :, :n, : n - 1] += rest.sum(0).double().cpu()
-            self.cell_s2[layer, :, :n, : n - 1] += rest.square().sum(0).double().cpu()
+            self.cell_s2[layer, :, :n, : n - 1] += rest.square_().sum(0).double().cpu()
             if self.profile is not None:
                 pred = predicted_pattern(self.profile[layer], n)  # [H, q, k]
                 col = einsum(rm, pred, "b q, h q k -> b h k")
