@@ -154,8 +154,8 @@ class NeuronJob:
             if len(parts) < len(names):
                 return
             acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
-            x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
             if batch.group == 0 or self.kept is None:
+                x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
                 self.stats[batch.group].update_units(x, tags.to(dev))
             else:  # exact mode: the held-out moments come from the kept activations (finish); count the tags only
                 self.out_support += torch.bincount(tags, minlength=len(self.out_support))
