@@ -44,7 +44,7 @@ import numpy as np
 from tinyinterp.analysis.stats import (bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_pair_bootstrap_auroc,
                                        story_weights, weighted_auroc)
 from tinyinterp.analysis.neurons.units import UnitActivations
-from tinyinterp.analysis.neurons.metrics import auroc_matrix, average_precision, specificity, top_tokens
+from tinyinterp.analysis.neurons.metrics import auroc_matrix, average_precision, fold_aurocs, specificity, top_tokens
 from tinyinterp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class IdentityResults:
     summary: dict[str, Any]
     paper: list[dict[str, Any]] = field(default_factory=list)  # paper-form specificity, one per unit
     timings: dict[str, float] = field(default_factory=dict)  # bootstrap_s: the story/token-id resampling alone
+    selection_auroc: Any = None  # [unit, tag] exact AUROC on the whole selection half (what the ablation ranks by)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{tag: {category: n}}`` over the rows (``none``: selected but not replicated)."""
@@ -171,8 +172,9 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     thr, T = cfg.auroc_threshold, ua.n_tags
     sel, out = ua.selection, ~ua.selection
     fold = ua.id_fold(cfg.type_seed)
-    sel_auc = np.stack([auroc_matrix(ua.acts, ua.tags[m], T, cfg.min_support, rows=m)[0]
-                        for m in (sel & (fold == f) for f in (0, 1))])  # [fold, unit, tag]
+    # [fold, unit, tag] on each token-id fold of the selection half, and [unit, tag] on the whole half
+    sel_auc, sel_auc_all = fold_aurocs(ua.acts, ua.tags, [np.flatnonzero(sel & (fold == f)) for f in (0, 1)], T,
+                                       cfg.min_support)
     selected = np.nan_to_num(sel_auc, nan=0.0) >= thr
     cand_units = np.flatnonzero(selected.any((0, 2)))  # only these units' held-out AUROCs are ever read
     X = ua.acts[block_rows(out)]  # [held-out token, unit]: a view when the held-out tokens come last (the neuron job)
@@ -233,7 +235,7 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     with clock:
         _paper_identity(paper, X, amb_sets, story_o, weights, ua, cfg)
     return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper,
-                           timings={"bootstrap_s": clock.seconds})
+                           timings={"bootstrap_s": clock.seconds}, selection_auroc=sel_auc_all)
 
 
 def _replication(X, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig) -> dict:

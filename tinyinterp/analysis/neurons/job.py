@@ -27,7 +27,7 @@ from tinyinterp.analysis.engine import eval_mode, mlp_hook, run_pass, stream_act
 from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.controls import example_neurons, examples_for, logit_effects, top_from_kept, untrained_copy
 from tinyinterp.analysis.neurons.decision import (STREAMING_UNTESTABLE, category_summary, exact_rows, held_out_moments,
-                                                  sort_rows, streaming_rows)
+                                                  selection_moments, sort_rows, streaming_rows)
 from tinyinterp.analysis.neurons.identity import classify_units
 from tinyinterp.analysis.neurons.kept import KeptActivations
 from tinyinterp.analysis.neurons.matched_ablation import SelectionStats
@@ -115,21 +115,26 @@ class NeuronJob:
         self.sel_idx, self.out_idx = corpus.split_indices(cfg.split_seed)
         self.groups = [self.sel_idx, self.out_idx]
         self.split = split  # a RankSplit under torchrun: the calibration runs split over the ranks
-        edges = _edges(model, corpus, self.labels, self.sel_idx, self.hook_names, cfg, split)  # [unit, n_bins + 1]
-        shift = edges[:, edges.shape[1] // 2]  # ≈ median: centres the moment sums
-        binner = Binner(edges, stride=n_tags * (edges.shape[1] + 1))
-        self.stats = (TagStats(edges, shift, n_tags, binner=binner), TagStats(edges, shift, n_tags, binner=binner))
-        self.top = TopKBuffer(edges.shape[0], cfg.identity.top_k, edges.device)
-        # in memory: every analysed token's activations and labels, per batch; streaming: the exact-tail AP histogram
-        need_gb = int((self.labels.flat_tags >= 0).sum()) * edges.shape[0] * 4 / 2 ** 30  # upper bound (before n_ctx cuts)
+        n_units, n_upper = len(self.layers) * model.cfg.d_mlp, int((self.labels.flat_tags >= 0).sum())
+        need_gb = n_upper * n_units * 4 / 2 ** 30  # upper bound (before n_ctx cuts)
         keep = cfg.in_memory and need_gb <= cfg.max_memory_gb
         if cfg.in_memory and not keep:
             log.warning("%s: keeping every token's activations needs ~%.1f GB > max_memory_gb=%g; streaming instead "
                         "(identity tests untestable)", label, need_gb, cfg.max_memory_gb)
-        self.out_support = torch.zeros(n_tags, dtype=torch.long)  # held-out tokens per tag (exact mode)
-        n_upper = int((self.labels.flat_tags >= 0).sum())
-        self.kept: KeptActivations | None = KeptActivations(n_upper, edges.shape[0]) if keep else None
-        self.tail = None if keep else TailHistogram(edges, n_tags, cfg.tail)
+        # in memory (exact mode): every analysed token's activations and labels, filled in place; the decision, the
+        # selection-half statistics and the examples' top-k are computed from them in finish(), so the pass only
+        # copies and counts. Streaming: bin edges from a calibration sample, histograms and moments of both halves,
+        # the held-out top-k and the exact-tail AP histogram, all fixed-size and mergeable.
+        self.kept: KeptActivations | None = KeptActivations(n_upper, n_units) if keep else None
+        self.support = torch.zeros((2, n_tags), dtype=torch.long)  # analysed tokens per half and tag (exact mode)
+        self.stats = self.top = self.tail = None
+        if not keep:
+            edges = _edges(model, corpus, self.labels, self.sel_idx, self.hook_names, cfg, split)  # [unit, n_bins + 1]
+            shift = edges[:, edges.shape[1] // 2]  # ≈ median: centres the moment sums
+            binner = Binner(edges, stride=n_tags * (edges.shape[1] + 1))
+            self.stats = (TagStats(edges, shift, n_tags, binner=binner), TagStats(edges, shift, n_tags, binner=binner))
+            self.top = TopKBuffer(edges.shape[0], cfg.identity.top_k, edges.device)
+            self.tail = TailHistogram(edges, n_tags, cfg.tail)
         self.control_result: NeuronResults | None = None  # set to skip the untrained control's own pass in finish()
         self.hand_on = False  # set: finish() leaves the kept activations on the results (the features stage reuses them)
 
@@ -154,17 +159,16 @@ class NeuronJob:
             if len(parts) < len(names):
                 return
             acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
-            if batch.group == 0 or self.kept is None:
-                x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
-                self.stats[batch.group].update_units(x, tags.to(dev))
-            else:  # exact mode: the held-out moments come from the kept activations (finish); count the tags only
-                self.out_support += torch.bincount(tags, minlength=len(self.out_support))
-            if batch.group == 1 and self.kept is None:  # exact mode: the examples' top-k comes from the kept rows
-                self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
-                self.tail.update(x, tags.to(dev))
-            if self.kept is not None:
+            if self.kept is not None:  # exact mode: keep and count; everything else is computed in finish()
+                self.support[batch.group] += torch.bincount(tags, minlength=self.support.shape[1])
                 self.kept.add(acts.float().cpu().numpy(), tags.numpy(), words.numpy(), batch.tokens[bd, pd].cpu().numpy(),
                               np.asarray(batch.stories)[b.numpy()], p.numpy(), batch.group == 0)
+            else:
+                x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
+                self.stats[batch.group].update_units(x, tags.to(dev))
+                if batch.group == 1:
+                    self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
+                    self.tail.update(x, tags.to(dev))
             parts.clear()
 
         return [(h, hook) for h in names]
@@ -219,7 +223,6 @@ class NeuronJob:
         cfg, labels, idc = self.cfg, self.labels, self.cfg.identity
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        sel = run_tests(self.stats[0], idc.min_support)
         extra: dict = {}
         ua = pos = None
         if self.kept is not None:
@@ -243,9 +246,15 @@ class NeuronJob:
             extra = {"paper_specificity": _paper(ident), "n_ambiguous_tests": ident.summary["n_ambiguous_tests"]}
             if lexical:
                 extra["lexical_baseline"] = lexical
+            selection = self._selection_stats(*selection_moments(ua), ident.selection_auroc)
             mode = "exact"
         else:
-            ap, rep = self.tail.average_precision(), run_tests(self.stats[1], idc.min_support)
+            sel, rep = run_tests(self.stats[0], idc.min_support), run_tests(self.stats[1], idc.min_support)
+            st, n = self.stats[0], max(self.stats[0].n_tokens, 1)
+            m = st.sum.sum(1).cpu().numpy() / n  # streamed moments, shifted by the bins' median
+            selection = self._selection_stats(st.shift.cpu().numpy() + m,
+                                              np.maximum(st.sumsq.sum(1).cpu().numpy() / n - m ** 2, 0), sel.auroc)
+            ap = self.tail.average_precision()
             rows = streaming_rows(sel, rep, ap, _top_k_controls(self.top, labels), labels.tags, self.layers,
                                   self.model.cfg.d_mlp, idc)
             extra = {"untestable_why": f"unseen token ids, ambiguous words, story bootstrap: {STREAMING_UNTESTABLE}"}
@@ -254,7 +263,7 @@ class NeuronJob:
         self._add_logits(rows)
         timings["decision_s"] = time.perf_counter() - t0
         res = NeuronResults(rows=rows, summary={**self._summary(mode), **category_summary(rows, labels.tags), **extra})
-        res.selection = self._selection_stats(sel.auroc)
+        res.selection = selection
         if cfg.n_examples:
             t0 = time.perf_counter()
             top = self.top if ua is None else self._top_from_kept(res, ua, pos)
@@ -282,16 +291,13 @@ class NeuronJob:
         units = [self.layers.index(layer) * d_mlp + n for layer, n in example_neurons(res, self.cfg.max_example_neurons)]
         return top_from_kept(ua, pos, units, self.cfg.identity.top_k)
 
-    def _selection_stats(self, auroc: np.ndarray) -> SelectionStats:
-        """Selection-half mean and variance per neuron (from the streamed moments) and binned AUROC: what the
-        ablation ranks, ablates to and matches on."""
-        st = self.stats[0]
-        n = max(st.n_tokens, 1)
-        m = st.sum.sum(1).cpu().numpy() / n
+    def _selection_stats(self, mean: np.ndarray, variance: np.ndarray, auroc: np.ndarray) -> SelectionStats:
+        """Selection-half mean and variance per neuron and AUROC per neuron x tag (exact from the kept activations,
+        or streamed moments and binned AUROC): what the ablation ranks, ablates to and matches on."""
         d_mlp = self.model.cfg.d_mlp
         return SelectionStats(layer=np.repeat(self.layers, d_mlp), neuron=np.tile(np.arange(d_mlp), len(self.layers)),
-                              mean=st.shift.cpu().numpy() + m, variance=np.maximum(st.sumsq.sum(1).cpu().numpy() / n - m ** 2, 0),
-                              held_out=np.asarray(self.out_idx), tag_names=list(self.labels.tags), auroc=auroc)
+                              mean=mean, variance=variance, held_out=np.asarray(self.out_idx),
+                              tag_names=list(self.labels.tags), auroc=auroc)
 
     def _add_logits(self, rows: list[dict]) -> None:
         keys = sorted({(r["layer"], r["neuron"]) for r in rows})
@@ -301,8 +307,10 @@ class NeuronJob:
 
     def _summary(self, mode: str) -> dict:
         cfg, labels, corpus, model, idc = self.cfg, self.labels, self.corpus, self.model, self.cfg.identity
-        sel_stats, out_stats = self.stats
-        support = out_stats.support if self.kept is None else self.out_support.numpy()  # exact: counted in the hook
+        if self.kept is None:
+            n_select, support = self.stats[0].n_tokens, self.stats[1].support
+        else:  # exact mode: counted in the hook
+            n_select, support = int(self.support[0].sum()), self.support[1].numpy()
         how = ("exact AUROC/AP on every held-out token; story-bootstrap CIs and Wald p (vs 0.5), BH over every row; "
                "identity tests (unseen token ids, within-identity ambiguous words, word types at the top)"
                if mode == "exact" else
@@ -311,7 +319,7 @@ class NeuronJob:
         return {
             "mode": mode, "method": how,
             "n_stories": len(corpus), "n_stories_select": len(self.sel_idx), "n_stories_held_out": len(self.out_idx),
-            "n_tokens_select": sel_stats.n_tokens, "n_tokens_held_out": int(support.sum()),
+            "n_tokens_select": n_select, "n_tokens_held_out": int(support.sum()),
             "truncated_stories": int((corpus.lengths() > model.cfg.n_ctx).sum()),
             "layers": self.layers, "d_mlp": model.cfg.d_mlp, "n_neurons": len(self.layers) * model.cfg.d_mlp,
             "tags": labels.tags,

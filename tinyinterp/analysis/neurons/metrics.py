@@ -3,6 +3,8 @@
 * :func:`auroc_matrix` — Mann–Whitney AUROC (ties count half) of every unit for every tag
   against all other tags, from one average-rank pass per unit; identical to
   ``sklearn.metrics.roc_auc_score``.
+* :func:`fold_aurocs` — the same on several disjoint row sets and on their union (one sort per set,
+  a merge for the union).
 * :func:`top_tokens` — each unit's ``k`` largest activations (row indices), ties broken by row.
 * :func:`specificity` — precision of each tag among the top activations, the number of distinct
   word types carrying it there, and each unit's dominant tag.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-__all__ = ["auroc_matrix", "average_precision", "specificity", "top_tokens"]
+__all__ = ["auroc_matrix", "average_precision", "fold_aurocs", "specificity", "top_tokens"]
 
 
 def _sort_keys(a: Float[np.ndarray, "unit token"], tags: Int[np.ndarray, " token"]) -> np.ndarray:
@@ -82,6 +84,39 @@ def auroc_matrix(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " 
             out[us] = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     out[:, ~ok] = np.nan
     return out, n_pos.astype(int), n_neg.astype(int)
+
+
+def fold_aurocs(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"], folds: list[np.ndarray],
+                n_tags: int, min_support: int = 1, max_elems: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """``(per_fold [fold, unit, tag], union [unit, tag])``: exact AUROC (as :func:`auroc_matrix`) on the rows
+    of each fold (disjoint index arrays into ``acts``; ``tags`` indexes all of ``acts``' rows) and on their union.
+
+    Each fold's keys are sorted once; the union's order is a merge of the sorted folds (a stable sort of
+    sorted runs, linear), not another full sort."""
+    folds = [np.asarray(f, dtype=np.int64) for f in folds]
+    n_units = acts.shape[1]
+    ftags = [tags[f] for f in folds]
+    utags = np.concatenate(ftags)
+    per = np.full((len(folds), n_units, n_tags), np.nan)
+    union = np.full((n_units, n_tags), np.nan)
+    n = sum(len(f) for f in folds)
+    if n == 0:
+        return per, union
+    counts = [np.bincount(t, minlength=n_tags)[:n_tags].astype(np.float64) for t in (*ftags, utags)]
+    chunk = max(1, max_elems // n)
+    for u0 in range(0, n_units, chunk):
+        cols = slice(u0, min(u0 + chunk, n_units))
+        keys = [_sort_keys(np.ascontiguousarray(acts[f, cols].T, dtype=np.float32), t) for f, t in zip(folds, ftags)]
+        merged = np.concatenate(keys, axis=1)
+        merged.sort(axis=1, kind="stable")  # sorted runs: a merge
+        for out, k, n_pos in [*((per[i], keys[i], counts[i]) for i in range(len(folds))), (union, merged, counts[-1])]:
+            n_neg = k.shape[1] - n_pos
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[cols] = (_rank_sums(k, n_tags) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    for out, n_pos in [*zip(per, counts), (union, counts[-1])]:
+        n_neg = n_pos.sum() - n_pos
+        out[:, (n_pos < min_support) | (n_neg < min_support)] = np.nan
+    return per, union
 
 
 def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int = 256,
