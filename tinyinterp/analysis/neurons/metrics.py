@@ -119,7 +119,7 @@ def fold_aurocs(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " t
     return per, union
 
 
-def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int = 256,
+def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int | None = None,
                rows: np.ndarray | slice | None = None) -> Int[np.ndarray, "unit k"]:
     """Row indices of each unit's ``k`` largest activations, largest first (ties: lower row first).
 
@@ -127,10 +127,11 @@ def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int = 256,
     indices returned then count within them."""
     rows = slice(None) if rows is None else rows
     n, n_units = len(np.arange(acts.shape[0])[rows]), acts.shape[1]
+    chunk = chunk or max(1, min(256, (1 << 22) // max(n, 1)))  # units at a time: ~4M values in flight
     k = min(k, n)
     out = np.empty((n_units, k), dtype=np.int64)
     for u0 in range(0, n_units, chunk):
-        a = acts[rows, u0:u0 + chunk].T  # [chunk, token]
+        a = np.ascontiguousarray(acts[rows, u0:u0 + chunk].T)  # [chunk, token], rows contiguous for the partition
         part = np.argpartition(-a, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (a.shape[0], 1))
         # order the candidates by (value desc, row asc); boundary ties resolved by the partition
         vals = np.take_along_axis(a, part, 1)
