@@ -163,16 +163,26 @@ def specificity(top: Int[np.ndarray, "unit k"], tags: Int[np.ndarray, " token"],
             "dominant_share": precision[np.arange(n_units), dominant]}
 
 
+def _ap(x: np.ndarray, y: np.ndarray) -> float:
+    """Step-wise AP of scores ``x`` for boolean ``y``, as ``sklearn.metrics.average_precision_score``: one key
+    sort; precision and recall read at the end of each run of tied scores (descending)."""
+    keys = _sort_keys(np.asarray(x, dtype=np.float32)[None, :], y.astype(np.int64))[0][::-1]  # descending
+    v = keys >> np.uint64(32)
+    last = np.flatnonzero(np.r_[v[1:] != v[:-1], True])  # end of each tie run
+    tps = np.cumsum((keys & np.uint64(1)).astype(np.int64))[last].astype(np.float64)
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
 def average_precision(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"],
                       rows: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, float]]:
     """Exact AP and base rate for each ``(unit, tag)`` in ``rows`` (scikit-learn's step-wise AP)."""
-    from sklearn.metrics import average_precision_score
-
     out = {}
     for u, t in rows:
         y: Bool[np.ndarray, " token"] = tags == t
         if y.any() and not y.all():
-            out[(u, t)] = (float(average_precision_score(y, acts[:, u])), float(y.mean()))
+            out[(u, t)] = (_ap(acts[:, u], y), float(y.mean()))
         else:
             out[(u, t)] = (float("nan"), float(y.mean()))
     return out
