@@ -6,7 +6,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tests.support.planted_units import IDENT_UNITS, LIST_UNIT, NOISE_UNITS, NOUN_UNIT, ONE_UNIT, planted_units
 from tinyinterp.analysis.neurons.identity import IdentityConfig, classify_units
-from tinyinterp.analysis.neurons.metrics import auroc_matrix, specificity, top_tokens
+from tinyinterp.analysis.neurons.metrics import auroc_matrix, average_precision, fold_aurocs, specificity, top_tokens
 from tinyinterp.errors import ConfigError
 
 CFG = IdentityConfig(n_boot=300)
@@ -114,6 +114,14 @@ def test_auroc_matrix_ties_subsets_and_units_match_sklearn():
         assert np.isnan(np.delete(sub, units, 0)).all()
     top = top_tokens(acts, 7, rows=slice(100, 300))
     np.testing.assert_array_equal(top, top_tokens(acts[100:300], 7))
+    ap = average_precision(acts, tags, [(u, t) for u in range(n_units) for t in range(n_tags)])
+    for (u, t), (v, base) in ap.items():  # ties and signed zeros as scikit-learn has them
+        assert v == pytest.approx(average_precision_score(tags == t, acts[:, u]), abs=1e-12) and base == np.mean(tags == t)
+    per, union = fold_aurocs(acts, tags, [np.arange(0, n, 2), np.arange(1, 301, 2)], n_tags)
+    both = np.r_[np.arange(0, n, 2), np.arange(1, 301, 2)]
+    for f, rows_f in enumerate([np.arange(0, n, 2), np.arange(1, 301, 2)]):
+        np.testing.assert_allclose(per[f], auroc_matrix(acts, tags[rows_f], n_tags, rows=rows_f)[0], atol=1e-12)
+    np.testing.assert_allclose(union, auroc_matrix(acts, tags[both], n_tags, rows=both)[0], atol=1e-12)
 
 
 def test_kept_activations_grow_and_hand_out_views():
