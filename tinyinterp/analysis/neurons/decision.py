@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tinyinterp.analysis.neurons.identity import CATEGORIES, IdentityConfig, IdentityResults, block_rows
+from tinyinterp.analysis.neurons.metrics import UnitColumns
 from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.analysis.neurons.stats import TagTests
 
@@ -47,10 +48,10 @@ def held_out_moments(ua: UnitActivations, pairs: list[tuple[int, int]], min_supp
     float32 activations; pooled SD with ``n - 1``, as :func:`~tinyinterp.analysis.neurons.stats.run_tests`
     from streamed moments); NaN when the tag has fewer than ``min_support`` positives or negatives."""
     out_rows = ~ua.selection
-    X, tags = ua.acts[block_rows(out_rows)], ua.tags[out_rows]
+    cols, tags = UnitColumns(ua.acts[block_rows(out_rows)], [u for u, _ in pairs]), ua.tags[out_rows]
     res = {}
     for u, t in pairs:
-        x, y = X[:, u].astype(np.float64), tags == t
+        x, y = cols[u].astype(np.float64), tags == t
         n_pos, n_neg = int(y.sum()), int((~y).sum())
         if n_pos < min_support or n_neg < min_support:
             res[(u, t)] = {"mean_pos": math.nan, "mean_neg": math.nan, "cohens_d": math.nan}

@@ -44,7 +44,8 @@ import numpy as np
 from tinyinterp.analysis.stats import (bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_pair_bootstrap_auroc,
                                        story_weights, weighted_auroc)
 from tinyinterp.analysis.neurons.units import UnitActivations
-from tinyinterp.analysis.neurons.metrics import auroc_matrix, average_precision, fold_aurocs, specificity, top_tokens
+from tinyinterp.analysis.neurons.metrics import (UnitColumns, auroc_matrix, average_precision, fold_aurocs, specificity,
+                                                 top_tokens)
 from tinyinterp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -190,10 +191,11 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
         weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
     cand = list(zip(*np.nonzero(selected.any(0))))
     log.info("identity: %d candidate unit x tag rows of %d units x %d tags", len(cand), ua.n_units, T)
-    ap = average_precision(X, tags_o, cand)
+    cols = UnitColumns(X, cand_units)  # the candidates' held-out columns, contiguous: what every per-row test reads
+    ap = average_precision(cols, tags_o, cand)
 
     with clock:
-        rep_ci = _replication(X, tags_o, cand, out_auc, story_o, weights, cfg)
+        rep_ci = _replication(cols, tags_o, cand, out_auc, story_o, weights, cfg)
     rows = []
     for u, t in cand:
         s = amb_sets[t]
@@ -205,7 +207,7 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
         unseen_missing = any(not np.isfinite(v) for v in uv)
         supported = (s["n_pos"] >= cfg.ambiguous_min_support and s["n_neg"] >= cfg.ambiguous_min_support
                      and s["n_stories"] >= cfg.ambiguous_min_stories)
-        amb_est = float(weighted_auroc(X[s["rows"], u], s["y"], strata=s["strata"])) if s["n_pos"] and s["n_neg"] else math.nan
+        amb_est = float(weighted_auroc(cols[u][s["rows"]], s["y"], strata=s["strata"])) if s["n_pos"] and s["n_neg"] else math.nan
         a_ap, base = ap[(u, t)]
         worst = folds[int(np.nanargmin(uv))] if np.isfinite(uv).any() else folds[0]
         rows.append({
@@ -223,22 +225,22 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
             "_unseen_fail": unseen_fail, "_unseen_missing": unseen_missing,
         })
     with clock:
-        _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua, cfg)
+        _ambiguous_inference(rows, cols, amb_sets, story_o, weights, ua, cfg)
     for r in rows:
         amb = {"supported": r["ambiguous_supported"], "passed": r.get("ambiguous_passed", False)}
         r["category"], r["reasons"] = _category(r["replicated"], r.pop("_unseen_fail"), r.pop("_unseen_missing"), amb,
                                                 r["n_top_types"], cfg)
     with clock:
-        _pos_intervals(rows, X, unseen, ua, cfg)
+        _pos_intervals(rows, cols, unseen, ua, cfg)
     rows.sort(key=lambda r: (CATEGORIES.index(r["category"]) if r["category"] in CATEGORIES else 9, r["tag"], -r["auroc"]))
     paper = paper_specificity(ua, top, spec, cfg)
     with clock:
-        _paper_identity(paper, X, amb_sets, story_o, weights, ua, cfg)
+        _paper_identity(paper, cols, amb_sets, story_o, weights, ua, cfg)
     return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper,
                            timings={"bootstrap_s": clock.seconds}, selection_auroc=sel_auc_all)
 
 
-def _replication(X, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig) -> dict:
+def _replication(cols: UnitColumns, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig) -> dict:
     """Per candidate: story-bootstrap CI and Wald p (vs 0.5) of its held-out AUROC, and the BH q-value over
     every candidate (the stories, not the tokens, are the independent units)."""
     out, ps = {}, []
@@ -246,7 +248,7 @@ def _replication(X, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig
         if not np.isfinite(out_auc[u, t]):
             out[(u, t)] = [math.nan, math.nan, math.nan]
         else:
-            b = story_pair_bootstrap_auroc(X[:, u], tags_o == t, story_o, weights)
+            b = story_pair_bootstrap_auroc(cols[u], tags_o == t, story_o, weights)
             out[(u, t)] = [float(b.ci_low), float(b.ci_high), float(b.p_value)]
         ps.append(out[(u, t)][2])
     for key, q in zip(cand, bh_qvalues(np.array(ps, dtype=np.float64))):
@@ -254,13 +256,14 @@ def _replication(X, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig
     return out
 
 
-def _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua: UnitActivations, cfg: IdentityConfig) -> None:
+def _ambiguous_inference(rows, cols: UnitColumns, amb_sets, story_o, weights, ua: UnitActivations,
+                         cfg: IdentityConfig) -> None:
     """Story-bootstrap CI and Wald p for the within-type ambiguous AUROC of every replicated, supported row; BH over them."""
     tested = [r for r in rows if r["replicated"] and r["ambiguous_supported"]]
     tag_idx = {n: i for i, n in enumerate(ua.tag_names)}
     for r in tested:
         s = amb_sets[tag_idx[r["tag"]]]
-        b = bootstrap_auroc(X[s["rows"], r["unit"]], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
+        b = bootstrap_auroc(cols[r["unit"]][s["rows"]], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
         r.update(ambiguous_ci_low=float(b.ci_low), ambiguous_ci_high=float(b.ci_high), ambiguous_p=float(b.p_value))
     q = bh_qvalues(np.array([r["ambiguous_p"] for r in tested]))
     for r, qq in zip(tested, q):
@@ -268,7 +271,7 @@ def _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua: UnitActivation
         r["ambiguous_passed"] = bool(r["ambiguous_auroc"] > 0.5 and r["ambiguous_ci_low"] > 0.5 and qq < cfg.fdr)
 
 
-def _pos_intervals(rows, X, unseen, ua: UnitActivations, cfg: IdentityConfig) -> None:
+def _pos_intervals(rows, cols: UnitColumns, unseen, ua: UnitActivations, cfg: IdentityConfig) -> None:
     """CI for the unseen-type claim of ``pos`` rows (token-id bootstrap: generalising to new tokens is a
     claim about tokens, so ids are resampled). A ``pos`` row whose unseen-type CI reaches 0.5 becomes ``token``."""
     tag_idx = {n: i for i, n in enumerate(ua.tag_names)}
@@ -278,7 +281,7 @@ def _pos_intervals(rows, X, unseen, ua: UnitActivations, cfg: IdentityConfig) ->
             continue
         y = ua.tags[~ua.selection] == tag_idx[r["tag"]]
         m = unseen[r["unseen_fold"]]["mask"]
-        bu = cluster_bootstrap_auroc(X[m, r["unit"]], y[m], ids_o[m], cfg.n_boot_types, cfg.boot_seed)
+        bu = cluster_bootstrap_auroc(cols[r["unit"]][m], y[m], ids_o[m], cfg.n_boot_types, cfg.boot_seed)
         r["unseen_ci"] = [float(bu.ci_low), float(bu.ci_high)]
         if not bu.ci_low > 0.5:
             r["category"], r["reasons"] = "token", ["unseen token ids (token-id bootstrap CI reaches 0.5)"]
@@ -299,7 +302,8 @@ def paper_specificity(ua: UnitActivations, top_out: np.ndarray, spec_out: dict[s
     return out
 
 
-def _paper_identity(paper, X, amb_sets, story_o, weights, ua: UnitActivations, cfg: IdentityConfig) -> None:
+def _paper_identity(paper, cols: UnitColumns, amb_sets, story_o, weights, ua: UnitActivations,
+                    cfg: IdentityConfig) -> None:
     """For units passing the paper form: the within-identity ambiguous test on their tag (BH over them).
 
     "Only fires on nouns" is a specificity claim; whether the unit tells "play" the noun from
@@ -310,7 +314,7 @@ def _paper_identity(paper, X, amb_sets, story_o, weights, ua: UnitActivations, c
         p["ambiguous_supported"] = bool(s["n_pos"] >= cfg.ambiguous_min_support and s["n_neg"] >= cfg.ambiguous_min_support
                                         and s["n_stories"] >= cfg.ambiguous_min_stories)
         if p["passes"] and p["ambiguous_supported"]:
-            b = bootstrap_auroc(X[s["rows"], p["unit"]], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
+            b = bootstrap_auroc(cols[p["unit"]][s["rows"]], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
             p.update(ambiguous_auroc=float(b.estimate), ambiguous_ci=[float(b.ci_low), float(b.ci_high)],
                      ambiguous_p=float(b.p_value))
             tested.append(p)

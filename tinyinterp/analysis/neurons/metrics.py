@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-__all__ = ["auroc_matrix", "average_precision", "fold_aurocs", "specificity", "top_tokens"]
+__all__ = ["UnitColumns", "auroc_matrix", "average_precision", "fold_aurocs", "specificity", "top_tokens"]
 
 
 def _sort_keys(a: Float[np.ndarray, "unit token"], tags: Int[np.ndarray, " token"]) -> np.ndarray:
@@ -163,6 +163,23 @@ def specificity(top: Int[np.ndarray, "unit k"], tags: Int[np.ndarray, " token"],
             "dominant_share": precision[np.arange(n_units), dominant]}
 
 
+class UnitColumns:
+    """Contiguous copies of chosen units' columns of ``acts`` (one gather, in row blocks), so tests that read
+    one unit at a time do not stride through a ``[token, unit]`` array; other units are copied on demand."""
+
+    def __init__(self, acts: Float[np.ndarray, "token unit"], units, block: int = 1 << 15):
+        self.acts, units = acts, np.asarray(sorted({int(u) for u in units}), dtype=np.int64)
+        self.index = {int(u): i for i, u in enumerate(units)}
+        self.cols = np.empty((len(units), acts.shape[0]), dtype=np.float32)
+        if len(units):
+            for r0 in range(0, acts.shape[0], block):
+                self.cols[:, r0:r0 + block] = acts[r0:r0 + block][:, units].T
+
+    def __getitem__(self, unit: int) -> np.ndarray:
+        i = self.index.get(int(unit))
+        return self.cols[i] if i is not None else np.ascontiguousarray(self.acts[:, int(unit)], dtype=np.float32)
+
+
 def _ap(x: np.ndarray, y: np.ndarray) -> float:
     """Step-wise AP of scores ``x`` for boolean ``y``, as ``sklearn.metrics.average_precision_score``: one key
     sort; precision and recall read at the end of each run of tied scores (descending)."""
@@ -175,14 +192,15 @@ def _ap(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
-def average_precision(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"],
+def average_precision(acts: "Float[np.ndarray, 'token unit'] | UnitColumns", tags: Int[np.ndarray, " token"],
                       rows: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, float]]:
     """Exact AP and base rate for each ``(unit, tag)`` in ``rows`` (scikit-learn's step-wise AP)."""
+    cols = acts if isinstance(acts, UnitColumns) else UnitColumns(acts, [u for u, _ in rows])
     out = {}
     for u, t in rows:
         y: Bool[np.ndarray, " token"] = tags == t
         if y.any() and not y.all():
-            out[(u, t)] = (_ap(acts[:, u], y), float(y.mean()))
+            out[(u, t)] = (_ap(cols[u], y), float(y.mean()))
         else:
             out[(u, t)] = (float("nan"), float(y.mean()))
     return out
