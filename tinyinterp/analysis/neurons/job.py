@@ -1,15 +1,17 @@
 """The neuron analysis as a job: preparation, a streaming pass consumer, and the decision.
 
-:class:`NeuronJob` prepares (labels, the story split, quantile bin edges from a calibration
-sample of the selection half), then folds every batch of a
-:func:`~tinyinterp.analysis.engine.run_pass` into fixed-size statistics inside the MLP hooks
-(selection half → selection :class:`TagStats`; held-out half → the top-k buffer and, when
-streaming, held-out :class:`TagStats` and the exact-tail AP histogram). With ``in_memory`` (the
-default, never in shards) it also keeps every analysed token's activations
-(:class:`~tinyinterp.analysis.neurons.kept.KeptActivations`, filled in place), so :meth:`NeuronJob.finish`
-can run the identity rules and the held-out moments exactly (:mod:`~tinyinterp.analysis.neurons.decision`); otherwise it
-decides from the streamed statistics and says which tests were untestable. The untrained control
-(:meth:`NeuronJob.control_job`) is the same job on a randomly initialised twin.
+:class:`NeuronJob` prepares (labels, the story split), then takes every batch of a
+:func:`~tinyinterp.analysis.engine.run_pass` inside the MLP hooks. With ``in_memory`` (the
+default, never in shards) it copies every analysed token's activations into one preallocated
+array (:class:`~tinyinterp.analysis.neurons.kept.KeptActivations`) and counts tags, and
+:meth:`NeuronJob.finish` computes everything exactly from them: the identity rules
+(:mod:`~tinyinterp.analysis.neurons.decision`), the selection half's AUROC and moments (what the
+ablation ranks and matches on), the held-out moments and the examples' top-k. Streaming
+(``in_memory=False``, shards, torchrun): quantile bin edges from a calibration sample of the
+selection half, then fixed-size, mergeable statistics per batch (selection and held-out
+:class:`TagStats`, the held-out top-k buffer and exact-tail AP histogram); the decision then says
+which tests were untestable. The untrained control (:meth:`NeuronJob.control_job`) is the same
+job on a randomly initialised twin.
 """
 
 from __future__ import annotations
