@@ -19,7 +19,8 @@ from torch import Tensor
 
 from tinyinterp.analysis.corpus.store import StoryStore
 from tinyinterp.analysis.engine import PassBatch
-from tinyinterp.analysis.heads.scores import KEY_CATEGORIES, UPOS_CATEGORIES, _category_tables, _key_categories, predicted_pattern
+from tinyinterp.analysis.heads.scores import (KEY_CATEGORIES, UPOS_CATEGORIES, PredictedPatterns, _category_tables,
+                                             _key_categories)
 
 __all__ = ["NEXT_GROUPS", "FUNCTION", "CONTENT", "EffectsPass", "next_groups", "unembed_directions"]
 
@@ -106,6 +107,7 @@ class EffectsPass:
             self.ln = cfg.normalization_type if cfg.normalization_type in ("LN", "LNPre") else None
             self.hook_names += [f"blocks.{l}.attn.hook_z" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
         self.profile = None if profile is None else torch.as_tensor(profile, dtype=torch.float32, device=cfg.device)
+        self.pred = None if profile is None else PredictedPatterns(self.profile)
         z = lambda *s: np.zeros(s)  # noqa: E731
         self.dla = z(n_stories, L * H, G)  # sum of direct logit attribution over tokens whose next is in group g
         self.n_next = z(n_stories, G)  # tokens per group
@@ -166,7 +168,7 @@ class EffectsPass:
             self.cell_s1[layer, :, :n, : n - 1] += rest.sum(0).double().cpu()
             self.cell_s2[layer, :, :n, : n - 1] += rest.square_().sum(0).double().cpu()
             if self.profile is not None:
-                pred = predicted_pattern(self.profile[layer], n)  # [H, q, k]
+                pred = self.pred(layer, n)  # [H, q, k]
                 col = einsum(rm, pred, "b q, h q k -> b h k")
                 self.exp[idx, sl] += einsum(col, keyc, "b h k, b k c -> b h c").double().cpu().numpy()
 
