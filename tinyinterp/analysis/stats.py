@@ -220,7 +220,7 @@ def story_pair_bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, story: np
     story = np.asarray(story, dtype=np.int64)
     n_st = weights.shape[1]
     M = _story_pair_wins(scores[y], story[y], scores[~y], story[~y], n_st)
-    P, N = np.bincount(st_p, minlength=n_st).astype(float), np.bincount(st_n, minlength=n_st).astype(float)
+    P, N = np.bincount(story[y], minlength=n_st).astype(float), np.bincount(story[~y], minlength=n_st).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         est = np.asarray(M.sum() / (P.sum() * N.sum()))
         w = weights.astype(np.float64)
