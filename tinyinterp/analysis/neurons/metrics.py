@@ -16,6 +16,8 @@ Binned (streaming) estimates live in :mod:`~tinyinterp.analysis.neurons.tail_ap`
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
@@ -28,26 +30,39 @@ def _sort_keys(a: Float[np.ndarray, "unit token"], tags: Int[np.ndarray, " token
     Sorting the keys sorts by activation (ties in any order) and carries each token's tag along, so
     one value sort replaces an argsort plus a gather. ``-0.0`` is folded into ``+0.0`` first (equal as
     floats, so tied, as ``rankdata`` has them)."""
-    bits = (a + np.float32(0.0)).astype(np.float32, copy=False).view(np.uint32)
-    bits = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000))  # IEEE order -> unsigned order
-    keys = (bits.astype(np.uint64) << np.uint64(32)) | tags.astype(np.uint64)[None, :]
+    bits = (np.asarray(a, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
+    flip = (bits.view(np.int32) >> 31).view(np.uint32) | np.uint32(0x80000000)  # negative: all bits; else the sign
+    keys = np.empty(bits.shape, dtype=np.uint64)
+    halves = keys.view(np.uint32).reshape(*bits.shape, 2)  # little-endian: [..., 0] low word, [..., 1] high word
+    if sys.byteorder != "little":
+        halves = halves[..., ::-1]
+    np.bitwise_xor(bits, flip, out=halves[..., 1])  # IEEE order -> unsigned order
+    halves[..., 0] = np.asarray(tags, dtype=np.uint32)[None, :]
     keys.sort(axis=1)
     return keys
 
 
 def _rank_sums(keys: np.ndarray, n_tags: int) -> np.ndarray:
-    """``[row, tag]`` sums of average ranks (1-based, ties share their mean rank) from :func:`_sort_keys`."""
+    """``[row, tag]`` sums of average ranks (1-based, ties share their mean rank) from :func:`_sort_keys`.
+
+    Sums of positions first (one weighted count), then a correction for the members of tie groups only
+    (rare outside a few repeated contexts)."""
     c, n = keys.shape
-    v = keys >> np.uint64(32)
-    new = np.ones((c, n), dtype=bool)
-    new[:, 1:] = v[:, 1:] != v[:, :-1]  # a tie group starts (every row starts one)
-    starts = np.flatnonzero(new)
-    size = np.diff(np.append(starts, c * n))
-    avg = starts % n + (size + 1) / 2.0  # mean 1-based rank of each tie group
-    ranks = np.repeat(avg, size)  # [c * n], row-major like keys
     cell = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
     cell += (np.arange(c, dtype=np.int64) * n_tags)[:, None]
-    return np.bincount(cell.ravel(), weights=ranks, minlength=c * n_tags).reshape(c, n_tags)
+    cell = cell.ravel()
+    pos1 = np.tile(np.arange(1, n + 1, dtype=np.float64), c)  # 1-based position of every sorted entry
+    out = np.bincount(cell, weights=pos1, minlength=c * n_tags)
+    v = keys >> np.uint64(32)
+    r, j = np.nonzero(v[:, 1:] == v[:, :-1])  # entry j + 1 of row r ties with entry j
+    if len(r):
+        f = r * n + j  # flat index of the first entry of each tied pair
+        run = np.flatnonzero(np.r_[True, np.diff(f) != 1])  # runs of consecutive tied pairs: one tie group each
+        first, size = f[run], np.diff(np.r_[run, len(f)]) + 1  # group's first flat index and its number of entries
+        members = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size) + np.repeat(first, size)
+        avg = (first % n) + (size + 1) / 2.0  # mean 1-based rank of the group
+        out += np.bincount(cell[members], weights=np.repeat(avg, size) - pos1[members], minlength=c * n_tags)
+    return out.reshape(c, n_tags)
 
 
 def auroc_matrix(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"], n_tags: int,
