@@ -9,7 +9,8 @@ Model: ``checkpoints/ts-1l`` when it exists, else a random-init model of the sam
 ``tests/support/stories.py``. Stories are taken in order until each size (tokens the model
 sees: BOS included, cut at ``n_ctx``) is reached.
 
-Steps. (1) The parent tags the largest corpus with spaCy once (``tagging_s``: cold when the
+Threads: ``--threads`` sets torch's and (``threadpoolctl``) numpy's BLAS threads in each child, so
+the analysis (whose decision runs numpy) and the forward get the same. Steps. (1) The parent tags the largest corpus with spaCy once (``tagging_s``: cold when the
 tag cache is empty, else a cache read). (2) For each size a fresh child process loads the
 model, reads the tagged corpus back from the cache (``load_tagged_s``), runs the analysis,
 records its peak RSS at the end of the analysis and of the control (``VmHWM``, the
@@ -215,6 +216,9 @@ def child(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)  # numpy's BLAS too: the analysis gets the threads the forward gets
     from tinyinterp.analysis.engine import plan_batches
     from tinyinterp.analysis.heads import HeadConfig, classify_heads
     from tinyinterp.analysis.neurons import untrained_copy
