@@ -221,6 +221,11 @@ def test_dla_matches_transformer_lens_cache(setup):
         U = U - U.mean(1, keepdim=True)
         want = torch.einsum("xpd,dp->x", stack[:, :-1], U[:, toks[0, 1:]]).detach().numpy()
         assert np.allclose(fx.dla[i, :, G["ALL"]], want, rtol=1e-3, atol=1e-3), (fx.dla[i, :, G["ALL"]], want)
+    assert fx.OU is not None  # the gathered W_O @ U path; the per-position product (large vocabularies) agrees
+    slow = EffectsPass(model, sub.packed(), len(sub))
+    slow.OU = None
+    run_pass(model, sub, [slow])
+    np.testing.assert_allclose(slow.dla, fx.dla, rtol=1e-4, atol=1e-5)
 
 
 def test_plot_head_effects_and_axes(scores, thresholds):

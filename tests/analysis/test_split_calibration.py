@@ -91,7 +91,8 @@ def test_split_neuron_bin_edges_equal_one_process(setup, monkeypatch):
     from tinyinterp.analysis.neurons import NeuronConfig
 
     model, corpus = setup
-    cfg = NeuronConfig(calib_tokens=300, untrained_control=False)
+    # torchrun ranks stream; the exact (in-memory) mode keeps activations instead of binning, so it has no bin edges
+    cfg = NeuronConfig(calib_tokens=300, untrained_control=False, in_memory=False)
     one = job_mod.NeuronJob(model, corpus, cfg)
     take = one.labels.sample_stories(one.sel_idx, cfg.calib_tokens, cfg.split_seed + 1)
     assert len(take) >= 4  # several stories, so both ranks hold some and the cut falls inside the sample

@@ -6,7 +6,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tests.support.planted_units import IDENT_UNITS, LIST_UNIT, NOISE_UNITS, NOUN_UNIT, ONE_UNIT, planted_units
 from tinyinterp.analysis.neurons.identity import IdentityConfig, classify_units
-from tinyinterp.analysis.neurons.metrics import auroc_matrix, specificity, top_tokens
+from tinyinterp.analysis.neurons.metrics import auroc_matrix, average_precision, fold_aurocs, specificity, top_tokens
 from tinyinterp.errors import ConfigError
 
 CFG = IdentityConfig(n_boot=300)
@@ -93,6 +93,48 @@ def test_exact_metrics_match_sklearn():
     y = ua.tags[held] == ua.tag_names.index("NOUN")
     assert r["ap"] == pytest.approx(average_precision_score(y, ua.acts[held, NOUN_UNIT]))
     assert r["ap_lift"] == pytest.approx(r["ap"] / y.mean())
+
+
+def test_auroc_matrix_ties_subsets_and_units_match_sklearn():
+    rng = np.random.default_rng(0)
+    n, n_units, n_tags = 600, 12, 4
+    acts = rng.normal(size=(n, n_units)).astype(np.float32)
+    acts[:, :4] = np.round(acts[:, :4], 1)  # many ties
+    acts[::3, 4:8] = 0.0
+    acts[1::3, 4:8] = -0.0  # signed zeros are ties, as in rankdata
+    tags = rng.integers(0, n_tags, n)
+    a, _, _ = auroc_matrix(acts, tags, n_tags, max_elems=1000)  # several chunks
+    want = np.array([[roc_auc_score(tags == t, acts[:, u]) for t in range(n_tags)] for u in range(n_units)])
+    np.testing.assert_allclose(a, want, atol=1e-12)
+    rows, units = rng.random(n) < 0.4, np.array([1, 5, 6, 11])
+    for r in (rows, np.flatnonzero(rows), slice(50, 400)):
+        sub, _, _ = auroc_matrix(acts, tags[r], n_tags, rows=r, units=units)
+        want_sub = np.array([[roc_auc_score(tags[r] == t, acts[r, u]) for t in range(n_tags)] for u in units])
+        np.testing.assert_allclose(sub[units], want_sub, atol=1e-12)
+        assert np.isnan(np.delete(sub, units, 0)).all()
+    top = top_tokens(acts, 7, rows=slice(100, 300))
+    np.testing.assert_array_equal(top, top_tokens(acts[100:300], 7))
+    ap = average_precision(acts, tags, [(u, t) for u in range(n_units) for t in range(n_tags)])
+    for (u, t), (v, base) in ap.items():  # ties and signed zeros as scikit-learn has them
+        assert v == pytest.approx(average_precision_score(tags == t, acts[:, u]), abs=1e-12) and base == np.mean(tags == t)
+    per, union = fold_aurocs(acts, tags, [np.arange(0, n, 2), np.arange(1, 301, 2)], n_tags)
+    both = np.r_[np.arange(0, n, 2), np.arange(1, 301, 2)]
+    for f, rows_f in enumerate([np.arange(0, n, 2), np.arange(1, 301, 2)]):
+        np.testing.assert_allclose(per[f], auroc_matrix(acts, tags[rows_f], n_tags, rows=rows_f)[0], atol=1e-12)
+    np.testing.assert_allclose(union, auroc_matrix(acts, tags[both], n_tags, rows=both)[0], atol=1e-12)
+
+
+def test_kept_activations_grow_and_hand_out_views():
+    from tinyinterp.analysis.neurons.kept import KeptActivations
+
+    kept = KeptActivations(3, 2)
+    for i in range(3):  # 6 rows into room for 3: grows once, keeps the order
+        kept.add(np.full((2, 2), i, np.float32), [i, i], [0, 0], [5, 6], [i, i], [1, 2], i < 2)
+    ua = kept.unit_activations(tag_names=["A", "B", "C"], word_names=["w"])
+    assert len(kept) == 6 and ua.acts.base is not None  # a view of the filled rows, not a copy
+    np.testing.assert_array_equal(ua.acts[:, 0], [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(ua.selection, [True] * 4 + [False] * 2)
+    np.testing.assert_array_equal(kept.positions(), [1, 2] * 3)
 
 
 def test_config_and_input_validation():

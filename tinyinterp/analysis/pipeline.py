@@ -101,7 +101,7 @@ class AnalysisConfig:
 
 
 def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = None, neurons: NeuronConfig | None = None,
-                      progress: bool = False) -> tuple[HeadResults, NeuronResults]:
+                      progress: bool = False, keep_activations: bool = False) -> tuple[HeadResults, NeuronResults]:
     """:func:`classify_heads` and :func:`find_pos_neurons` with one shared streaming pass.
 
     Both analyses calibrate first (their own small passes), then a single forward pass over
@@ -110,9 +110,12 @@ def heads_and_neurons(model, corpus: TaggedCorpus, heads: HeadConfig | None = No
     instead of twice. Results match the separate calls (up to float summation order). The
     untrained control, when configured, is a second model and runs its own pass. The same
     jobs run one shard of the stories in ``analyze --shard`` (:mod:`~tinyinterp.analysis.sharding`).
+    ``keep_activations``: leave the neuron job's kept activations on ``NeuronResults.activations`` (exact
+    mode), for the features stage to reuse instead of a second forward pass.
     """
     with eval_mode(model):
         jobs = build_jobs(model, corpus, heads or HeadConfig(), neurons or NeuronConfig())
+        jobs.neurons.hand_on = keep_activations
         jobs.stream(progress=progress)
         return jobs.finish()
 
@@ -137,7 +140,8 @@ class AnalysisRun:
 
 def _heads_and_neurons(run: AnalysisRun) -> None:
     """One shared forward pass for both analyses (or the shards' sums); saved by the next two stages."""
-    run.heads, run.neurons = run.stats(run.model, run.corpus, run.cfg.heads, run.cfg.neurons, run.progress)
+    kw = {"keep_activations": True} if run.stats is heads_and_neurons and run.cfg.features else {}
+    run.heads, run.neurons = run.stats(run.model, run.corpus, run.cfg.heads, run.cfg.neurons, run.progress, **kw)
 
 
 def _heads(run: AnalysisRun) -> None:

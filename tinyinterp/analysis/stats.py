@@ -219,22 +219,37 @@ def story_pair_bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, story: np
     y = np.asarray(labels, dtype=bool)
     story = np.asarray(story, dtype=np.int64)
     n_st = weights.shape[1]
-    sp, st_p = scores[y], story[y]
-    sn, st_n = scores[~y], story[~y]
-    order = np.lexsort((sn, st_n))
-    sn, st_n = sn[order], st_n[order]
-    bounds = np.searchsorted(st_n, np.arange(n_st + 1))
-    M = np.zeros((n_st, n_st))
-    for b in np.flatnonzero(np.diff(bounds)):
-        v = sn[bounds[b]:bounds[b + 1]]  # this story's negatives, sorted
-        won = np.searchsorted(v, sp, "left") + np.searchsorted(v, sp, "right")  # 2 x (below + half the ties)
-        M[:, b] = np.bincount(st_p, weights=won, minlength=n_st) / 2.0
-    P, N = np.bincount(st_p, minlength=n_st).astype(float), np.bincount(st_n, minlength=n_st).astype(float)
+    M = _story_pair_wins(scores[y], story[y], scores[~y], story[~y], n_st)
+    P, N = np.bincount(story[y], minlength=n_st).astype(float), np.bincount(story[~y], minlength=n_st).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         est = np.asarray(M.sum() / (P.sum() * N.sum()))
         w = weights.astype(np.float64)
         reps = np.einsum("rs,rs->r", w @ M, w) / ((w @ P) * (w @ N))
     return _result(est, reps, 0.5, level)
+
+
+def _story_pair_wins(sp: np.ndarray, st_p: np.ndarray, sn: np.ndarray, st_n: np.ndarray, n_st: int) -> np.ndarray:
+    """``M [story, story]``: pairs each positive (row: its story) wins against each negative (column), ties half.
+
+    Positives are sorted once; each negative story's few negatives are located among them
+    (``searchsorted`` of the negatives, not of every positive), and a positive's wins against that
+    story are a cumulative count over those insertion points: O(positives) per story, in integer
+    counts (exact)."""
+    order = np.argsort(sp, kind="stable")
+    sp, st_p = sp[order], st_p[order]
+    n_pos = len(sp)
+    neg = np.lexsort((sn, st_n))
+    sn, st_n = sn[neg], st_n[neg]
+    bounds = np.searchsorted(st_n, np.arange(n_st + 1))
+    M = np.zeros((n_st, n_st))
+    for b in np.flatnonzero(np.diff(bounds)):
+        v = sn[bounds[b]:bounds[b + 1]]  # this story's negatives
+        # positive i beats negative v when i >= first positive > v; ties (first >= v <= i < first > v) count half
+        steps = np.bincount(np.searchsorted(sp, v, "right"), minlength=n_pos + 1)
+        steps += np.bincount(np.searchsorted(sp, v, "left"), minlength=n_pos + 1)
+        won = np.cumsum(steps[:n_pos])  # 2 x (negatives below + half the ties), per sorted positive
+        M[:, b] = np.bincount(st_p, weights=won, minlength=n_st) / 2.0
+    return M
 
 
 def cluster_bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, cluster: np.ndarray, n_boot: int, seed: int = 0,

@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tinyinterp.analysis.features.find import FeatureConfig, find_pos_features
 from tinyinterp.analysis.features.results import FeatureResults
 
@@ -47,6 +49,30 @@ def summary_entry(s: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _kept_layer(run, sae):
+    """The SAE layer's neuron activations the shared pass kept (``NeuronResults.activations``), when they are
+    what :func:`~tinyinterp.analysis.neurons.job.neuron_activations` would compute (same analysed tokens, same
+    order): the features then need no second forward pass. None otherwise."""
+    from tinyinterp.analysis.features.units import mlp_layer
+    from tinyinterp.analysis.neurons.config import NeuronConfig
+    from tinyinterp.analysis.neurons.units import UnitActivations
+
+    ua, ncfg, default = getattr(run.neurons, "activations", None), run.cfg.neurons, NeuronConfig()
+    if ua is None or (ncfg.include_continuations, tuple(ncfg.exclude_tags)) != (default.include_continuations,
+                                                                               tuple(default.exclude_tags)):
+        return None
+    layer = mlp_layer(sae)
+    cols = np.flatnonzero(ua.unit_meta["layer"] == layer)
+    if not len(cols):
+        return None
+    if len(cols) == ua.n_units:
+        return ua
+    return UnitActivations(acts=np.ascontiguousarray(ua.acts[:, cols]), tags=ua.tags, token_ids=ua.token_ids,
+                           words=ua.words, story=ua.story, selection=ua.selection, tag_names=ua.tag_names,
+                           word_names=ua.word_names, unit_names=[ua.unit_names[i] for i in cols],
+                           unit_meta={k: v[cols] for k, v in ua.unit_meta.items()})
+
+
 def features_stage(run) -> None:
     """Run every SAE of ``run.cfg.features`` through :func:`find_pos_features`; save; summarise."""
     cfg = run.cfg
@@ -56,7 +82,9 @@ def features_stage(run) -> None:
     for path, name, sae in zip(cfg.features, sae_names(cfg.features), check_saes(run.model, cfg.features)):
         log.info("features: %s", path)
         parts.append(find_pos_features(run.model, run.corpus, sae, dataclasses.replace(fcfg, name=name),
-                                       progress=run.progress))
+                                       neurons=_kept_layer(run, sae), progress=run.progress))
+    if run.neurons is not None:
+        run.neurons.activations = None  # the last reader is done: free them
     res = FeatureResults.combine(parts)
     res.save(run.out)
     run.features = res

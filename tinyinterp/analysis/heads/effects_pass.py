@@ -19,7 +19,8 @@ from torch import Tensor
 
 from tinyinterp.analysis.corpus.store import StoryStore
 from tinyinterp.analysis.engine import PassBatch
-from tinyinterp.analysis.heads.scores import KEY_CATEGORIES, UPOS_CATEGORIES, _category_tables, _key_categories, predicted_pattern
+from tinyinterp.analysis.heads.scores import (KEY_CATEGORIES, UPOS_CATEGORIES, PredictedPatterns, _category_tables,
+                                             _key_categories)
 
 __all__ = ["NEXT_GROUPS", "FUNCTION", "CONTENT", "EffectsPass", "next_groups", "unembed_directions"]
 
@@ -98,10 +99,15 @@ class EffectsPass:
         if output_effects:
             self.U = unembed_directions(model).to(cfg.device)
             self.W_O = model.W_O.detach().float()  # [L, H, d_head, d_model]
+            # W_O[h] @ U[:, v] for every head and vocabulary token, when it fits (<= 256 MB): the direct logit
+            # attribution then gathers rows by next-token id instead of multiplying per position
+            fits = L * H * cfg.d_head * cfg.d_vocab * 4 <= 256 * 2 ** 20
+            self.OU = einsum(self.W_O, self.U, "l h e d, d v -> l v h e").contiguous() if fits else None
             # the final LayerNorm's scale, recomputed from the last residual (the pass then stops before the unembedding)
             self.ln = cfg.normalization_type if cfg.normalization_type in ("LN", "LNPre") else None
             self.hook_names += [f"blocks.{l}.attn.hook_z" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
         self.profile = None if profile is None else torch.as_tensor(profile, dtype=torch.float32, device=cfg.device)
+        self.pred = None if profile is None else PredictedPatterns(self.profile)
         z = lambda *s: np.zeros(s)  # noqa: E731
         self.dla = z(n_stories, L * H, G)  # sum of direct logit attribution over tokens whose next is in group g
         self.n_next = z(n_stories, G)  # tokens per group
@@ -157,11 +163,12 @@ class EffectsPass:
                 self.att_out[idx, sl] += (tot - ins).double().cpu().numpy()
             self.obs[idx, sl] += tot.double().cpu().numpy()
             # the pattern without the first key (a sink), renormalised; padding rows do not count
-            rest = pat[..., 1:] / (1.0 - pat[..., :1]).clamp(min=1e-6) * rm[:, None, :, None]  # [B, H, q, k-1]
+            scale = rm[:, None, :, None] / (1.0 - pat[..., :1]).clamp(min=1e-6)  # [B, H, q, 1]: one row factor
+            rest = pat[..., 1:] * scale  # [B, H, q, k-1]
             self.cell_s1[layer, :, :n, : n - 1] += rest.sum(0).double().cpu()
-            self.cell_s2[layer, :, :n, : n - 1] += rest.square().sum(0).double().cpu()
+            self.cell_s2[layer, :, :n, : n - 1] += rest.square_().sum(0).double().cpu()
             if self.profile is not None:
-                pred = predicted_pattern(self.profile[layer], n)  # [H, q, k]
+                pred = self.pred(layer, n)  # [H, q, k]
                 col = einsum(rm, pred, "b q, h q k -> b h k")
                 self.exp[idx, sl] += einsum(col, keyc, "b h k, b k c -> b h c").double().cpu().numpy()
 
@@ -170,7 +177,7 @@ class EffectsPass:
             return hooks
         self.z_n += float(valid.sum())
         next_ids = torch.cat([batch.tokens[:, 1:], torch.zeros_like(batch.tokens[:, :1])], 1)  # [B, n]
-        u = self.U[:, next_ids]  # [d_model, B, n]
+        u = next_ids if self.OU is not None else self.U[:, next_ids]  # the next token ids, or [d_model, B, n]
         zs: dict[int, Tensor] = {}
 
         def on_z(z: Tensor, hook) -> None:
@@ -189,9 +196,13 @@ class EffectsPass:
         return hooks + [(lambda name: name.endswith("attn.hook_z"), on_z), (f"blocks.{self.L - 1}.hook_resid_post", on_resid)]
 
     def _dla(self, zs: dict[int, Tensor], scale: Tensor, u: Tensor, nxt: Tensor, idx: np.ndarray) -> None:
-        """Direct logit attribution of every head to the next token, summed per story and group."""
+        """Direct logit attribution of every head to the next token, summed per story and group (``u``: the next
+        token ids ``[B, n]`` when :attr:`OU` is precomputed, else their directions ``[d_model, B, n]``)."""
         for layer, z in zs.items():
-            y = einsum(u, self.W_O[layer].to(z.device), "d b p, h e d -> b p h e")  # W_O[h] @ u per position
+            if self.OU is not None:
+                y = self.OU[layer][u]  # [B, n, H, d_head]: W_O[h] @ U[:, next] per position, gathered
+            else:
+                y = einsum(u, self.W_O[layer].to(z.device), "d b p, h e d -> b p h e")  # W_O[h] @ u per position
             dla = (y * z).sum(-1) / scale  # [B, n, H] (scale: [B, n, 1])
             g = einsum(dla, nxt, "b p h, b p g -> b h g")
             self.dla[idx, layer * self.H:(layer + 1) * self.H] += g.double().cpu().numpy()

@@ -52,6 +52,22 @@ def predicted_pattern(profile: Tensor, n: int) -> Tensor:
     return torch.where(z > 0, pm / z.clamp(min=1e-30), uniform)
 
 
+class PredictedPatterns:
+    """``predicted_pattern(profile[layer], n)`` for any length ``n``: a row depends on its query position
+    only, so one ``n_ctx``-sized table per layer, built once, is sliced (when the tables fit in ``max_bytes``;
+    otherwise each call computes its own)."""
+
+    def __init__(self, profile: Tensor, max_bytes: int = 64 * 2 ** 20):
+        L, H, N = profile.shape
+        self.profile = profile
+        self.full = [predicted_pattern(profile[x], N) for x in range(L)] if L * H * N * N * 4 <= max_bytes else None
+
+    def __call__(self, layer: int, n: int) -> Tensor:
+        if self.full is None:
+            return predicted_pattern(self.profile[layer], n)
+        return self.full[layer][:, :n, :n].contiguous()  # [H, q, k]
+
+
 def _category_tables(stories: StoryStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lookup tables from the store's codes: UPOS code -> UPOS category (-1: none), is-PROPN, is-PERSON."""
     upos, ent = stories.vocab["upos"], stories.vocab["ent"]
@@ -147,6 +163,7 @@ class MainPass:
         self.stories, self.n_perm, self.near_offsets, self.seed = stories, n_perm, near_offsets, seed
         self.dev = model.cfg.device
         self.prof_t = torch.as_tensor(profile, dtype=torch.float32, device=self.dev)
+        self.pred = PredictedPatterns(self.prof_t)
         self.tables = _category_tables(stories)
         z = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
         self.acc = {k: z(L, H) for k in ("bos", "prev", "near", "dist", "entropy", "entropy_norm", "sq", "cross", "pred_sq")}
@@ -203,7 +220,7 @@ class MainPass:
         """Fold one layer's pattern ``[B, H, q, k]`` into the sums (per-row reductions in float32, everything
         summed over rows in float64: the R² cancels sums)."""
         rm, rm64, km = b.rm, b.rm64, b.km
-        pred = predicted_pattern(self.prof_t[layer], b.n)  # [H, q, k]
+        pred = self.pred(layer, b.n)  # [H, q, k]
         col_obs = _col_mass(pat, rm)  # [B, H, k] mass each key receives from the valid rows
         A = row_sum(pat, rm).double()  # [H, q, k] attention summed over the valid rows
         pred64 = pred.double()

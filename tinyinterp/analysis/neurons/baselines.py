@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -56,13 +57,16 @@ def _logistic(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, n_tags: int,
               sample_weight: np.ndarray | None = None) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     scaler = StandardScaler().fit(x_tr, sample_weight=sample_weight)
     clf = LogisticRegression(C=C, max_iter=300)
-    with warnings.catch_warnings():
+    # one BLAS thread: these fits are small (thousands of rows), and a threaded BLAS spends more time
+    # synchronising than computing (19x slower measured with OpenBLAS on 2 busy cores)
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore")  # convergence warnings: the held-out score is what we report
         clf.fit(scaler.transform(x_tr), y_tr, sample_weight=sample_weight)
-    proba = clf.predict_proba(scaler.transform(x_te))
+        proba = clf.predict_proba(scaler.transform(x_te))
     out = np.zeros((len(x_te), n_tags))
     out[:, clf.classes_] = proba
     return out
@@ -114,15 +118,20 @@ def _ap(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | None = None,
-                    unseen_ci: bool = True) -> dict[str, dict[str, Any]]:
+                    unseen_ci: bool = True, timings: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """Per tag: held-out AUROC/AP/AP lift, within-type ambiguous AUROC (story-bootstrap CI), unseen-type AUROC
-    (with a word-type-bootstrap CI unless ``unseen_ci`` is False: baselines only need the estimate)."""
+    (with a word-type-bootstrap CI unless ``unseen_ci`` is False: baselines only need the estimate).
+    ``timings``: ``bootstrap_s`` there is increased by the seconds spent resampling."""
     cfg = cfg or IdentityConfig()
+    timings = {} if timings is None else timings
+    timings.setdefault("bootstrap_s", 0.0)
     sel, out = np.flatnonzero(ua.selection), np.flatnonzero(~ua.selection)
     fold = ua.id_fold(cfg.type_seed)
     held = scorer(ua, sel, out)  # [held-out token, tag]
     _, story_o = np.unique(ua.story[out], return_inverse=True)
+    t0 = time.perf_counter()
     weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
+    timings["bootstrap_s"] += time.perf_counter() - t0
     tags_o = ua.tags[out]
     unseen = []
     for f in (0, 1):
@@ -137,7 +146,9 @@ def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | N
         row["ap_lift"] = row["ap"] / base if base > 0 else math.nan
         supported = s["n_pos"] >= cfg.ambiguous_min_support and s["n_neg"] >= cfg.ambiguous_min_support
         if supported:
+            t0 = time.perf_counter()
             b = bootstrap_auroc(held[s["rows"], t], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
+            timings["bootstrap_s"] += time.perf_counter() - t0
             row.update(ambiguous_auroc=float(b.estimate), ambiguous_ci=[float(b.ci_low), float(b.ci_high)],
                        ambiguous_p=float(b.p_value))
         else:
@@ -148,8 +159,10 @@ def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | N
             n_types = np.unique(ua.token_ids[out][te_rows][yy]).size
             ok = yy.sum() >= cfg.min_support and (~yy).sum() >= cfg.min_support and n_types >= cfg.unseen_min_types
             if ok and unseen_ci:
+                t0 = time.perf_counter()
                 b = cluster_bootstrap_auroc(scores[:, t], yy, ua.token_ids[out][te_rows], cfg.n_boot_types, cfg.boot_seed)
                 est, lo = float(b.estimate), float(b.ci_low)
+                timings["bootstrap_s"] += time.perf_counter() - t0
             else:
                 est, lo = (float(weighted_auroc(scores[:, t], yy)) if ok else math.nan), math.nan
             per_fold.append(est)
@@ -161,11 +174,12 @@ def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | N
     return res
 
 
-def lexical_baseline(ua: UnitActivations, W_E: np.ndarray | None = None,
-                     cfg: IdentityConfig | None = None) -> dict[str, dict[str, Any]]:
-    """``{tag: {"lookup": metrics, "embedding": metrics}}`` (embedding only when ``W_E`` is given)."""
-    look = evaluate_scorer(ua, lookup_scorer(), cfg, unseen_ci=False)
-    emb = evaluate_scorer(ua, embedding_scorer(W_E), cfg, unseen_ci=False) if W_E is not None else {}
+def lexical_baseline(ua: UnitActivations, W_E: np.ndarray | None = None, cfg: IdentityConfig | None = None,
+                     timings: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """``{tag: {"lookup": metrics, "embedding": metrics}}`` (embedding only when ``W_E`` is given);
+    ``timings``: see :func:`evaluate_scorer`."""
+    look = evaluate_scorer(ua, lookup_scorer(), cfg, unseen_ci=False, timings=timings)
+    emb = evaluate_scorer(ua, embedding_scorer(W_E), cfg, unseen_ci=False, timings=timings) if W_E is not None else {}
     return {t: {"lookup": look[t], **({"embedding": emb[t]} if emb else {})} for t in ua.tag_names}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from tinyinterp.analysis.corpus.store import TaggedCorpus
@@ -87,15 +88,40 @@ def _windows(model, corpus: TaggedCorpus, wanted: list[dict[str, Any]], window: 
                           tag=s.upos[ex["pos"]], word=s.word[ex["pos"]])
 
 
-def examples_for(model, corpus: TaggedCorpus, res, top: TopKBuffer, layers: list[int], cfg) -> dict[str, list[dict[str, Any]]]:
-    """Max-activating held-out examples for the leading neurons of a :class:`NeuronResults`."""
+def top_from_kept(ua, pos: np.ndarray, units: list[int], k: int) -> TopKBuffer:
+    """A :class:`TopKBuffer` over every unit of ``ua`` holding, for ``units`` only, what the streaming pass's
+    buffer holds: the ``k`` largest held-out activations, ties broken by (story, position). ``pos``: each
+    token's position in its story."""
+    top = TopKBuffer(ua.n_units, k)
+    held = ~ua.selection
+    if units and held.any():
+        idx = np.flatnonzero(held)
+        rows = slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == len(idx) else idx
+        x = ua.acts[np.ix_(idx, units)] if isinstance(rows, np.ndarray) else ua.acts[rows][:, units]
+        sub = TopKBuffer(len(units), k)
+        sub.update_units(torch.from_numpy(np.ascontiguousarray(x.T, dtype=np.float32)),
+                         torch.from_numpy(np.asarray(ua.story[held], dtype=np.int64)),
+                         torch.from_numpy(np.asarray(pos[held], dtype=np.int64)))
+        u = torch.as_tensor(units)
+        top.values[u], top.story[u], top.pos[u] = sub.values, sub.story, sub.pos
+    return top
+
+
+def example_neurons(res, max_neurons: int) -> list[tuple[int, int]]:
+    """``(layer, neuron)`` of the first ``max_neurons`` distinct neurons of the (sorted) rows: who gets examples."""
     chosen: list[tuple[int, int]] = []
     for r in res.rows:  # rows are sorted: selective first, then by held-out AUROC
         key = (r["layer"], r["neuron"])
         if key not in chosen:
             chosen.append(key)
-        if len(chosen) >= cfg.max_example_neurons:
+        if len(chosen) >= max_neurons:
             break
+    return chosen
+
+
+def examples_for(model, corpus: TaggedCorpus, res, top: TopKBuffer, layers: list[int], cfg) -> dict[str, list[dict[str, Any]]]:
+    """Max-activating held-out examples for the leading neurons of a :class:`NeuronResults`."""
+    chosen = example_neurons(res, cfg.max_example_neurons)
     wanted = []
     d_mlp = model.cfg.d_mlp
     for layer, neuron in chosen:

@@ -10,7 +10,7 @@ among the top-k held-out activations, AP and AP lift over the base rate) side by
 
 * :func:`exact_rows` — in memory (the default): the rows of
   :func:`~tinyinterp.analysis.neurons.identity.classify_units`, with the tag's lexical baselines
-  (token-id lookup, embedding) and the streamed moments joined on.
+  (token-id lookup, embedding) and the held-out moments joined on.
 * :func:`streaming_rows` — sharded / torchrun / ``in_memory=False`` runs: binned AUROC, AP from
   the exact top tail (:class:`~tinyinterp.analysis.neurons.tail_ap.TailHistogram`), the word-type
   test from the top-k buffer. The tests that need every token's activations (unseen token ids,
@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from tinyinterp.analysis.neurons.identity import CATEGORIES, IdentityConfig, IdentityResults
+from tinyinterp.analysis.neurons.identity import CATEGORIES, IdentityConfig, IdentityResults, block_rows
+from tinyinterp.analysis.neurons.metrics import UnitColumns
+from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.analysis.neurons.stats import TagTests
 
-__all__ = ["STREAMING_UNTESTABLE", "category_summary", "exact_rows", "sort_rows", "streaming_rows"]
+__all__ = ["STREAMING_UNTESTABLE", "category_summary", "exact_rows", "held_out_moments", "selection_moments", "sort_rows", "streaming_rows"]
 
 STREAMING_UNTESTABLE = ("needs every token's activations, which a streaming (sharded, torchrun or in_memory=False) run "
                         "does not keep")
@@ -41,8 +43,45 @@ def _moments(rep: TagTests, u: int, t: int) -> dict[str, float]:
             "cohens_d": float(rep.cohens_d[u, t])}
 
 
-def exact_rows(ident: IdentityResults, rep: TagTests, lexical: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The identity rows as neuron rows: ``layer``/``neuron``/``tag`` + lexical baselines + moments."""
+def held_out_moments(ua: UnitActivations, pairs: list[tuple[int, int]], min_support: int) -> dict:
+    """``{(unit, tag): {mean_pos, mean_neg, cohens_d}}`` on the held-out tokens, exactly (float64 over the kept
+    float32 activations; pooled SD with ``n - 1``, as :func:`~tinyinterp.analysis.neurons.stats.run_tests`
+    from streamed moments); NaN when the tag has fewer than ``min_support`` positives or negatives."""
+    out_rows = ~ua.selection
+    cols, tags = UnitColumns(ua.acts[block_rows(out_rows)], [u for u, _ in pairs]), ua.tags[out_rows]
+    res = {}
+    for u, t in pairs:
+        x, y = cols[u].astype(np.float64), tags == t
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        if n_pos < min_support or n_neg < min_support:
+            res[(u, t)] = {"mean_pos": math.nan, "mean_neg": math.nan, "cohens_d": math.nan}
+            continue
+        xp, xn = x[y], x[~y]
+        pooled = math.sqrt(((n_pos - 1) * xp.var(ddof=1) + (n_neg - 1) * xn.var(ddof=1)) / (n_pos + n_neg - 2))
+        d = (xp.mean() - xn.mean()) / pooled if pooled > 0 else 0.0
+        res[(u, t)] = {"mean_pos": float(xp.mean()), "mean_neg": float(xn.mean()), "cohens_d": float(d)}
+    return res
+
+
+def selection_moments(ua: UnitActivations, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population variance per unit over the selection half's kept activations (float64 sums of
+    values shifted by the first chunk's mean, so the variance does not cancel)."""
+    rows = np.flatnonzero(ua.selection)
+    if not len(rows):
+        return np.zeros(ua.n_units), np.zeros(ua.n_units)
+    shift = ua.acts[rows[:chunk]].astype(np.float64).mean(0)
+    s, ss = np.zeros(ua.n_units), np.zeros(ua.n_units)
+    for i in range(0, len(rows), chunk):
+        x = ua.acts[rows[i:i + chunk]].astype(np.float64) - shift
+        s += x.sum(0)
+        ss += np.square(x).sum(0)
+    m = s / len(rows)
+    return shift + m, np.maximum(ss / len(rows) - m ** 2, 0)
+
+
+def exact_rows(ident: IdentityResults, moments: dict, lexical: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The identity rows as neuron rows: ``layer``/``neuron``/``tag`` + lexical baselines + held-out moments
+    (:func:`held_out_moments`)."""
     tag_idx = {t: i for i, t in enumerate(ident.summary["tags"])}
     rows = []
     for r in ident.rows:
@@ -55,7 +94,7 @@ def exact_rows(ident: IdentityResults, rep: TagTests, lexical: dict[str, dict[st
         for base, m in lexical.get(r["tag"], {}).items():
             for k in _LEXICAL:
                 row[f"{base}_{k}"] = m[k]
-        row.update(_moments(rep, r["unit"], tag_idx[r["tag"]]), exact=True)
+        row.update(moments[(r["unit"], tag_idx[r["tag"]])], exact=True)
         rows.append(row)
     return rows
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,8 @@ import numpy as np
 from tinyinterp.analysis.stats import (bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_pair_bootstrap_auroc,
                                        story_weights, weighted_auroc)
 from tinyinterp.analysis.neurons.units import UnitActivations
-from tinyinterp.analysis.neurons.metrics import auroc_matrix, average_precision, specificity, top_tokens
+from tinyinterp.analysis.neurons.metrics import (UnitColumns, auroc_matrix, average_precision, fold_aurocs, specificity,
+                                                 top_tokens)
 from tinyinterp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -105,23 +107,46 @@ class IdentityResults:
     rows: list[dict[str, Any]]  # one per candidate unit x tag
     summary: dict[str, Any]
     paper: list[dict[str, Any]] = field(default_factory=list)  # paper-form specificity, one per unit
+    timings: dict[str, float] = field(default_factory=dict)  # bootstrap_s: the story/token-id resampling alone
+    selection_auroc: Any = None  # [unit, tag] exact AUROC on the whole selection half (what the ablation ranks by)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{tag: {category: n}}`` over the rows (``none``: selected but not replicated)."""
         return self.summary["categories_per_tag"]
 
 
-def _unseen(ua: UnitActivations, X: np.ndarray, out: np.ndarray, fold: np.ndarray, cfg: IdentityConfig):
-    """Per fold f: AUROC [unit, tag] on held-out tokens of the other fold's ids (NaN without support)."""
+def _unseen(ua: UnitActivations, X: np.ndarray, out: np.ndarray, fold: np.ndarray, cfg: IdentityConfig,
+            units: np.ndarray | None = None):
+    """Per fold f: AUROC [unit, tag] on held-out tokens of the other fold's ids (NaN without support;
+    ``units``: only these, the others NaN)."""
     res = []
     for f in (0, 1):
         m = fold[out] == 1 - f
-        a, n_pos, _ = auroc_matrix(X[m], ua.tags[out][m], ua.n_tags, cfg.min_support)
+        a, n_pos, _ = auroc_matrix(X, ua.tags[out][m], ua.n_tags, cfg.min_support, rows=m, units=units)
         rows = np.flatnonzero(out)[m]
         n_types = np.array([np.unique(ua.token_ids[rows][ua.tags[rows] == t]).size for t in range(ua.n_tags)])  # [tag]
         a[:, n_types < cfg.unseen_min_types] = np.nan
         res.append({"auroc": a, "mask": m, "n_pos": n_pos, "n_types": n_types})
     return res
+
+
+def block_rows(mask: np.ndarray) -> slice | np.ndarray:
+    """``mask``'s rows as a slice when they are one contiguous block (then ``acts[...]`` is a view, not a copy)."""
+    idx = np.flatnonzero(mask)
+    return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) and idx[-1] - idx[0] + 1 == len(idx) else idx
+
+
+class _Clock:
+    """Seconds spent inside ``with clock:`` blocks, summed (the resampling, reported apart from the rest)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self._t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._t
 
 
 def _category(replicated: bool, unseen_fail: bool, unseen_missing: bool, amb: dict[str, Any], top_types: int,
@@ -148,23 +173,29 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     thr, T = cfg.auroc_threshold, ua.n_tags
     sel, out = ua.selection, ~ua.selection
     fold = ua.id_fold(cfg.type_seed)
-    sel_auc = np.stack([auroc_matrix(ua.acts[sel & (fold == f)], ua.tags[sel & (fold == f)], T, cfg.min_support)[0]
-                        for f in (0, 1)])  # [fold, unit, tag]
+    # [fold, unit, tag] on each token-id fold of the selection half, and [unit, tag] on the whole half
+    sel_auc, sel_auc_all = fold_aurocs(ua.acts, ua.tags, [np.flatnonzero(sel & (fold == f)) for f in (0, 1)], T,
+                                       cfg.min_support)
     selected = np.nan_to_num(sel_auc, nan=0.0) >= thr
-    X = ua.acts[out]  # [held-out token, unit]
+    cand_units = np.flatnonzero(selected.any((0, 2)))  # only these units' held-out AUROCs are ever read
+    X = ua.acts[block_rows(out)]  # [held-out token, unit]: a view when the held-out tokens come last (the neuron job)
     tags_o, words_o = ua.tags[out], ua.words[out]
-    out_auc, n_pos, n_neg = auroc_matrix(X, tags_o, T, cfg.min_support)
-    unseen = _unseen(ua, X, out, fold, cfg)
+    out_auc, n_pos, n_neg = auroc_matrix(X, tags_o, T, cfg.min_support, units=cand_units)
+    unseen = _unseen(ua, X, out, fold, cfg, cand_units)
     amb_sets = ua.ambiguous_sets(cfg.ambiguous_min_count)
     top = top_tokens(X, cfg.top_k)
     spec = specificity(top, tags_o, words_o, T)
     _, story_o = np.unique(ua.story[out], return_inverse=True)
-    weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
+    clock = _Clock()
+    with clock:
+        weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
     cand = list(zip(*np.nonzero(selected.any(0))))
     log.info("identity: %d candidate unit x tag rows of %d units x %d tags", len(cand), ua.n_units, T)
-    ap = average_precision(X, tags_o, cand)
+    cols = UnitColumns(X, cand_units)  # the candidates' held-out columns, contiguous: what every per-row test reads
+    ap = average_precision(cols, tags_o, cand)
 
-    rep_ci = _replication(X, tags_o, cand, out_auc, story_o, weights, cfg)
+    with clock:
+        rep_ci = _replication(cols, tags_o, cand, out_auc, story_o, weights, cfg)
     rows = []
     for u, t in cand:
         s = amb_sets[t]
@@ -176,7 +207,7 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
         unseen_missing = any(not np.isfinite(v) for v in uv)
         supported = (s["n_pos"] >= cfg.ambiguous_min_support and s["n_neg"] >= cfg.ambiguous_min_support
                      and s["n_stories"] >= cfg.ambiguous_min_stories)
-        amb_est = float(weighted_auroc(X[s["rows"], u], s["y"], strata=s["strata"])) if s["n_pos"] and s["n_neg"] else math.nan
+        amb_est = float(weighted_auroc(cols[u][s["rows"]], s["y"], strata=s["strata"])) if s["n_pos"] and s["n_neg"] else math.nan
         a_ap, base = ap[(u, t)]
         worst = folds[int(np.nanargmin(uv))] if np.isfinite(uv).any() else folds[0]
         rows.append({
@@ -193,19 +224,23 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
             "ambiguous_n_types": s["n_types"], "ambiguous_n_stories": s["n_stories"], "ambiguous_supported": supported,
             "_unseen_fail": unseen_fail, "_unseen_missing": unseen_missing,
         })
-    _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua, cfg)
+    with clock:
+        _ambiguous_inference(rows, cols, amb_sets, story_o, weights, ua, cfg)
     for r in rows:
         amb = {"supported": r["ambiguous_supported"], "passed": r.get("ambiguous_passed", False)}
         r["category"], r["reasons"] = _category(r["replicated"], r.pop("_unseen_fail"), r.pop("_unseen_missing"), amb,
                                                 r["n_top_types"], cfg)
-    _pos_intervals(rows, X, unseen, ua, cfg)
+    with clock:
+        _pos_intervals(rows, cols, unseen, ua, cfg)
     rows.sort(key=lambda r: (CATEGORIES.index(r["category"]) if r["category"] in CATEGORIES else 9, r["tag"], -r["auroc"]))
     paper = paper_specificity(ua, top, spec, cfg)
-    _paper_identity(paper, X, amb_sets, story_o, weights, ua, cfg)
-    return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper)
+    with clock:
+        _paper_identity(paper, cols, amb_sets, story_o, weights, ua, cfg)
+    return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper,
+                           timings={"bootstrap_s": clock.seconds}, selection_auroc=sel_auc_all)
 
 
-def _replication(X, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig) -> dict:
+def _replication(cols: UnitColumns, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig) -> dict:
     """Per candidate: story-bootstrap CI and Wald p (vs 0.5) of its held-out AUROC, and the BH q-value over
     every candidate (the stories, not the tokens, are the independent units)."""
     out, ps = {}, []
@@ -213,7 +248,7 @@ def _replication(X, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig
         if not np.isfinite(out_auc[u, t]):
             out[(u, t)] = [math.nan, math.nan, math.nan]
         else:
-            b = story_pair_bootstrap_auroc(X[:, u], tags_o == t, story_o, weights)
+            b = story_pair_bootstrap_auroc(cols[u], tags_o == t, story_o, weights)
             out[(u, t)] = [float(b.ci_low), float(b.ci_high), float(b.p_value)]
         ps.append(out[(u, t)][2])
     for key, q in zip(cand, bh_qvalues(np.array(ps, dtype=np.float64))):
@@ -221,13 +256,14 @@ def _replication(X, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig
     return out
 
 
-def _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua: UnitActivations, cfg: IdentityConfig) -> None:
+def _ambiguous_inference(rows, cols: UnitColumns, amb_sets, story_o, weights, ua: UnitActivations,
+                         cfg: IdentityConfig) -> None:
     """Story-bootstrap CI and Wald p for the within-type ambiguous AUROC of every replicated, supported row; BH over them."""
     tested = [r for r in rows if r["replicated"] and r["ambiguous_supported"]]
     tag_idx = {n: i for i, n in enumerate(ua.tag_names)}
     for r in tested:
         s = amb_sets[tag_idx[r["tag"]]]
-        b = bootstrap_auroc(X[s["rows"], r["unit"]], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
+        b = bootstrap_auroc(cols[r["unit"]][s["rows"]], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
         r.update(ambiguous_ci_low=float(b.ci_low), ambiguous_ci_high=float(b.ci_high), ambiguous_p=float(b.p_value))
     q = bh_qvalues(np.array([r["ambiguous_p"] for r in tested]))
     for r, qq in zip(tested, q):
@@ -235,7 +271,7 @@ def _ambiguous_inference(rows, X, amb_sets, story_o, weights, ua: UnitActivation
         r["ambiguous_passed"] = bool(r["ambiguous_auroc"] > 0.5 and r["ambiguous_ci_low"] > 0.5 and qq < cfg.fdr)
 
 
-def _pos_intervals(rows, X, unseen, ua: UnitActivations, cfg: IdentityConfig) -> None:
+def _pos_intervals(rows, cols: UnitColumns, unseen, ua: UnitActivations, cfg: IdentityConfig) -> None:
     """CI for the unseen-type claim of ``pos`` rows (token-id bootstrap: generalising to new tokens is a
     claim about tokens, so ids are resampled). A ``pos`` row whose unseen-type CI reaches 0.5 becomes ``token``."""
     tag_idx = {n: i for i, n in enumerate(ua.tag_names)}
@@ -245,7 +281,7 @@ def _pos_intervals(rows, X, unseen, ua: UnitActivations, cfg: IdentityConfig) ->
             continue
         y = ua.tags[~ua.selection] == tag_idx[r["tag"]]
         m = unseen[r["unseen_fold"]]["mask"]
-        bu = cluster_bootstrap_auroc(X[m, r["unit"]], y[m], ids_o[m], cfg.n_boot_types, cfg.boot_seed)
+        bu = cluster_bootstrap_auroc(cols[r["unit"]][m], y[m], ids_o[m], cfg.n_boot_types, cfg.boot_seed)
         r["unseen_ci"] = [float(bu.ci_low), float(bu.ci_high)]
         if not bu.ci_low > 0.5:
             r["category"], r["reasons"] = "token", ["unseen token ids (token-id bootstrap CI reaches 0.5)"]
@@ -255,7 +291,7 @@ def paper_specificity(ua: UnitActivations, top_out: np.ndarray, spec_out: dict[s
                       cfg: IdentityConfig) -> list[dict[str, Any]]:
     """Per unit: dominant tag of its top-k on the selection half, and its share and word types held out."""
     sel = ua.selection
-    spec_sel = specificity(top_tokens(ua.acts[sel], cfg.top_k), ua.tags[sel], ua.words[sel], ua.n_tags)
+    spec_sel = specificity(top_tokens(ua.acts, cfg.top_k, rows=block_rows(sel)), ua.tags[sel], ua.words[sel], ua.n_tags)
     out = []
     for u in range(ua.n_units):
         t = int(spec_sel["dominant"][u])
@@ -266,7 +302,8 @@ def paper_specificity(ua: UnitActivations, top_out: np.ndarray, spec_out: dict[s
     return out
 
 
-def _paper_identity(paper, X, amb_sets, story_o, weights, ua: UnitActivations, cfg: IdentityConfig) -> None:
+def _paper_identity(paper, cols: UnitColumns, amb_sets, story_o, weights, ua: UnitActivations,
+                    cfg: IdentityConfig) -> None:
     """For units passing the paper form: the within-identity ambiguous test on their tag (BH over them).
 
     "Only fires on nouns" is a specificity claim; whether the unit tells "play" the noun from
@@ -277,7 +314,7 @@ def _paper_identity(paper, X, amb_sets, story_o, weights, ua: UnitActivations, c
         p["ambiguous_supported"] = bool(s["n_pos"] >= cfg.ambiguous_min_support and s["n_neg"] >= cfg.ambiguous_min_support
                                         and s["n_stories"] >= cfg.ambiguous_min_stories)
         if p["passes"] and p["ambiguous_supported"]:
-            b = bootstrap_auroc(X[s["rows"], p["unit"]], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
+            b = bootstrap_auroc(cols[p["unit"]][s["rows"]], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
             p.update(ambiguous_auroc=float(b.estimate), ambiguous_ci=[float(b.ci_low), float(b.ci_high)],
                      ambiguous_p=float(b.p_value))
             tested.append(p)

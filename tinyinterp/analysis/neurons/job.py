@@ -1,14 +1,17 @@
 """The neuron analysis as a job: preparation, a streaming pass consumer, and the decision.
 
-:class:`NeuronJob` prepares (labels, the story split, quantile bin edges from a calibration
-sample of the selection half), then folds every batch of a
-:func:`~tinyinterp.analysis.engine.run_pass` into fixed-size statistics inside the MLP hooks
-(selection half → selection :class:`TagStats`; held-out half → held-out :class:`TagStats`, the
-top-k buffer and, when streaming, the exact-tail AP histogram). With ``in_memory`` (the default,
-never in shards) it also keeps every analysed token's activations, so :meth:`NeuronJob.finish`
-can run the identity rules exactly (:mod:`~tinyinterp.analysis.neurons.decision`); otherwise it
-decides from the streamed statistics and says which tests were untestable. The untrained control
-(:meth:`NeuronJob.control_job`) is the same job on a randomly initialised twin.
+:class:`NeuronJob` prepares (labels, the story split), then takes every batch of a
+:func:`~tinyinterp.analysis.engine.run_pass` inside the MLP hooks. With ``in_memory`` (the
+default, never in shards) it copies every analysed token's activations into one preallocated
+array (:class:`~tinyinterp.analysis.neurons.kept.KeptActivations`) and counts tags, and
+:meth:`NeuronJob.finish` computes everything exactly from them: the identity rules
+(:mod:`~tinyinterp.analysis.neurons.decision`), the selection half's AUROC and moments (what the
+ablation ranks and matches on), the held-out moments and the examples' top-k. Streaming
+(``in_memory=False``, shards, torchrun): quantile bin edges from a calibration sample of the
+selection half, then fixed-size, mergeable statistics per batch (selection and held-out
+:class:`TagStats`, the held-out top-k buffer and exact-tail AP histogram); the decision then says
+which tests were untestable. The untrained control (:meth:`NeuronJob.control_job`) is the same
+job on a randomly initialised twin.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import eval_mode, mlp_hook, run_pass, stream_activations
 from tinyinterp.analysis.neurons.config import NeuronConfig
-from tinyinterp.analysis.neurons.controls import examples_for, logit_effects, untrained_copy
-from tinyinterp.analysis.neurons.decision import STREAMING_UNTESTABLE, category_summary, exact_rows, sort_rows, streaming_rows
+from tinyinterp.analysis.neurons.controls import example_neurons, examples_for, logit_effects, top_from_kept, untrained_copy
+from tinyinterp.analysis.neurons.decision import (STREAMING_UNTESTABLE, category_summary, exact_rows, held_out_moments,
+                                                  selection_moments, sort_rows, streaming_rows)
 from tinyinterp.analysis.neurons.identity import classify_units
+from tinyinterp.analysis.neurons.kept import KeptActivations
 from tinyinterp.analysis.neurons.matched_ablation import SelectionStats
 from tinyinterp.analysis.neurons.results import NeuronResults
 from tinyinterp.analysis.neurons.stats import Binner, TagStats, quantile_edges, run_tests
@@ -112,20 +117,28 @@ class NeuronJob:
         self.sel_idx, self.out_idx = corpus.split_indices(cfg.split_seed)
         self.groups = [self.sel_idx, self.out_idx]
         self.split = split  # a RankSplit under torchrun: the calibration runs split over the ranks
-        edges = _edges(model, corpus, self.labels, self.sel_idx, self.hook_names, cfg, split)  # [unit, n_bins + 1]
-        shift = edges[:, edges.shape[1] // 2]  # ≈ median: centres the moment sums
-        binner = Binner(edges, stride=n_tags * (edges.shape[1] + 1))
-        self.stats = (TagStats(edges, shift, n_tags, binner=binner), TagStats(edges, shift, n_tags, binner=binner))
-        self.top = TopKBuffer(edges.shape[0], cfg.identity.top_k, edges.device)
-        # in memory: every analysed token's activations and labels, per batch; streaming: the exact-tail AP histogram
-        need_gb = int((self.labels.flat_tags >= 0).sum()) * edges.shape[0] * 4 / 2 ** 30  # upper bound (before n_ctx cuts)
+        n_units, n_upper = len(self.layers) * model.cfg.d_mlp, int((self.labels.flat_tags >= 0).sum())
+        need_gb = n_upper * n_units * 4 / 2 ** 30  # upper bound (before n_ctx cuts)
         keep = cfg.in_memory and need_gb <= cfg.max_memory_gb
         if cfg.in_memory and not keep:
             log.warning("%s: keeping every token's activations needs ~%.1f GB > max_memory_gb=%g; streaming instead "
                         "(identity tests untestable)", label, need_gb, cfg.max_memory_gb)
-        self.kept: dict[str, list] | None = {k: [] for k in ("acts", "tags", "words", "tok", "story", "sel")} if keep else None
-        self.tail = None if keep else TailHistogram(edges, n_tags, cfg.tail)
+        # in memory (exact mode): every analysed token's activations and labels, filled in place; the decision, the
+        # selection-half statistics and the examples' top-k are computed from them in finish(), so the pass only
+        # copies and counts. Streaming: bin edges from a calibration sample, histograms and moments of both halves,
+        # the held-out top-k and the exact-tail AP histogram, all fixed-size and mergeable.
+        self.kept: KeptActivations | None = KeptActivations(n_upper, n_units) if keep else None
+        self.support = torch.zeros((2, n_tags), dtype=torch.long)  # analysed tokens per half and tag (exact mode)
+        self.stats = self.top = self.tail = None
+        if not keep:
+            edges = _edges(model, corpus, self.labels, self.sel_idx, self.hook_names, cfg, split)  # [unit, n_bins + 1]
+            shift = edges[:, edges.shape[1] // 2]  # ≈ median: centres the moment sums
+            binner = Binner(edges, stride=n_tags * (edges.shape[1] + 1))
+            self.stats = (TagStats(edges, shift, n_tags, binner=binner), TagStats(edges, shift, n_tags, binner=binner))
+            self.top = TopKBuffer(edges.shape[0], cfg.identity.top_k, edges.device)
+            self.tail = TailHistogram(edges, n_tags, cfg.tail)
         self.control_result: NeuronResults | None = None  # set to skip the untrained control's own pass in finish()
+        self.hand_on = False  # set: finish() leaves the kept activations on the results (the features stage reuses them)
 
     def control_corpus(self) -> TaggedCorpus:
         """The stories the untrained control analyses (the first ``control_max_stories``)."""
@@ -148,37 +161,28 @@ class NeuronJob:
             if len(parts) < len(names):
                 return
             acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
-            x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
-            self.stats[batch.group].update_units(x, tags.to(dev))
-            if batch.group == 1:
-                self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
-                if self.tail is not None:
+            if self.kept is not None:  # exact mode: keep and count; everything else is computed in finish()
+                self.support[batch.group] += torch.bincount(tags, minlength=self.support.shape[1])
+                self.kept.add(acts.float().cpu().numpy(), tags.numpy(), words.numpy(), batch.tokens[bd, pd].cpu().numpy(),
+                              np.asarray(batch.stories)[b.numpy()], p.numpy(), batch.group == 0)
+            else:
+                x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
+                self.stats[batch.group].update_units(x, tags.to(dev))
+                if batch.group == 1:
+                    self.top.update_units(x, torch.as_tensor(batch.stories)[b], p)
                     self.tail.update(x, tags.to(dev))
-            if self.kept is not None:
-                self._keep(acts, tags, words, batch.tokens[bd, pd], np.asarray(batch.stories)[b.numpy()], batch.group == 0)
             parts.clear()
 
         return [(h, hook) for h in names]
 
-    def _keep(self, acts, tags, words, tok, story, selection: bool) -> None:
-        k = self.kept
-        k["acts"].append(acts.float().cpu().numpy())  # [tok, unit]
-        k["tags"].append(tags.numpy())
-        k["words"].append(words.numpy())
-        k["tok"].append(tok.cpu().numpy())
-        k["story"].append(story)
-        k["sel"].append(np.full(len(story), selection))
-
     def unit_activations(self) -> UnitActivations:
         """The kept activations with their labels (``in_memory`` runs, after the pass)."""
-        if self.kept is None or not self.kept["acts"]:
+        if self.kept is None or not len(self.kept):
             raise ConfigError("NeuronJob.unit_activations: no activations kept (in_memory=False, or no pass yet)")
-        cat = {k: np.concatenate(v) for k, v in self.kept.items()}
-        self.kept = {k: [] for k in self.kept}  # hand the memory over
-        d_mlp = self.model.cfg.d_mlp
-        return UnitActivations(
-            acts=cat["acts"], tags=cat["tags"], token_ids=cat["tok"], words=cat["words"], story=cat["story"],
-            selection=cat["sel"], tag_names=list(self.labels.tags), word_names=list(self.labels.words),
+        kept, d_mlp = self.kept, self.model.cfg.d_mlp
+        self.kept = KeptActivations(0, kept.n_units)  # hand the memory over (views of the filled rows, no copy)
+        return kept.unit_activations(
+            tag_names=list(self.labels.tags), word_names=list(self.labels.words),
             unit_names=[f"L{x}.N{n}" for x in self.layers for n in range(d_mlp)],
             unit_meta={"layer": np.repeat(self.layers, d_mlp), "neuron": np.tile(np.arange(d_mlp), len(self.layers))})
 
@@ -221,27 +225,37 @@ class NeuronJob:
         cfg, labels, idc = self.cfg, self.labels, self.cfg.identity
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        sel, rep = run_tests(self.stats[0], idc.min_support), run_tests(self.stats[1], idc.min_support)
         extra: dict = {}
+        ua = pos = None
         if self.kept is not None:
+            pos = self.kept.positions()
             ua = self.unit_activations()
             t1 = time.perf_counter()
             ident = classify_units(ua, idc)
             timings["identity_rules_s"] = time.perf_counter() - t1
+            boot = {"bootstrap_s": ident.timings.get("bootstrap_s", 0.0)}
             lexical = {}
             if self.baselines:
                 from tinyinterp.analysis.neurons.baselines import lexical_baseline
 
                 t1 = time.perf_counter()
-                lexical = lexical_baseline(ua, self.model.W_E.detach().cpu().numpy(), idc)
+                lexical = lexical_baseline(ua, self.model.W_E.detach().cpu().numpy(), idc, timings=boot)
                 timings["lexical_baselines_s"] = time.perf_counter() - t1
-            del ua
-            rows = exact_rows(ident, rep, lexical)
+            timings["decision_bootstraps_s"] = boot["bootstrap_s"]  # story/token-id resampling, inside the two above
+            tag_idx = {t: i for i, t in enumerate(labels.tags)}
+            moments = held_out_moments(ua, [(r["unit"], tag_idx[r["tag"]]) for r in ident.rows], idc.min_support)
+            rows = exact_rows(ident, moments, lexical)
             extra = {"paper_specificity": _paper(ident), "n_ambiguous_tests": ident.summary["n_ambiguous_tests"]}
             if lexical:
                 extra["lexical_baseline"] = lexical
+            selection = self._selection_stats(*selection_moments(ua), ident.selection_auroc)
             mode = "exact"
         else:
+            sel, rep = run_tests(self.stats[0], idc.min_support), run_tests(self.stats[1], idc.min_support)
+            st, n = self.stats[0], max(self.stats[0].n_tokens, 1)
+            m = st.sum.sum(1).cpu().numpy() / n  # streamed moments, shifted by the bins' median
+            selection = self._selection_stats(st.shift.cpu().numpy() + m,
+                                              np.maximum(st.sumsq.sum(1).cpu().numpy() / n - m ** 2, 0), sel.auroc)
             ap = self.tail.average_precision()
             rows = streaming_rows(sel, rep, ap, _top_k_controls(self.top, labels), labels.tags, self.layers,
                                   self.model.cfg.d_mlp, idc)
@@ -251,11 +265,14 @@ class NeuronJob:
         self._add_logits(rows)
         timings["decision_s"] = time.perf_counter() - t0
         res = NeuronResults(rows=rows, summary={**self._summary(mode), **category_summary(rows, labels.tags), **extra})
-        res.selection = self._selection_stats(sel.auroc)
+        res.selection = selection
         if cfg.n_examples:
             t0 = time.perf_counter()
-            res.examples = examples_for(self.model, self.corpus, res, self.top, self.layers, cfg)
+            top = self.top if ua is None else self._top_from_kept(res, ua, pos)
+            res.examples = examples_for(self.model, self.corpus, res, top, self.layers, cfg)
             timings["examples_s"] = time.perf_counter() - t0
+        res.activations = ua if self.hand_on else None
+        del ua, pos
         if cfg.untrained_control:
             t0 = time.perf_counter()
             res.control = self.control_result if self.control_result is not None else self.control_job().run()
@@ -270,16 +287,19 @@ class NeuronJob:
                  res.summary["n_token_neurons"], mode)
         return res
 
-    def _selection_stats(self, auroc: np.ndarray) -> SelectionStats:
-        """Selection-half mean and variance per neuron (from the streamed moments) and binned AUROC: what the
-        ablation ranks, ablates to and matches on."""
-        st = self.stats[0]
-        n = max(st.n_tokens, 1)
-        m = st.sum.sum(1).cpu().numpy() / n
+    def _top_from_kept(self, res: NeuronResults, ua: UnitActivations, pos: np.ndarray) -> TopKBuffer:
+        """The held-out top-k of the neurons that get examples, from the kept activations (exact mode)."""
+        d_mlp = self.model.cfg.d_mlp
+        units = [self.layers.index(layer) * d_mlp + n for layer, n in example_neurons(res, self.cfg.max_example_neurons)]
+        return top_from_kept(ua, pos, units, self.cfg.identity.top_k)
+
+    def _selection_stats(self, mean: np.ndarray, variance: np.ndarray, auroc: np.ndarray) -> SelectionStats:
+        """Selection-half mean and variance per neuron and AUROC per neuron x tag (exact from the kept activations,
+        or streamed moments and binned AUROC): what the ablation ranks, ablates to and matches on."""
         d_mlp = self.model.cfg.d_mlp
         return SelectionStats(layer=np.repeat(self.layers, d_mlp), neuron=np.tile(np.arange(d_mlp), len(self.layers)),
-                              mean=st.shift.cpu().numpy() + m, variance=np.maximum(st.sumsq.sum(1).cpu().numpy() / n - m ** 2, 0),
-                              held_out=np.asarray(self.out_idx), tag_names=list(self.labels.tags), auroc=auroc)
+                              mean=mean, variance=variance, held_out=np.asarray(self.out_idx),
+                              tag_names=list(self.labels.tags), auroc=auroc)
 
     def _add_logits(self, rows: list[dict]) -> None:
         keys = sorted({(r["layer"], r["neuron"]) for r in rows})
@@ -289,7 +309,10 @@ class NeuronJob:
 
     def _summary(self, mode: str) -> dict:
         cfg, labels, corpus, model, idc = self.cfg, self.labels, self.corpus, self.model, self.cfg.identity
-        sel_stats, out_stats = self.stats
+        if self.kept is None:
+            n_select, support = self.stats[0].n_tokens, self.stats[1].support
+        else:  # exact mode: counted in the hook
+            n_select, support = int(self.support[0].sum()), self.support[1].numpy()
         how = ("exact AUROC/AP on every held-out token; story-bootstrap CIs and Wald p (vs 0.5), BH over every row; "
                "identity tests (unseen token ids, within-identity ambiguous words, word types at the top)"
                if mode == "exact" else
@@ -298,11 +321,11 @@ class NeuronJob:
         return {
             "mode": mode, "method": how,
             "n_stories": len(corpus), "n_stories_select": len(self.sel_idx), "n_stories_held_out": len(self.out_idx),
-            "n_tokens_select": sel_stats.n_tokens, "n_tokens_held_out": out_stats.n_tokens,
+            "n_tokens_select": n_select, "n_tokens_held_out": int(support.sum()),
             "truncated_stories": int((corpus.lengths() > model.cfg.n_ctx).sum()),
             "layers": self.layers, "d_mlp": model.cfg.d_mlp, "n_neurons": len(self.layers) * model.cfg.d_mlp,
             "tags": labels.tags,
-            "tag_support_held_out": dict(zip(labels.tags, out_stats.support.tolist())),
+            "tag_support_held_out": dict(zip(labels.tags, support.tolist())),
             "tag_word_types": dict(zip(labels.tags, (labels.tag_counts > 0).sum(0).tolist())),  # whole corpus
             "auroc_threshold": idc.auroc_threshold, "fdr": idc.fdr,
             "config": dataclasses.asdict(cfg),

@@ -3,6 +3,8 @@
 * :func:`auroc_matrix` — Mann–Whitney AUROC (ties count half) of every unit for every tag
   against all other tags, from one average-rank pass per unit; identical to
   ``sklearn.metrics.roc_auc_score``.
+* :func:`fold_aurocs` — the same on several disjoint row sets and on their union (one sort per set,
+  a merge for the union).
 * :func:`top_tokens` — each unit's ``k`` largest activations (row indices), ties broken by row.
 * :func:`specificity` — precision of each tag among the top activations, the number of distinct
   word types carrying it there, and each unit's dominant tag.
@@ -14,41 +16,137 @@ Binned (streaming) estimates live in :mod:`~tinyinterp.analysis.neurons.tail_ap`
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from jaxtyping import Bool, Float, Int
-from scipy.stats import rankdata
 
-__all__ = ["auroc_matrix", "average_precision", "specificity", "top_tokens"]
+__all__ = ["UnitColumns", "auroc_matrix", "average_precision", "fold_aurocs", "specificity", "top_tokens"]
+
+
+def _sort_keys(a: Float[np.ndarray, "unit token"], tags: Int[np.ndarray, " token"]) -> np.ndarray:
+    """Per row, the tokens as sorted uint64 keys: the activation (as order-preserving bits) above the tag.
+
+    Sorting the keys sorts by activation (ties in any order) and carries each token's tag along, so
+    one value sort replaces an argsort plus a gather. ``-0.0`` is folded into ``+0.0`` first (equal as
+    floats, so tied, as ``rankdata`` has them)."""
+    bits = (np.asarray(a, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
+    flip = (bits.view(np.int32) >> 31).view(np.uint32) | np.uint32(0x80000000)  # negative: all bits; else the sign
+    keys = np.empty(bits.shape, dtype=np.uint64)
+    halves = keys.view(np.uint32).reshape(*bits.shape, 2)  # little-endian: [..., 0] low word, [..., 1] high word
+    if sys.byteorder != "little":
+        halves = halves[..., ::-1]
+    np.bitwise_xor(bits, flip, out=halves[..., 1])  # IEEE order -> unsigned order
+    halves[..., 0] = np.asarray(tags, dtype=np.uint32)[None, :]
+    keys.sort(axis=1)
+    return keys
+
+
+def _rank_sums(keys: np.ndarray, n_tags: int) -> np.ndarray:
+    """``[row, tag]`` sums of average ranks (1-based, ties share their mean rank) from :func:`_sort_keys`.
+
+    Sums of positions first (one weighted count), then a correction for the members of tie groups only
+    (rare outside a few repeated contexts)."""
+    c, n = keys.shape
+    cell = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    cell += (np.arange(c, dtype=np.int64) * n_tags)[:, None]
+    cell = cell.ravel()
+    pos1 = np.tile(np.arange(1, n + 1, dtype=np.float64), c)  # 1-based position of every sorted entry
+    out = np.bincount(cell, weights=pos1, minlength=c * n_tags)
+    v = keys >> np.uint64(32)
+    r, j = np.nonzero(v[:, 1:] == v[:, :-1])  # entry j + 1 of row r ties with entry j
+    if len(r):
+        f = r * n + j  # flat index of the first entry of each tied pair
+        run = np.flatnonzero(np.r_[True, np.diff(f) != 1])  # runs of consecutive tied pairs: one tie group each
+        first, size = f[run], np.diff(np.r_[run, len(f)]) + 1  # group's first flat index and its number of entries
+        members = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size) + np.repeat(first, size)
+        avg = (first % n) + (size + 1) / 2.0  # mean 1-based rank of the group
+        out += np.bincount(cell[members], weights=np.repeat(avg, size) - pos1[members], minlength=c * n_tags)
+    return out.reshape(c, n_tags)
 
 
 def auroc_matrix(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"], n_tags: int,
-                 min_support: int = 1, chunk: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(auroc [unit, tag], n_pos [tag], n_neg [tag])``; NaN where a tag has < ``min_support`` positives or negatives."""
-    n, n_units = acts.shape
-    onehot = np.zeros((n, n_tags), dtype=np.float64)
-    onehot[np.arange(n), tags] = 1.0
-    n_pos = onehot.sum(0)
+                 min_support: int = 1, rows: np.ndarray | slice | None = None, units: np.ndarray | None = None,
+                 max_elems: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(auroc [unit, tag], n_pos [tag], n_neg [tag])``; NaN where a tag has < ``min_support`` positives or negatives.
+
+    ``rows``: the tokens to use (an index array, boolean mask or slice of ``acts``' rows; None: all), read a
+    few units at a time, so no copy of ``acts[rows]`` is made; ``tags`` are those of the chosen rows.
+    ``units``: compute only these units (the others stay NaN). Exact Mann–Whitney AUROC with ties
+    counted half (average ranks), as ``sklearn.metrics.roc_auc_score``: each unit's chosen activations
+    are sorted once (float32), and a tag's AUROC is ``(Σ positive ranks - n+(n+ + 1)/2) / (n+ n-)``.
+    """
+    if isinstance(rows, np.ndarray) and rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    rows = slice(None) if rows is None else rows
+    tags = np.asarray(tags)
+    n, n_units = len(tags), acts.shape[1]
+    n_pos = np.bincount(tags, minlength=n_tags)[:n_tags].astype(np.float64) if n else np.zeros(n_tags)
     n_neg = n - n_pos
     out = np.full((n_units, n_tags), np.nan)
-    if n == 0:
-        return out, n_pos.astype(int), n_neg.astype(int)
-    for u0 in range(0, n_units, chunk):
-        ranks = rankdata(acts[:, u0:u0 + chunk], axis=0)  # [token, chunk] average ranks
-        rank_sum = ranks.T @ onehot  # [chunk, tag]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[u0:u0 + chunk] = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     ok = (n_pos >= min_support) & (n_neg >= min_support)
+    todo = np.arange(n_units) if units is None else np.asarray(units, dtype=np.int64)
+    if n == 0 or not ok.any() or not len(todo):
+        return out, n_pos.astype(int), n_neg.astype(int)
+    chunk = max(1, max_elems // n)
+    for i in range(0, len(todo), chunk):
+        us = todo[i:i + chunk]
+        cols = slice(int(us[0]), int(us[-1]) + 1) if us[-1] - us[0] + 1 == len(us) else us
+        block = acts[np.ix_(rows, cols)] if isinstance(rows, np.ndarray) and isinstance(cols, np.ndarray) else acts[rows, cols]
+        a = np.ascontiguousarray(block.T, dtype=np.float32)  # [chunk, token]
+        rank_sum = _rank_sums(_sort_keys(a, tags), n_tags)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[us] = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     out[:, ~ok] = np.nan
     return out, n_pos.astype(int), n_neg.astype(int)
 
 
-def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int = 256) -> Int[np.ndarray, "unit k"]:
-    """Row indices of each unit's ``k`` largest activations, largest first (ties: lower row first)."""
-    n, n_units = acts.shape
+def fold_aurocs(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"], folds: list[np.ndarray],
+                n_tags: int, min_support: int = 1, max_elems: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """``(per_fold [fold, unit, tag], union [unit, tag])``: exact AUROC (as :func:`auroc_matrix`) on the rows
+    of each fold (disjoint index arrays into ``acts``; ``tags`` indexes all of ``acts``' rows) and on their union.
+
+    Each fold's keys are sorted once; the union's order is a merge of the sorted folds (a stable sort of
+    sorted runs, linear), not another full sort."""
+    folds = [np.asarray(f, dtype=np.int64) for f in folds]
+    n_units = acts.shape[1]
+    ftags = [tags[f] for f in folds]
+    utags = np.concatenate(ftags)
+    per = np.full((len(folds), n_units, n_tags), np.nan)
+    union = np.full((n_units, n_tags), np.nan)
+    n = sum(len(f) for f in folds)
+    if n == 0:
+        return per, union
+    counts = [np.bincount(t, minlength=n_tags)[:n_tags].astype(np.float64) for t in (*ftags, utags)]
+    chunk = max(1, max_elems // n)
+    for u0 in range(0, n_units, chunk):
+        cols = slice(u0, min(u0 + chunk, n_units))
+        keys = [_sort_keys(np.ascontiguousarray(acts[f, cols].T, dtype=np.float32), t) for f, t in zip(folds, ftags)]
+        merged = np.concatenate(keys, axis=1)
+        merged.sort(axis=1, kind="stable")  # sorted runs: a merge
+        for out, k, n_pos in [*((per[i], keys[i], counts[i]) for i in range(len(folds))), (union, merged, counts[-1])]:
+            n_neg = k.shape[1] - n_pos
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[cols] = (_rank_sums(k, n_tags) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    for out, n_pos in [*zip(per, counts), (union, counts[-1])]:
+        n_neg = n_pos.sum() - n_pos
+        out[:, (n_pos < min_support) | (n_neg < min_support)] = np.nan
+    return per, union
+
+
+def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int | None = None,
+               rows: np.ndarray | slice | None = None) -> Int[np.ndarray, "unit k"]:
+    """Row indices of each unit's ``k`` largest activations, largest first (ties: lower row first).
+
+    ``rows``: only these rows of ``acts`` (index array or slice, read a chunk of units at a time); the
+    indices returned then count within them."""
+    rows = slice(None) if rows is None else rows
+    n, n_units = len(np.arange(acts.shape[0])[rows]), acts.shape[1]
+    chunk = chunk or max(1, min(256, (1 << 22) // max(n, 1)))  # units at a time: ~4M values in flight
     k = min(k, n)
     out = np.empty((n_units, k), dtype=np.int64)
     for u0 in range(0, n_units, chunk):
-        a = acts[:, u0:u0 + chunk].T  # [chunk, token]
+        a = np.ascontiguousarray(acts[rows, u0:u0 + chunk].T)  # [chunk, token], rows contiguous for the partition
         part = np.argpartition(-a, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (a.shape[0], 1))
         # order the candidates by (value desc, row asc); boundary ties resolved by the partition
         vals = np.take_along_axis(a, part, 1)
@@ -80,16 +178,44 @@ def specificity(top: Int[np.ndarray, "unit k"], tags: Int[np.ndarray, " token"],
             "dominant_share": precision[np.arange(n_units), dominant]}
 
 
-def average_precision(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"],
+class UnitColumns:
+    """Contiguous copies of chosen units' columns of ``acts`` (one gather, in row blocks), so tests that read
+    one unit at a time do not stride through a ``[token, unit]`` array; other units are copied on demand."""
+
+    def __init__(self, acts: Float[np.ndarray, "token unit"], units, block: int = 1 << 15):
+        self.acts, units = acts, np.asarray(sorted({int(u) for u in units}), dtype=np.int64)
+        self.index = {int(u): i for i, u in enumerate(units)}
+        self.cols = np.empty((len(units), acts.shape[0]), dtype=np.float32)
+        if len(units):
+            for r0 in range(0, acts.shape[0], block):
+                self.cols[:, r0:r0 + block] = acts[r0:r0 + block][:, units].T
+
+    def __getitem__(self, unit: int) -> np.ndarray:
+        i = self.index.get(int(unit))
+        return self.cols[i] if i is not None else np.ascontiguousarray(self.acts[:, int(unit)], dtype=np.float32)
+
+
+def _ap(x: np.ndarray, y: np.ndarray) -> float:
+    """Step-wise AP of scores ``x`` for boolean ``y``, as ``sklearn.metrics.average_precision_score``: one key
+    sort; precision and recall read at the end of each run of tied scores (descending)."""
+    keys = _sort_keys(np.asarray(x, dtype=np.float32)[None, :], y.astype(np.int64))[0][::-1]  # descending
+    v = keys >> np.uint64(32)
+    last = np.flatnonzero(np.r_[v[1:] != v[:-1], True])  # end of each tie run
+    tps = np.cumsum((keys & np.uint64(1)).astype(np.int64))[last].astype(np.float64)
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def average_precision(acts: "Float[np.ndarray, 'token unit'] | UnitColumns", tags: Int[np.ndarray, " token"],
                       rows: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, float]]:
     """Exact AP and base rate for each ``(unit, tag)`` in ``rows`` (scikit-learn's step-wise AP)."""
-    from sklearn.metrics import average_precision_score
-
+    cols = acts if isinstance(acts, UnitColumns) else UnitColumns(acts, [u for u, _ in rows])
     out = {}
     for u, t in rows:
         y: Bool[np.ndarray, " token"] = tags == t
         if y.any() and not y.all():
-            out[(u, t)] = (float(average_precision_score(y, acts[:, u])), float(y.mean()))
+            out[(u, t)] = (_ap(cols[u], y), float(y.mean()))
         else:
             out[(u, t)] = (float("nan"), float(y.mean()))
     return out

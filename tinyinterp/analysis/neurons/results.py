@@ -36,6 +36,7 @@ class NeuronResults:
     control: "NeuronResults | None" = None  # the untrained model's results
     selection: Any = None  # SelectionStats of a fresh analysis (what the ablation ranks and matches on); not saved
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step of a fresh analysis; not saved
+    activations: Any = None  # the kept UnitActivations, when the job was asked to hand them on (features); not saved
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
