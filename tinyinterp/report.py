@@ -207,14 +207,16 @@ def _features_section(out: Path) -> list[str]:
              "held-out half: AUROC, within-token-id AUROC on ambiguous words, precision of the top-50 activations for the "
              "tag, word types with the tag among them, category (none = not a candidate or not replicated). Ablation sets "
              "the tag's top features to their means through the SAE (error term kept) on held-out stories, against "
-             "random features matched on variance and decoder norm (features.json, features_summary.json).</p>"]
+             "random features matched on variance and decoder norm; p = (1 + random sets reaching the chosen set) / "
+             "(1 + random sets), q: Benjamini-Hochberg across the ablated tags, significant: q <= 0.05 "
+             "(features.json, features_summary.json).</p>"]
     for s in res.saes:
         parts.append(f"<h3>{html.escape(str(s['name']))} ({s['n_live']} live of {s['d_sae']} features)</h3>")
         if s.get("comparison"):
             parts.append(_table(pd.DataFrame(s["comparison"]), list(s["comparison"][0]),
                                 left=("tag", "neuron_unit", "feature_unit", "neuron_category", "feature_category")))
         if s.get("ablation"):
-            df = pd.DataFrame([{k: a[k] for k in ("tag", "units", "delta_target", "delta_off_target", "ratio",
+            df = pd.DataFrame([{k: a.get(k) for k in ("tag", "units", "delta_target", "delta_off_target", "ratio",
                                                   "random_delta_target_mean", "n_random", "p_random", "q_random",
                                                   "significant")} for a in s["ablation"]])
             df["units"] = df["units"].map(", ".join)
