@@ -169,8 +169,8 @@ class AblationUnits:
     refs: list[tuple[str, int]]  # (hook name, index at that hook) per unit
     norm: np.ndarray  # [unit]: output-weight (or decoder) norm, matched on
     make_hook: Callable[[torch.Tensor, torch.Tensor], Callable] | None = None  # (idx, means) -> hook; None: overwrite
-    low_rank: LowRank | None = None  # the same ablation as an update of the MLP output (None: from make_hook's absence)
     matched_on: str = "activation variance (selection half) and output-weight norm, same layer"
+    low_rank: LowRank | None = None  # the same ablation as an update of the MLP output (None with make_hook: full forwards)
 
 
 def _refs(model, stats: SelectionStats) -> AblationUnits:
