@@ -74,48 +74,57 @@ def _final_ok(model) -> bool:
         (getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0) <= 0
 
 
-def _ce(logits: Float[Tensor, "batch pos vocab"], tokens: Tensor) -> np.ndarray:
-    """Per-position next-token loss, as ``HookedTransformer`` computes it: [batch, pos - 1]."""
-    lp = logits[:, :-1].log_softmax(-1)
-    return (-lp.gather(-1, tokens[:, 1:, None])[..., 0]).float().cpu().numpy()
-
-
 class _Batch:
     """One clean pass over a batch, cached for the sets evaluated from it."""
 
-    def __init__(self, model, tokens: Tensor, layers: set[int], final: bool):
-        self.model, self.tokens = model, tokens
+    def __init__(self, model, tokens: Tensor, valid: np.ndarray, layers: set[int], final: bool):
+        self.model, self.tokens, self.valid_np = model, tokens, valid
+        self.valid = torch.as_tensor(valid, device=tokens.device)  # [batch, pos-1]: positions whose loss counts
         names = {f"blocks.{x}.hook_resid_post" for x in layers} | {f"blocks.{x}.mlp.hook_post" for x in layers}
         loss, self.cache = model.run_with_cache(tokens, return_type="loss", loss_per_token=True,
                                                 names_filter=lambda n: n in names)
         self.clean = loss.float().cpu().numpy()
         self.mask = model.input_to_embed(tokens)[3]  # what the full forward would use (None unless left padding)
         self.last = model.cfg.n_layers - 1
-        if final and self.last in layers:  # clean logits before the final scale: centre(x) * w @ W_U
+        self._flat: dict[str, Tensor] = {}
+        self.final = final and self.last in layers
+        if self.final:  # clean logits before the final scale, centre(x) * w @ W_U, on the counted positions only
             ln = model.ln_final
-            self.w = ln.w if hasattr(ln, "w") else torch.ones(model.cfg.d_model, device=tokens.device)
-            b = ln.b if hasattr(ln, "b") else torch.zeros_like(self.w)
-            x = self.cache[f"blocks.{self.last}.hook_resid_post"]
+            w = ln.w if hasattr(ln, "w") else torch.ones(model.cfg.d_model, device=tokens.device)
+            b = ln.b if hasattr(ln, "b") else torch.zeros_like(w)
+            x = self.flat(f"blocks.{self.last}.hook_resid_post")  # [n, d_model]
             self.xc = x - x.mean(-1, keepdim=True)
-            self.A = self.w[:, None] * model.W_U  # [d_model, vocab]
-            self.P = self.xc @ self.A
+            self.A = w[:, None] * model.W_U  # [d_model, vocab]
+            self.P = self.xc @ self.A  # [n, vocab]
             self.c = b @ model.W_U + model.b_U
+            self.target = tokens[:, 1:][self.valid][:, None]  # [n, 1]: the next token
 
-    def final_losses(self, coef: Tensor, V: Tensor) -> np.ndarray:
+    def flat(self, name: str) -> Tensor:
+        """A cached activation at the counted positions: [n, ...]."""
+        if name not in self._flat:
+            self._flat[name] = self.cache[name][:, :-1][self.valid]
+        return self._flat[name]
+
+    def final_losses(self, coef: Float[Tensor, "n k"], V: Float[Tensor, "k d_model"]) -> np.ndarray:
         """Loss when ``coef @ V`` is added to the last block's output (final LayerNorm + unembed done analytically)."""
         Vc = V - V.mean(-1, keepdim=True)
-        xc = self.xc + coef @ Vc
+        xc = torch.addmm(self.xc, coef, Vc)
         scale = (xc.pow(2).mean(-1, keepdim=True) + self.model.ln_final.eps).sqrt()
-        return _ce((self.P + coef @ (Vc @ self.A)) / scale + self.c, self.tokens)
+        z = torch.addmm(self.P, coef, Vc @ self.A).div_(scale).add_(self.c)  # the logits, [n, vocab]
+        loss = torch.logsumexp(z, -1) - z.gather(1, self.target)[:, 0]
+        out = self.clean.copy()  # positions that do not count keep the clean loss (difference 0)
+        out[self.valid_np] = loss.float().cpu().numpy()
+        return out
 
     def losses(self, groups: list[tuple[str, Tensor]], means: dict[str, Tensor], low_rank: LowRank, make_hook) -> np.ndarray:
         """Loss under one set (``groups``: hook -> unit indices, every hook an MLP ``hook_post``)."""
         groups = sorted(groups, key=lambda g: mlp_layer_of(g[0]))
         (h0, ix0), rest = groups[0], groups[1:]
         layer = mlp_layer_of(h0)
-        coef, V = low_rank(h0, ix0, means[h0])(self.cache[h0])
-        if not rest and layer == self.last and hasattr(self, "P"):
-            return self.final_losses(coef, V)
+        update = low_rank(h0, ix0, means[h0])
+        if not rest and layer == self.last and self.final:
+            return self.final_losses(*update(self.flat(h0)))
+        coef, V = update(self.cache[h0])
         resid = self.cache[f"blocks.{layer}.hook_resid_post"] + coef @ V
         hooks = [(h, (make_hook or mean_hook)(ix, means[h])) for h, ix in rest]
         with self.model.hooks(fwd_hooks=hooks):
@@ -158,7 +167,7 @@ def set_losses(model, corpus, stories: np.ndarray, sets: list[list[tuple[str, in
                     disable=not progress, leave=False):
         tokens = padded_tokens(corpus, idx, lengths).to(dev)
         valid = (torch.arange(tokens.shape[1] - 1)[None, :] < torch.as_tensor(lengths[idx] - 1)[:, None]).numpy()
-        batch = _Batch(model, tokens, layers if any(cheap) else set(), _final_ok(model))
+        batch = _Batch(model, tokens, valid, layers if any(cheap) else set(), _final_ok(model))
         ablated = []
         for g, c in zip(grouped, cheap):
             if c and g:
