@@ -17,6 +17,8 @@ loss under each ablation set. Two ways, with equal results (``tests/analysis/tes
   unembedding: LayerNorm centres and scales each token, so with ``P = centre(x) * w @ W_U``
   cached once per batch, ``logits' = (P + coef @ (centre(V) * w @ W_U)) / scale' + b @ W_U + b_U``,
   ``k x d_vocab`` multiply-adds per token instead of ``d_model x d_vocab`` plus a whole block.
+  Each cheap route also computes the clean loss its own way (once per batch) and reports
+  ``clean + (ablated - clean by that route)``, so the route's rounding cancels in the difference.
   Sets the update does not cover (other hooks, nonlinear SAEs, parallel attention/MLP, norms
   after the MLP) fall back to the reference.
 """
@@ -87,6 +89,7 @@ class _Batch:
         self.mask = model.input_to_embed(tokens)[3]  # what the full forward would use (None unless left padding)
         self.last = model.cfg.n_layers - 1
         self._flat: dict[str, Tensor] = {}
+        self._base: dict[int | str, np.ndarray] = {}  # the clean loss by each cheap route
         self.final = final and self.last in layers
         if self.final:  # clean logits before the final scale, centre(x) * w @ W_U, on the counted positions only
             ln = model.ln_final
@@ -105,15 +108,21 @@ class _Batch:
             self._flat[name] = self.cache[name][:, :-1][self.valid]
         return self._flat[name]
 
-    def final_losses(self, coef: Float[Tensor, "n k"], V: Float[Tensor, "k d_model"]) -> np.ndarray:
-        """Loss when ``coef @ V`` is added to the last block's output (final LayerNorm + unembed done analytically)."""
+    def _final(self, coef: Float[Tensor, "n k"], V: Float[Tensor, "k d_model"]) -> np.ndarray:
+        """Loss at the counted positions when ``coef @ V`` is added to the last block's output."""
         Vc = V - V.mean(-1, keepdim=True)
         xc = torch.addmm(self.xc, coef, Vc)
         scale = (xc.pow(2).mean(-1, keepdim=True) + self.model.ln_final.eps).sqrt()
         z = torch.addmm(self.P, coef, Vc @ self.A).div_(scale).add_(self.c)  # the logits, [n, vocab]
-        loss = torch.logsumexp(z, -1) - z.gather(1, self.target)[:, 0]
+        return (torch.logsumexp(z, -1) - z.gather(1, self.target)[:, 0]).float().cpu().numpy()
+
+    def final_losses(self, coef: Float[Tensor, "n k"], V: Float[Tensor, "k d_model"]) -> np.ndarray:
+        """Loss with the final LayerNorm + unembed done analytically; minus the same formula's clean loss (computed
+        once), so its rounding cancels in ablated - clean, plus the forward's clean loss."""
+        if "final" not in self._base:
+            self._base["final"] = self._final(coef[:, :1] * 0, V[:1] * 0)
         out = self.clean.copy()  # positions that do not count keep the clean loss (difference 0)
-        out[self.valid_np] = loss.float().cpu().numpy()
+        out[self.valid_np] += self._final(coef, V) - self._base["final"]
         return out
 
     def losses(self, groups: list[tuple[str, Tensor]], means: dict[str, Tensor], low_rank: LowRank, make_hook) -> np.ndarray:
@@ -127,10 +136,19 @@ class _Batch:
         coef, V = update(self.cache[h0])
         resid = self.cache[f"blocks.{layer}.hook_resid_post"] + coef @ V
         hooks = [(h, (make_hook or mean_hook)(ix, means[h])) for h, ix in rest]
+        return self._continue(resid, layer, hooks) - self._continue_base(layer) + self.clean
+
+    def _continue(self, resid: Tensor, layer: int, hooks) -> np.ndarray:
         with self.model.hooks(fwd_hooks=hooks):
             loss = self.model(resid, start_at_layer=layer + 1, tokens=self.tokens, return_type="loss",
                               loss_per_token=True, attention_mask=self.mask)
         return loss.float().cpu().numpy()
+
+    def _continue_base(self, layer: int) -> np.ndarray:
+        """The clean loss by the same route (continued from ``layer``'s cached output), once per layer."""
+        if layer not in self._base:
+            self._base[layer] = self._continue(self.cache[f"blocks.{layer}.hook_resid_post"], layer, [])
+        return self._base[layer]
 
 
 def _groups(units: Sequence[tuple[str, int]], dev) -> list[tuple[str, Tensor]]:
