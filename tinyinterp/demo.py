@@ -17,25 +17,10 @@ DEFAULT = ROOT / "checkpoints" / "ts-1l"
 PROMPTS = ["Once upon a time", "Lily and Tom went to", "The little dog was"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("ckpt", nargs="?", default=str(DEFAULT), help="checkpoint folder (default: the bundled 1-layer model)")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="where to write report.html")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-
+def _print_model(model, ckpt: Path) -> None:
+    """Size, validation loss and a few generations."""
     import tinyinterp
-    from tinyinterp.analysis.heads import HeadResults
-    from tinyinterp.analysis.neurons import NeuronResults
-    from tinyinterp.analysis.probes import ProbeResults
-    from tinyinterp.report import write_report
 
-    ckpt = Path(args.ckpt)
-    try:
-        model = tinyinterp.load_model(ckpt)
-    except tinyinterp.TinyInterpError as exc:
-        print(f"error: {exc}")
-        return 2
     info = json.loads((ckpt / "training.json").read_text()) if (ckpt / "training.json").exists() else {}
     c = model.cfg
     print(f"== {ckpt.name}: {c.n_layers} layer(s), d_model {c.d_model}, {c.n_heads} heads, d_mlp {c.d_mlp}, "
@@ -48,19 +33,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {tinyinterp.generate_text(model, p, max_new_tokens=50)!r}")
         print(f"  {tinyinterp.generate_text(model, p, max_new_tokens=50, temperature=0.8)!r}")
 
+
+def _analysis(model, ckpt: Path, out: Path):
+    """``(heads, neurons, probes, summary)``: the precomputed analysis, else one run on its corpus; None without either."""
+    import tinyinterp
+    from tinyinterp.analysis.heads import HeadResults
+    from tinyinterp.analysis.neurons import NeuronResults
+    from tinyinterp.analysis.probes import ProbeResults
+
     adir = ckpt / "analysis"
-    out = Path(args.out)
     if (adir / "heads.json").exists():
-        heads, neurons = HeadResults.load(adir), NeuronResults.load(adir)
         probes = ProbeResults.load(adir) if (adir / "probes.json").exists() else None
-        summary = json.loads((adir / "summary.json").read_text())
-    else:
-        corpus = adir / "corpus.txt"
-        if not corpus.exists():
-            print(f"\n(no precomputed analysis in {adir}; run `tinyinterp analyze {ckpt} --corpus FILES --out DIR`)")
-            return 0
-        summary = tinyinterp.analyze(model, [str(corpus)], out, model_name=ckpt.name)
-        heads, neurons, probes = HeadResults.load(out), NeuronResults.load(out), ProbeResults.load(out)
+        return HeadResults.load(adir), NeuronResults.load(adir), probes, json.loads((adir / "summary.json").read_text())
+    corpus = adir / "corpus.txt"
+    if not corpus.exists():
+        print(f"\n(no precomputed analysis in {adir}; run `tinyinterp analyze {ckpt} --corpus FILES --out DIR`)")
+        return None
+    summary = tinyinterp.analyze(model, [str(corpus)], out, model_name=ckpt.name)
+    return HeadResults.load(out), NeuronResults.load(out), ProbeResults.load(out), summary
+
+
+def _print_analysis(heads, neurons, summary: dict) -> None:
+    """Head labels, the most selective neuron per tag and the k-sparse probe counts."""
     print(f"\n== attention heads ({summary['corpus']['stories']} stories the model wrote itself)")
     for r in heads.records:
         print(f"   L{r.layer}H{r.head}: {r.label:<8} positional R² {r.positional_r2 or 0:.2f}  content JS {r.content_js or 0:.3f}  "
@@ -79,6 +73,31 @@ def main(argv: list[str] | None = None) -> int:
             k = v["k_for_0.9"]
             print(f"   {tag:<6} best single neuron {v['k1_auroc']:.3f}  ->  {k if k else 'not reached with'} neurons"
                   f"  (all neurons {v['all_neurons_auroc']:.3f})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("ckpt", nargs="?", default=str(DEFAULT), help="checkpoint folder (default: the bundled 1-layer model)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="where to write report.html")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import tinyinterp
+    from tinyinterp.report import write_report
+
+    ckpt = Path(args.ckpt)
+    try:
+        model = tinyinterp.load_model(ckpt)
+    except tinyinterp.TinyInterpError as exc:
+        print(f"error: {exc}")
+        return 2
+    _print_model(model, ckpt)
+    out = Path(args.out)
+    loaded = _analysis(model, ckpt, out)
+    if loaded is None:
+        return 0
+    heads, neurons, probes, summary = loaded
+    _print_analysis(heads, neurons, summary)
     report = write_report(out, model=model, heads=heads, neurons=neurons, probes=probes, summary=summary)
     print(f"\n== full report: {report}\n   analyse your own text: tinyinterp analyze {ckpt} --corpus FILES --out DIR")
     return 0

@@ -131,13 +131,16 @@ def _ablation_section(ablations: list[dict[str, Any]]) -> list[str]:
     rows = [{"tag": a["tag"], "neurons": ", ".join(a["units"]), "target Δloss": a["delta_target"],
              "CI": ci(a["delta_target_ci"]), "off-target Δloss": a["delta_off_target"], "CI ": ci(a["delta_off_target_ci"]),
              "ratio": a["ratio"], "ratio CI": ci(a["ratio_ci"]), "matched random target (mean)": a["random_delta_target_mean"],
-             "matched random ratio (mean)": a.get("random_ratio_mean"), "p (target)": a["p_random"],
-             "p (ratio)": a["p_random_ratio"]} for a in ablations]
+             "matched random ratio (mean)": a.get("random_ratio_mean"), "random sets": a.get("n_random"),
+             "p (target)": a["p_random"], "q (target, BH)": a.get("q_random"), "significant": a.get("significant"),
+             "p (ratio)": a["p_random_ratio"], "q (ratio, BH)": a.get("q_random_ratio")} for a in ablations]
     return ["<h2>Ablation: each tag's top neurons vs matched random sets</h2>",
             "<p class='note'>Neurons chosen by selection-half AUROC, mean-ablated (selection-half means) on held-out "
             "stories. Target: next-token loss after the last token of a word with the tag; off-target: every other "
             "position; ratio = target / off-target (specificity). Random sets are matched neuron by neuron on "
-            "activation variance and output-weight norm in the same layer. CIs: story bootstrap.</p>",
+            "activation variance and output-weight norm in the same layer. CIs: story bootstrap. p = (1 + random sets "
+            "reaching the chosen set's target change) / (1 + random sets); q: Benjamini-Hochberg across the tags of "
+            "this table; significant: q <= 0.05 (the smallest p is 1 / (1 + random sets)).</p>",
             _table(pd.DataFrame(rows), list(rows[0]), left=("tag", "neurons", "CI", "CI ", "ratio CI"))]
 
 
@@ -204,15 +207,18 @@ def _features_section(out: Path) -> list[str]:
              "held-out half: AUROC, within-token-id AUROC on ambiguous words, precision of the top-50 activations for the "
              "tag, word types with the tag among them, category (none = not a candidate or not replicated). Ablation sets "
              "the tag's top features to their means through the SAE (error term kept) on held-out stories, against "
-             "random features matched on variance and decoder norm (features.json, features_summary.json).</p>"]
+             "random features matched on variance and decoder norm; p = (1 + random sets reaching the chosen set) / "
+             "(1 + random sets), q: Benjamini-Hochberg across the ablated tags, significant: q <= 0.05 "
+             "(features.json, features_summary.json).</p>"]
     for s in res.saes:
         parts.append(f"<h3>{html.escape(str(s['name']))} ({s['n_live']} live of {s['d_sae']} features)</h3>")
         if s.get("comparison"):
             parts.append(_table(pd.DataFrame(s["comparison"]), list(s["comparison"][0]),
                                 left=("tag", "neuron_unit", "feature_unit", "neuron_category", "feature_category")))
         if s.get("ablation"):
-            df = pd.DataFrame([{k: a[k] for k in ("tag", "units", "delta_target", "delta_off_target", "ratio",
-                                                  "random_delta_target_mean", "p_random")} for a in s["ablation"]])
+            df = pd.DataFrame([{k: a.get(k) for k in ("tag", "units", "delta_target", "delta_off_target", "ratio",
+                                                  "random_delta_target_mean", "n_random", "p_random", "q_random",
+                                                  "significant")} for a in s["ablation"]])
             df["units"] = df["units"].map(", ".join)
             parts.append(_table(df, list(df.columns), left=("tag", "units")))
     return parts

@@ -63,7 +63,7 @@ def _ablation(path: str, fingerprint: str, corpus_fp: str, layer: int, neuron: i
 
     # means from the selection half, ablated on the held-out half (the neuron analysis' split), matched random neurons
     return tinyinterp.neuron_ablation(_model(path, fingerprint), _tagged_corpus(path, fingerprint, corpus_fp),
-                                      [(layer, neuron)], tag, tinyinterp.AblationConfig(n_random=10, max_stories=100))
+                                      [(layer, neuron)], tag, tinyinterp.AblationConfig(max_stories=100))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

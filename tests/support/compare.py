@@ -6,6 +6,10 @@ import math
 
 import pytest
 
+# target / off-target ratios of random sets whose target change is ~0: ratios of noise, which a float-order
+# change in the ablation means moves by up to ~1% (120 random sets per tag make some such set likely)
+ILL_CONDITIONED = (".random_ratio[",)
+
 
 def assert_close(a, b, path: str = "", rel: float = 1e-4, abs: float = 1e-6) -> None:
     """Recursive equality of JSON-like values: floats to ``rel``/``abs`` (float32 batch sums: batch
@@ -19,6 +23,8 @@ def assert_close(a, b, path: str = "", rel: float = 1e-4, abs: float = 1e-6) -> 
         for i, (x, y) in enumerate(zip(a, b)):
             assert_close(x, y, f"{path}[{i}]", rel, abs)
     elif isinstance(a, float) and isinstance(b, float):
+        if any(k in path for k in ILL_CONDITIONED):
+            rel, abs = max(rel, 0.05), max(abs, 1e-4)
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=rel, abs=abs), (path, a, b)
     else:
         assert a == b, (path, a, b)

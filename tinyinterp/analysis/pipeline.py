@@ -68,10 +68,13 @@ class AnalysisConfig:
     """Tags whose top neurons (selection-half AUROC) are mean-ablated on the held-out half (empty: skip)."""
     ablation_neurons: int = 5
     """Top neurons per tag ablated together."""
-    ablation_random: int = 20
-    """Random neuron sets per tag, matched on activation variance and output-weight norm (smallest p: 1 / (n + 1))."""
+    ablation_random: int | None = None
+    """Random neuron sets per tag, matched on activation variance and output-weight norm. None: derived from the
+    number of ablated tags m, ``2 * ceil(m / 0.05)`` (120 for NOUN/VERB/ADJ; :meth:`AblationConfig.random_sets`), so
+    that the smallest p, ``1 / (n + 1)``, survives Benjamini-Hochberg across the m tags."""
     ablation_stories: int | None = 100
-    """Held-out stories the ablations run on (None: all); every set is one full forward pass over them."""
+    """Held-out stories the ablations run on (None: all); one clean pass over them per batch, then each set is a
+    low-rank update of the MLP output (:mod:`~tinyinterp.analysis.neurons.ablation_losses`)."""
     head_effects: bool = True
     """Head output effects (sets ``HeadConfig.output_effects``: direct logit attribution by next-token group and
     attention conditioned on the next token, in the shared pass), then the ablations, the paper claim and the halves

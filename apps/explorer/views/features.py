@@ -123,4 +123,5 @@ with right:
         if f"L{layer}F{feature}" in a["units"]:
             st.markdown(f"In the analysis' {readings.md(a['tag'], 20)} set ({readings.md(', '.join(a['units']))}), mean-"
                         f"ablated on held-out stories: target loss {readings.num(a['delta_target'], '+.4f')} vs matched random "
-                        f"{readings.num(a['random_delta_target_mean'], '+.4f')} (p = {readings.num(a['p_random'], '.3f')}).")
+                        f"{readings.num(a['random_delta_target_mean'], '+.4f')} (p = {readings.num(a['p_random'], '.3f')}, "
+                        f"BH q = {readings.num(a.get('q_random'), '.3f')} across the ablated tags).")

@@ -22,6 +22,13 @@ def number_formats() -> dict:
     return {c: st.column_config.NumberColumn(format=f) for c, f in FORMATS.items()}
 
 
+def sig(a: dict) -> str:
+    """", significant" / ", not significant" from the row's BH q-value (nothing for rows without one)."""
+    if a.get("significant") is None:
+        return ""
+    return f", {'' if a['significant'] else 'not '}significant at FDR {a.get('alpha', 0.05):g}"
+
+
 def describe_ablation(a: dict, what: str) -> None:
     num, tag = readings.num, readings.md(a.get("tag"), 20)
     ci = a.get("delta_target_ci") or [None, None]
@@ -29,7 +36,8 @@ def describe_ablation(a: dict, what: str) -> None:
                 f"**{num(a.get('delta_target'), '+.4f')}** nats (95% CI {num(ci[0], '+.4f')} to {num(ci[1], '+.4f')}) and "
                 f"elsewhere by {num(a.get('delta_off_target'), '+.4f')} (ratio {num(a.get('ratio'), '.2f')}); random sets "
                 f"matched on activation variance and output-weight norm: {num(a.get('random_delta_target_mean'), '+.4f')} "
-                f"(p = {num(a.get('p_random'), '.3f')}, {num(a.get('n_target'), '.0f')} target positions).")
+                f"(p = {num(a.get('p_random'), '.3f')} over {num(a.get('n_random'), '.0f')} sets, BH q = "
+                f"{num(a.get('q_random'), '.3f')}{sig(a)}; {num(a.get('n_target'), '.0f')} target positions).")
     st.session_state["neurons:ablation_shown"] = a
 
 

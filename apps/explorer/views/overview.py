@@ -90,7 +90,8 @@ if res.ablation:
     st.dataframe(pd.DataFrame([{"tag": a["tag"], "neurons": ", ".join(a.get("units", [])),
                                 "target Δloss": a["delta_target"], "off-target Δloss": a["delta_off_target"],
                                 "ratio": a["ratio"], "matched random (mean)": a.get("random_delta_target_mean"),
-                                "p": a["p_random"]} for a in res.ablation]), hide_index=True)
+                                "random sets": a.get("n_random"), "p": a["p_random"], "q (BH)": a.get("q_random"),
+                                "significant": a.get("significant")} for a in res.ablation]), hide_index=True)
 if card["samples"]:
     with st.expander("Samples written at the end of training"):
         for s in card["samples"][:6]:

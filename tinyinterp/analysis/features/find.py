@@ -25,7 +25,7 @@ import numpy as np
 
 from tinyinterp.analysis.features.compare import best_units, comparison_table, top_tag_shares
 from tinyinterp.analysis.features.results import FeatureResults
-from tinyinterp.analysis.features.units import decoder_norms, feature_units, splice_ablation_hook
+from tinyinterp.analysis.features.units import decoder_norms, feature_units, splice_ablation_hook, splice_low_rank
 from tinyinterp.analysis.neurons.identity import IdentityConfig, classify_units
 from tinyinterp.analysis.neurons.identity_report import identity_report
 from tinyinterp.analysis.neurons.matched_ablation import AblationConfig, AblationUnits, SelectionStats, ablation_table
@@ -43,8 +43,10 @@ __all__ = ["FeatureConfig", "find_pos_features"]
 class FeatureConfig:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     """The neurons' rules, unchanged (thresholds from docs/analysis.md)."""
-    ablation: AblationConfig | None = field(default_factory=lambda: AblationConfig(n_units=5, n_random=10, max_stories=100))
-    """Feature ablation (None: skip); ``tags`` None = :attr:`ablation_tags` plus every tag with a ``pos`` feature."""
+    ablation: AblationConfig | None = field(default_factory=lambda: AblationConfig(n_units=5, max_stories=100))
+    """Feature ablation (None: skip); ``tags`` None = :attr:`ablation_tags` plus every tag with a ``pos`` feature;
+    ``n_random`` None = derived from the number of ablated tags (:meth:`AblationConfig.random_sets`), with its own
+    Benjamini-Hochberg correction across those tags (separate from the neurons' table)."""
     ablation_tags: tuple[str, ...] = ("NOUN", "VERB", "ADJ")
     ablation_pool: int = 300
     """Random live features (besides the chosen ones) the matched random sets are drawn from."""
@@ -81,7 +83,8 @@ def _ablation(model, corpus, sae, feats: UnitActivations, tags: list[str], cfg: 
                            variance=sub.acts[sel].var(0), held_out=np.unique(sub.story[~sel]),
                            tag_names=list(sub.tag_names), auroc=auc, names=list(sub.unit_names))
     units = AblationUnits([(sae_hook_name(sae), int(i)) for i in idx], decoder_norms(model, sae, idx),
-                          splice_ablation_hook(sae), "activation variance (selection half) and decoder norm")
+                          splice_ablation_hook(sae), "activation variance (selection half) and decoder norm",
+                          low_rank=splice_low_rank(model, sae))
     return ablation_table(model, corpus, stats, acfg, progress=progress, units=units)
 
 

@@ -45,7 +45,8 @@ def summary_entry(s: dict[str, Any]) -> dict[str, Any]:
     keep = ("hook", "d_sae", "n_live", "architecture", "categories_per_tag", "neuron_categories_per_tag", "comparison")
     out = {k: s[k] for k in keep}
     out["ablation"] = [{k: a[k] for k in ("tag", "units", "delta_target", "delta_target_ci", "delta_off_target", "ratio",
-                                           "random_delta_target_mean", "p_random")} for a in s.get("ablation", [])]
+                                           "random_delta_target_mean", "n_random", "p_random", "q_random",
+                                           "significant")} for a in s.get("ablation", [])]
     return out
 
 

@@ -29,7 +29,7 @@ from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.errors import ConfigError
 from tinyinterp.sae.features import sae_hook_name
 
-__all__ = ["encode_columns", "feature_units", "mlp_layer", "splice_ablation_hook"]
+__all__ = ["encode_columns", "feature_units", "mlp_layer", "splice_ablation_hook", "splice_low_rank"]
 
 
 def mlp_layer(sae) -> int:
@@ -52,6 +52,20 @@ def encode_columns(sae, x: Float[Tensor, "... d_in"], idx: Tensor) -> Float[Tens
     h = sae.process_sae_in(x) @ sae.W_enc[:, idx] + sae.b_enc[idx]
     f = sae.activation_fn(h)
     return f * (h > sae.threshold[idx]).to(f.dtype) if kind == "JumpReLUSAE" else f
+
+
+def splice_low_rank(model, sae):
+    """The splice of :func:`splice_ablation_hook` as an update of the MLP output (``coef = means[S] - f[:, S]``,
+    ``V = W_dec[S] @ W_out``) for :mod:`~tinyinterp.analysis.neurons.ablation_losses`; None when ``decode`` is not
+    affine (normalised activations): those sets run the full forward."""
+    if getattr(sae.cfg, "normalize_activations", "none") != "none":
+        return None
+    W_out = model.blocks[mlp_layer(sae)].mlp.W_out
+
+    def make(hook: str, idx: Tensor, means: Tensor):
+        V = sae.W_dec[idx].to(W_out.dtype) @ W_out
+        return lambda act: ((means[idx].to(act.dtype) - encode_columns(sae, act, idx)).to(V.dtype), V)
+    return make
 
 
 def splice_ablation_hook(sae) -> Callable[[Tensor, Tensor], Callable]:

@@ -11,9 +11,16 @@ half) on held-out stories, and measures the change of next-token loss
 with their ratio (specificity of the effect). The same is done for ``n_random`` random sets
 matched unit by unit on activation variance and output-weight norm within the same group
 (layer), so "bigger than random" does not just mean "louder units". Loss changes get story-
-bootstrap CIs (:func:`~tinyinterp.analysis.stats.bootstrap_mean`); ``p_random`` is the share of
-random sets whose target change reaches the chosen set's. :func:`neuron_ablation` does the same
-for a set of neurons you choose (e.g. one neuron in the explorer).
+bootstrap CIs (:func:`~tinyinterp.analysis.stats.bootstrap_mean`). The test, per tag: does the
+chosen set raise target loss more than matched random sets do? ``p_random = (1 + #{random sets
+whose target change >= the chosen set's}) / (1 + n_random)`` (a permutation p-value, valid at any
+``n_random``); ``q_random`` its Benjamini-Hochberg q-value across all tags of the table (one table:
+the neurons; an SAE's features are another), ``significant``: ``q_random <= alpha``. The default
+``n_random`` grows with the number of tags so that a corrected test can pass at all
+(:meth:`AblationConfig.random_sets`). ``p_random_ratio`` / ``q_random_ratio`` do the same for the
+target/off-target ratio. :func:`neuron_ablation` does the same for a set of neurons you choose
+(e.g. one neuron in the explorer). The loss under many sets comes from one clean pass per batch
+(:mod:`~tinyinterp.analysis.neurons.ablation_losses`), equal to one forward pass per set.
 
 What is ranked and matched on comes as :class:`SelectionStats` (selection half only): from the
 neuron analysis (``NeuronResults.selection``), from in-memory activations
@@ -29,10 +36,10 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from tinyinterp.analysis.neurons.ablation_losses import LowRank, set_losses
 from tinyinterp.analysis.results_io import JsonResult
-from tinyinterp.analysis.stats import bootstrap_mean, story_weights
+from tinyinterp.analysis.stats import bh_qvalues, bootstrap_mean, min_resamples, story_weights
 from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.analysis.neurons.metrics import auroc_matrix
 from tinyinterp.errors import ConfigError, DataError
@@ -49,8 +56,17 @@ ABLATION_JSON = "ablation.json"
 class AblationConfig:
     n_units: int = 10
     """Units ablated per tag (top by selection-half AUROC)."""
-    n_random: int = 10
-    """Matched random sets per tag."""
+    n_random: int | None = None
+    """Matched random sets per tag. None: ``2 * ceil(m / alpha)`` for a table of ``m`` tags (40 for one tag,
+    120 for NOUN/VERB/ADJ, 200 for 5): the smallest p-value ``1 / (n_random + 1)`` times ``m`` (its BH q-value
+    when it is the only small one) is then below ``alpha / 2``, so a tag whose chosen set beats every random set
+    passes the correction, and so does one that a single random set reaches (q < ``alpha``). With fewer than
+    ``ceil(m / alpha)`` sets no tag can pass (a warning says so)."""
+    alpha: float = 0.05
+    """False discovery rate of the Benjamini-Hochberg correction across the table's tags (``significant``)."""
+    method: str = "auto"
+    """``auto``: losses from one cached clean pass per batch (low-rank update of the MLP output; exact, see
+    :mod:`~tinyinterp.analysis.neurons.ablation_losses`); ``forward``: one full forward pass per set (the reference)."""
     n_neighbours: int = 10
     """A random stand-in for a unit is drawn from its ``n_neighbours`` nearest units in (log variance, log norm)."""
     max_stories: int | None = 200
@@ -62,8 +78,23 @@ class AblationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.n_units < 1 or self.n_random < 0 or self.n_neighbours < 1:
-            raise ConfigError("AblationConfig: n_units and n_neighbours must be >= 1, n_random >= 0")
+        if self.n_units < 1 or self.n_neighbours < 1:
+            raise ConfigError("AblationConfig: n_units and n_neighbours must be >= 1")
+        if self.n_random is not None and self.n_random < 0:
+            raise ConfigError(f"AblationConfig.n_random={self.n_random}: must be >= 0 (or None: derived from the tags)")
+        if not 0.0 < self.alpha < 1.0:
+            raise ConfigError(f"AblationConfig.alpha={self.alpha}: must be in (0, 1)")
+        if self.method not in ("auto", "forward"):
+            raise ConfigError(f"AblationConfig.method={self.method!r}: use 'auto' or 'forward'")
+
+    def random_sets(self, n_tags: int) -> int:
+        """Random sets per tag for a table of ``n_tags`` tags (``n_random``, or the derived default)."""
+        if self.n_random is not None:
+            if self.n_random < min_resamples(n_tags, self.alpha):
+                log.warning("ablation: %d random sets per tag cannot pass BH at alpha=%g over %d tags (needs >= %d)",
+                            self.n_random, self.alpha, n_tags, min_resamples(n_tags, self.alpha))
+            return self.n_random
+        return 2 * min_resamples(max(n_tags, 1), self.alpha)
 
 
 @dataclass
@@ -139,6 +170,7 @@ class AblationUnits:
     norm: np.ndarray  # [unit]: output-weight (or decoder) norm, matched on
     make_hook: Callable[[torch.Tensor, torch.Tensor], Callable] | None = None  # (idx, means) -> hook; None: overwrite
     matched_on: str = "activation variance (selection half) and output-weight norm, same layer"
+    low_rank: LowRank | None = None  # the same ablation as an update of the MLP output (None with make_hook: full forwards)
 
 
 def _refs(model, stats: SelectionStats) -> AblationUnits:
@@ -181,43 +213,6 @@ def _targets(corpus, stories: np.ndarray, n_pos: int, lengths: np.ndarray, tag: 
     return out
 
 
-@torch.no_grad()
-def _token_losses(model, corpus, stories: np.ndarray, sets: list[list[tuple[str, int]]], means: dict[str, torch.Tensor],
-                  batch_tokens: int, progress: bool = False, make_hook=None):
-    """Per-position next-token loss, clean and under each ablation set; plus the batches' story/row layout."""
-    from tinyinterp.analysis.engine import padded_tokens, plan_batches, story_lengths
-
-    lengths = story_lengths(corpus, model.cfg.n_ctx)
-    dev = model.cfg.device
-    out = []
-    for idx in tqdm(plan_batches(lengths, max(batch_tokens, model.cfg.n_ctx), stories), desc="ablation",
-                    disable=not progress, leave=False):
-        tokens = padded_tokens(corpus, idx, lengths).to(dev)
-        valid = (torch.arange(tokens.shape[1] - 1)[None, :] < torch.as_tensor(lengths[idx] - 1)[:, None]).numpy()
-
-        def run(hooks) -> np.ndarray:
-            loss = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True, fwd_hooks=hooks)
-            return loss.float().cpu().numpy()  # [batch, pos-1]
-
-        clean = run([])
-        ablated = []
-        for units in sets:
-            by_hook: dict[str, list[int]] = {}
-            for h, i in units:
-                by_hook.setdefault(h, []).append(i)
-            hooks = [(h, (make_hook or _mean_hook)(torch.tensor(ix, device=dev), means[h])) for h, ix in by_hook.items()]
-            ablated.append(run(hooks))
-        out.append((idx, valid, clean, ablated))
-    return out
-
-
-def _mean_hook(idx: torch.Tensor, mean: torch.Tensor):
-    def hook(act, hook):
-        act[..., idx] = mean[idx].to(act.dtype)
-        return act
-    return hook
-
-
 def _ablate(model, corpus, stats: SelectionStats, plan: dict[str, list[np.ndarray]], cfg: AblationConfig,
             progress: bool, units: AblationUnits) -> list[dict[str, Any]]:
     """Run every set of ``plan`` (tag -> [chosen, random...]) on the held-out stories; one row per tag."""
@@ -232,9 +227,20 @@ def _ablate(model, corpus, stats: SelectionStats, plan: dict[str, list[np.ndarra
     held = held[: cfg.max_stories] if cfg.max_stories is not None else held
     tags = list(plan)
     flat = [s for t in tags for s in plan[t]]
-    batches = _token_losses(model, corpus, held, [[refs[u] for u in s] for s in flat], means, cfg.batch_tokens, progress,
-                            units.make_hook)
-    return [{**_tag_row(t, stats, plan[t], flat, batches, corpus, model, cfg), "matched_on": units.matched_on} for t in tags]
+    batches = set_losses(model, corpus, held, [[refs[u] for u in s] for s in flat], means, cfg.batch_tokens, progress,
+                         units.make_hook, units.low_rank, cfg.method)
+    rows = [{**_tag_row(t, stats, plan[t], flat, batches, corpus, model, cfg), "matched_on": units.matched_on} for t in tags]
+    return correct_rows(rows, cfg.alpha)
+
+
+def correct_rows(rows: list[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
+    """Benjamini-Hochberg across the rows (tags) of one table: ``q_random``, ``q_random_ratio``, ``significant``."""
+    q = bh_qvalues(np.array([r["p_random"] for r in rows], dtype=float))
+    q_ratio = bh_qvalues(np.array([r["p_random_ratio"] for r in rows], dtype=float))
+    for r, a, b in zip(rows, q, q_ratio):
+        r.update({"q_random": float(a), "q_random_ratio": float(b), "significant": bool(a <= alpha), "alpha": alpha,
+                  "correction": f"Benjamini-Hochberg over the {len(rows)} tag(s) of this table"})
+    return rows
 
 
 def ablation_table(model, corpus, stats: SelectionStats, cfg: AblationConfig | None = None,
@@ -249,11 +255,12 @@ def ablation_table(model, corpus, stats: SelectionStats, cfg: AblationConfig | N
     norm = units.norm
     rng = np.random.default_rng(cfg.seed)
     plan = {}
-    for t in [t for t in stats.tag_names if cfg.tags is None or t in cfg.tags]:
+    tags = [t for t in stats.tag_names if cfg.tags is None or t in cfg.tags]
+    n_random = cfg.random_sets(len(tags))
+    for t in tags:
         col = np.nan_to_num(stats.auroc[:, stats.tag_names.index(t)], nan=0.0)
         chosen = np.argsort(-col, kind="stable")[: cfg.n_units]
-        plan[t] = [chosen] + matched_random_sets(chosen, stats.variance, norm, stats.layer, cfg.n_random,
-                                                 cfg.n_neighbours, rng)
+        plan[t] = [chosen] + matched_random_sets(chosen, stats.variance, norm, stats.layer, n_random, cfg.n_neighbours, rng)
     return _ablate(model, corpus, stats, plan, cfg, progress, units)
 
 
@@ -268,8 +275,8 @@ def neuron_ablation(model, corpus, neurons: Sequence[tuple[int, int]], tag: str,
     chosen = np.array([stats.index(int(x), int(n)) for x, n in neurons])
     units = _refs(model, stats)
     rng = np.random.default_rng(cfg.seed)
-    sets = [chosen] + matched_random_sets(chosen, stats.variance, units.norm, stats.layer, cfg.n_random, cfg.n_neighbours,
-                                          rng)
+    sets = [chosen] + matched_random_sets(chosen, stats.variance, units.norm, stats.layer, cfg.random_sets(1),
+                                          cfg.n_neighbours, rng)
     return _ablate(model, corpus, stats, {tag: sets}, cfg, progress, units)[0]
 
 
@@ -313,7 +320,7 @@ def _tag_row(tag, stats: SelectionStats, sets, flat, batches, corpus, model, cfg
         "delta_off_target": float(d_o[0]), "delta_off_target_ci": [float(bo.ci_low), float(bo.ci_high)],
         "ratio": float(ratio), "ratio_ci": [float(x) for x in np.nanquantile(ratio_reps, [0.025, 0.975])],
         "random_delta_target": rand_t.tolist(), "random_delta_off_target": rand_o.tolist(), "random_ratio": rand_ratio.tolist(),
-        "random_delta_target_mean": float(rand_t.mean()) if len(rand_t) else nan,
+        "n_random": len(rand_t), "random_delta_target_mean": float(rand_t.mean()) if len(rand_t) else nan,
         "random_ratio_mean": float(np.nanmean(rand_ratio)) if len(rand_ratio) else nan,
         "p_random": float((1 + (rand_t >= d_t[0]).sum()) / (1 + len(rand_t))),
         "p_random_ratio": float((1 + (rand_ratio >= ratio).sum()) / (1 + len(rand_ratio))),
