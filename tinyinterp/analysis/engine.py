@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 EMBED_LAYER = -1  # "layer" index of the embedding (the residual stream before block 0)
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_MLP_POST = re.compile(r"^blocks\.(\d+)\.mlp\.hook_post$")
 _STAGE = {"attn.hook_pattern": 0, "mlp.hook_post": 1}  # hook points after which a block may be cut short
 
 Hook = tuple[str | Callable[[str], bool], Callable]
@@ -50,6 +51,12 @@ Hook = tuple[str | Callable[[str], bool], Callable]
 def mlp_hook(layer: int) -> str:
     """Name of the MLP neuron activations (after the nonlinearity) of ``layer``."""
     return f"blocks.{layer}.mlp.hook_post"
+
+
+def mlp_hook_layer(hook: str) -> int | None:
+    """The inverse of :func:`mlp_hook`: ``L`` for ``blocks.L.mlp.hook_post``, else None."""
+    m = _MLP_POST.match(hook)
+    return int(m.group(1)) if m else None
 
 
 def resid_hook(layer: int) -> str:

@@ -56,7 +56,6 @@ def _kept_layer(run, sae):
     order): the features then need no second forward pass. None otherwise."""
     from tinyinterp.analysis.features.units import mlp_layer
     from tinyinterp.analysis.neurons.config import NeuronConfig
-    from tinyinterp.analysis.neurons.units import UnitActivations
 
     ua, ncfg, default = getattr(run.neurons, "activations", None), run.cfg.neurons, NeuronConfig()
     if ua is None or (ncfg.include_continuations, tuple(ncfg.exclude_tags)) != (default.include_continuations,
@@ -68,10 +67,8 @@ def _kept_layer(run, sae):
         return None
     if len(cols) == ua.n_units:
         return ua
-    return UnitActivations(acts=np.ascontiguousarray(ua.acts[:, cols]), tags=ua.tags, token_ids=ua.token_ids,
-                           words=ua.words, story=ua.story, selection=ua.selection, tag_names=ua.tag_names,
-                           word_names=ua.word_names, unit_names=[ua.unit_names[i] for i in cols],
-                           unit_meta={k: v[cols] for k, v in ua.unit_meta.items()})
+    return dataclasses.replace(ua, acts=np.ascontiguousarray(ua.acts[:, cols]), unit_names=[ua.unit_names[i] for i in cols],
+                               unit_meta={k: v[cols] for k, v in ua.unit_meta.items()})
 
 
 def features_stage(run) -> None:

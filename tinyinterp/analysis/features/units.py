@@ -16,6 +16,7 @@ error term) and every other feature pass through unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tinyinterp.analysis.engine import mlp_hook_layer
 from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.job import neuron_activations
 from tinyinterp.analysis.neurons.units import UnitActivations
@@ -35,11 +37,11 @@ __all__ = ["encode_columns", "feature_units", "mlp_layer", "splice_ablation_hook
 def mlp_layer(sae) -> int:
     """The layer of an SAE on ``blocks.L.mlp.hook_post``; a one-line error for any other hook."""
     hook = sae_hook_name(sae)
-    parts = hook.split(".")
-    if len(parts) != 4 or parts[0] != "blocks" or not parts[1].isdigit() or parts[2:] != ["mlp", "hook_post"]:
+    layer = mlp_hook_layer(hook)
+    if layer is None:
         raise ConfigError(f"SAE hook {hook!r}: feature analysis compares features with neurons and needs an SAE on "
                           "blocks.L.mlp.hook_post (the neuron basis)")
-    return int(parts[1])
+    return layer
 
 
 @torch.no_grad()
@@ -106,10 +108,8 @@ def feature_units(model, corpus, sae, split_seed: int = 0, chunk: int = 8192,
     for i in range(0, len(acts), chunk):
         acts[i: i + chunk] = sae.encode(torch.from_numpy(ua.acts[i: i + chunk]).to(dev)).float().cpu().numpy()
     alive = np.flatnonzero((acts > 0).any(0))
-    feats = UnitActivations(acts=np.ascontiguousarray(acts[:, alive]), tags=ua.tags, token_ids=ua.token_ids,
-                            words=ua.words, story=ua.story, selection=ua.selection, tag_names=ua.tag_names,
-                            word_names=ua.word_names, unit_names=[f"L{layer}F{i}" for i in alive],
-                            unit_meta={"layer": np.full(len(alive), layer), "feature": alive})
+    feats = dataclasses.replace(ua, acts=np.ascontiguousarray(acts[:, alive]), unit_names=[f"L{layer}F{i}" for i in alive],
+                                unit_meta={"layer": np.full(len(alive), layer), "feature": alive})
     return feats, ua
 
 

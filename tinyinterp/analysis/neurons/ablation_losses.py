@@ -25,6 +25,7 @@ loss under each ablation set. Two ways, with equal results (``tests/analysis/tes
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,6 +33,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from tinyinterp.analysis.engine import mlp_hook_layer
 
 __all__ = ["LowRank", "mean_hook", "neuron_low_rank", "set_losses"]
 
@@ -47,16 +50,10 @@ def mean_hook(idx: Tensor, mean: Tensor):
     return hook
 
 
-def mlp_layer_of(hook: str) -> int | None:
-    """``L`` for ``blocks.L.mlp.hook_post``, else None."""
-    parts = hook.split(".")
-    return int(parts[1]) if len(parts) == 4 and parts[0] == "blocks" and parts[1].isdigit() and parts[2:] == ["mlp", "hook_post"] else None
-
-
 def neuron_low_rank(model) -> LowRank:
     """The update of mean-ablated MLP neurons: ``coef = mean[S] - act[:, S]``, ``V = W_out[S]``."""
     def make(hook: str, idx: Tensor, mean: Tensor):
-        V = model.blocks[mlp_layer_of(hook)].mlp.W_out[idx]
+        V = model.blocks[mlp_hook_layer(hook)].mlp.W_out[idx]
         return lambda act: (mean[idx].to(act.dtype) - act[..., idx], V)
     return make
 
@@ -86,7 +83,6 @@ class _Batch:
         loss, self.cache = model.run_with_cache(tokens, return_type="loss", loss_per_token=True,
                                                 names_filter=lambda n: n in names)
         self.clean = loss.float().cpu().numpy()
-        self.mask = model.input_to_embed(tokens)[3]  # what the full forward would use (None unless left padding)
         self.last = model.cfg.n_layers - 1
         self._flat: dict[str, Tensor] = {}
         self._base: dict[int | str, np.ndarray] = {}  # the clean loss by each cheap route
@@ -127,9 +123,9 @@ class _Batch:
 
     def losses(self, groups: list[tuple[str, Tensor]], means: dict[str, Tensor], low_rank: LowRank, make_hook) -> np.ndarray:
         """Loss under one set (``groups``: hook -> unit indices, every hook an MLP ``hook_post``)."""
-        groups = sorted(groups, key=lambda g: mlp_layer_of(g[0]))
+        groups = sorted(groups, key=lambda g: mlp_hook_layer(g[0]))
         (h0, ix0), rest = groups[0], groups[1:]
-        layer = mlp_layer_of(h0)
+        layer = mlp_hook_layer(h0)
         update = low_rank(h0, ix0, means[h0])
         if not rest and layer == self.last and self.final:
             return self.final_losses(*update(self.flat(h0)))
@@ -137,6 +133,11 @@ class _Batch:
         resid = self.cache[f"blocks.{layer}.hook_resid_post"] + coef @ V
         hooks = [(h, (make_hook or mean_hook)(ix, means[h])) for h, ix in rest]
         return self._continue(resid, layer, hooks) - self._continue_base(layer) + self.clean
+
+    @functools.cached_property
+    def mask(self) -> Tensor | None:
+        """The attention mask the full forward would use (None unless left padding); only the continued route needs it."""
+        return self.model.input_to_embed(self.tokens)[3]
 
     def _continue(self, resid: Tensor, layer: int, hooks) -> np.ndarray:
         with self.model.hooks(fwd_hooks=hooks):
@@ -178,8 +179,8 @@ def set_losses(model, corpus, stories: np.ndarray, sets: list[list[tuple[str, in
     if low_rank is None and make_hook is None:
         low_rank = neuron_low_rank(model)
     fast = method == "auto" and low_rank is not None and _low_rank_ok(model)
-    cheap = [fast and all(mlp_layer_of(h) is not None for h, _ in g) for g in grouped]
-    layers = {mlp_layer_of(h) for g, c in zip(grouped, cheap) if c for h, _ in g}
+    cheap = [fast and all(mlp_hook_layer(h) is not None for h, _ in g) for g in grouped]
+    layers = {mlp_hook_layer(h) for g, c in zip(grouped, cheap) if c for h, _ in g}
     out = []
     for idx in tqdm(plan_batches(lengths, max(batch_tokens, model.cfg.n_ctx), stories), desc="ablation",
                     disable=not progress, leave=False):

@@ -65,6 +65,13 @@ def _rank_sums(keys: np.ndarray, n_tags: int) -> np.ndarray:
     return out.reshape(c, n_tags)
 
 
+def _auroc_from_keys(keys: np.ndarray, n_pos: np.ndarray, n_tags: int) -> np.ndarray:
+    """``[row, tag]`` Mann–Whitney AUROC from :func:`_sort_keys` output: ``(Σ positive ranks - n+(n+ + 1)/2) / (n+ n-)``."""
+    n_neg = keys.shape[1] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (_rank_sums(keys, n_tags) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
 def auroc_matrix(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"], n_tags: int,
                  min_support: int = 1, rows: np.ndarray | slice | None = None, units: np.ndarray | None = None,
                  max_elems: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,9 +101,7 @@ def auroc_matrix(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " 
         cols = slice(int(us[0]), int(us[-1]) + 1) if us[-1] - us[0] + 1 == len(us) else us
         block = acts[np.ix_(rows, cols)] if isinstance(rows, np.ndarray) and isinstance(cols, np.ndarray) else acts[rows, cols]
         a = np.ascontiguousarray(block.T, dtype=np.float32)  # [chunk, token]
-        rank_sum = _rank_sums(_sort_keys(a, tags), n_tags)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[us] = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        out[us] = _auroc_from_keys(_sort_keys(a, tags), n_pos, n_tags)
     out[:, ~ok] = np.nan
     return out, n_pos.astype(int), n_neg.astype(int)
 
@@ -125,9 +130,7 @@ def fold_aurocs(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " t
         merged = np.concatenate(keys, axis=1)
         merged.sort(axis=1, kind="stable")  # sorted runs: a merge
         for out, k, n_pos in [*((per[i], keys[i], counts[i]) for i in range(len(folds))), (union, merged, counts[-1])]:
-            n_neg = k.shape[1] - n_pos
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[cols] = (_rank_sums(k, n_tags) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+            out[cols] = _auroc_from_keys(k, n_pos, n_tags)
     for out, n_pos in [*zip(per, counts), (union, counts[-1])]:
         n_neg = n_pos.sum() - n_pos
         out[:, (n_pos < min_support) | (n_neg < min_support)] = np.nan
