@@ -35,7 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tinyinterp.analysis.corpus.store import StoryStore, TaggedCorpus
-from tinyinterp.analysis.heap import trim_heap
+from tinyinterp.analysis.heap import trim_heap, trim_heap_every
 from tinyinterp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def run_hooked(model, tokens: Tensor, fwd_hooks: list, names: Sequence[str], **k
             model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks, **kwargs)
     except StopForward:
         pass
-    trim_heap()  # batch shapes vary: without this, resident memory creeps up with the corpus size
+    trim_heap_every()  # batch shapes vary: without trims, resident memory creeps up with the corpus size
 
 
 # ----------------------------------------------------------------------------------------- runners
@@ -257,6 +257,7 @@ def run_pass(model, corpus: TaggedCorpus, consumers: Sequence[PassConsumer], gro
         run_hooked(model, batch.tokens, hooks, sorted(names), stop_at_layer=stop,
                    attention_mask=explicit_mask(model, batch.mask))
         total += int(batch.lengths.sum())
+    trim_heap()
     return total
 
 

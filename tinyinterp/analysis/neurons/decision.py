@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from tinyinterp.analysis.neurons.identity import CATEGORIES, IdentityConfig, IdentityResults, block_rows
+from tinyinterp.analysis.neurons.identity import CATEGORIES, IdentityConfig, IdentityResults
 from tinyinterp.analysis.neurons.metrics import UnitColumns
+from tinyinterp.analysis.neurons.ranks import block_rows
 from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.analysis.neurons.stats import TagTests
 

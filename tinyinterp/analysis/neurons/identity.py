@@ -44,8 +44,8 @@ import numpy as np
 from tinyinterp.analysis.stats import (bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_pair_bootstrap_auroc,
                                        story_weights, weighted_auroc)
 from tinyinterp.analysis.neurons.units import UnitActivations
-from tinyinterp.analysis.neurons.metrics import (UnitColumns, auroc_matrix, average_precision, fold_aurocs, specificity,
-                                                 top_tokens)
+from tinyinterp.analysis.neurons.metrics import UnitColumns, auroc_matrix, average_precision, specificity, top_tokens
+from tinyinterp.analysis.neurons.ranks import block_rows, sweep_half
 from tinyinterp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class IdentityResults:
     paper: list[dict[str, Any]] = field(default_factory=list)  # paper-form specificity, one per unit
     timings: dict[str, float] = field(default_factory=dict)  # bootstrap_s: the story/token-id resampling alone
     selection_auroc: Any = None  # [unit, tag] exact AUROC on the whole selection half (what the ablation ranks by)
+    selection_moments: Any = None  # (mean [unit], variance [unit]) on the selection half (what the ablation matches on)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{tag: {category: n}}`` over the rows (``none``: selected but not replicated)."""
@@ -128,12 +129,6 @@ def _unseen(ua: UnitActivations, X: np.ndarray, out: np.ndarray, fold: np.ndarra
         a[:, n_types < cfg.unseen_min_types] = np.nan
         res.append({"auroc": a, "mask": m, "n_pos": n_pos, "n_types": n_types})
     return res
-
-
-def block_rows(mask: np.ndarray) -> slice | np.ndarray:
-    """``mask``'s rows as a slice when they are one contiguous block (then ``acts[...]`` is a view, not a copy)."""
-    idx = np.flatnonzero(mask)
-    return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) and idx[-1] - idx[0] + 1 == len(idx) else idx
 
 
 class _Clock:
@@ -173,9 +168,10 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     thr, T = cfg.auroc_threshold, ua.n_tags
     sel, out = ua.selection, ~ua.selection
     fold = ua.id_fold(cfg.type_seed)
-    # [fold, unit, tag] on each token-id fold of the selection half, and [unit, tag] on the whole half
-    sel_auc, sel_auc_all = fold_aurocs(ua.acts, ua.tags, [np.flatnonzero(sel & (fold == f)) for f in (0, 1)], T,
-                                       cfg.min_support)
+    # one read of the selection half: [fold, unit, tag] AUROC on each token-id fold and [unit, tag] on the whole
+    # half, top-k rows, mean and variance
+    sweep = sweep_half(ua.acts, block_rows(sel), ua.tags[sel], fold[sel], 2, T, cfg.min_support, top_k=cfg.top_k)
+    sel_auc, sel_auc_all = sweep.fold_auroc, sweep.auroc
     selected = np.nan_to_num(sel_auc, nan=0.0) >= thr
     cand_units = np.flatnonzero(selected.any((0, 2)))  # only these units' held-out AUROCs are ever read
     X = ua.acts[block_rows(out)]  # [held-out token, unit]: a view when the held-out tokens come last (the neuron job)
@@ -233,11 +229,12 @@ def classify_units(ua: UnitActivations, cfg: IdentityConfig | None = None) -> Id
     with clock:
         _pos_intervals(rows, cols, unseen, ua, cfg)
     rows.sort(key=lambda r: (CATEGORIES.index(r["category"]) if r["category"] in CATEGORIES else 9, r["tag"], -r["auroc"]))
-    paper = paper_specificity(ua, top, spec, cfg)
+    paper = paper_specificity(ua, top, spec, cfg, top_select=sweep.top)
     with clock:
         _paper_identity(paper, cols, amb_sets, story_o, weights, ua, cfg)
     return IdentityResults(rows=rows, summary=_summary(ua, rows, paper, cfg), paper=paper,
-                           timings={"bootstrap_s": clock.seconds}, selection_auroc=sel_auc_all)
+                           timings={"bootstrap_s": clock.seconds}, selection_auroc=sel_auc_all,
+                           selection_moments=(sweep.mean, sweep.var))
 
 
 def _replication(cols: UnitColumns, tags_o, cand, out_auc, story_o, weights, cfg: IdentityConfig) -> dict:
@@ -288,10 +285,13 @@ def _pos_intervals(rows, cols: UnitColumns, unseen, ua: UnitActivations, cfg: Id
 
 
 def paper_specificity(ua: UnitActivations, top_out: np.ndarray, spec_out: dict[str, np.ndarray],
-                      cfg: IdentityConfig) -> list[dict[str, Any]]:
-    """Per unit: dominant tag of its top-k on the selection half, and its share and word types held out."""
+                      cfg: IdentityConfig, top_select: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Per unit: dominant tag of its top-k on the selection half, and its share and word types held out.
+    ``top_select``: the selection half's top-k rows when already known (:func:`top_tokens` over its rows)."""
     sel = ua.selection
-    spec_sel = specificity(top_tokens(ua.acts, cfg.top_k, rows=block_rows(sel)), ua.tags[sel], ua.words[sel], ua.n_tags)
+    if top_select is None:
+        top_select = top_tokens(ua.acts, cfg.top_k, rows=block_rows(sel))
+    spec_sel = specificity(top_select, ua.tags[sel], ua.words[sel], ua.n_tags)
     out = []
     for u in range(ua.n_units):
         t = int(spec_sel["dominant"][u])

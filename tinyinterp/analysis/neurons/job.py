@@ -248,7 +248,7 @@ class NeuronJob:
             extra = {"paper_specificity": _paper(ident), "n_ambiguous_tests": ident.summary["n_ambiguous_tests"]}
             if lexical:
                 extra["lexical_baseline"] = lexical
-            selection = self._selection_stats(*selection_moments(ua), ident.selection_auroc)
+            selection = self._selection_stats(*(ident.selection_moments or selection_moments(ua)), ident.selection_auroc)
             mode = "exact"
         else:
             sel, rep = run_tests(self.stats[0], idc.min_support), run_tests(self.stats[1], idc.min_support)

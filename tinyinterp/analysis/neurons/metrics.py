@@ -3,8 +3,7 @@
 * :func:`auroc_matrix` — Mann–Whitney AUROC (ties count half) of every unit for every tag
   against all other tags, from one average-rank pass per unit; identical to
   ``sklearn.metrics.roc_auc_score``.
-* :func:`fold_aurocs` — the same on several disjoint row sets and on their union (one sort per set,
-  a merge for the union).
+* :func:`fold_aurocs` — the same on several disjoint row sets and on their union (one sort of the union).
 * :func:`top_tokens` — each unit's ``k`` largest activations (row indices), ties broken by row.
 * :func:`specificity` — precision of each tag among the top activations, the number of distinct
   word types carrying it there, and each unit's dominant tag.
@@ -16,60 +15,19 @@ Binned (streaming) estimates live in :mod:`~tinyinterp.analysis.neurons.tail_ap`
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 from jaxtyping import Bool, Float, Int
+
+from tinyinterp.analysis.neurons.ranks import block_rows, columns, rank_sums, sort_keys, sweep_half, top_rows
 
 __all__ = ["UnitColumns", "auroc_matrix", "average_precision", "fold_aurocs", "specificity", "top_tokens"]
 
 
-def _sort_keys(a: Float[np.ndarray, "unit token"], tags: Int[np.ndarray, " token"]) -> np.ndarray:
-    """Per row, the tokens as sorted uint64 keys: the activation (as order-preserving bits) above the tag.
-
-    Sorting the keys sorts by activation (ties in any order) and carries each token's tag along, so
-    one value sort replaces an argsort plus a gather. ``-0.0`` is folded into ``+0.0`` first (equal as
-    floats, so tied, as ``rankdata`` has them)."""
-    bits = (np.asarray(a, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
-    flip = (bits.view(np.int32) >> 31).view(np.uint32) | np.uint32(0x80000000)  # negative: all bits; else the sign
-    keys = np.empty(bits.shape, dtype=np.uint64)
-    halves = keys.view(np.uint32).reshape(*bits.shape, 2)  # little-endian: [..., 0] low word, [..., 1] high word
-    if sys.byteorder != "little":
-        halves = halves[..., ::-1]
-    np.bitwise_xor(bits, flip, out=halves[..., 1])  # IEEE order -> unsigned order
-    halves[..., 0] = np.asarray(tags, dtype=np.uint32)[None, :]
-    keys.sort(axis=1)
-    return keys
-
-
-def _rank_sums(keys: np.ndarray, n_tags: int) -> np.ndarray:
-    """``[row, tag]`` sums of average ranks (1-based, ties share their mean rank) from :func:`_sort_keys`.
-
-    Sums of positions first (one weighted count), then a correction for the members of tie groups only
-    (rare outside a few repeated contexts)."""
-    c, n = keys.shape
-    cell = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    cell += (np.arange(c, dtype=np.int64) * n_tags)[:, None]
-    cell = cell.ravel()
-    pos1 = np.tile(np.arange(1, n + 1, dtype=np.float64), c)  # 1-based position of every sorted entry
-    out = np.bincount(cell, weights=pos1, minlength=c * n_tags)
-    v = keys >> np.uint64(32)
-    r, j = np.nonzero(v[:, 1:] == v[:, :-1])  # entry j + 1 of row r ties with entry j
-    if len(r):
-        f = r * n + j  # flat index of the first entry of each tied pair
-        run = np.flatnonzero(np.r_[True, np.diff(f) != 1])  # runs of consecutive tied pairs: one tie group each
-        first, size = f[run], np.diff(np.r_[run, len(f)]) + 1  # group's first flat index and its number of entries
-        members = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size) + np.repeat(first, size)
-        avg = (first % n) + (size + 1) / 2.0  # mean 1-based rank of the group
-        out += np.bincount(cell[members], weights=np.repeat(avg, size) - pos1[members], minlength=c * n_tags)
-    return out.reshape(c, n_tags)
-
-
 def _auroc_from_keys(keys: np.ndarray, n_pos: np.ndarray, n_tags: int) -> np.ndarray:
-    """``[row, tag]`` Mann–Whitney AUROC from :func:`_sort_keys` output: ``(Σ positive ranks - n+(n+ + 1)/2) / (n+ n-)``."""
+    """``[row, tag]`` Mann–Whitney AUROC from :func:`~.ranks.sort_keys` output: ``(Σ positive ranks - n+(n+ + 1)/2) / (n+ n-)``."""
     n_neg = keys.shape[1] - n_pos
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (_rank_sums(keys, n_tags) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        return (rank_sums(keys, n_tags) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def auroc_matrix(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"], n_tags: int,
@@ -99,62 +57,40 @@ def auroc_matrix(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " 
     for i in range(0, len(todo), chunk):
         us = todo[i:i + chunk]
         cols = slice(int(us[0]), int(us[-1]) + 1) if us[-1] - us[0] + 1 == len(us) else us
-        block = acts[np.ix_(rows, cols)] if isinstance(rows, np.ndarray) and isinstance(cols, np.ndarray) else acts[rows, cols]
-        a = np.ascontiguousarray(block.T, dtype=np.float32)  # [chunk, token]
-        out[us] = _auroc_from_keys(_sort_keys(a, tags), n_pos, n_tags)
+        out[us] = _auroc_from_keys(sort_keys(columns(acts, rows, cols), tags, inplace=True), n_pos, n_tags)
     out[:, ~ok] = np.nan
     return out, n_pos.astype(int), n_neg.astype(int)
 
 
 def fold_aurocs(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"], folds: list[np.ndarray],
-                n_tags: int, min_support: int = 1, max_elems: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+                n_tags: int, min_support: int = 1, max_elems: int = 1 << 23) -> tuple[np.ndarray, np.ndarray]:
     """``(per_fold [fold, unit, tag], union [unit, tag])``: exact AUROC (as :func:`auroc_matrix`) on the rows
     of each fold (disjoint index arrays into ``acts``; ``tags`` indexes all of ``acts``' rows) and on their union.
 
-    Each fold's keys are sorted once; the union's order is a merge of the sorted folds (a stable sort of
-    sorted runs, linear), not another full sort."""
+    One sort per unit of the union (:func:`~tinyinterp.analysis.neurons.ranks.sweep_half`), rows read in memory
+    order (a view when the union is one contiguous block)."""
     folds = [np.asarray(f, dtype=np.int64) for f in folds]
-    n_units = acts.shape[1]
-    ftags = [tags[f] for f in folds]
-    utags = np.concatenate(ftags)
-    per = np.full((len(folds), n_units, n_tags), np.nan)
-    union = np.full((n_units, n_tags), np.nan)
-    n = sum(len(f) for f in folds)
-    if n == 0:
-        return per, union
-    counts = [np.bincount(t, minlength=n_tags)[:n_tags].astype(np.float64) for t in (*ftags, utags)]
-    chunk = max(1, max_elems // n)
-    for u0 in range(0, n_units, chunk):
-        cols = slice(u0, min(u0 + chunk, n_units))
-        keys = [_sort_keys(np.ascontiguousarray(acts[f, cols].T, dtype=np.float32), t) for f, t in zip(folds, ftags)]
-        merged = np.concatenate(keys, axis=1)
-        merged.sort(axis=1, kind="stable")  # sorted runs: a merge
-        for out, k, n_pos in [*((per[i], keys[i], counts[i]) for i in range(len(folds))), (union, merged, counts[-1])]:
-            out[cols] = _auroc_from_keys(k, n_pos, n_tags)
-    for out, n_pos in [*zip(per, counts), (union, counts[-1])]:
-        n_neg = n_pos.sum() - n_pos
-        out[:, (n_pos < min_support) | (n_neg < min_support)] = np.nan
-    return per, union
+    rows = np.concatenate(folds) if folds else np.zeros(0, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    rows, fold_id = rows[order], np.repeat(np.arange(len(folds)), [len(f) for f in folds])[order]
+    sweep = sweep_half(acts, block_rows(rows), np.asarray(tags)[rows], fold_id, len(folds), n_tags, min_support,
+                       max_elems=max_elems)
+    return sweep.fold_auroc, sweep.auroc
 
 
 def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int | None = None,
                rows: np.ndarray | slice | None = None) -> Int[np.ndarray, "unit k"]:
-    """Row indices of each unit's ``k`` largest activations, largest first (ties: lower row first).
+    """Row indices of each unit's ``k`` largest activations, largest first (ties: lower row first, also at the
+    k-th place; :func:`~tinyinterp.analysis.neurons.ranks.top_rows`).
 
     ``rows``: only these rows of ``acts`` (index array or slice, read a chunk of units at a time); the
     indices returned then count within them."""
     rows = slice(None) if rows is None else rows
     n, n_units = len(np.arange(acts.shape[0])[rows]), acts.shape[1]
-    chunk = chunk or max(1, min(256, (1 << 22) // max(n, 1)))  # units at a time: ~4M values in flight
-    k = min(k, n)
-    out = np.empty((n_units, k), dtype=np.int64)
+    chunk = chunk or max(1, min(256, (1 << 23) // max(n, 1)))  # units at a time: ~8M values in flight
+    out = np.empty((n_units, min(k, n)), dtype=np.int64)
     for u0 in range(0, n_units, chunk):
-        a = np.ascontiguousarray(acts[rows, u0:u0 + chunk].T)  # [chunk, token], rows contiguous for the partition
-        part = np.argpartition(-a, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (a.shape[0], 1))
-        # order the candidates by (value desc, row asc); boundary ties resolved by the partition
-        vals = np.take_along_axis(a, part, 1)
-        order = np.lexsort((part, -vals), axis=1)
-        out[u0:u0 + chunk] = np.take_along_axis(part, order, 1)
+        out[u0:u0 + chunk] = top_rows(columns(acts, rows, slice(u0, u0 + chunk)), k)
     return out
 
 
@@ -201,10 +137,10 @@ class UnitColumns:
 def _ap(x: np.ndarray, y: np.ndarray) -> float:
     """Step-wise AP of scores ``x`` for boolean ``y``, as ``sklearn.metrics.average_precision_score``: one key
     sort; precision and recall read at the end of each run of tied scores (descending)."""
-    keys = _sort_keys(np.asarray(x, dtype=np.float32)[None, :], y.astype(np.int64))[0][::-1]  # descending
-    v = keys >> np.uint64(32)
+    keys = sort_keys(np.asarray(x, dtype=np.float32)[None, :], y.astype(np.int64))[0, ::-1]  # descending
+    v, cell = keys >> 32, keys & 1
     last = np.flatnonzero(np.r_[v[1:] != v[:-1], True])  # end of each tie run
-    tps = np.cumsum((keys & np.uint64(1)).astype(np.int64))[last].astype(np.float64)
+    tps = np.cumsum(cell.astype(np.int64))[last].astype(np.float64)
     precision = tps / (last + 1)
     recall = tps / tps[-1]
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
