@@ -76,7 +76,7 @@ def test_id_scores_equal_token_scores_column_by_column():
         assert fast.auroc(t) == ref.auroc(t) and fast.ap(t) == ref.ap(t)
 
 
-@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN intervals, as the ranked path gives
 @pytest.mark.parametrize("n_stories", [3, 40])
 def test_ambiguous_bootstrap_without_ranking_equals_the_ranked_bootstrap(n_stories):
     """Scores constant within strata: 0.5 in every resample holding a pair, NaN in the others (3 stories, the
@@ -140,3 +140,17 @@ def test_id_scorer_predicts_each_token_as_its_id():
     sel, out = np.flatnonzero(ua.selection), np.flatnonzero(~ua.selection)
     for scorer in (lookup_scorer(), embedding_scorer(embedding_table(ua))):
         assert np.array_equal(scorer(ua, sel, out), per_token(scorer)(ua, sel, out))
+
+
+def test_ambiguous_bootstrap_ranks_when_strata_do_not_refine_token_ids():
+    rng = np.random.default_rng(5)
+    n = 300
+    token_id, story, y = rng.integers(0, 6, n), rng.integers(0, 30, n), rng.random(n) < 0.4
+    u, inv = np.unique(token_id, return_inverse=True)
+    fast = IdScores(rng.random((len(u), 2)), inv, y.astype(np.int64), 2)
+    strata = token_id % 2  # two strata, each holding several ids (scores differ inside a stratum)
+    w = story_weights(30, 100, seed=2)
+    rows = np.arange(n)
+    a = fast.ambiguous_bootstrap(1, rows, y, story, w, strata)
+    b = TokenScores(fast.scores, y.astype(np.int64)).ambiguous_bootstrap(1, rows, y, story, w, strata)
+    assert float(a.estimate) != 0.5 and float(a.ci_low) == float(b.ci_low) and float(a.p_value) == float(b.p_value)

@@ -128,10 +128,13 @@ class IdScores(TokenScores):
                             strata: np.ndarray) -> BootstrapResult:
         """As :meth:`TokenScores.ambiguous_bootstrap`, without ranking: ``strata`` refine token ids, so every pair
         inside a stratum ties and a resample's AUROC is 0.5 when it holds a pair (a stratum with a drawn
-        positive story and a drawn negative story), else NaN — exactly what ranking gives."""
-        est = weighted_auroc(self.column(t, rows), y, strata=strata)
+        positive story and a drawn negative story), else NaN — exactly what ranking gives. Strata that do not
+        refine token ids: the ranked bootstrap."""
         n_st = weights.shape[1]
-        _, rank = np.unique(strata, return_inverse=True)
+        strata_ids, rank = np.unique(strata, return_inverse=True)
+        if np.unique(rank.astype(np.int64) * len(self.id_scores) + self.inv[rows]).size != strata_ids.size:
+            return super().ambiguous_bootstrap(t, rows, y, story, weights, strata)
+        est = weighted_auroc(self.column(t, rows), y, strata=strata)
         cells = np.unique((rank.astype(np.int64) * n_st + story) * 2 + y)  # distinct (stratum, story, class), by stratum
         c_stratum, c_story, c_pos = cells // (2 * n_st), (cells // 2) % n_st, cells % 2 == 1
         bounds = np.flatnonzero(np.r_[True, c_stratum[1:] != c_stratum[:-1], True])
