@@ -1,7 +1,9 @@
 """Lexical baselines: what token identity alone predicts, scored exactly like the model.
 
 A *scorer* is ``scorer(ua, train_rows, test_rows) -> scores [n_test, tag]`` (higher: more
-likely the tag), fit on ``train_rows`` only. Four are provided:
+likely the tag), fit on ``train_rows`` only. The lookup and the embedding probe are functions of the
+token id: they also carry ``score_ids`` and are scored and evaluated per distinct id, with the same
+results (:mod:`~tinyinterp.analysis.neurons.id_scores`). Four are provided:
 
 * :func:`lookup_scorer` — no model: the tag frequency of each token id on the training rows
   (smoothed toward the base rate; unseen ids get the base rate);
