@@ -7,6 +7,7 @@
 * :mod:`~tinyinterp.analysis.neurons.units` — :class:`UnitActivations`, in-memory activations with their labels;
 * :mod:`~tinyinterp.analysis.neurons.identity` — the categories ``pos`` / ``token`` / ``untestable``;
 * :mod:`~tinyinterp.analysis.neurons.baselines` — token-id lookup and embedding baselines, probe scorers;
+* :mod:`~tinyinterp.analysis.neurons.id_scores` — the baselines' metrics per token id (exact, without ranking every token);
 * :mod:`~tinyinterp.analysis.neurons.decision` — rows and counts (exact or streaming);
 * :mod:`~tinyinterp.analysis.neurons.job` — :class:`NeuronJob`, the analysis as a pass consumer;
 * :mod:`~tinyinterp.analysis.neurons.selection` — :func:`find_pos_neurons`, the entry point;

@@ -1,7 +1,9 @@
 """Lexical baselines: what token identity alone predicts, scored exactly like the model.
 
 A *scorer* is ``scorer(ua, train_rows, test_rows) -> scores [n_test, tag]`` (higher: more
-likely the tag), fit on ``train_rows`` only. Four are provided:
+likely the tag), fit on ``train_rows`` only. The lookup and the embedding probe are functions of the
+token id: they also carry ``score_ids`` and are scored and evaluated per distinct id, with the same
+results (:mod:`~tinyinterp.analysis.neurons.id_scores`). Four are provided:
 
 * :func:`lookup_scorer` — no model: the tag frequency of each token id on the training rows
   (smoothed toward the base rate; unseen ids get the base rate);
@@ -24,11 +26,13 @@ import logging
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tinyinterp.analysis.stats import bh_qvalues, bootstrap_auroc, cluster_bootstrap_auroc, story_weights, weighted_auroc
+from tinyinterp.analysis.stats import bh_qvalues, cluster_bootstrap_auroc, story_weights
+from tinyinterp.analysis.neurons.id_scores import id_scorer, scores_on
 from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.analysis.neurons.identity import IdentityConfig
 from tinyinterp.analysis.neurons.metrics import auroc_matrix
@@ -43,14 +47,14 @@ Scorer = Callable[[UnitActivations, np.ndarray, np.ndarray], np.ndarray]
 
 def lookup_scorer(alpha: float = 1.0) -> Scorer:
     """P(tag | token id) on the training rows, with ``alpha`` pseudo-counts at the base rate."""
-    def score(ua: UnitActivations, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    def score_ids(ua: UnitActivations, train: np.ndarray, ids: np.ndarray) -> np.ndarray:
         n_ids = int(ua.token_ids.max()) + 1
         counts = np.zeros((n_ids, ua.n_tags))
         np.add.at(counts, (ua.token_ids[train], ua.tags[train]), 1.0)
         prior = counts.sum(0) / max(counts.sum(), 1.0)
         table = (counts + alpha * prior) / (counts.sum(1, keepdims=True) + alpha)
-        return table[ua.token_ids[test]]
-    return score
+        return table[ids]
+    return id_scorer(score_ids)
 
 
 def _logistic(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, n_tags: int, C: float,
@@ -76,10 +80,10 @@ def embedding_scorer(W_E: np.ndarray, C: float = 1.0) -> Scorer:
     """Logistic probe on ``W_E[token id]`` (``[d_vocab, d_model]``), fit on distinct (id, tag) pairs with counts."""
     W_E = np.asarray(W_E, dtype=np.float64)
 
-    def score(ua: UnitActivations, train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        pairs, counts = np.unique(np.stack([ua.token_ids[train], ua.tags[train]], 1), axis=0, return_counts=True)
-        return _logistic(W_E[pairs[:, 0]], pairs[:, 1], W_E[ua.token_ids[test]], ua.n_tags, C, counts.astype(float))
-    return score
+    def score_ids(ua: UnitActivations, train: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        pairs, counts = np.unique(ua.token_ids[train].astype(np.int64) * ua.n_tags + ua.tags[train], return_counts=True)
+        return _logistic(W_E[pairs // ua.n_tags], pairs % ua.n_tags, W_E[ids], ua.n_tags, C, counts.astype(float))
+    return id_scorer(score_ids)
 
 
 def probe_scorer(units: np.ndarray | None = None, C: float = 1.0, max_train: int = 20_000, seed: int = 0) -> Scorer:
@@ -111,60 +115,79 @@ def sparse_probe_scorer(k: int, C: float = 1.0, max_train: int = 20_000, seed: i
     return score
 
 
-def _ap(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
+@dataclass
+class _Split:
+    """What :func:`evaluate_scorer` reads besides the scores: the halves, the story resamples, the ambiguous
+    sets, and per type fold ``(train rows, test rows, positives [tag], test ids with the tag [tag])``."""
 
-    return float(average_precision_score(y, s)) if y.any() and not y.all() else math.nan
+    sel: np.ndarray
+    out: np.ndarray
+    story_o: np.ndarray
+    weights: np.ndarray
+    sets: list[dict]
+    unseen: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _split(ua: UnitActivations, cfg: IdentityConfig, timings: dict[str, float]) -> _Split:
+    sel, out = np.flatnonzero(ua.selection), np.flatnonzero(~ua.selection)
+    fold = ua.id_fold(cfg.type_seed)
+    _, story_o = np.unique(ua.story[out], return_inverse=True)
+    t0 = time.perf_counter()
+    weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
+    timings["bootstrap_s"] += time.perf_counter() - t0
+    unseen = []
+    for f in (0, 1):
+        tr, te = np.flatnonzero(ua.selection & (fold == f)), np.flatnonzero(~ua.selection & (fold == 1 - f))
+        _, id_rank = np.unique(ua.token_ids[te], return_inverse=True)
+        id_tag = np.bincount(id_rank * ua.n_tags + ua.tags[te], minlength=(id_rank.max(initial=-1) + 1) * ua.n_tags)
+        n_types = (id_tag.reshape(-1, ua.n_tags) > 0).sum(0)
+        unseen.append((tr, te, np.bincount(ua.tags[te], minlength=ua.n_tags), n_types))
+    return _Split(sel, out, story_o, weights, ua.ambiguous_sets(cfg.ambiguous_min_count), unseen)
 
 
 def evaluate_scorer(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig | None = None,
                     unseen_ci: bool = True, timings: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """Per tag: held-out AUROC/AP/AP lift, within-type ambiguous AUROC (story-bootstrap CI), unseen-type AUROC
     (with a word-type-bootstrap CI unless ``unseen_ci`` is False: baselines only need the estimate).
-    ``timings``: ``bootstrap_s`` there is increased by the seconds spent resampling."""
+    ``timings``: ``bootstrap_s`` there is increased by the seconds spent resampling. A scorer carrying
+    ``score_ids`` (a function of the token id: :func:`lookup_scorer`, :func:`embedding_scorer`) is scored and
+    evaluated per distinct token id (:mod:`~tinyinterp.analysis.neurons.id_scores`), with the same results."""
     cfg = cfg or IdentityConfig()
     timings = {} if timings is None else timings
     timings.setdefault("bootstrap_s", 0.0)
-    sel, out = np.flatnonzero(ua.selection), np.flatnonzero(~ua.selection)
-    fold = ua.id_fold(cfg.type_seed)
-    held = scorer(ua, sel, out)  # [held-out token, tag]
-    _, story_o = np.unique(ua.story[out], return_inverse=True)
-    t0 = time.perf_counter()
-    weights = story_weights(int(story_o.max()) + 1, cfg.n_boot, cfg.boot_seed)
-    timings["bootstrap_s"] += time.perf_counter() - t0
-    tags_o = ua.tags[out]
-    unseen = []
-    for f in (0, 1):
-        tr, te = np.flatnonzero(ua.selection & (fold == f)), np.flatnonzero(~ua.selection & (fold == 1 - f))
-        te_rows = np.flatnonzero(fold[out] == 1 - f)  # the same tokens, as held-out rows
-        unseen.append((scorer(ua, tr, te), te_rows))
+    return _evaluate(ua, scorer, cfg, _split(ua, cfg, timings), unseen_ci, timings)
+
+
+def _evaluate(ua: UnitActivations, scorer: Scorer, cfg: IdentityConfig, sp: _Split, unseen_ci: bool,
+              timings: dict[str, float]) -> dict[str, dict[str, Any]]:
+    held = scores_on(ua, scorer, sp.sel, sp.out)  # [held-out token, tag]
+    tags_o = ua.tags[sp.out]
+    unseen = [(scores_on(ua, scorer, tr, te), te, n_pos, n_types) for tr, te, n_pos, n_types in sp.unseen]
     res = {}
-    for t, (name, s) in enumerate(zip(ua.tag_names, ua.ambiguous_sets(cfg.ambiguous_min_count))):
-        y = tags_o == t
-        base = float(y.mean())
-        row: dict[str, Any] = {"auroc": float(weighted_auroc(held[:, t], y)), "ap": _ap(y, held[:, t]), "base_rate": base}
+    for t, (name, s) in enumerate(zip(ua.tag_names, sp.sets)):
+        base = float((tags_o == t).mean())
+        row: dict[str, Any] = {"auroc": held.auroc(t), "ap": held.ap(t), "base_rate": base}
         row["ap_lift"] = row["ap"] / base if base > 0 else math.nan
         supported = s["n_pos"] >= cfg.ambiguous_min_support and s["n_neg"] >= cfg.ambiguous_min_support
         if supported:
             t0 = time.perf_counter()
-            b = bootstrap_auroc(held[s["rows"], t], s["y"], story_o[s["rows"]], weights, strata=s["strata"])
+            b = held.ambiguous_bootstrap(t, s["rows"], s["y"], sp.story_o[s["rows"]], sp.weights, s["strata"])
             timings["bootstrap_s"] += time.perf_counter() - t0
             row.update(ambiguous_auroc=float(b.estimate), ambiguous_ci=[float(b.ci_low), float(b.ci_high)],
                        ambiguous_p=float(b.p_value))
         else:
             row.update(ambiguous_auroc=math.nan, ambiguous_ci=[math.nan, math.nan], ambiguous_p=math.nan)
         per_fold, ci_low = [], []
-        for scores, te_rows in unseen:
-            yy = tags_o[te_rows] == t
-            n_types = np.unique(ua.token_ids[out][te_rows][yy]).size
-            ok = yy.sum() >= cfg.min_support and (~yy).sum() >= cfg.min_support and n_types >= cfg.unseen_min_types
+        for scores, te, n_pos, n_types in unseen:
+            ok = n_pos[t] >= cfg.min_support and len(te) - n_pos[t] >= cfg.min_support and n_types[t] >= cfg.unseen_min_types
             if ok and unseen_ci:
                 t0 = time.perf_counter()
-                b = cluster_bootstrap_auroc(scores[:, t], yy, ua.token_ids[out][te_rows], cfg.n_boot_types, cfg.boot_seed)
+                b = cluster_bootstrap_auroc(scores.column(t), scores.tags == t, ua.token_ids[te], cfg.n_boot_types,
+                                            cfg.boot_seed)
                 est, lo = float(b.estimate), float(b.ci_low)
                 timings["bootstrap_s"] += time.perf_counter() - t0
             else:
-                est, lo = (float(weighted_auroc(scores[:, t], yy)) if ok else math.nan), math.nan
+                est, lo = (scores.auroc(t) if ok else math.nan), math.nan
             per_fold.append(est)
             ci_low.append(lo)
         row["unseen_auroc_folds"], row["unseen_ci_low_folds"] = per_fold, ci_low
@@ -178,8 +201,12 @@ def lexical_baseline(ua: UnitActivations, W_E: np.ndarray | None = None, cfg: Id
                      timings: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """``{tag: {"lookup": metrics, "embedding": metrics}}`` (embedding only when ``W_E`` is given);
     ``timings``: see :func:`evaluate_scorer`."""
-    look = evaluate_scorer(ua, lookup_scorer(), cfg, unseen_ci=False, timings=timings)
-    emb = evaluate_scorer(ua, embedding_scorer(W_E), cfg, unseen_ci=False, timings=timings) if W_E is not None else {}
+    cfg = cfg or IdentityConfig()
+    timings = {} if timings is None else timings
+    timings.setdefault("bootstrap_s", 0.0)
+    sp = _split(ua, cfg, timings)  # shared by both scorers
+    look = _evaluate(ua, lookup_scorer(), cfg, sp, False, timings)
+    emb = _evaluate(ua, embedding_scorer(W_E), cfg, sp, False, timings) if W_E is not None else {}
     return {t: {"lookup": look[t], **({"embedding": emb[t]} if emb else {})} for t in ua.tag_names}
 
 
