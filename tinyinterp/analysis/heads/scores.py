@@ -27,7 +27,7 @@ from torch import Tensor
 
 from tinyinterp.analysis.corpus.store import StoryStore
 from tinyinterp.analysis.engine import pattern_hook
-from tinyinterp.analysis.heads.calibration import LN2, entr, row_sum
+from tinyinterp.analysis.heads.calibration import LN2, row_entropy, row_sum
 
 UPOS_CATEGORIES = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON",
                    "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X", "SPACE")
@@ -224,7 +224,7 @@ class MainPass:
         col_obs = _col_mass(pat, rm)  # [B, H, k] mass each key receives from the valid rows
         A = row_sum(pat, rm).double()  # [H, q, k] attention summed over the valid rows
         pred64 = pred.double()
-        ent = entr(pat).sum(-1).double() * rm64[:, None, :] / LN2  # [B, H, q] bits
+        ent = row_entropy(pat).double() * rm64[:, None, :] / LN2  # [B, H, q] bits
         sums = {
             "bos": A[..., 0].sum(-1),
             "prev": A.diagonal(offset=-1, dim1=1, dim2=2).sum(-1),

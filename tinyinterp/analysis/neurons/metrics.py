@@ -63,7 +63,7 @@ def auroc_matrix(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " 
 
 
 def fold_aurocs(acts: Float[np.ndarray, "token unit"], tags: Int[np.ndarray, " token"], folds: list[np.ndarray],
-                n_tags: int, min_support: int = 1, max_elems: int = 1 << 23) -> tuple[np.ndarray, np.ndarray]:
+                n_tags: int, min_support: int = 1, max_elems: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
     """``(per_fold [fold, unit, tag], union [unit, tag])``: exact AUROC (as :func:`auroc_matrix`) on the rows
     of each fold (disjoint index arrays into ``acts``; ``tags`` indexes all of ``acts``' rows) and on their union.
 
@@ -87,7 +87,7 @@ def top_tokens(acts: Float[np.ndarray, "token unit"], k: int, chunk: int | None 
     indices returned then count within them."""
     rows = slice(None) if rows is None else rows
     n, n_units = len(np.arange(acts.shape[0])[rows]), acts.shape[1]
-    chunk = chunk or max(1, min(256, (1 << 23) // max(n, 1)))  # units at a time: ~8M values in flight
+    chunk = chunk or max(1, min(256, (1 << 24) // max(n, 1)))  # units at a time: ~16M values in flight
     out = np.empty((n_units, min(k, n)), dtype=np.int64)
     for u0 in range(0, n_units, chunk):
         out[u0:u0 + chunk] = top_rows(columns(acts, rows, slice(u0, u0 + chunk)), k)

@@ -50,12 +50,11 @@ def sort_keys(a: Float[np.ndarray, "unit token"], cells: Int[np.ndarray, " token
     """Per row, the tokens as sorted int64 keys: the activation (as order-preserving int32 bits) above the
     token's cell (``0 <= cell < 2**31``). ``-0.0`` is folded into ``+0.0`` first (equal as floats, so tied,
     as ``rankdata`` has them). ``inplace``: ``a`` (float32, contiguous) may be overwritten."""
-    a = np.array(a, dtype=np.float32, copy=not inplace)
-    np.add(a, np.float32(0.0), out=a)
+    a = np.array(a, dtype=np.float32, copy=None if inplace else True)
     bits = a.view(np.int32)
-    sign = bits >> 31
-    sign &= np.int32(0x7FFFFFFF)
-    bits ^= sign  # negative floats: reverse their order
+    sign = bits >> 31  # -1 for negative floats, else 0
+    bits ^= sign & np.int32(0x7FFFFFFF)  # negative floats: reverse their order (-0.0 -> -1) ...
+    bits -= sign  # ... and move them up one, so -0.0 lands on +0.0 (0) and order is kept
     del sign
     keys = bits.astype(np.int64)
     keys <<= 32
@@ -140,6 +139,23 @@ def top_rows(a: Float[np.ndarray, "unit token"], k: int) -> Int[np.ndarray, "uni
     return j[start[:, None] + np.arange(k)]
 
 
+def _moments(a: Float[np.ndarray, "unit token"], shift_rows: int, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: mean and population variance (float64 sums of the values shifted by the mean of the first
+    ``shift_rows``, so the variance does not cancel), ``block`` columns at a time through a float64 buffer."""
+    c, n = a.shape
+    shift = a[:, :shift_rows].mean(1, dtype=np.float64)
+    s1, s2 = np.zeros(c), np.zeros(c)
+    buf = np.empty((c, min(block, n)))
+    for i in range(0, n, block):
+        x = buf[:, :min(block, n - i)]
+        x[...] = a[:, i:i + block]
+        x -= shift[:, None]
+        s1 += x.sum(1)
+        s2 += np.einsum("ij,ij->i", x, x)
+    m = s1 / n
+    return shift + m, np.maximum(s2 / n - m ** 2, 0)
+
+
 @dataclass
 class HalfSweep:
     """Per-unit summaries of one set of rows (e.g. the selection half), from one read of its activations."""
@@ -153,7 +169,7 @@ class HalfSweep:
 
 def sweep_half(acts: Float[np.ndarray, "token unit"], rows: slice | np.ndarray, tags: Int[np.ndarray, " row"],
                fold: Int[np.ndarray, " row"], n_folds: int, n_tags: int, min_support: int = 1, top_k: int = 0,
-               max_elems: int = 1 << 23, shift_rows: int = 1 << 16) -> HalfSweep:
+               max_elems: int = 1 << 24, shift_rows: int = 1 << 16) -> HalfSweep:
     """:class:`HalfSweep` of ``acts[rows]`` (``tags``/``fold``: per chosen row), ``max_elems`` values at a time."""
     tags, fold = np.asarray(tags, dtype=np.int64), np.asarray(fold, dtype=np.int64)
     n, n_units, F = len(tags), acts.shape[1], n_folds
@@ -171,12 +187,7 @@ def sweep_half(acts: Float[np.ndarray, "token unit"], rows: slice | np.ndarray, 
             a = columns(acts, rows, cols)  # [chunk, row]
             if top_k:
                 res.top[cols] = top_rows(a, top_k)
-            shift = a[:, :shift_rows].mean(1, dtype=np.float64)
-            x = a.astype(np.float64)
-            x -= shift[:, None]
-            m = x.sum(1) / n
-            res.mean[cols], res.var[cols] = shift + m, np.maximum(np.einsum("ij,ij->i", x, x) / n - m ** 2, 0)
-            del x
+            res.mean[cols], res.var[cols] = _moments(a, shift_rows)
             sums = rank_sums(sort_keys(a, cells, inplace=True), F * n_tags, F)
             if F == 1:
                 sums = np.stack([sums, sums], 1)
