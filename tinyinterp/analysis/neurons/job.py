@@ -156,16 +156,19 @@ class NeuronJob:
         parts: dict[str, torch.Tensor] = {}
         names = self.hook_names
 
+        flat = b * batch.tokens.shape[1] + p  # analysed tokens as rows of the flattened [batch * pos] activations
+
         def hook(act: torch.Tensor, hook) -> None:
-            parts[hook.name] = act[bd, pd]  # [tok, d_mlp]
+            parts[hook.name] = act if self.kept is not None else act[bd, pd]  # [batch, pos, d_mlp] / [tok, d_mlp]
             if len(parts) < len(names):
                 return
-            acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
             if self.kept is not None:  # exact mode: keep and count; everything else is computed in finish()
                 self.support[batch.group] += torch.bincount(tags, minlength=self.support.shape[1])
-                self.kept.add(acts.float().cpu().numpy(), tags.numpy(), words.numpy(), batch.tokens[bd, pd].cpu().numpy(),
-                              np.asarray(batch.stories)[b.numpy()], p.numpy(), batch.group == 0)
+                self.kept.add_gathered([parts[h] for h in names], flat, tags.numpy(), words.numpy(),
+                                       batch.tokens[bd, pd].cpu().numpy(), np.asarray(batch.stories)[b.numpy()],
+                                       p.numpy(), batch.group == 0)
             else:
+                acts = parts[names[0]] if len(names) == 1 else torch.cat([parts[h] for h in names], dim=1)
                 x = acts.T.float().contiguous()  # [unit, tok]: one transpose serves the statistics and the top-k
                 self.stats[batch.group].update_units(x, tags.to(dev))
                 if batch.group == 1:

@@ -44,8 +44,32 @@ class KeptActivations:
         m = len(acts)
         if self.n + m > len(self.acts):
             self._grow(self.n + m)
+        self.acts[self.n:self.n + m] = acts
+        self._labels(m, tags, words, tok, story, pos, selection)
+
+    def add_gathered(self, layers: list, flat, tags, words, tok, story, pos, selection: bool) -> None:
+        """Append one batch straight from the hooked activations: ``layers`` are ``[batch, pos, d]`` tensors (one per
+        analysed layer, side by side as units), ``flat`` the analysed tokens' ``batch * n_pos + pos`` (int64 tensor);
+        gathered into the kept rows without an intermediate copy when they are float32 on the CPU."""
+        import torch
+
+        m = len(flat)
+        if self.n + m > len(self.acts):
+            self._grow(self.n + m)
+        dst = torch.from_numpy(self.acts[self.n:self.n + m])  # [m, unit], contiguous
+        d0 = 0
+        for act in layers:
+            d = act.shape[-1]
+            src = act.reshape(-1, d)
+            if len(layers) == 1 and src.dtype == torch.float32 and src.device.type == "cpu":
+                torch.index_select(src, 0, flat, out=dst)
+            else:
+                dst[:, d0:d0 + d] = src[flat.to(src.device)].float().cpu()
+            d0 += d
+        self._labels(m, tags, words, tok, story, pos, selection)
+
+    def _labels(self, m: int, tags, words, tok, story, pos, selection: bool) -> None:
         rows = slice(self.n, self.n + m)
-        self.acts[rows] = acts
         lab = self.labels
         lab["tags"][rows], lab["words"][rows], lab["tok"][rows], lab["story"][rows] = tags, words, tok, story
         lab["pos"][rows] = pos

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-from tinyinterp.analysis.neurons.ranks import block_rows, columns, rank_sums, sort_keys, sweep_half, top_rows
+from tinyinterp.analysis.neurons.ranks import CELL_BITS, block_rows, columns, rank_sums, sort_keys, sweep_half, top_rows
 
 __all__ = ["UnitColumns", "auroc_matrix", "average_precision", "fold_aurocs", "specificity", "top_tokens"]
 
@@ -138,7 +138,7 @@ def _ap(x: np.ndarray, y: np.ndarray) -> float:
     """Step-wise AP of scores ``x`` for boolean ``y``, as ``sklearn.metrics.average_precision_score``: one key
     sort; precision and recall read at the end of each run of tied scores (descending)."""
     keys = sort_keys(np.asarray(x, dtype=np.float32)[None, :], y.astype(np.int64))[0, ::-1]  # descending
-    v, cell = keys >> 32, keys & 1
+    v, cell = keys >> CELL_BITS, keys & 1
     last = np.flatnonzero(np.r_[v[1:] != v[:-1], True])  # end of each tie run
     tps = np.cumsum(cell.astype(np.int64))[last].astype(np.float64)
     precision = tps / (last + 1)

@@ -14,15 +14,17 @@ ties sharing their mean rank (as ``scipy.stats.rankdata`` and ``sklearn.metrics.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 from jaxtyping import Float, Int
 
-__all__ = ["HalfSweep", "block_rows", "columns", "rank_sums", "sort_keys", "sweep_half", "top_rows"]
+from tinyinterp.errors import DataError
 
-_LO, _HI = (0, 1) if sys.byteorder == "little" else (1, 0)  # uint32 halves of a key: the cell, the value
+__all__ = ["CELL_BITS", "HalfSweep", "block_rows", "columns", "key_values", "rank_sums", "sort_keys", "sweep_half", "top_rows"]
+
+CELL_BITS = 29  # low bits of a float64 that a float32 value leaves zero: where a key carries its token's cell
+CELL_MASK = (1 << CELL_BITS) - 1
 
 
 def block_rows(mask: np.ndarray) -> slice | np.ndarray:
@@ -47,20 +49,31 @@ def columns(acts: np.ndarray, rows: slice | np.ndarray, cols: slice | np.ndarray
 
 
 def sort_keys(a: Float[np.ndarray, "unit token"], cells: Int[np.ndarray, " token"], inplace: bool = False) -> np.ndarray:
-    """Per row, the tokens as sorted int64 keys: the activation (as order-preserving int32 bits) above the
-    token's cell (``0 <= cell < 2**31``). ``-0.0`` is folded into ``+0.0`` first (equal as floats, so tied,
-    as ``rankdata`` has them). ``inplace``: ``a`` (float32, contiguous) may be overwritten."""
+    """Per row, the tokens as int64 keys sorted by activation: the activation's float64 bits with the token's
+    cell (``0 <= cell < 2**CELL_BITS``) in the low :data:`CELL_BITS` bits, which a float32 value converted to
+    float64 leaves zero. A cell moves a value by less than one float32 step, so sorting the keys as float64
+    sorts by activation (ties in any order); ``key >> CELL_BITS`` is equal exactly for tied activations and
+    ``key & CELL_MASK`` is the cell. ``-0.0`` is folded into ``+0.0`` (tied, as ``rankdata`` has them),
+    ``±inf`` into the largest finite float32 values. ``inplace``: ``a`` (float32) may be overwritten."""
     a = np.array(a, dtype=np.float32, copy=None if inplace else True)
-    bits = a.view(np.int32)
-    sign = bits >> 31  # -1 for negative floats, else 0
-    bits ^= sign & np.int32(0x7FFFFFFF)  # negative floats: reverse their order (-0.0 -> -1) ...
-    bits -= sign  # ... and move them up one, so -0.0 lands on +0.0 (0) and order is kept
-    del sign
-    keys = bits.astype(np.int64)
-    keys <<= 32
-    keys |= np.asarray(cells, dtype=np.int64)[None, :]
+    np.add(a, np.float32(0.0), out=a)
+    if not np.isfinite(a).all():
+        if np.isnan(a).any():
+            raise DataError("activations contain NaN: no exact ranking (check the model's weights)")
+        big = np.finfo(np.float32).max
+        np.clip(a, -big, big, out=a)
+    cells = np.asarray(cells, dtype=np.int64)
+    if len(cells) and (cells.min() < 0 or cells.max() > CELL_MASK):
+        raise ValueError(f"sort_keys: cells must lie in [0, 2**{CELL_BITS})")
+    keys = a.astype(np.float64)
+    keys.view(np.int64)[...] |= cells[None, :]
     keys.sort(axis=1)
-    return keys
+    return keys.view(np.int64)
+
+
+def key_values(keys: np.ndarray) -> np.ndarray:
+    """The float32 activations of :func:`sort_keys` keys (their cells cleared)."""
+    return (keys & ~np.int64(CELL_MASK)).view(np.float64).astype(np.float32)
 
 
 def _tie_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,8 +99,8 @@ def rank_sums(keys: np.ndarray, n_cells: int, n_folds: int = 1) -> np.ndarray:
     a time: weighted counts of positions per cell, then a correction for the members of tie groups
     only (repeated contexts, e.g. every story's opening words)."""
     c, n = keys.shape
-    cells_all = keys & np.int64(0xFFFFFFFF)  # [row, token] intp
-    values = keys.view(np.uint32).reshape(c, n, 2)[..., _HI]
+    cells_all = keys & np.int64(CELL_MASK)  # [row, token] intp
+    values = keys >> CELL_BITS  # equal exactly for tied activations
     pos1 = np.arange(1, n + 1, dtype=np.float64)  # 1-based position of every sorted entry
     out = np.zeros((c, 2, n_cells))
     for r in range(c):
@@ -105,33 +118,42 @@ def rank_sums(keys: np.ndarray, n_cells: int, n_folds: int = 1) -> np.ndarray:
 
 def _within_fold_sums(cell: np.ndarray, n_cells: int, n_folds: int, pos1: np.ndarray, first: np.ndarray,
                       size: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Per cell, the sum of its entries' average ranks within their own fold (``cell % n_folds``)."""
+    """Per cell, the sum of its entries' average ranks within their own fold (``cell % n_folds``).
+
+    Tie groups: a group's fold-f members hold consecutive fold ranks ``r0 .. r0 + c - 1`` (in sorted order)
+    and each gets their mean, so a member's correction is ``(c - 1) / 2 - j`` for the j-th of them: the
+    group's starting rank cancels and only the members' order within (group, fold) is needed."""
     fold = cell % n_folds if n_folds & (n_folds - 1) else cell & (n_folds - 1)
     out = np.zeros(n_cells)
-    within_m = np.zeros(len(m))  # each tie member's rank in its own fold (before averaging)
     for f in range(n_folds):
         idx = np.flatnonzero(fold == f)  # fold f's entries, in sorted order: ranks 1, 2, ...
         out += np.bincount(cell[idx], weights=pos1[:len(idx)], minlength=n_cells)
-        if len(m):
-            mine = fold[m] == f
-            within_m[mine] = np.searchsorted(idx, m[mine]) + 1
-    if len(m):  # a group's fold-f members hold consecutive fold ranks: they share their mean
-        group = np.repeat(np.arange(len(first)), size) * n_folds + fold[m]
-        _, start, inv, count = np.unique(group, return_index=True, return_inverse=True, return_counts=True)
-        mean = within_m[start] + (count - 1) / 2.0
-        out += np.bincount(cell[m], weights=mean[inv] - within_m, minlength=n_cells)
+    if len(m):
+        fm = fold[m]
+        start = np.cumsum(size) - size  # index in m of each group's first member
+        corr = np.empty(len(m))
+        for f in range(n_folds):
+            running = np.cumsum(fm == f)  # fold-f members so far (inclusive), along m
+            before = np.r_[0, running][start]  # fold-f members in earlier groups
+            count = np.r_[0, running][start + size] - before  # fold-f members of each group
+            mine = fm == f
+            j = running - np.repeat(before, size) - 1  # order among the group's fold-f members
+            corr[mine] = ((np.repeat(count, size) - 1) / 2.0 - j)[mine]
+        out += np.bincount(cell[m], weights=corr, minlength=n_cells)
     return out
 
 
-def top_rows(a: Float[np.ndarray, "unit token"], k: int) -> Int[np.ndarray, "unit k"]:
+def top_rows(a: Float[np.ndarray, "unit token"], k: int, kth: np.ndarray | None = None) -> Int[np.ndarray, "unit k"]:
     """Per row of ``a``, the columns of its ``k`` largest values, largest first (ties: lower column first, also
-    at the k-th place): the k-th largest value from a partition, then the columns at or above it ordered."""
+    at the k-th place): each row's k-th largest value (``kth`` when known, else from a partition), then the
+    columns at or above it, ordered."""
     c, n = a.shape
     k = min(k, n)
     if k == 0 or c == 0:
         return np.empty((c, k), dtype=np.int64)
     a = a + np.float32(0.0)  # -0.0 ties +0.0
-    kth = np.partition(a, n - k, axis=1)[:, n - k]
+    if kth is None:
+        kth = np.partition(a, n - k, axis=1)[:, n - k]
     r, j = np.divmod(np.flatnonzero(a >= kth[:, None]), n)  # k per row, more when the k-th value is tied
     order = np.lexsort((j, -a[r, j], r))  # by row, then value desc, then column asc
     r, j = r[order], j[order]
@@ -185,10 +207,12 @@ def sweep_half(acts: Float[np.ndarray, "token unit"], rows: slice | np.ndarray, 
         for u0 in range(0, n_units, chunk):
             cols = slice(u0, min(u0 + chunk, n_units))
             a = columns(acts, rows, cols)  # [chunk, row]
-            if top_k:
-                res.top[cols] = top_rows(a, top_k)
             res.mean[cols], res.var[cols] = _moments(a, shift_rows)
-            sums = rank_sums(sort_keys(a, cells, inplace=True), F * n_tags, F)
+            keys = sort_keys(a, cells, inplace=True)  # a keeps its values (-0.0 becomes +0.0)
+            if top_k:  # the k-th largest value read off the sorted keys
+                res.top[cols] = top_rows(a, top_k, kth=key_values(keys[:, n - min(top_k, n)]))
+            del a
+            sums = rank_sums(keys, F * n_tags, F)
             if F == 1:
                 sums = np.stack([sums, sums], 1)
             within = sums[:, 1].reshape(-1, n_tags, F).transpose(2, 0, 1)  # [fold, unit, tag]
