@@ -220,10 +220,11 @@ def explicit_mask(model, mask: Tensor) -> Tensor | None:
     return mask.long().to(model.cfg.device) if left else None
 
 
-def run_hooked(model, tokens: Tensor, fwd_hooks: list, names: Sequence[str], **kwargs) -> None:
+def run_hooked(model, tokens: Tensor, fwd_hooks: list, names: Sequence[str], trim_every: int = 1, **kwargs) -> None:
     """``model.run_with_hooks(tokens, return_type=None, ...)`` that stops right after the last of
     ``names`` has fired (e.g. skipping the MLP after the last attention pattern), or after the
-    last block needed (``stop_at_layer``) when that cannot be told."""
+    last block needed (``stop_at_layer``) when that cannot be told. The heap is trimmed after every
+    ``trim_every``-th call (:func:`~tinyinterp.analysis.heap.trim_heap_every`)."""
     last = last_hook(names)
     hooks = list(fwd_hooks)
     if last is not None:
@@ -238,23 +239,25 @@ def run_hooked(model, tokens: Tensor, fwd_hooks: list, names: Sequence[str], **k
             model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks, **kwargs)
     except StopForward:
         pass
-    trim_heap_every()  # batch shapes vary: without trims, resident memory creeps up with the corpus size
+    trim_heap_every(trim_every)  # batch shapes vary: without trims, resident memory creeps up with the corpus size
 
 
 # ----------------------------------------------------------------------------------------- runners
 
 
 def run_pass(model, corpus: TaggedCorpus, consumers: Sequence[PassConsumer], groups: Sequence[np.ndarray] | None = None,
-             batch_tokens: int = 4096, progress: bool = False, desc: str = "analysis") -> int:
+             batch_tokens: int = 4096, progress: bool = False, desc: str = "analysis", trim_every: int = 1) -> int:
     """Stream the stories of ``groups`` (default: every story, one group) through ``model`` once,
-    feeding every consumer's hooks. Returns the number of tokens run (stories cut to ``n_ctx``)."""
+    feeding every consumer's hooks. Returns the number of tokens run (stories cut to ``n_ctx``).
+    ``trim_every``: batches between heap trims (1 keeps a streaming pass's memory flat; a pass whose
+    memory grows by design, e.g. keeping activations, can trim less often and skip the refaults)."""
     names = {h for c in consumers for h in c.hook_names}
     _check_hooks(model, names)
     stop = _stop_layer(sorted(names), model.cfg.n_layers)
     total = 0
     for batch in iter_batches(model, corpus, groups, batch_tokens, progress, desc):
         hooks = [h for c in consumers for h in c.batch_hooks(batch)]
-        run_hooked(model, batch.tokens, hooks, sorted(names), stop_at_layer=stop,
+        run_hooked(model, batch.tokens, hooks, sorted(names), trim_every, stop_at_layer=stop,
                    attention_mask=explicit_mask(model, batch.mask))
         total += int(batch.lengths.sum())
     trim_heap()

@@ -7,8 +7,10 @@ with the number of batches (measured: +115 MB over 1M tokens on ``checkpoints/ts
 the statistics are fixed-size). ``malloc_trim(0)`` after each batch returns every free page
 to the system, so peak memory depends on the largest batch, not on the corpus size.
 A trim costs more than the call: the next batch faults its pages back in (measured: ~12% of a
-1M-token pass when trimming after every batch), so the passes trim every :data:`TRIM_EVERY`
-batches (:func:`trim_heap_every`), which still bounds the creep to a few batches' worth.
+1M-token pass when trimming after every batch). A streaming pass trims after every batch (its
+memory must stay flat: measured drift 1.001 over 1M tokens, 1.27 when trimming every 16th); a pass
+that keeps every token's activations, whose memory grows with the corpus by design, trims every
+:data:`TRIM_EVERY` batches (:func:`trim_heap_every`).
 Elsewhere than glibc (macOS, musl, Windows) :func:`trim_heap` does nothing.
 """
 
@@ -20,7 +22,7 @@ import itertools
 import sys
 from functools import lru_cache
 
-TRIM_EVERY = 16  # batches between two trims of a streaming pass
+TRIM_EVERY = 16  # batches between two trims of a pass that keeps activations (memory grows by design)
 _calls = itertools.count(1)
 
 

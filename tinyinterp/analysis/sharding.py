@@ -39,6 +39,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tinyinterp.analysis.engine import eval_mode, run_pass
+from tinyinterp.analysis.heap import TRIM_EVERY
 from tinyinterp.analysis.heads.classify import HeadJob
 from tinyinterp.analysis.heads.results import HeadResults
 from tinyinterp.analysis.neurons.job import NeuronJob
@@ -124,8 +125,9 @@ class Jobs:
         i, n = shard
         model, corpus = self.heads.model, self.heads.corpus
         bt = min(self.heads.cfg.batch_tokens, self.neurons.cfg.batch_tokens)
+        trim = TRIM_EVERY if self.neurons.kept is not None else 1  # kept activations: memory grows by design anyway
         tokens = run_pass(model, corpus, [*self.heads.consumers, self.neurons], shard_groups(self.neurons.groups, i, n), bt,
-                          progress, desc)
+                          progress, desc, trim)
         if self.control is not None:
             run_pass(self.twin, self.control.corpus, [self.control], shard_groups(self.control.groups, i, n), bt,
                      progress, f"{desc}: untrained control")

@@ -164,7 +164,7 @@ class EffectsPass:
             self.obs[idx, sl] += tot.double().cpu().numpy()
             # the pattern without the first key (a sink), renormalised; padding rows do not count
             scale = rm[:, None, :, None] / (1.0 - pat[..., :1]).clamp(min=1e-6)  # [B, H, q, 1]: one row factor
-            rest = pat[..., 1:] * scale  # [B, H, q, k-1]
+            rest = torch.mul(pat[..., 1:], scale, out=self._scratch(pat.shape[:-1] + (n - 1,)))  # [B, H, q, k-1]
             self.cell_s1[layer, :, :n, : n - 1] += rest.sum(0).double().cpu()
             self.cell_s2[layer, :, :n, : n - 1] += rest.square_().sum(0).double().cpu()
             if self.profile is not None:
@@ -194,6 +194,15 @@ class EffectsPass:
             self._dla(zs, scale, u, nxt, idx)
 
         return hooks + [(lambda name: name.endswith("attn.hook_z"), on_z), (f"blocks.{self.L - 1}.hook_resid_post", on_resid)]
+
+    def _scratch(self, shape) -> Tensor:
+        """A float32 tensor of ``shape`` over a buffer reused across layers and batches (a fresh pattern-sized
+        tensor every time costs its page faults)."""
+        size, dev = int(np.prod(shape)), self.model.cfg.device
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.numel() < size:
+            self._buf = buf = torch.empty(size, device=dev)
+        return buf[:size].view(shape)
 
     def _dla(self, zs: dict[int, Tensor], scale: Tensor, u: Tensor, nxt: Tensor, idx: np.ndarray) -> None:
         """Direct logit attribution of every head to the next token, summed per story and group (``u``: the next

@@ -194,16 +194,17 @@ class MainPass:
         self.n_stories += int((batch.lengths >= 2).sum())
         q = torch.arange(n, device=dev)
         off = q[:, None] - q[None, :]  # [q, k]
-        before = (off > 0).float()  # k < q
         keycats = torch.as_tensor(_key_categories(self.stories, idx, n, self.tables), device=dev)  # [B, k, C_key]
-        valid = before * rm[:, :, None] * km[:, None, :]  # [B, q, k]
+        real = rm > 0
+        valid = (off > 0) & real[:, :, None] & real[:, None, :]  # [B, q, k]: k < q, both real, not BOS
         prev_tok = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)  # token before each key
         prev_tok[:, 1] = -1  # the token before key 1 is BOS: not an earlier occurrence
-        rel = torch.stack([(tokens[:, :, None] == tokens[:, None, :]).float() * valid,  # SAME_TOKEN
-                           (tokens[:, :, None] == prev_tok[:, None, :]).float() * valid], 1)  # INDUCTION; [B, 2, q, k]
-        visible = rm[:, :, None] * (off >= 0).float()  # [B, q, k]
-        self.cat_keys[:CK] += einsum(visible.sum(1) * km, keycats, "b k, b k c -> c").double().cpu()
-        self.cat_keys[CK:] += rel.sum((0, 2, 3)).double().cpu()
+        rel = torch.empty(len(tokens), n, n, 2, device=dev)  # [B, q, k, r]: SAME_TOKEN, INDUCTION
+        rel[..., 0] = (tokens[:, :, None] == tokens[:, None, :]) & valid
+        rel[..., 1] = (tokens[:, :, None] == prev_tok[:, None, :]) & valid
+        rows_seeing = rm.flip(1).cumsum(1).flip(1)  # [B, k]: real query rows q >= k
+        self.cat_keys[:CK] += einsum(rows_seeing * km, keycats, "b k, b k c -> c").double().cpu()
+        self.cat_keys[CK:] += rel.sum((0, 1, 2)).double().cpu()
         flat_tok = rearrange(tokens, "b k -> (b k)").cpu()
         self.tok_count.index_add_(0, flat_tok, rearrange(km, "b k -> (b k)").double().cpu())
         rm64 = rm.double()
@@ -213,7 +214,7 @@ class MainPass:
             n=n, rm=rm, rm64=rm64, km=km, keycats=keycats, flat_tok=flat_tok,
             near=((off >= 0) & (off <= self.near_offsets)).double(), dist=off.clamp(min=0).double(),
             invlog=torch.where(q >= 1, 1.0 / torch.log2((q + 1).double()), torch.zeros((), device=dev, dtype=torch.float64)),
-            rel_flat=rearrange(rel, "b r q k -> b (q k) r"),
+            rel_flat=rearrange(rel, "b q k r -> b (q k) r"),
             eps=torch.as_tensor(story_signs(idx, self.n_perm, self.seed), device=dev))  # [P, B]
 
     def _reduce(self, b: "_BatchTensors", layer: int, pat: Tensor) -> None:

@@ -26,6 +26,7 @@ import torch
 from tinyinterp.analysis.corpus.labels import CorpusLabels, label_corpus
 from tinyinterp.analysis.corpus.store import TaggedCorpus
 from tinyinterp.analysis.engine import eval_mode, mlp_hook, run_pass, stream_activations
+from tinyinterp.analysis.heap import TRIM_EVERY
 from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.controls import example_neurons, examples_for, logit_effects, top_from_kept, untrained_copy
 from tinyinterp.analysis.neurons.decision import (STREAMING_UNTESTABLE, category_summary, exact_rows, held_out_moments,
@@ -220,7 +221,7 @@ class NeuronJob:
     def run(self) -> NeuronResults:
         """Stream :attr:`groups` through the model with this job alone, then :meth:`finish`."""
         run_pass(self.model, self.corpus, [self], self.groups, self.cfg.batch_tokens, self.cfg.progress,
-                 f"{self.label}: selection + held-out")
+                 f"{self.label}: selection + held-out", TRIM_EVERY if self.kept is not None else 1)
         return self.finish()
 
     def finish(self) -> NeuronResults:
