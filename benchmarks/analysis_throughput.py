@@ -17,7 +17,14 @@ records its peak RSS at the end of the analysis and of the control (``VmHWM``, t
 high-water mark of the child's own address space; not ``ru_maxrss``, which on Linux keeps
 the parent's RSS across fork+exec), then times a bare ``model(tokens)`` forward (logits
 included, ``torch.inference_mode``) over the same stories, padded into the same batches of
-4096 tokens (``--forward-reps`` times, median kept). Separate processes make the peaks
+4096 tokens (``--forward-reps`` times, median kept): ``forward_s``. A second fresh child times
+the same bare forward alone (``forward_fresh_s``): the ratio ``overhead_vs_forward`` divides
+by it, because the forward's speed depends on the allocator's history (glibc's dynamic mmap
+threshold and heap): run after the analysis in its process it measured 53–73 s at 1M tokens
+across runs, alone in a fresh process 76–82 s (2026-12-01). The analysis runs in a fresh
+process too, so fresh against fresh compares like with like; ``overhead_vs_forward_after_analysis``
+keeps the earlier reading (the forward after the analysis, which every run before 2026-12-01 09:50
+UTC used). Separate processes make the peaks
 comparable; identical runs still differ by a few percent (allocator), so ``--rss-reps - 1``
 more children per size repeat only the load + analysis + control, and the median peak is
 kept (every peak is reported).
@@ -209,17 +216,38 @@ def plan(files: list[str], model, sizes: list[int]) -> dict[int, dict[str, int]]
 # ----------------------------------------------------------------------------------------------- child
 
 
+def bare_forward(model, corpus, n_reps: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``n_reps`` bare ``model(tokens)`` passes over ``corpus`` in the analysis's batches
+    (4096 tokens, built before timing; one warm-up call first)."""
+    import numpy as np
+    import torch
+
+    from tinyinterp.analysis.engine import plan_batches
+
+    lengths = np.minimum(corpus.lengths(), model.cfg.n_ctx)
+    batches = [torch.from_numpy(corpus.packed().padded("tokens", idx, int(lengths[idx].max()), fill=0))
+               for idx in plan_batches(lengths, 4096)]
+    reps, cpu = [], []
+    with torch.inference_mode():
+        model(batches[0][:1])  # warm-up
+        for _ in range(n_reps):
+            t, c = time.perf_counter(), time.process_time()
+            for tokens in batches:
+                model(tokens)
+            reps.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+    return reps, cpu
+
+
 def child(args: argparse.Namespace) -> dict:
     import dataclasses
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(args.threads)  # numpy's BLAS too: the analysis gets the threads the forward gets
-    from tinyinterp.analysis.engine import plan_batches
     from tinyinterp.analysis.heads import HeadConfig, classify_heads
     from tinyinterp.analysis.neurons import untrained_copy
     from tinyinterp.analysis.neurons import NeuronConfig, find_pos_neurons
@@ -234,6 +262,9 @@ def child(args: argparse.Namespace) -> dict:
     corpus = corpus_from_texts(texts, model, progress=False)
     load_s = time.perf_counter() - t
     del texts
+    if args.forward_only:  # a fresh process: the allocator as a user's bare forward finds it
+        reps, _ = bare_forward(model, corpus, args.forward_reps)
+        return {"forward_fresh_s": statistics.median(reps), "forward_fresh_reps_s": reps}
     rss["after_load"] = peak_rss_mb()
     out: dict = {"stories": len(corpus), "tokens": int(corpus.n_tokens), "load_tagged_s": load_s,
                  "n_cached": corpus.meta.get("n_cached")}
@@ -286,20 +317,7 @@ def child(args: argparse.Namespace) -> dict:
         find_pos_neurons(model, corpus, ncfg)
         out["separate_neurons_s"] = time.perf_counter() - t
 
-    # bare forward over the same stories, in the analysis's batches (built before timing)
-    n_ctx = model.cfg.n_ctx
-    lengths = np.minimum(corpus.lengths(), n_ctx)
-    batches = [torch.from_numpy(corpus.packed().padded("tokens", idx, int(lengths[idx].max()), fill=0))
-               for idx in plan_batches(lengths, min(hcfg.batch_tokens, ncfg.batch_tokens))]
-    with torch.inference_mode():
-        model(batches[0][:1])  # warm-up
-        reps, cpu = [], []
-        for _ in range(args.forward_reps):
-            t, c = time.perf_counter(), time.process_time()
-            for tokens in batches:
-                model(tokens)
-            reps.append(time.perf_counter() - t)
-            cpu.append(time.process_time() - c)
+    reps, cpu = bare_forward(model, corpus, args.forward_reps)
     out["forward_s"] = statistics.median(reps)
     out["forward_cpu_s"] = statistics.median(cpu)
     out["forward_reps_s"] = reps
@@ -332,6 +350,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--n-stories", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--forward-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args)))
@@ -356,10 +375,11 @@ def main() -> None:
     del corpus
     print(f"tagging: {tagging}", flush=True)
 
-    def run_child(size: int, memory_only: bool) -> dict:
+    def run_child(size: int, memory_only: bool, forward_only: bool = False) -> dict:
         cmd = [sys.executable, __file__, "--child", "--n-stories", str(sizes[size]["stories"]),
                "--threads", str(args.threads), "--data", args.data, "--forward-reps", str(args.forward_reps)]
         cmd += [] if args.control else ["--no-control"]
+        cmd += ["--forward-only"] if forward_only else []
         cmd += ["--memory-only"] if memory_only else (["--probes"] if args.probes else []) + (
             ["--separate"] if args.separate else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -375,7 +395,11 @@ def main() -> None:
         r["peak_rss_runs_mb"] = [r["peak_rss_mb"]] + [e["peak_rss_mb"] for e in extra]
         r["peak_rss_analysis_runs_mb"] = [x["rss_checkpoints_mb"]["after_analysis"] for x in [r, *extra]]
         r["peak_rss_mb"] = statistics.median(r["peak_rss_runs_mb"])  # the allocator makes single peaks vary by a few %
-        r["overhead_vs_forward"] = r["analysis_s"] / r["forward_s"]
+        r.update(run_child(size, memory_only=False, forward_only=True))
+        # the ratio's reference: the bare forward in a fresh process, as the analysis ran (cold allocator); the
+        # same forward timed after the analysis in its process (warm heap) is kept as forward_s, with its ratio
+        r["overhead_vs_forward_after_analysis"] = r["analysis_s"] / r["forward_s"]
+        r["overhead_vs_forward"] = r["analysis_s"] / r["forward_fresh_s"]
         r["overhead_vs_forward_cpu"] = r["analysis_cpu_s"] / r["forward_cpu_s"]
         r["analysis_tokens_per_s"] = r["tokens"] / r["analysis_s"]
         r["forward_tokens_per_s"] = r["tokens"] / r["forward_s"]
@@ -395,6 +419,7 @@ def main() -> None:
         "sizes": {str(k): v for k, v in runs.items()},
         **tagging,
         "overhead_vs_forward": large["overhead_vs_forward"],
+        "overhead_vs_forward_after_analysis": large["overhead_vs_forward_after_analysis"],
         "overhead_vs_forward_with_control": large.get("overhead_vs_forward_with_control"),
         "overhead_vs_forward_with_identity": large.get("overhead_vs_forward_with_identity"),
         "bootstraps_identity_s": large.get("bootstraps_identity_s"),
