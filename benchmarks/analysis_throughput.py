@@ -216,9 +216,9 @@ def plan(files: list[str], model, sizes: list[int]) -> dict[int, dict[str, int]]
 # ----------------------------------------------------------------------------------------------- child
 
 
-def bare_forward(model, corpus, n_reps: int) -> tuple[list[float], list[float]]:
+def bare_forward(model, corpus, n_reps: int) -> tuple[list[float], list[float], int]:
     """Wall and CPU seconds of ``n_reps`` bare ``model(tokens)`` passes over ``corpus`` in the analysis's batches
-    (4096 tokens, built before timing; one warm-up call first)."""
+    (4096 tokens, built before timing; one warm-up call first), and the padded tokens per pass."""
     import numpy as np
     import torch
 
@@ -236,7 +236,7 @@ def bare_forward(model, corpus, n_reps: int) -> tuple[list[float], list[float]]:
                 model(tokens)
             reps.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
-    return reps, cpu
+    return reps, cpu, int(sum(b.numel() for b in batches))
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -263,7 +263,7 @@ def child(args: argparse.Namespace) -> dict:
     load_s = time.perf_counter() - t
     del texts
     if args.forward_only:  # a fresh process: the allocator as a user's bare forward finds it
-        reps, _ = bare_forward(model, corpus, args.forward_reps)
+        reps, _, _ = bare_forward(model, corpus, args.forward_reps)
         return {"forward_fresh_s": statistics.median(reps), "forward_fresh_reps_s": reps}
     rss["after_load"] = peak_rss_mb()
     out: dict = {"stories": len(corpus), "tokens": int(corpus.n_tokens), "load_tagged_s": load_s,
@@ -317,11 +317,11 @@ def child(args: argparse.Namespace) -> dict:
         find_pos_neurons(model, corpus, ncfg)
         out["separate_neurons_s"] = time.perf_counter() - t
 
-    reps, cpu = bare_forward(model, corpus, args.forward_reps)
+    reps, cpu, padded = bare_forward(model, corpus, args.forward_reps)
     out["forward_s"] = statistics.median(reps)
     out["forward_cpu_s"] = statistics.median(cpu)
     out["forward_reps_s"] = reps
-    out["forward_padded_tokens"] = int(sum(b.numel() for b in batches))
+    out["forward_padded_tokens"] = padded
     if args.probes:
         from tinyinterp.analysis.probes import ProbeConfig, probe_layers
 
