@@ -32,7 +32,7 @@ from tinyinterp.analysis.neurons.ranks import block_rows
 from tinyinterp.analysis.neurons.units import UnitActivations
 from tinyinterp.analysis.neurons.stats import TagTests
 
-__all__ = ["STREAMING_UNTESTABLE", "category_summary", "exact_rows", "held_out_moments", "selection_moments", "sort_rows", "streaming_rows"]
+__all__ = ["STREAMING_UNTESTABLE", "category_summary", "exact_rows", "held_out_moments", "sort_rows", "streaming_rows"]
 
 STREAMING_UNTESTABLE = ("needs every token's activations, which a streaming (sharded, torchrun or in_memory=False) run "
                         "does not keep")
@@ -62,22 +62,6 @@ def held_out_moments(ua: UnitActivations, pairs: list[tuple[int, int]], min_supp
         d = (xp.mean() - xn.mean()) / pooled if pooled > 0 else 0.0
         res[(u, t)] = {"mean_pos": float(xp.mean()), "mean_neg": float(xn.mean()), "cohens_d": float(d)}
     return res
-
-
-def selection_moments(ua: UnitActivations, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population variance per unit over the selection half's kept activations (float64 sums of
-    values shifted by the first chunk's mean, so the variance does not cancel)."""
-    rows = np.flatnonzero(ua.selection)
-    if not len(rows):
-        return np.zeros(ua.n_units), np.zeros(ua.n_units)
-    shift = ua.acts[rows[:chunk]].astype(np.float64).mean(0)
-    s, ss = np.zeros(ua.n_units), np.zeros(ua.n_units)
-    for i in range(0, len(rows), chunk):
-        x = ua.acts[rows[i:i + chunk]].astype(np.float64) - shift
-        s += x.sum(0)
-        ss += np.square(x).sum(0)
-    m = s / len(rows)
-    return shift + m, np.maximum(ss / len(rows) - m ** 2, 0)
 
 
 def exact_rows(ident: IdentityResults, moments: dict, lexical: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from tinyinterp.analysis.heap import TRIM_EVERY
 from tinyinterp.analysis.neurons.config import NeuronConfig
 from tinyinterp.analysis.neurons.controls import example_neurons, examples_for, logit_effects, top_from_kept, untrained_copy
 from tinyinterp.analysis.neurons.decision import (STREAMING_UNTESTABLE, category_summary, exact_rows, held_out_moments,
-                                                  selection_moments, sort_rows, streaming_rows)
+                                                  sort_rows, streaming_rows)
 from tinyinterp.analysis.neurons.identity import classify_units
 from tinyinterp.analysis.neurons.kept import KeptActivations
 from tinyinterp.analysis.neurons.matched_ablation import SelectionStats
@@ -252,7 +252,7 @@ class NeuronJob:
             extra = {"paper_specificity": _paper(ident), "n_ambiguous_tests": ident.summary["n_ambiguous_tests"]}
             if lexical:
                 extra["lexical_baseline"] = lexical
-            selection = self._selection_stats(*(ident.selection_moments or selection_moments(ua)), ident.selection_auroc)
+            selection = self._selection_stats(*ident.selection_moments, ident.selection_auroc)
             mode = "exact"
         else:
             sel, rep = run_tests(self.stats[0], idc.min_support), run_tests(self.stats[1], idc.min_support)
